@@ -1,0 +1,2 @@
+//! Volley gateway: holds client WebSocket connections in epoll shards and fans published
+//! messages out to them with one encode per message and one vectored write per connection.
