@@ -1,4 +1,5 @@
 //! Volley gateway: holds client WebSocket connections in epoll shards and fans published
 //! messages out to them with one encode per message and one vectored write per connection.
 
+pub mod frame;
 pub mod handshake;
