@@ -1,5 +1,19 @@
 //! Volley gateway: holds client WebSocket connections in epoll shards and fans published
 //! messages out to them with one encode per message and one vectored write per connection.
 
+pub mod admin;
+pub mod config;
+pub mod conn;
+pub mod envelope;
 pub mod frame;
+pub mod gateway;
 pub mod handshake;
+pub mod hub;
+pub mod message;
+pub mod metrics;
+pub mod outbox;
+pub mod protocol;
+pub mod shard;
+pub mod state;
+pub mod topic;
+pub mod topic_index;

@@ -1,0 +1,168 @@
+//! The `volley.v1` client protocol: parsing the JSON ops clients send in text frames, and
+//! building the JSON replies the server sends back.
+
+use serde::{Deserialize, Serialize};
+
+use crate::topic::TopicError;
+
+#[cfg(test)]
+mod tests;
+
+/// One request from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientOp {
+    /// `{"op":"sub","topics":[..]}`: subscribe to these patterns (not yet validated).
+    Sub(Vec<String>),
+    /// `{"op":"unsub","topics":[..]}`
+    Unsub(Vec<String>),
+    /// `{"op":"ping"}`
+    Ping,
+    /// `{"op":"refresh","token":".."}`: replace the connection's auth token.
+    Refresh(String),
+}
+
+/// Why a client frame is not a valid op. Messages are short and meant for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    #[error("not valid JSON: {0}")]
+    NotJson(String),
+    #[error("expected a JSON object")]
+    NotObject,
+    #[error("missing \"op\"")]
+    MissingOp,
+    #[error("unknown op {0:?}")]
+    UnknownOp(String),
+    #[error("op \"{op}\" needs \"{field}\"")]
+    MissingField {
+        op: &'static str,
+        field: &'static str,
+    },
+    /// A field has the wrong type (or appears twice); carries serde's description.
+    #[error("bad request: {0}")]
+    Invalid(String),
+}
+
+/// Every field any op may carry. Fields an op does not use are ignored, as are unknown
+/// fields, so that clients can add fields (say a request id) without breaking.
+#[derive(Deserialize)]
+struct RawOp {
+    op: Option<String>,
+    topics: Option<Vec<String>>,
+    token: Option<String>,
+}
+
+/// Parses one client text frame.
+pub fn parse_op(text: &str) -> Result<ClientOp, OpError> {
+    // serde's derived struct visitor would also accept a JSON array, which is not our
+    // protocol, so insist on an object first.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => OpError::NotObject,
+            Err(e) => OpError::NotJson(e.to_string()),
+        });
+    }
+    let raw: RawOp = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => OpError::Invalid(e.to_string()),
+        _ => OpError::NotJson(e.to_string()),
+    })?;
+    let op = raw.op.ok_or(OpError::MissingOp)?;
+    match op.as_str() {
+        "sub" => raw.topics.map(ClientOp::Sub).ok_or(OpError::MissingField {
+            op: "sub",
+            field: "topics",
+        }),
+        "unsub" => raw
+            .topics
+            .map(ClientOp::Unsub)
+            .ok_or(OpError::MissingField {
+                op: "unsub",
+                field: "topics",
+            }),
+        "ping" => Ok(ClientOp::Ping),
+        "refresh" => raw
+            .token
+            .map(ClientOp::Refresh)
+            .ok_or(OpError::MissingField {
+                op: "refresh",
+                field: "token",
+            }),
+        _ => Err(OpError::UnknownOp(op)),
+    }
+}
+
+/// The `code` of an error reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is well formed but not allowed (reserved topic, not authorized).
+    Forbidden,
+    /// The request is malformed.
+    BadRequest,
+    /// A limit was hit (too many subscriptions, rate, ...).
+    Limit,
+}
+
+impl ErrorCode {
+    /// The code for rejecting a topic: `forbidden` for reserved topics, else `bad_request`.
+    pub fn for_topic_error(e: &TopicError) -> Self {
+        if e.is_forbidden() {
+            ErrorCode::Forbidden
+        } else {
+            ErrorCode::BadRequest
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TopicsReply<'a> {
+    op: &'static str,
+    topics: &'a [&'a str],
+}
+
+#[derive(Serialize)]
+struct ErrorReply<'a> {
+    op: &'static str,
+    code: ErrorCode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    message: &'a str,
+}
+
+/// Serializes a reply. These types only hold strings and enums, which serde_json cannot fail
+/// to encode; the fallback exists only so that this cannot panic.
+fn to_json<T: Serialize>(reply: &T) -> String {
+    serde_json::to_string(reply).unwrap_or_else(|_| {
+        r#"{"op":"error","code":"bad_request","message":"internal encoding error"}"#.to_owned()
+    })
+}
+
+/// `{"op":"subscribed","topics":[..]}`
+pub fn subscribed(topics: &[&str]) -> String {
+    to_json(&TopicsReply {
+        op: "subscribed",
+        topics,
+    })
+}
+
+/// `{"op":"unsubscribed","topics":[..]}`
+pub fn unsubscribed(topics: &[&str]) -> String {
+    to_json(&TopicsReply {
+        op: "unsubscribed",
+        topics,
+    })
+}
+
+/// `{"op":"pong"}`
+pub fn pong() -> String {
+    r#"{"op":"pong"}"#.to_owned()
+}
+
+/// `{"op":"error","code":"..","topic":"..","message":".."}`, without `topic` when None.
+pub fn error(code: ErrorCode, topic: Option<&str>, message: &str) -> String {
+    to_json(&ErrorReply {
+        op: "error",
+        code,
+        topic,
+        message,
+    })
+}
