@@ -1,0 +1,114 @@
+//! The admin HTTP server (axum): health, readiness, Prometheus metrics and the publish API.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+
+use crate::hub::{Hub, PublishError};
+use crate::state::Shared;
+use crate::topic;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub hub: Arc<Hub>,
+    pub shared: Arc<Shared>,
+    pub registry: Arc<Registry>,
+    pub api_key: Option<Arc<str>>,
+}
+
+/// The admin routes. `max_publish_bytes` bounds a publish body (413 past it).
+pub fn router(state: AdminState, max_publish_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/publish/{topic}", post(publish))
+        .layer(DefaultBodyLimit::max(max_publish_bytes))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    match state.shared.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", why.as_str()),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::encode(&state.registry),
+    )
+        .into_response()
+}
+
+async fn publish(
+    State(state): State<AdminState>,
+    Path(topic_name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(key) = &state.api_key {
+        if !api_key_matches(&headers, key) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong API key");
+        }
+    }
+    if let Err(e) = topic::validate_subject(&topic_name) {
+        let status = if e.is_forbidden() {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return error(status, &format!("topic `{topic_name}`: {e}"));
+    }
+    match state.hub.publish(&topic_name, body) {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({ "topic": topic_name })),
+        )
+            .into_response(),
+        Err(e @ (PublishError::Overloaded | PublishError::Closed)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+    }
+}
+
+/// The key may come as `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
+fn api_key_matches(headers: &HeaderMap, key: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let plain = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    [bearer, plain]
+        .into_iter()
+        .flatten()
+        .any(|given| constant_time_eq(given.trim().as_bytes(), key.as_bytes()))
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}

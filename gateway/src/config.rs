@@ -1,0 +1,287 @@
+//! Gateway configuration: command-line flags, an optional YAML file and `VOLLEY_*` environment
+//! variables, merged into one validated [`Config`].
+//!
+//! Precedence, highest first: a flag, its `VOLLEY_*` environment variable, the YAML file given with
+//! `--config`, the built-in default. The YAML file uses the flag names in camelCase
+//! (`--flush-interval` → `flushInterval`) and rejects unknown keys, so a typo fails at start-up
+//! instead of being silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every option, each optional so the sources can be layered. The same struct is parsed from the
+/// command line (with environment fallbacks) and from the YAML file, so the two cannot drift.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Options {
+    /// Client WebSocket address [default: 0.0.0.0:8080]
+    #[arg(long, env = "VOLLEY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Admin HTTP address: /healthz, /readyz, /metrics, POST /v1/publish/{topic} [default: 0.0.0.0:9090]
+    #[arg(long, env = "VOLLEY_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// Connection shard threads [default: one per core]
+    #[arg(long, env = "VOLLEY_SHARDS")]
+    pub shards: Option<usize>,
+
+    /// How often each shard flushes queued frames with one vectored write per connection [default: 10ms]
+    #[arg(long, env = "VOLLEY_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub flush_interval: Option<Duration>,
+
+    /// Bytes queued for one connection before it is closed as a slow consumer (1008) [default: 1048576]
+    #[arg(long, env = "VOLLEY_MAX_PENDING_BYTES")]
+    pub max_pending_bytes: Option<usize>,
+
+    /// Open WebSocket connections this gateway accepts; over it new clients get 503 [default: 100000]
+    #[arg(long, env = "VOLLEY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Subscriptions one connection may hold [default: 100]
+    #[arg(long, env = "VOLLEY_MAX_SUBSCRIPTIONS_PER_CONNECTION")]
+    pub max_subscriptions_per_connection: Option<usize>,
+
+    /// Largest client message (after reassembly of fragments); larger closes with 1009 [default: 4096]
+    #[arg(long, env = "VOLLEY_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Deadline for the whole HTTP upgrade, from accept to the 101 response [default: 5s]
+    #[arg(long, env = "VOLLEY_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub handshake_timeout: Option<Duration>,
+
+    /// Largest upgrade request head; larger gets 431 [default: 8192]
+    #[arg(long, env = "VOLLEY_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+
+    /// Idle time after which the server pings a connection; silent for two intervals closes it [default: 30s]
+    #[arg(long, env = "VOLLEY_PING_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub ping_interval: Option<Duration>,
+
+    /// On SIGTERM/SIGINT, connections are closed with 1001 spread evenly over this window [default: 10s]
+    #[arg(long, env = "VOLLEY_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
+
+    /// Allowed browser origins, comma-separated; empty allows any. Requests without Origin are allowed.
+    #[arg(long, env = "VOLLEY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// API key required by POST /v1/publish (as `Authorization: Bearer KEY` or `X-Api-Key: KEY`) [default: none]
+    #[arg(long, env = "VOLLEY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Largest body accepted by POST /v1/publish; larger gets 413 [default: 1048576]
+    #[arg(long, env = "VOLLEY_MAX_PUBLISH_BYTES")]
+    pub max_publish_bytes: Option<usize>,
+
+    /// NATS server URL(s) for cluster mode (not built yet: setting it is an error)
+    #[arg(long, env = "VOLLEY_NATS")]
+    pub nats: Option<String>,
+
+    /// NATS subject prefix: topic `t` is subject `<prefix>.t` [default: push]
+    #[arg(long, env = "VOLLEY_SUBJECT_PREFIX")]
+    pub subject_prefix: Option<String>,
+}
+
+impl Options {
+    /// Fills every option unset in `self` from `lower`.
+    fn or(self, lower: Options) -> Options {
+        Options {
+            listen: self.listen.or(lower.listen),
+            admin_addr: self.admin_addr.or(lower.admin_addr),
+            shards: self.shards.or(lower.shards),
+            flush_interval: self.flush_interval.or(lower.flush_interval),
+            max_pending_bytes: self.max_pending_bytes.or(lower.max_pending_bytes),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_subscriptions_per_connection: self
+                .max_subscriptions_per_connection
+                .or(lower.max_subscriptions_per_connection),
+            max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
+            handshake_timeout: self.handshake_timeout.or(lower.handshake_timeout),
+            max_header_bytes: self.max_header_bytes.or(lower.max_header_bytes),
+            ping_interval: self.ping_interval.or(lower.ping_interval),
+            drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+            allowed_origins: self.allowed_origins.or(lower.allowed_origins),
+            api_key: self.api_key.or(lower.api_key),
+            max_publish_bytes: self.max_publish_bytes.or(lower.max_publish_bytes),
+            nats: self.nats.or(lower.nats),
+            subject_prefix: self.subject_prefix.or(lower.subject_prefix),
+        }
+    }
+}
+
+/// The command line of `volley-gateway`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "volley-gateway",
+    version,
+    about = "Volley WebSocket push gateway"
+)]
+pub struct Cli {
+    /// YAML config file (keys are the flag names in camelCase)
+    #[arg(long, env = "VOLLEY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Print the resolved configuration and exit (non-zero with the offending key if invalid)
+    #[arg(long)]
+    pub check_config: bool,
+
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// The resolved configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shards: usize,
+    pub flush_interval: Duration,
+    pub max_pending_bytes: usize,
+    pub max_connections: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub max_message_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub ping_interval: Duration,
+    pub drain_timeout: Duration,
+    pub allowed_origins: Vec<String>,
+    pub api_key: Option<String>,
+    pub max_publish_bytes: usize,
+    pub subject_prefix: String,
+}
+
+/// Why a configuration was refused; each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: key `{key}`: {message}")]
+    File {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("invalid `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Cli {
+    /// Resolves the command line, environment and the optional file into a [`Config`].
+    pub fn load(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => Options::default(),
+        };
+        Config::from_options(self.options.or(file))
+    }
+}
+
+/// Parses a YAML config file, naming the offending key on error.
+pub fn read_file(path: &Path) -> Result<Options, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_yaml(&text).map_err(|(key, message)| ConfigError::File {
+        path: path.to_owned(),
+        key,
+        message,
+    })
+}
+
+/// Parses YAML config text; on error returns the path of the key at fault and the message.
+pub fn parse_yaml(text: &str) -> Result<Options, (String, String)> {
+    if text.trim().is_empty() {
+        return Ok(Options::default());
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        (key, e.into_inner().to_string())
+    })
+}
+
+impl Config {
+    /// Applies defaults and checks values that the types alone do not rule out.
+    pub fn from_options(o: Options) -> Result<Config, ConfigError> {
+        if o.nats.is_some() {
+            return Err(invalid(
+                "nats",
+                "cluster mode (NATS) is not built yet; run without --nats for standalone mode",
+            ));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let config = Config {
+            listen: o.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            admin_addr: o
+                .admin_addr
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9090))),
+            shards: o.shards.unwrap_or(cores),
+            flush_interval: o.flush_interval.unwrap_or(Duration::from_millis(10)),
+            max_pending_bytes: o.max_pending_bytes.unwrap_or(1 << 20),
+            max_connections: o.max_connections.unwrap_or(100_000),
+            max_subscriptions_per_connection: o.max_subscriptions_per_connection.unwrap_or(100),
+            max_message_bytes: o.max_message_bytes.unwrap_or(4096),
+            handshake_timeout: o.handshake_timeout.unwrap_or(Duration::from_secs(5)),
+            max_header_bytes: o.max_header_bytes.unwrap_or(8192),
+            ping_interval: o.ping_interval.unwrap_or(Duration::from_secs(30)),
+            drain_timeout: o.drain_timeout.unwrap_or(Duration::from_secs(10)),
+            allowed_origins: o.allowed_origins.unwrap_or_default(),
+            api_key: o.api_key.filter(|k| !k.is_empty()),
+            max_publish_bytes: o.max_publish_bytes.unwrap_or(1 << 20),
+            subject_prefix: o.subject_prefix.unwrap_or_else(|| "push".to_owned()),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        positive("shards", self.shards as u128)?;
+        if self.shards > 1024 {
+            return Err(invalid("shards", "at most 1024"));
+        }
+        positive("flushInterval", self.flush_interval.as_micros())?;
+        positive("maxPendingBytes", self.max_pending_bytes as u128)?;
+        positive("maxMessageBytes", self.max_message_bytes as u128)?;
+        positive("handshakeTimeout", self.handshake_timeout.as_micros())?;
+        positive("pingInterval", self.ping_interval.as_millis())?;
+        if self.max_header_bytes < 256 {
+            return Err(invalid("maxHeaderBytes", "at least 256"));
+        }
+        if self.subject_prefix.is_empty() || self.subject_prefix.contains([' ', '*', '>']) {
+            return Err(invalid(
+                "subjectPrefix",
+                "a non-empty NATS subject without wildcards",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &'static str, value: u128) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn invalid(key: &'static str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+use super::*;
+use clap::Parser;
+
+fn cli(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("volley-gateway").chain(args.iter().copied()))
+        .expect("arguments parse")
+}
+
+#[test]
+fn defaults_apply_when_nothing_is_set() {
+    let config = Config::from_options(Options::default()).unwrap();
+    assert_eq!(config.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(config.admin_addr, "0.0.0.0:9090".parse().unwrap());
+    assert_eq!(config.flush_interval, Duration::from_millis(10));
+    assert_eq!(config.max_pending_bytes, 1 << 20);
+    assert_eq!(config.max_subscriptions_per_connection, 100);
+    assert_eq!(config.max_message_bytes, 4096);
+    assert_eq!(config.handshake_timeout, Duration::from_secs(5));
+    assert_eq!(config.max_header_bytes, 8192);
+    assert_eq!(config.ping_interval, Duration::from_secs(30));
+    assert_eq!(config.drain_timeout, Duration::from_secs(10));
+    assert_eq!(config.subject_prefix, "push");
+    assert!(config.shards >= 1);
+    assert!(config.api_key.is_none());
+}
+
+#[test]
+fn yaml_keys_are_camel_case_with_humantime_durations() {
+    let options = parse_yaml(
+        "listen: 127.0.0.1:1234\nflushInterval: 25ms\nmaxPendingBytes: 4096\nallowedOrigins: [https://a.example]\ndrainTimeout: 2s\n",
+    )
+    .unwrap();
+    let config = Config::from_options(options).unwrap();
+    assert_eq!(config.listen, "127.0.0.1:1234".parse().unwrap());
+    assert_eq!(config.flush_interval, Duration::from_millis(25));
+    assert_eq!(config.max_pending_bytes, 4096);
+    assert_eq!(config.allowed_origins, vec!["https://a.example".to_owned()]);
+    assert_eq!(config.drain_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn empty_yaml_is_all_defaults() {
+    assert!(parse_yaml("  \n").unwrap().listen.is_none());
+}
+
+#[test]
+fn unknown_yaml_key_is_named() {
+    let (key, message) = parse_yaml("flushIntervall: 10ms\n").unwrap_err();
+    assert!(message.contains("flushIntervall"), "{key}: {message}");
+}
+
+#[test]
+fn mistyped_yaml_value_names_its_key() {
+    let (key, message) = parse_yaml("maxPendingBytes: lots\n").unwrap_err();
+    assert_eq!(key, "maxPendingBytes", "{message}");
+    let (key, _) = parse_yaml("flushInterval: soon\n").unwrap_err();
+    assert_eq!(key, "flushInterval");
+}
+
+#[test]
+fn flags_win_over_the_file() {
+    let file = parse_yaml("flushInterval: 25ms\nshards: 3\n").unwrap();
+    let merged = cli(&["--flush-interval", "5ms"]).options.or(file);
+    let config = Config::from_options(merged).unwrap();
+    assert_eq!(config.flush_interval, Duration::from_millis(5));
+    assert_eq!(config.shards, 3);
+}
+
+#[test]
+fn comma_separated_origins_flag() {
+    let options = cli(&["--allowed-origins", "https://a,https://b"]).options;
+    assert_eq!(
+        options.allowed_origins.unwrap(),
+        vec!["https://a".to_owned(), "https://b".to_owned()]
+    );
+}
+
+#[test]
+fn invalid_values_name_the_key() {
+    let cases: [(&str, &str); 5] = [
+        ("shards: 0", "shards"),
+        ("flushInterval: 0s", "flushInterval"),
+        ("maxMessageBytes: 0", "maxMessageBytes"),
+        ("maxHeaderBytes: 10", "maxHeaderBytes"),
+        ("subjectPrefix: 'a.>'", "subjectPrefix"),
+    ];
+    for (yaml, key) in cases {
+        let err = Config::from_options(parse_yaml(yaml).unwrap()).unwrap_err();
+        assert!(err.to_string().contains(key), "{yaml}: {err}");
+    }
+}
+
+#[test]
+fn nats_is_refused_until_cluster_mode_exists() {
+    let err = Config::from_options(cli(&["--nats", "nats://127.0.0.1:4222"]).options).unwrap_err();
+    assert!(err.to_string().contains("nats"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let err = cli(&["--config", "/nonexistent/volley.yaml"])
+        .load()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/volley.yaml"),
+        "{err}"
+    );
+}

@@ -1,0 +1,202 @@
+//! Starting and stopping a whole gateway: binds the shard listeners (SO_REUSEPORT) and the admin
+//! server, spawns the shard threads, and drains them on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::net::TcpListener;
+use mio::{Poll, Token};
+use prometheus_client::registry::Registry;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::handshake::HandshakeConfig;
+use crate::hub::{self, Hub};
+use crate::metrics::Metrics;
+use crate::shard::{Shard, ShardConfig};
+use crate::state::Shared;
+
+/// Kernel accept queue per listener: a connect storm queues here rather than being refused.
+const BACKLOG: i32 = 4096;
+/// After the drain window, how long to wait for shards to finish closing.
+const DRAIN_JOIN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen for clients on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for admin HTTP on {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up shard {shard}: {source}")]
+    Shard {
+        shard: usize,
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    client_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    hub: Arc<Hub>,
+    shared: Arc<Shared>,
+    shards: Vec<JoinHandle<()>>,
+    drain_timeout: Duration,
+    admin_task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Binds every socket and starts the shards and the admin server (on the current tokio
+    /// runtime). Port 0 is resolved once, so all shards share the same client port.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        for reason in crate::handshake::RejectReason::ALL {
+            // Pre-register so every label shows up as 0 before it first happens.
+            let _ = metrics
+                .handshakes
+                .get_or_create(&crate::metrics::ResultLabel {
+                    result: reason.label(),
+                });
+        }
+        let shared = Arc::new(Shared::new(metrics.clone(), config.max_connections));
+        let shard_config = ShardConfig {
+            handshake: HandshakeConfig {
+                path: "/ws".to_owned(),
+                max_header_bytes: config.max_header_bytes,
+                allowed_origins: config.allowed_origins.clone(),
+            },
+            handshake_timeout: config.handshake_timeout,
+            flush_interval: config.flush_interval,
+            max_pending_bytes: config.max_pending_bytes,
+            max_message_bytes: config.max_message_bytes,
+            max_subscriptions: config.max_subscriptions_per_connection,
+            ping_interval: config.ping_interval,
+        };
+
+        let mut client_addr = config.listen;
+        let mut shards = Vec::with_capacity(config.shards);
+        let mut senders = Vec::with_capacity(config.shards);
+        for id in 0..config.shards {
+            let listener = bind_reuseport(client_addr).map_err(|source| StartError::Listen {
+                addr: client_addr,
+                source,
+            })?;
+            client_addr = listener
+                .local_addr()
+                .map_err(|source| StartError::Shard { shard: id, source })?;
+            let poll = Poll::new().map_err(|source| StartError::Shard { shard: id, source })?;
+            let waker = mio::Waker::new(poll.registry(), Token(1))
+                .map_err(|source| StartError::Shard { shard: id, source })?;
+            let (sender, inbox) = hub::inbox(Arc::new(waker));
+            senders.push(sender);
+            let shard = Shard::new(poll, listener, inbox, shared.clone(), shard_config.clone())
+                .map_err(|source| StartError::Shard { shard: id, source })?;
+            shards.push(shard);
+        }
+        let hub = Arc::new(Hub::new(senders, metrics));
+
+        let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
+            .await
+            .map_err(|source| StartError::Admin {
+                addr: config.admin_addr,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Admin {
+                addr: config.admin_addr,
+                source,
+            })?;
+        let router = admin::router(
+            AdminState {
+                hub: hub.clone(),
+                shared: shared.clone(),
+                registry: Arc::new(registry),
+                api_key: config.api_key.as_deref().map(Arc::from),
+            },
+            config.max_publish_bytes,
+        );
+        let admin_task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin_listener, router).await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+
+        let threads = shards
+            .into_iter()
+            .enumerate()
+            .map(|(id, shard)| {
+                std::thread::Builder::new()
+                    .name(format!("volley-shard-{id}"))
+                    .spawn(move || shard.run())
+                    .map_err(|source| StartError::Shard { shard: id, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Gateway {
+            client_addr,
+            admin_addr,
+            hub,
+            shared,
+            shards: threads,
+            drain_timeout: config.drain_timeout,
+            admin_task,
+        })
+    }
+
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Graceful shutdown: readiness off, stop accepting, close every connection with 1001 spread
+    /// over the drain window, then wait for the shards to finish.
+    pub async fn drain(self) {
+        self.shared.start_draining();
+        self.hub.drain(self.drain_timeout);
+        let deadline = self.drain_timeout + DRAIN_JOIN_GRACE;
+        let shards = self.shards;
+        let joined = tokio::task::spawn_blocking(move || {
+            for shard in shards {
+                let _ = shard.join();
+            }
+        });
+        if tokio::time::timeout(deadline, joined).await.is_err() {
+            tracing::warn!("shards did not finish draining in time");
+        }
+        self.admin_task.abort();
+    }
+}
+
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    // Each shard has its own listener on the same port; the kernel spreads accepts across them.
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}

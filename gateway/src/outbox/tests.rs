@@ -1,0 +1,138 @@
+use super::*;
+
+/// A writer that takes at most `budget` bytes per call, then reports WouldBlock once `capacity`
+/// is used up, and records how many calls it saw.
+struct Throttled {
+    out: Vec<u8>,
+    per_call: usize,
+    capacity: usize,
+    calls: usize,
+}
+
+impl Throttled {
+    fn new(per_call: usize, capacity: usize) -> Self {
+        Throttled {
+            out: Vec::new(),
+            per_call,
+            capacity,
+            calls: 0,
+        }
+    }
+}
+
+impl Write for Throttled {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.calls += 1;
+        let room = self
+            .capacity
+            .saturating_sub(self.out.len())
+            .min(self.per_call);
+        if room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut taken = 0;
+        for b in bufs {
+            let n = b.len().min(room - taken);
+            self.out.extend_from_slice(&b[..n]);
+            taken += n;
+            if taken == room {
+                break;
+            }
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn outbox_of(frames: &[&'static [u8]]) -> Outbox {
+    let mut outbox = Outbox::default();
+    for f in frames {
+        outbox.push(Bytes::from_static(f));
+    }
+    outbox
+}
+
+#[test]
+fn everything_goes_out_in_one_vectored_write() {
+    let mut outbox = outbox_of(&[b"one", b"two", b"three"]);
+    assert_eq!(outbox.pending_bytes(), 11);
+    let mut w = Throttled::new(usize::MAX, usize::MAX);
+    assert_eq!(outbox.write_to(&mut w).unwrap(), Flushed::All { bytes: 11 });
+    assert_eq!(w.out, b"onetwothree");
+    assert_eq!(w.calls, 1);
+    assert!(outbox.is_empty());
+    assert_eq!(outbox.pending_bytes(), 0);
+}
+
+#[test]
+fn partial_writes_resume_mid_frame() {
+    let mut outbox = outbox_of(&[b"hello", b"world"]);
+    let mut w = Throttled::new(3, 4);
+    assert_eq!(
+        outbox.write_to(&mut w).unwrap(),
+        Flushed::Blocked { bytes: 4 }
+    );
+    assert_eq!(outbox.pending_bytes(), 6);
+    w.capacity = usize::MAX;
+    assert_eq!(outbox.write_to(&mut w).unwrap(), Flushed::All { bytes: 6 });
+    assert_eq!(w.out, b"helloworld");
+}
+
+#[test]
+fn more_frames_than_iovecs_take_several_calls() {
+    let mut outbox = Outbox::default();
+    for _ in 0..(MAX_IOVECS * 2 + 1) {
+        outbox.push(Bytes::from_static(b"x"));
+    }
+    let mut w = Throttled::new(usize::MAX, usize::MAX);
+    outbox.write_to(&mut w).unwrap();
+    assert_eq!(w.calls, 3);
+    assert_eq!(w.out.len(), MAX_IOVECS * 2 + 1);
+}
+
+#[test]
+fn discard_keeps_the_partly_written_frame() {
+    let mut outbox = outbox_of(&[b"hello", b"world", b"again"]);
+    let mut w = Throttled::new(2, 2);
+    outbox.write_to(&mut w).unwrap();
+    outbox.discard_unstarted();
+    assert_eq!(outbox.pending_bytes(), 3);
+    outbox.push(Bytes::from_static(b"!"));
+    w.capacity = usize::MAX;
+    w.per_call = usize::MAX;
+    outbox.write_to(&mut w).unwrap();
+    assert_eq!(w.out, b"hello!");
+}
+
+#[test]
+fn discard_on_an_unstarted_queue_empties_it() {
+    let mut outbox = outbox_of(&[b"a", b"b"]);
+    outbox.discard_unstarted();
+    assert!(outbox.is_empty());
+    assert_eq!(outbox.pending_bytes(), 0);
+}
+
+#[test]
+fn write_zero_is_an_error() {
+    struct Zero;
+    impl Write for Zero {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut outbox = outbox_of(&[b"a"]);
+    assert_eq!(
+        outbox.write_to(&mut Zero).unwrap_err().kind(),
+        io::ErrorKind::WriteZero
+    );
+}

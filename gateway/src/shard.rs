@@ -1,0 +1,882 @@
+//! A connection shard: one thread, one epoll instance, one listener (SO_REUSEPORT) and a slab of
+//! connections. It reads only on readiness, answers client ops, queues references to shared
+//! message frames and flushes them in timed batches with one vectored write per connection.
+
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+use crate::conn::{Conn, Phase};
+use crate::frame::{self, ClientEvent};
+use crate::handshake::{self, HandshakeConfig, Parsed, Rejection, UpgradeRequest};
+use crate::hub::{Command, Inbox};
+use crate::message::Message;
+use crate::outbox::Flushed;
+use crate::protocol::{self, ClientOp, ErrorCode};
+use crate::state::Shared;
+use crate::topic;
+use crate::topic_index::TopicIndex;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Size of the shard's read buffer, shared by all its connections.
+const SCRATCH_BYTES: usize = 64 * 1024;
+/// How long a closing connection may take to finish the close handshake.
+const CLOSE_LINGER_MS: u64 = 2_000;
+/// How long accepting pauses after the process ran out of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Timer sweep period in normal operation and while draining (drain closes are spread finely).
+const SWEEP: Duration = Duration::from_secs(1);
+const DRAIN_SWEEP: Duration = Duration::from_millis(10);
+/// After the drain window, connections still not closed are dropped after this grace.
+const DRAIN_GRACE: Duration = Duration::from_secs(3);
+
+/// What a shard needs to know, derived once from the gateway config.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    pub handshake: HandshakeConfig,
+    pub handshake_timeout: Duration,
+    pub flush_interval: Duration,
+    pub max_pending_bytes: usize,
+    pub max_message_bytes: usize,
+    pub max_subscriptions: usize,
+    pub ping_interval: Duration,
+}
+
+/// What one client frame asked for; collected while the read buffer is borrowed, applied after.
+#[derive(Debug)]
+enum Action {
+    Op(Result<ClientOp, String>),
+    Binary,
+    Ping(Bytes),
+    Close(Option<u16>),
+}
+
+/// Counts kept locally and added to the shared metrics once per flush pass.
+#[derive(Debug, Default)]
+struct LocalStats {
+    frames: u64,
+    bytes: u64,
+    slow_closes: u64,
+}
+
+struct Drain {
+    start: Instant,
+    over: Duration,
+    total: usize,
+    closed: usize,
+}
+
+pub struct Shard {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    inbox: Inbox,
+    shared: Arc<Shared>,
+    config: ShardConfig,
+    conns: Slab<Conn>,
+    index: TopicIndex<usize>,
+    scratch: Vec<u8>,
+    dirty: Vec<usize>,
+    actions: Vec<Action>,
+    doomed: Vec<usize>,
+    seq: u64,
+    epoch: Instant,
+    now: Instant,
+    last_flush: Instant,
+    next_sweep: Instant,
+    accept_paused_until: Option<Instant>,
+    drain: Option<Drain>,
+    stats: LocalStats,
+}
+
+impl Shard {
+    /// A shard over `listener`; `poll` must be the one the inbox's waker was created on.
+    pub fn new(
+        poll: Poll,
+        mut listener: TcpListener,
+        inbox: Inbox,
+        shared: Arc<Shared>,
+        config: ShardConfig,
+    ) -> io::Result<Shard> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let now = Instant::now();
+        Ok(Shard {
+            poll,
+            listener: Some(listener),
+            inbox,
+            shared,
+            config,
+            conns: Slab::new(),
+            index: TopicIndex::new(),
+            scratch: vec![0; SCRATCH_BYTES],
+            dirty: Vec::new(),
+            actions: Vec::new(),
+            doomed: Vec::new(),
+            seq: 0,
+            epoch: now,
+            now,
+            last_flush: now,
+            next_sweep: now + SWEEP,
+            accept_paused_until: None,
+            drain: None,
+            stats: LocalStats::default(),
+        })
+    }
+
+    /// Runs until a drain completes.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "epoll failed; shard stops");
+                    return;
+                }
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(t) => {
+                        let key = t - FIRST_CONN;
+                        if event.is_writable() {
+                            self.on_writable(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(key);
+                        }
+                    }
+                }
+            }
+            self.drain_inbox();
+            if let Some(until) = self.accept_paused_until {
+                if self.now >= until {
+                    self.accept_paused_until = None;
+                    self.accept();
+                }
+            }
+            if !self.dirty.is_empty()
+                && self.now.duration_since(self.last_flush) >= self.config.flush_interval
+            {
+                self.flush();
+            }
+            if self.now >= self.next_sweep {
+                self.sweep();
+                if self.drain.is_some() && self.conns.is_empty() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let now = Instant::now();
+        let mut deadline = self.next_sweep;
+        if !self.dirty.is_empty() {
+            deadline = deadline.min(self.last_flush + self.config.flush_interval);
+        }
+        if let Some(until) = self.accept_paused_until {
+            deadline = deadline.min(until);
+        }
+        deadline.saturating_duration_since(now)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now.duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn now_s(&self) -> u32 {
+        self.now.duration_since(self.epoch).as_secs() as u32
+    }
+
+    // ---- accepting ----
+
+    fn accept(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let deadline_ms = self.now_ms() + self.config.handshake_timeout.as_millis() as u64;
+        let now_s = self.now_s();
+        loop {
+            match listener.accept() {
+                Ok((mut socket, _peer)) => {
+                    // We batch writes ourselves; Nagle would only add delay on top.
+                    let _ = socket.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let token = Token(entry.key() + FIRST_CONN);
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut socket, token, Interest::READABLE)
+                    {
+                        tracing::warn!(error = %e, "cannot register connection");
+                        continue;
+                    }
+                    entry.insert(Conn::new(socket, deadline_ms, now_s));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_out_of_descriptors(&e) => {
+                    // Keep serving the connections we have; the backlog waits for us.
+                    self.shared.metrics.accept_pauses.inc();
+                    self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
+                    tracing::warn!(error = %e, "out of file descriptors; accepting paused");
+                    return;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    // ---- reading ----
+
+    fn on_readable(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            let n = match conn.socket.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.peer_gone(key);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.peer_gone(key);
+                    return;
+                }
+            };
+            conn.last_seen_s = self.now.duration_since(self.epoch).as_secs() as u32;
+            conn.pinged = false;
+            let more = match conn.phase {
+                Phase::Handshake { .. } => self.on_handshake_bytes(key, n),
+                Phase::Open => self.on_frame_bytes(key, n),
+                // Waiting for the peer's close; what it sends now is of no interest.
+                Phase::Closing { .. } => true,
+            };
+            // A short read drained the socket; epoll (edge-triggered) reports the next bytes.
+            if !more || n < self.scratch.len() {
+                return;
+            }
+        }
+    }
+
+    /// The peer closed or reset: nothing more can be said to it.
+    fn peer_gone(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get(key) {
+            if matches!(conn.phase, Phase::Handshake { .. }) {
+                self.shared.metrics.handshake("aborted");
+            }
+        }
+        self.remove(key);
+    }
+
+    /// Returns whether to keep reading this connection.
+    fn on_handshake_bytes(&mut self, key: usize, n: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let parsed = if conn.inbuf.is_empty() {
+            handshake::parse(&self.scratch[..n], &self.config.handshake)
+        } else {
+            conn.inbuf.extend_from_slice(&self.scratch[..n]);
+            handshake::parse(&conn.inbuf, &self.config.handshake)
+        };
+        match parsed {
+            Ok(Parsed::Partial) => {
+                if conn.inbuf.is_empty() {
+                    conn.inbuf.extend_from_slice(&self.scratch[..n]);
+                }
+                true
+            }
+            Ok(Parsed::Complete { request, consumed }) => {
+                // Frames pipelined right behind the request belong to the WebSocket stream.
+                let tail = if conn.inbuf.is_empty() {
+                    self.scratch.get(consumed..n).unwrap_or_default().to_vec()
+                } else {
+                    conn.inbuf.split_off(consumed.min(conn.inbuf.len()))
+                };
+                conn.inbuf = Vec::new();
+                match self.admit(key, request) {
+                    Ok(()) => {
+                        if !tail.is_empty() {
+                            if let Some(conn) = self.conns.get_mut(key) {
+                                conn.inbuf = tail;
+                            }
+                            self.decode_frames(key, None);
+                        }
+                        true
+                    }
+                    Err(rejection) => {
+                        self.reject(key, &rejection);
+                        false
+                    }
+                }
+            }
+            Err(rejection) => {
+                self.reject(key, &rejection);
+                false
+            }
+        }
+    }
+
+    /// Checks an upgrade request against the gateway's state and limits and, if it passes,
+    /// answers 101 and subscribes the URL's topics.
+    fn admit(&mut self, key: usize, request: UpgradeRequest) -> Result<(), Rejection> {
+        if request.topics.len() > self.config.max_subscriptions {
+            return Err(Rejection::bad_request(format!(
+                "at most {} topics per connection",
+                self.config.max_subscriptions
+            )));
+        }
+        for t in &request.topics {
+            topic::validate_pattern(t)
+                .map_err(|e| Rejection::bad_request(format!("topic `{t}`: {e}")))?;
+        }
+        if self.shared.is_draining() {
+            return Err(Rejection::unavailable("the gateway is shutting down"));
+        }
+        if !self.shared.try_admit() {
+            return Err(Rejection::unavailable(
+                "the gateway is at its connection limit",
+            ));
+        }
+        self.shared.metrics.handshake("ok");
+        let response = handshake::accept_response(&request);
+        let Some(conn) = self.conns.get_mut(key) else {
+            self.shared.release();
+            return Ok(());
+        };
+        conn.phase = Phase::Open;
+        conn.format = request.format;
+        conn.outbox.push(Bytes::from(response));
+        for t in request.topics {
+            if !conn.subs.iter().any(|s| **s == *t) {
+                self.index.insert(&t, key);
+                conn.subs.push(t.into_boxed_str());
+            }
+        }
+        // The 101 goes out now: the client waits for it before anything else happens.
+        self.write_conn(key);
+        Ok(())
+    }
+
+    fn reject(&mut self, key: usize, rejection: &Rejection) {
+        self.shared.metrics.handshake(rejection.reason().label());
+        let response = Bytes::from(handshake::reject_response(rejection));
+        self.start_closing(key, response);
+    }
+
+    /// Returns whether to keep reading this connection.
+    fn on_frame_bytes(&mut self, key: usize, n: usize) -> bool {
+        self.decode_frames(key, Some(n))
+    }
+
+    /// Decodes client frames from the scratch buffer (`Some(n)`: the last read) or from the
+    /// connection's pending bytes, then applies what they asked for.
+    fn decode_frames(&mut self, key: usize, fresh: Option<usize>) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let actions = &mut self.actions;
+        let on_event = |event: ClientEvent<'_>| {
+            let action = match event {
+                ClientEvent::Text(text) => {
+                    Action::Op(protocol::parse_op(text).map_err(|e| e.to_string()))
+                }
+                ClientEvent::Binary(_) => Action::Binary,
+                ClientEvent::Ping(payload) => Action::Ping(Bytes::copy_from_slice(payload)),
+                ClientEvent::Pong(_) => return ControlFlow::Continue(()),
+                ClientEvent::Close { code, .. } => {
+                    actions.push(Action::Close(code));
+                    return ControlFlow::Break(());
+                }
+            };
+            actions.push(action);
+            ControlFlow::Continue(())
+        };
+        let max = self.config.max_message_bytes;
+        let result = match fresh {
+            Some(n) if conn.inbuf.is_empty() => {
+                let buf = &mut self.scratch[..n];
+                let result = frame::decode(buf, &mut conn.fragments, max, on_event);
+                if let Ok(consumed) = result {
+                    if consumed < n {
+                        conn.inbuf = buf[consumed..].to_vec();
+                    }
+                }
+                result.map(|_| ())
+            }
+            _ => {
+                if let Some(n) = fresh {
+                    conn.inbuf.extend_from_slice(&self.scratch[..n]);
+                }
+                let result = frame::decode(&mut conn.inbuf, &mut conn.fragments, max, on_event);
+                if let Ok(consumed) = result {
+                    conn.keep_tail_of_inbuf(consumed);
+                }
+                result.map(|_| ())
+            }
+        };
+        self.apply_actions(key);
+        match result {
+            Ok(()) => self.conns.get(key).is_some_and(Conn::is_open),
+            Err(violation) => {
+                self.shared
+                    .metrics
+                    .protocol_closes
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: violation.label(),
+                    })
+                    .inc();
+                self.close(key, violation.close_code(), violation.reason());
+                false
+            }
+        }
+    }
+
+    fn apply_actions(&mut self, key: usize) {
+        let mut actions = std::mem::take(&mut self.actions);
+        for action in actions.drain(..) {
+            if !self.conns.get(key).is_some_and(Conn::is_open) {
+                break;
+            }
+            match action {
+                Action::Op(Ok(ClientOp::Sub(topics))) => self.subscribe(key, topics),
+                Action::Op(Ok(ClientOp::Unsub(topics))) => self.unsubscribe(key, topics),
+                Action::Op(Ok(ClientOp::Ping)) => self.reply(key, protocol::pong()),
+                Action::Op(Ok(ClientOp::Refresh(_))) => self.reply(
+                    key,
+                    protocol::error(
+                        ErrorCode::BadRequest,
+                        None,
+                        "authentication is not enabled on this gateway",
+                    ),
+                ),
+                Action::Op(Err(message)) => {
+                    self.reply(key, protocol::error(ErrorCode::BadRequest, None, &message))
+                }
+                Action::Binary => self.reply(
+                    key,
+                    protocol::error(
+                        ErrorCode::BadRequest,
+                        None,
+                        "binary messages are not part of volley.v1",
+                    ),
+                ),
+                Action::Ping(payload) => {
+                    self.enqueue(key, frame::encode(OpCode::Control(Control::Pong), &payload));
+                }
+                Action::Close(code) => {
+                    // Echo the peer's code as RFC 6455 asks; 1005 (no code) is answered with 1000.
+                    self.close(key, code.unwrap_or(1000), "");
+                }
+            }
+        }
+        self.actions = actions;
+    }
+
+    fn subscribe(&mut self, key: usize, topics: Vec<String>) {
+        let mut accepted: Vec<String> = Vec::new();
+        for t in topics {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if let Err(e) = topic::validate_pattern(&t) {
+                let reply =
+                    protocol::error(ErrorCode::for_topic_error(&e), Some(&t), &e.to_string());
+                self.reply(key, reply);
+                continue;
+            }
+            if conn.subs.iter().any(|s| **s == *t) {
+                accepted.push(t);
+                continue;
+            }
+            if conn.subs.len() >= self.config.max_subscriptions {
+                let message = format!(
+                    "at most {} subscriptions per connection",
+                    self.config.max_subscriptions
+                );
+                self.reply(key, protocol::error(ErrorCode::Limit, Some(&t), &message));
+                continue;
+            }
+            self.index.insert(&t, key);
+            conn.subs.push(t.clone().into_boxed_str());
+            accepted.push(t);
+        }
+        if !accepted.is_empty() {
+            let names: Vec<&str> = accepted.iter().map(String::as_str).collect();
+            self.reply(key, protocol::subscribed(&names));
+        }
+    }
+
+    fn unsubscribe(&mut self, key: usize, topics: Vec<String>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        for t in &topics {
+            if let Some(i) = conn.subs.iter().position(|s| **s == **t) {
+                conn.subs.swap_remove(i);
+                self.index.remove(t, key);
+            }
+        }
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        self.reply(key, protocol::unsubscribed(&names));
+    }
+
+    fn reply(&mut self, key: usize, text: String) {
+        self.enqueue(
+            key,
+            frame::encode(OpCode::Data(Data::Text), text.as_bytes()),
+        );
+    }
+
+    /// Queues a control-path frame (reply, pong, ping). These are small and rare, so they are not
+    /// held to the slow-consumer bound: a client that does not read gets caught by its messages.
+    fn enqueue(&mut self, key: usize, frame: Bytes) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.outbox.push(frame);
+        mark_dirty(conn, key, &mut self.dirty);
+    }
+
+    // ---- fan-out ----
+
+    fn drain_inbox(&mut self) {
+        self.inbox.arm();
+        while let Some(command) = self.inbox.try_next() {
+            match command {
+                Command::Deliver(message) => self.deliver(&message),
+                Command::Drain { over } => self.start_drain(over),
+            }
+        }
+    }
+
+    fn deliver(&mut self, message: &Message) {
+        self.seq += 1;
+        let seq = self.seq;
+        let Shard {
+            index,
+            conns,
+            dirty,
+            doomed,
+            stats,
+            config,
+            ..
+        } = self;
+        index.for_each_match(message.topic(), |key| {
+            let Some(conn) = conns.get_mut(key) else {
+                return;
+            };
+            if conn.stamp == seq {
+                return;
+            }
+            conn.stamp = seq;
+            let frame = message.frame(conn.format);
+            if conn.outbox.pending_bytes() + frame.len() > config.max_pending_bytes {
+                doomed.push(key);
+                return;
+            }
+            conn.outbox.push(frame.clone());
+            stats.frames += 1;
+            mark_dirty(conn, key, dirty);
+        });
+        let mut doomed = std::mem::take(&mut self.doomed);
+        for key in doomed.drain(..) {
+            if self.conns.get(key).is_some_and(Conn::is_open) {
+                self.stats.slow_closes += 1;
+                self.close(key, 1008, "slow consumer");
+            }
+        }
+        self.doomed = doomed;
+    }
+
+    // ---- writing ----
+
+    fn flush(&mut self) {
+        let started = Instant::now();
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.dirty = false;
+            if !conn.write_blocked {
+                self.write_conn(key);
+            }
+        }
+        self.dirty = dirty;
+        self.now = Instant::now();
+        self.last_flush = self.now;
+        let metrics = &self.shared.metrics;
+        metrics
+            .flush_duration
+            .observe(self.now.duration_since(started).as_secs_f64());
+        let stats = std::mem::take(&mut self.stats);
+        metrics.frames_delivered.inc_by(stats.frames);
+        metrics.bytes_delivered.inc_by(stats.bytes);
+        metrics.slow_consumer_closes.inc_by(stats.slow_closes);
+    }
+
+    fn on_writable(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|c| c.write_blocked) {
+            self.write_conn(key);
+        }
+    }
+
+    /// One vectored write of everything queued (more only if over the iovec cap).
+    fn write_conn(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match conn.outbox.write_to(&mut conn.socket) {
+            Ok(Flushed::All { bytes }) => {
+                self.stats.bytes += bytes as u64;
+                if conn.write_blocked {
+                    conn.write_blocked = false;
+                    let token = Token(key + FIRST_CONN);
+                    let _ = self.poll.registry().reregister(
+                        &mut conn.socket,
+                        token,
+                        Interest::READABLE,
+                    );
+                }
+                if let Phase::Closing {
+                    deadline_ms,
+                    fin_sent: false,
+                } = conn.phase
+                {
+                    // Our last bytes are out: half-close and wait for the peer to hang up.
+                    let _ = conn.socket.shutdown(Shutdown::Write);
+                    conn.phase = Phase::Closing {
+                        deadline_ms,
+                        fin_sent: true,
+                    };
+                }
+            }
+            Ok(Flushed::Blocked { bytes }) => {
+                self.stats.bytes += bytes as u64;
+                if !conn.write_blocked {
+                    conn.write_blocked = true;
+                    let token = Token(key + FIRST_CONN);
+                    let _ = self.poll.registry().reregister(
+                        &mut conn.socket,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                }
+            }
+            Err(_) => self.remove(key),
+        }
+    }
+
+    // ---- closing ----
+
+    /// Starts the close handshake: pending messages not yet started are dropped, the close frame
+    /// goes out next.
+    fn close(&mut self, key: usize, code: u16, reason: &str) {
+        self.start_closing(key, frame::encode_close(code, reason));
+    }
+
+    fn start_closing(&mut self, key: usize, last: Bytes) {
+        self.leave_open(key);
+        let deadline_ms = self.now_ms() + CLOSE_LINGER_MS;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if matches!(conn.phase, Phase::Closing { .. }) {
+            return;
+        }
+        conn.phase = Phase::Closing {
+            deadline_ms,
+            fin_sent: false,
+        };
+        conn.inbuf = Vec::new();
+        conn.outbox.discard_unstarted();
+        conn.outbox.push(last);
+        if !conn.write_blocked {
+            self.write_conn(key);
+        }
+    }
+
+    /// Unsubscribes an open connection and gives back its slot; no-op otherwise.
+    fn leave_open(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.is_open() {
+            return;
+        }
+        for pattern in std::mem::take(&mut conn.subs) {
+            self.index.remove(&pattern, key);
+        }
+        self.shared.release();
+        if let Some(drain) = &mut self.drain {
+            drain.closed += 1;
+        }
+    }
+
+    /// Drops a connection at once.
+    fn remove(&mut self, key: usize) {
+        self.leave_open(key);
+        if self.conns.contains(key) {
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.socket);
+            if let Some(drain) = &mut self.drain {
+                if matches!(conn.phase, Phase::Handshake { .. }) {
+                    drain.closed += 1;
+                }
+            }
+        }
+    }
+
+    // ---- timers ----
+
+    /// The shard's one timer: handshake deadlines, close lingers, liveness pings, drain pacing.
+    fn sweep(&mut self) {
+        let now_ms = self.now_ms();
+        let now_s = self.now_s();
+        let ping_s = self.config.ping_interval.as_secs().max(1) as u32;
+        let mut expired = std::mem::take(&mut self.doomed);
+        let mut to_ping = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            match conn.phase {
+                Phase::Handshake { deadline_ms } if now_ms >= deadline_ms => expired.push(key),
+                Phase::Closing { deadline_ms, .. } if now_ms >= deadline_ms => expired.push(key),
+                Phase::Open => {
+                    let idle = now_s.saturating_sub(conn.last_seen_s);
+                    if idle >= 2 * ping_s {
+                        expired.push(key);
+                    } else if idle >= ping_s && !conn.pinged {
+                        conn.pinged = true;
+                        to_ping.push(key);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for key in expired.drain(..) {
+            if let Some(conn) = self.conns.get(key) {
+                if matches!(conn.phase, Phase::Handshake { .. }) {
+                    self.shared.metrics.handshake("timeout");
+                }
+            }
+            self.remove(key);
+        }
+        self.doomed = expired;
+        for key in to_ping {
+            self.enqueue(key, frame::encode(OpCode::Control(Control::Ping), b""));
+        }
+        self.pace_drain();
+        let period = if self.drain.is_some() {
+            DRAIN_SWEEP
+        } else {
+            SWEEP
+        };
+        self.next_sweep = self.now + period;
+    }
+
+    fn start_drain(&mut self, over: Duration) {
+        if self.drain.is_some() {
+            return;
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_paused_until = None;
+        let total = self.conns.iter().filter(|(_, c)| c.is_open()).count();
+        self.drain = Some(Drain {
+            start: self.now,
+            over,
+            total,
+            closed: 0,
+        });
+        // Handshakes in flight will not complete into a draining gateway.
+        let pending: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Handshake { .. }))
+            .map(|(k, _)| k)
+            .collect();
+        for key in pending {
+            self.remove(key);
+        }
+        self.next_sweep = self.now;
+    }
+
+    /// Closes open connections with 1001 at an even pace so that the last goes at the end of the
+    /// window: clients spread their reconnects instead of stampeding the remaining gateways.
+    fn pace_drain(&mut self) {
+        let Some(drain) = &self.drain else {
+            return;
+        };
+        let elapsed = self.now.duration_since(drain.start);
+        if elapsed >= drain.over + DRAIN_GRACE {
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.remove(key);
+            }
+            return;
+        }
+        let target = if elapsed >= drain.over || drain.over.is_zero() {
+            drain.total
+        } else {
+            let fraction = elapsed.as_secs_f64() / drain.over.as_secs_f64();
+            ((drain.total as f64) * fraction).ceil() as usize
+        };
+        let due = target.saturating_sub(drain.closed);
+        if due == 0 {
+            return;
+        }
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_open())
+            .map(|(k, _)| k)
+            .take(due)
+            .collect();
+        for key in keys {
+            self.close(key, 1001, "server shutting down");
+        }
+    }
+}
+
+fn mark_dirty(conn: &mut Conn, key: usize, dirty: &mut Vec<usize>) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(key);
+    }
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

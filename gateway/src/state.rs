@@ -1,0 +1,92 @@
+//! State shared by the shards and the control plane: the connection count that enforces
+//! `maxConnections`, the readiness switches, and the metrics.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::metrics::Metrics;
+
+#[derive(Debug)]
+pub struct Shared {
+    pub metrics: Metrics,
+    pub max_connections: usize,
+    /// Open (upgraded) connections over all shards.
+    open: AtomicUsize,
+    draining: AtomicBool,
+    accepting: AtomicBool,
+}
+
+/// Why `/readyz` says no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    Draining,
+    NotAccepting,
+    AtCapacity,
+}
+
+impl NotReady {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotReady::Draining => "draining",
+            NotReady::NotAccepting => "not accepting",
+            NotReady::AtCapacity => "at max connections",
+        }
+    }
+}
+
+impl Shared {
+    pub fn new(metrics: Metrics, max_connections: usize) -> Shared {
+        Shared {
+            metrics,
+            max_connections,
+            open: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            accepting: AtomicBool::new(true),
+        }
+    }
+
+    /// Claims a connection slot; false when the gateway is full.
+    pub fn try_admit(&self) -> bool {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.metrics.connections.inc();
+        true
+    }
+
+    /// Gives back a slot claimed by [`Shared::try_admit`].
+    pub fn release(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.connections.dec();
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn set_accepting(&self, value: bool) {
+        self.accepting.store(value, Ordering::Release);
+    }
+
+    /// Whether a load balancer should send new clients here.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        if self.is_draining() {
+            Err(NotReady::Draining)
+        } else if !self.accepting.load(Ordering::Acquire) {
+            Err(NotReady::NotAccepting)
+        } else if self.open_connections() >= self.max_connections {
+            Err(NotReady::AtCapacity)
+        } else {
+            Ok(())
+        }
+    }
+}

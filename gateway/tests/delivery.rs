@@ -1,0 +1,184 @@
+//! Subscribing and delivery over real sockets: URL and op subscriptions, envelope and raw formats,
+//! wildcards, unsubscribe, once-per-connection delivery.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+use support::*;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_subscription_receives_enveloped_messages() {
+    let gw = start(options()).await;
+    let mut client = connect(&ws_url(&gw, "?topics=news,stocks.AAPL")).await;
+    publish_ok(gw.admin_addr(), "news", br#"{"headline":"hi"}"#).await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"news","data":{"headline":"hi"}})
+    );
+    publish_ok(gw.admin_addr(), "stocks.AAPL", b"plain text").await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"stocks.AAPL","data":"plain text"})
+    );
+    publish_ok(gw.admin_addr(), "stocks.MSFT", b"1").await;
+    expect_silence(&mut client, Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op_subscription_and_unsubscribe() {
+    let gw = start(options()).await;
+    let mut client = connect(&ws_url(&gw, "")).await;
+    send_json(&mut client, json!({"op":"sub","topics":["a","b"]})).await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"op":"subscribed","topics":["a","b"]})
+    );
+    publish_ok(gw.admin_addr(), "b", b"[1,2]").await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"b","data":[1,2]})
+    );
+
+    send_json(&mut client, json!({"op":"unsub","topics":["b"]})).await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"op":"unsubscribed","topics":["b"]})
+    );
+    publish_ok(gw.admin_addr(), "b", b"2").await;
+    publish_ok(gw.admin_addr(), "a", b"3").await;
+    assert_eq!(next_json(&mut client).await, json!({"topic":"a","data":3}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_payload_is_base64_in_the_envelope() {
+    let gw = start(options()).await;
+    let mut client = connect(&ws_url(&gw, "?topics=bin")).await;
+    publish_ok(gw.admin_addr(), "bin", &[0xff, 0x00, 0x01]).await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"bin","b64":"/wAB"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_format_sends_the_payload_alone() {
+    let gw = start(options()).await;
+    let mut client = connect(&ws_url(&gw, "?topics=t&format=raw")).await;
+    publish_ok(gw.admin_addr(), "t", b"hello").await;
+    let frame = client.next().await.unwrap().unwrap();
+    assert_eq!(frame, WsMessage::Text("hello".into()));
+    publish_ok(gw.admin_addr(), "t", &[0xff, 0xfe]).await;
+    let frame = client.next().await.unwrap().unwrap();
+    assert_eq!(frame, WsMessage::Binary(vec![0xff, 0xfe].into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcards_follow_nats_semantics() {
+    let gw = start(options()).await;
+    let mut star = connect(&ws_url(&gw, "?topics=stocks.*")).await;
+    let mut tail = connect(&ws_url(&gw, "?topics=stocks.%3E")).await;
+    publish_ok(gw.admin_addr(), "stocks.AAPL.trades", b"1").await;
+    publish_ok(gw.admin_addr(), "stocks.AAPL", b"2").await;
+    assert_eq!(next_json(&mut tail).await["data"], 1);
+    assert_eq!(next_json(&mut tail).await["data"], 2);
+    assert_eq!(next_json(&mut star).await["data"], 2);
+    expect_silence(&mut star, Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_subscriptions_deliver_once() {
+    let gw = start(options()).await;
+    let mut client = connect(&ws_url(&gw, "?topics=a.b,a.*,a.%3E,%3E")).await;
+    publish_ok(gw.admin_addr(), "a.b", b"1").await;
+    publish_ok(gw.admin_addr(), "a.c", b"2").await;
+    assert_eq!(next_json(&mut client).await["data"], 1);
+    assert_eq!(next_json(&mut client).await["data"], 2);
+    expect_silence(&mut client, Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_on_both_shards_each_get_one_copy() {
+    let gw = start(options()).await;
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(connect(&ws_url(&gw, "?topics=room")).await);
+    }
+    publish_ok(gw.admin_addr(), "room", b"\"hi\"").await;
+    for client in &mut clients {
+        assert_eq!(next_json(client).await, json!({"topic":"room","data":"hi"}));
+    }
+    for client in &mut clients {
+        expect_silence(client, Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_get_replies_and_errors() {
+    let gw = start(options().clone()).await;
+    let mut client = connect(&ws_url(&gw, "")).await;
+    send_json(&mut client, json!({"op":"ping"})).await;
+    assert_eq!(next_json(&mut client).await, json!({"op":"pong"}));
+
+    send_json(&mut client, json!({"op":"sub","topics":["_private"]})).await;
+    let reply = next_json(&mut client).await;
+    assert_eq!(reply["op"], "error");
+    assert_eq!(reply["code"], "forbidden");
+    assert_eq!(reply["topic"], "_private");
+
+    send_json(&mut client, json!({"op":"sub","topics":["a..b"]})).await;
+    assert_eq!(next_json(&mut client).await["code"], "bad_request");
+
+    send_json(&mut client, json!({"op":"dance"})).await;
+    assert_eq!(next_json(&mut client).await["code"], "bad_request");
+
+    use futures_util::SinkExt;
+    client
+        .send(WsMessage::Text("not json".into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut client).await["code"], "bad_request");
+
+    // WebSocket pings are answered with pongs carrying the same payload.
+    client
+        .send(WsMessage::Ping(b"abc".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong, WsMessage::Pong(b"abc".to_vec().into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_limit_is_enforced() {
+    let mut opts = options();
+    opts.max_subscriptions_per_connection = Some(2);
+    let gw = start(opts).await;
+    let mut client = connect(&ws_url(&gw, "?topics=a")).await;
+    send_json(&mut client, json!({"op":"sub","topics":["b","c"]})).await;
+    let first = next_json(&mut client).await;
+    let second = next_json(&mut client).await;
+    let (error, subscribed) = if first["op"] == "error" {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(error["code"], "limit");
+    assert_eq!(error["topic"], "c");
+    assert_eq!(subscribed, json!({"op":"subscribed","topics":["b"]}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_close_is_answered() {
+    let gw = start(options()).await;
+    let mut client = connect(&ws_url(&gw, "")).await;
+    client.close(None).await.unwrap();
+    let close = expect_close(&mut client).await;
+    assert_eq!(u16::from(close.code), 1000);
+}

@@ -1,0 +1,202 @@
+//! Test support: gateways in-process or as the real binary, real WebSocket clients, raw HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use volley_gateway::config::{Config, Options};
+use volley_gateway::gateway::Gateway;
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Options for a test gateway on ephemeral loopback ports with a short flush interval.
+pub fn options() -> Options {
+    Options {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+        shards: Some(2),
+        drain_timeout: Some(Duration::from_secs(1)),
+        ..Options::default()
+    }
+}
+
+pub async fn start(options: Options) -> Gateway {
+    let config = Config::from_options(options).expect("valid test config");
+    Gateway::start(config).await.expect("gateway starts")
+}
+
+pub fn ws_url(gateway: &Gateway, query: &str) -> String {
+    format!("ws://{}/ws{}", gateway.client_addr(), query)
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, response) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("connect in time")
+    .expect("upgrade succeeds");
+    assert_eq!(response.status(), 101);
+    client
+}
+
+/// The next text frame, parsed as JSON; panics on timeout, close or anything else.
+pub async fn next_json(client: &mut Client) -> serde_json::Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("a frame in time")
+            .expect("stream open")
+            .expect("frame ok");
+        match frame {
+            WsMessage::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Asserts nothing arrives within `wait`.
+pub async fn expect_silence(client: &mut Client, wait: Duration) {
+    if let Ok(Some(frame)) = tokio::time::timeout(wait, client.next()).await {
+        panic!("expected nothing, got {frame:?}");
+    }
+}
+
+/// Reads until the server's close frame and returns it.
+pub async fn expect_close(client: &mut Client) -> CloseFrame {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("close in time");
+        match frame {
+            Some(Ok(WsMessage::Close(Some(close)))) => return close,
+            Some(Ok(WsMessage::Close(None))) => panic!("close frame without a code"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("connection failed before a close frame: {e}"),
+            None => panic!("stream ended without a close frame"),
+        }
+    }
+}
+
+pub async fn send_json(client: &mut Client, value: serde_json::Value) {
+    client
+        .send(WsMessage::Text(value.to_string().into()))
+        .await
+        .expect("send");
+}
+
+/// A raw HTTP/1.1 exchange; returns (status, body).
+pub async fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write request");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+pub async fn publish(admin: SocketAddr, topic: &str, body: &[u8]) -> (u16, String) {
+    let mut request = format!(
+        "POST /v1/publish/{topic} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    http(admin, &request).await
+}
+
+pub async fn get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    http(admin, request.as_bytes()).await
+}
+
+/// Publishes and asserts 202.
+pub async fn publish_ok(admin: SocketAddr, topic: &str, body: &[u8]) {
+    let (status, text) = publish(admin, topic, body).await;
+    assert_eq!(status, 202, "publish to {topic}: {text}");
+}
+
+/// Reads a counter or gauge value from /metrics (sum over label sets matching `filter`).
+pub async fn metric(admin: SocketAddr, name: &str, filter: &str) -> f64 {
+    let (_, body) = get(admin, "/metrics").await;
+    body.lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter(|l| l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The real `volley-gateway` binary, killed on drop.
+pub struct GatewayProcess {
+    pub child: Child,
+    pub client: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl GatewayProcess {
+    pub fn spawn(args: &[&str]) -> GatewayProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_volley-gateway"))
+            .args(["--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn volley-gateway");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let field = |name: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        };
+        GatewayProcess {
+            client: field("client="),
+            admin: field("admin="),
+            child,
+        }
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.client, query)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
