@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -50,7 +50,9 @@ pub async fn connect(url: &str) -> Client {
 }
 
 /// The next text frame, parsed as JSON; panics on timeout, close or anything else.
-pub async fn next_json(client: &mut Client) -> serde_json::Value {
+pub async fn next_json<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+) -> serde_json::Value {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
             .await
@@ -66,14 +68,19 @@ pub async fn next_json(client: &mut Client) -> serde_json::Value {
 }
 
 /// Asserts nothing arrives within `wait`.
-pub async fn expect_silence(client: &mut Client, wait: Duration) {
+pub async fn expect_silence<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+    wait: Duration,
+) {
     if let Ok(Some(frame)) = tokio::time::timeout(wait, client.next()).await {
         panic!("expected nothing, got {frame:?}");
     }
 }
 
 /// Reads until the server's close frame and returns it.
-pub async fn expect_close(client: &mut Client) -> CloseFrame {
+pub async fn expect_close<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+) -> CloseFrame {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
             .await
@@ -88,7 +95,10 @@ pub async fn expect_close(client: &mut Client) -> CloseFrame {
     }
 }
 
-pub async fn send_json(client: &mut Client, value: serde_json::Value) {
+pub async fn send_json<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+    value: serde_json::Value,
+) {
     client
         .send(WsMessage::Text(value.to_string().into()))
         .await

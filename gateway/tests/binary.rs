@@ -1,0 +1,162 @@
+//! The real `volley-gateway` binary: configuration precedence, a broadcast to thousands of
+//! connections over several shards, and the graceful drain on SIGTERM.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use support::*;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+#[test]
+fn config_precedence_is_flag_then_env_then_file() {
+    let dir = std::env::temp_dir().join(format!("volley-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        "flushInterval: 25ms\nshards: 3\nmaxPendingBytes: 100\nmaxConnections: 7\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_volley-gateway"))
+        .args(["--config", file.to_str().unwrap(), "--check-config"])
+        .args(["--max-pending-bytes", "300"])
+        .env("VOLLEY_SHARDS", "5")
+        .env("VOLLEY_MAX_PENDING_BYTES", "200")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("flush_interval: 25ms"), "{text}");
+    assert!(text.contains("shards: 5,"), "{text}");
+    assert!(text.contains("max_pending_bytes: 300,"), "{text}");
+    assert!(text.contains("max_connections: 7,"), "{text}");
+
+    std::fs::write(&file, "flushInterval: 10ms\nmaxConections: 7\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_volley-gateway"))
+        .args(["--config", file.to_str().unwrap(), "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8(output.stderr).unwrap();
+    assert!(err.contains("maxConections"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_reaches_5000_connections_exactly_once() {
+    const CLIENTS: usize = 5_000;
+    let gw = GatewayProcess::spawn(&["--shards", "4"]);
+    let url = gw.ws_url("?topics=broadcast");
+    let connecting = std::sync::Arc::new(Semaphore::new(200));
+    let mut tasks = Vec::with_capacity(CLIENTS);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(CLIENTS);
+    for _ in 0..CLIENTS {
+        let url = url.clone();
+        let connecting = connecting.clone();
+        let ready_tx = ready_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let permit = connecting.acquire().await.unwrap();
+            let mut client = connect(&url).await;
+            drop(permit);
+            ready_tx.send(()).await.unwrap();
+            let mut seen = Vec::new();
+            loop {
+                let frame = tokio::time::timeout(Duration::from_secs(60), client.next())
+                    .await
+                    .expect("frames in time")
+                    .expect("open")
+                    .expect("frame ok");
+                if let WsMessage::Text(text) = frame {
+                    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if value["data"] == "end" {
+                        return seen;
+                    }
+                    seen.push(value["data"].as_i64().unwrap());
+                }
+            }
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..CLIENTS {
+        ready_rx.recv().await.expect("every client connects");
+    }
+    assert_eq!(
+        metric(gw.admin, "volley_connections", "").await as usize,
+        CLIENTS
+    );
+    for i in 1..=3 {
+        publish_ok(gw.admin, "broadcast", i.to_string().as_bytes()).await;
+    }
+    publish_ok(gw.admin, "broadcast", b"\"end\"").await;
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), vec![1, 2, 3]);
+    }
+    assert_eq!(
+        metric(gw.admin, "volley_frames_delivered_total", "").await as usize,
+        CLIENTS * 4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_with_1001_spread_over_the_window() {
+    const CLIENTS: usize = 40;
+    let gw = GatewayProcess::spawn(&["--shards", "2", "--drain-timeout", "2s"]);
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(connect(&gw.ws_url("")).await);
+    }
+    let started = Instant::now();
+    gw.signal("TERM");
+    let mut waits = Vec::new();
+    for mut client in clients {
+        waits.push(tokio::spawn(async move {
+            let close = expect_close(&mut client).await;
+            (u16::from(close.code), started.elapsed())
+        }));
+    }
+    // Readiness turns off at once, while connections are still being closed.
+    let mut unready = false;
+    for _ in 0..20 {
+        if get(gw.admin, "/readyz").await.0 == 503 {
+            unready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(unready, "/readyz turns 503 during the drain");
+    let mut times = Vec::new();
+    for wait in waits {
+        let (code, at) = wait.await.unwrap();
+        assert_eq!(code, 1001);
+        times.push(at);
+    }
+    times.sort();
+    let first = times[0];
+    let median = times[CLIENTS / 2];
+    let last = times[CLIENTS - 1];
+    assert!(
+        first < Duration::from_millis(700),
+        "first close at {first:?}"
+    );
+    assert!(
+        median > Duration::from_millis(500) && median < Duration::from_millis(1700),
+        "median close at {median:?}"
+    );
+    assert!(
+        last > Duration::from_millis(1400) && last < Duration::from_millis(3500),
+        "last close at {last:?}"
+    );
+    let mut gw = gw;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = gw.child.wait().unwrap();
+        drop(gw);
+        status
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exits 0 after draining: {status:?}");
+}

@@ -1,0 +1,215 @@
+//! Client protocol violations over real sockets: each closes with its code, and limits hold.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// A raw, already upgraded connection.
+async fn raw_client(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    stream
+}
+
+fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Reads server frames until a close frame; returns its code.
+async fn close_code(stream: &mut TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection ended without a close frame: {buf:?}");
+            buf.extend_from_slice(&chunk[..n]);
+            // Walk complete frames (server frames are unmasked, small here).
+            let mut at = 0;
+            while at + 2 <= buf.len() {
+                let len = (buf[at + 1] & 0x7f) as usize;
+                assert!(len < 126, "unexpected large frame");
+                if at + 2 + len > buf.len() {
+                    break;
+                }
+                if buf[at] & 0x0f == 0x8 {
+                    return u16::from_be_bytes([buf[at + 2], buf[at + 3]]);
+                }
+                at += 2 + len;
+            }
+        }
+    })
+    .await
+    .expect("close frame in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_violation_closes_with_its_code() {
+    let gw = start(options()).await;
+    let unmasked = vec![0x81, 0x02, b'h', b'i'];
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (unmasked, 1002),
+        (masked(0x81 | 0x40, b"rsv"), 1002),
+        (masked(0x83, b"op"), 1002),
+        (masked(0x09, b"fragmented ping"), 1002),
+        (masked(0x80, b"continuation"), 1002),
+        (masked(0x81, &[0xff, 0xfe]), 1007),
+        (masked(0x81, &vec![b'a'; 5000]), 1009),
+    ];
+    for (bytes, code) in cases {
+        let mut stream = raw_client(gw.client_addr()).await;
+        stream.write_all(&bytes).await.unwrap();
+        assert_eq!(
+            close_code(&mut stream).await,
+            code,
+            "frame {:02x?}",
+            &bytes[..2]
+        );
+    }
+    assert!(metric(gw.admin_addr(), "volley_protocol_closes_total", "").await >= 7.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_fragmented_message_closes_1009() {
+    let gw = start(options()).await;
+    let mut stream = raw_client(gw.client_addr()).await;
+    stream
+        .write_all(&masked(0x01, &[b'a'; 3000]))
+        .await
+        .unwrap();
+    stream
+        .write_all(&masked(0x80, &[b'a'; 3000]))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut stream).await, 1009);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_closed_1008_and_counted() {
+    let mut opts = options();
+    opts.max_pending_bytes = Some(256 * 1024);
+    let gw = start(opts).await;
+    // A client that never reads, with a small receive buffer so the server's queue fills.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(gw.client_addr()).await.unwrap();
+    let (mut client, _) = tokio_tungstenite::client_async(ws_url(&gw, "?topics=firehose"), stream)
+        .await
+        .unwrap();
+    let payload = vec![b'x'; 64 * 1024];
+    for _ in 0..200 {
+        publish_ok(gw.admin_addr(), "firehose", &payload).await;
+        if metric(gw.admin_addr(), "volley_slow_consumer_closes_total", "").await >= 1.0 {
+            break;
+        }
+    }
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_slow_consumer_closes_total", "").await,
+        1.0
+    );
+    let close = expect_close(&mut client).await;
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(close.reason.as_str(), "slow consumer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_gives_503_and_unready() {
+    let mut opts = options();
+    opts.max_connections = Some(3);
+    let gw = start(opts).await;
+    let admin = gw.admin_addr();
+    assert_eq!(get(admin, "/readyz").await.0, 200);
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(connect(&ws_url(&gw, "")).await);
+    }
+    let refused = tokio_tungstenite::connect_async(ws_url(&gw, "")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    let (status, body) = get(admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+
+    let mut one = clients.pop().unwrap();
+    one.send(WsMessage::Close(None)).await.unwrap();
+    let _ = expect_close(&mut one).await;
+    let mut ready = false;
+    for _ in 0..50 {
+        if get(admin, "/readyz").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "ready again after a connection closed");
+    clients.push(connect(&ws_url(&gw, "")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_api_checks_key_topic_and_size() {
+    let mut opts = options();
+    opts.api_key = Some("s3cret".into());
+    opts.max_publish_bytes = Some(1024);
+    let gw = start(opts).await;
+    let admin = gw.admin_addr();
+    assert_eq!(publish(admin, "a", b"1").await.0, 401);
+    let with_key = |topic: &str, body: &[u8], key: &str| {
+        let mut request = format!(
+            "POST /v1/publish/{topic} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        request
+    };
+    assert_eq!(http(admin, &with_key("a", b"1", "wrong")).await.0, 401);
+    assert_eq!(http(admin, &with_key("a", b"1", "s3cret")).await.0, 202);
+    assert_eq!(http(admin, &with_key("_sys", b"1", "s3cret")).await.0, 403);
+    assert_eq!(http(admin, &with_key("a.*", b"1", "s3cret")).await.0, 400);
+    assert_eq!(
+        http(admin, &with_key("a", &[b'x'; 2048], "s3cret")).await.0,
+        413
+    );
+    assert_eq!(get(admin, "/healthz").await.0, 200);
+    let (status, body) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("volley_messages_published_total 1"), "{body}");
+    assert!(body.ends_with("# EOF\n"));
+}
