@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,10 +39,7 @@ impl Inbox {
     /// Takes the next command without blocking. Call [`Inbox::arm`] before draining so a command
     /// sent during the drain still wakes the shard.
     pub fn try_next(&self) -> Option<Command> {
-        match self.rx.try_recv() {
-            Ok(c) => Some(c),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.rx.try_recv().ok()
     }
 
     /// Re-enables wake-ups; called by the shard right before it drains the inbox.

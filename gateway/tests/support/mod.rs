@@ -67,13 +67,18 @@ pub async fn next_json<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Asserts nothing arrives within `wait`.
+/// Asserts no data frame arrives within `wait` (pings and pongs are ignored).
 pub async fn expect_silence<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut WebSocketStream<S>,
     wait: Duration,
 ) {
-    if let Ok(Some(frame)) = tokio::time::timeout(wait, client.next()).await {
-        panic!("expected nothing, got {frame:?}");
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, client.next()).await {
+            Err(_) => return,
+            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
+            Ok(frame) => panic!("expected nothing, got {frame:?}"),
+        }
     }
 }
 
@@ -155,6 +160,56 @@ pub async fn metric(admin: SocketAddr, name: &str, filter: &str) -> f64 {
         .sum()
 }
 
+/// One kept-alive HTTP/1.1 connection, for talking to a server that cannot accept new ones.
+pub struct KeepAlive(TcpStream);
+
+impl KeepAlive {
+    pub async fn open(addr: SocketAddr) -> KeepAlive {
+        KeepAlive(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    /// Sends one request and reads one response (Content-Length framed); returns (status, body).
+    pub async fn request(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.0.write_all(head.as_bytes()).await.expect("write");
+        self.0.write_all(body).await.expect("write");
+        let mut buf = Vec::new();
+        let head_end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = self.0.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "connection closed");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("content-length");
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            let n = self.0.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "connection closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        (
+            status,
+            String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned(),
+        )
+    }
+}
+
 /// The real `volley-gateway` binary, killed on drop.
 pub struct GatewayProcess {
     pub child: Child,
@@ -164,7 +219,22 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub fn spawn(args: &[&str]) -> GatewayProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_volley-gateway"))
+        Self::spawn_command(Command::new(env!("CARGO_BIN_EXE_volley-gateway")), args)
+    }
+
+    /// Runs the binary under a lowered open-file limit (`ulimit -n`), to exercise EMFILE.
+    pub fn spawn_with_nofile(limit: u32, args: &[&str]) -> GatewayProcess {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_volley-gateway"),
+        ]);
+        Self::spawn_command(command, args)
+    }
+
+    fn spawn_command(mut command: Command, args: &[&str]) -> GatewayProcess {
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")

@@ -1,0 +1,107 @@
+//! Liveness pings and running out of file descriptors, over real sockets.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn raw_upgrade(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_is_pinged_then_dropped() {
+    let mut opts = options();
+    opts.ping_interval = Some(Duration::from_secs(1));
+    let gw = start(opts).await;
+    let mut stream = raw_upgrade(gw.client_addr()).await;
+    let started = std::time::Instant::now();
+    let mut frame = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(4), stream.read_exact(&mut frame))
+        .await
+        .expect("a ping in time")
+        .unwrap();
+    assert_eq!(frame, [0x89, 0x00], "an empty ping frame");
+    // Never answered: the connection goes after two silent intervals.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "closed in time");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answering_peer_stays_connected() {
+    let mut opts = options();
+    opts.ping_interval = Some(Duration::from_secs(1));
+    let gw = start(opts).await;
+    // tungstenite answers pings while it reads.
+    let mut client = connect(&ws_url(&gw, "?topics=t")).await;
+    expect_silence(&mut client, Duration::from_millis(3500)).await;
+    publish_ok(gw.admin_addr(), "t", b"1").await;
+    assert_eq!(next_json(&mut client).await["data"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_pauses_accepting_and_keeps_serving() {
+    // A gateway process with a tiny descriptor limit: the 40 connections below exhaust it.
+    let gw = GatewayProcess::spawn_with_nofile(64, &["--shards", "1"]);
+    let mut first = connect(&gw.ws_url("?topics=t")).await;
+    // Opened before the descriptors run out: the admin server cannot accept a new one then.
+    let mut admin = KeepAlive::open(gw.admin).await;
+    assert_eq!(admin.request("GET", "/healthz", b"").await.0, 200);
+    let mut extra = Vec::new();
+    for _ in 0..80 {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio_tungstenite::connect_async(gw.ws_url("")),
+        )
+        .await
+        {
+            Ok(Ok((client, _))) => extra.push(client),
+            _ => break,
+        }
+    }
+    let (_, metrics) = admin.request("GET", "/metrics", b"").await;
+    let pauses = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("volley_accept_pauses_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("accept pauses metric");
+    assert!(pauses >= 1.0, "{metrics}");
+    // The connections already open are still served.
+    assert_eq!(admin.request("POST", "/v1/publish/t", b"42").await.0, 202);
+    assert_eq!(next_json(&mut first).await["data"], 42);
+    // Freeing descriptors lets accepting resume.
+    drop(extra);
+    let mut resumed = false;
+    for _ in 0..50 {
+        if let Ok(Ok(_)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio_tungstenite::connect_async(gw.ws_url("")),
+        )
+        .await
+        {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "accepting resumes once descriptors are free");
+}
