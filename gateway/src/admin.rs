@@ -10,14 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 
-use crate::hub::{Hub, PublishError};
+use crate::hub::{Publish, PublishError};
 use crate::state::Shared;
 use crate::topic;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AdminState {
-    pub hub: Arc<Hub>,
+    pub publisher: Arc<dyn Publish>,
     pub shared: Arc<Shared>,
     pub registry: Arc<Registry>,
     pub api_key: Option<Arc<str>>,
@@ -79,7 +79,7 @@ async fn publish(
         };
         return error(status, &format!("topic `{topic_name}`: {e}"));
     }
-    match state.hub.publish(&topic_name, body) {
+    match state.publisher.publish(&topic_name, body) {
         Ok(()) => (
             StatusCode::ACCEPTED,
             axum::Json(serde_json::json!({ "topic": topic_name })),

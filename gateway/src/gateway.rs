@@ -120,7 +120,7 @@ impl Gateway {
             })?;
         let router = admin::router(
             AdminState {
-                hub: hub.clone(),
+                publisher: hub.clone(),
                 shared: shared.clone(),
                 registry: Arc::new(registry),
                 api_key: config.api_key.as_deref().map(Arc::from),

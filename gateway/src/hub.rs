@@ -75,6 +75,12 @@ pub enum PublishError {
     Closed,
 }
 
+/// Where the admin API (and later NATS) hands published messages: the shard hub, or another
+/// engine's equivalent.
+pub trait Publish: Send + Sync {
+    fn publish(&self, topic: &str, payload: Bytes) -> Result<(), PublishError>;
+}
+
 /// Fans messages and commands out to every shard.
 #[derive(Debug)]
 pub struct Hub {
@@ -108,9 +114,25 @@ impl Hub {
         }
     }
 
+    /// Tells every shard to drain. Blocks only while an inbox is full, which a live shard empties
+    /// on its next loop.
+    pub fn drain(&self, over: Duration) {
+        for link in &self.links {
+            // A shard that already exited has nothing left to drain.
+            let _ = link.tx.send(Command::Drain { over });
+            link.wake();
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.links.len()
+    }
+}
+
+impl Publish for Hub {
     /// Hands a message to every shard; each delivers it to its own subscribers. The frame bytes are
     /// encoded once, by whichever shard needs them first.
-    pub fn publish(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
+    fn publish(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
         let message = Message::new(topic, payload);
         for link in &self.links {
             match link.tx.try_send(Command::Deliver(message.clone())) {
@@ -125,19 +147,5 @@ impl Hub {
         }
         self.metrics.messages_published.inc();
         Ok(())
-    }
-
-    /// Tells every shard to drain. Blocks only while an inbox is full, which a live shard empties
-    /// on its next loop.
-    pub fn drain(&self, over: Duration) {
-        for link in &self.links {
-            // A shard that already exited has nothing left to drain.
-            let _ = link.tx.send(Command::Drain { over });
-            link.wake();
-        }
-    }
-
-    pub fn shards(&self) -> usize {
-        self.links.len()
     }
 }

@@ -182,3 +182,29 @@ async fn client_close_is_answered() {
     let close = expect_close(&mut client).await;
     assert_eq!(u16::from(close.code), 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_shard_flushes_at_once_busy_shard_batches() {
+    let mut opts = options();
+    opts.shards = Some(1);
+    opts.flush_interval = Some(Duration::from_millis(400));
+    let gw = start(opts).await;
+    let mut client = connect(&ws_url(&gw, "?topics=t")).await;
+    // Let the 101's flush age past the interval: the shard is idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = std::time::Instant::now();
+    publish_ok(gw.admin_addr(), "t", b"1").await;
+    publish_ok(gw.admin_addr(), "t", b"2").await;
+    assert_eq!(next_json(&mut client).await["data"], 1);
+    let first = sent.elapsed();
+    assert_eq!(next_json(&mut client).await["data"], 2);
+    let second = sent.elapsed();
+    assert!(
+        first < Duration::from_millis(250),
+        "idle: flushed at once ({first:?})"
+    );
+    assert!(
+        second >= Duration::from_millis(300),
+        "busy: the next message waits for the batch ({second:?})"
+    );
+}
