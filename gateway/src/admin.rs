@@ -10,14 +10,41 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 
+use crate::cluster::{self, NatsState};
 use crate::hub::{Publish, PublishError};
 use crate::state::Shared;
 use crate::topic;
 
+/// Where a published message goes.
+#[derive(Clone)]
+pub enum Publisher {
+    /// Straight to this gateway's own clients (standalone mode).
+    Local(Arc<dyn Publish>),
+    /// To NATS, so every gateway of the cluster delivers it.
+    Nats {
+        client: async_nats::Client,
+        state: Arc<NatsState>,
+        prefix: Arc<str>,
+    },
+}
+
+impl Publisher {
+    async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
+        match self {
+            Publisher::Local(local) => local.publish(topic, payload),
+            Publisher::Nats {
+                client,
+                state,
+                prefix,
+            } => cluster::publish(client, state, prefix, topic, payload).await,
+        }
+    }
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AdminState {
-    pub publisher: Arc<dyn Publish>,
+    pub publisher: Publisher,
     pub shared: Arc<Shared>,
     pub registry: Arc<Registry>,
     pub api_key: Option<Arc<str>>,
@@ -34,8 +61,20 @@ pub fn router(state: AdminState, max_publish_bytes: usize) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// The process is alive and serving its clients. The NATS state is reported, not judged: a NATS
+/// outage must not get gateways restarted (that would disconnect every client).
+async fn healthz(State(state): State<AdminState>) -> String {
+    match &state.publisher {
+        Publisher::Local(_) => "ok\n".to_owned(),
+        Publisher::Nats { state, .. } => {
+            let nats = if state.is_connected() {
+                "connected"
+            } else {
+                "disconnected"
+            };
+            format!("ok\nnats: {nats}\n")
+        }
+    }
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
@@ -79,13 +118,13 @@ async fn publish(
         };
         return error(status, &format!("topic `{topic_name}`: {e}"));
     }
-    match state.publisher.publish(&topic_name, body) {
+    match state.publisher.publish(&topic_name, body).await {
         Ok(()) => (
             StatusCode::ACCEPTED,
             axum::Json(serde_json::json!({ "topic": topic_name })),
         )
             .into_response(),
-        Err(e @ (PublishError::Overloaded | PublishError::Closed)) => {
+        Err(e @ (PublishError::Overloaded | PublishError::Closed | PublishError::Unavailable)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
     }

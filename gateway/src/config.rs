@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::cluster::NatsConfig;
+
 /// Every option, each optional so the sources can be layered. The same struct is parsed from the
 /// command line (with environment fallbacks) and from the YAML file, so the two cannot drift.
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
@@ -81,9 +83,67 @@ pub struct Options {
     #[arg(long, env = "VOLLEY_MAX_PUBLISH_BYTES")]
     pub max_publish_bytes: Option<usize>,
 
-    /// NATS server URL(s) for cluster mode (not built yet: setting it is an error)
+    /// NATS server URL(s), comma-separated: turns on cluster mode [default: standalone]
     #[arg(long, env = "VOLLEY_NATS")]
     pub nats: Option<String>,
+
+    /// NATS credentials file (JWT + nkey seed, as written by `nsc`)
+    #[arg(long, env = "VOLLEY_NATS_CREDENTIALS")]
+    pub nats_credentials: Option<PathBuf>,
+
+    /// NATS token
+    #[arg(long, env = "VOLLEY_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// NATS user (with --nats-password)
+    #[arg(long, env = "VOLLEY_NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// NATS password
+    #[arg(long, env = "VOLLEY_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+
+    /// NATS nkey seed
+    #[arg(long, env = "VOLLEY_NATS_NKEY", hide_env_values = true)]
+    pub nats_nkey: Option<String>,
+
+    /// Require TLS to NATS
+    #[arg(long, env = "VOLLEY_NATS_TLS")]
+    pub nats_tls: Option<bool>,
+
+    /// CA certificate (PEM) to verify the NATS server
+    #[arg(long, env = "VOLLEY_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for NATS mutual TLS (with --nats-tls-key)
+    #[arg(long, env = "VOLLEY_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// Client key (PEM) for NATS mutual TLS
+    #[arg(long, env = "VOLLEY_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+
+    /// How long a NATS subscription outlives its last subscriber, so churn does not flap [default: 2s]
+    #[arg(long, env = "VOLLEY_SUBSCRIPTION_LINGER", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub subscription_linger: Option<Duration>,
+
+    /// How often cluster stats are published on volley.stats.<namespace>.<cluster>.<pod> [default: 5s]
+    #[arg(long, env = "VOLLEY_STATS_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub stats_interval: Option<Duration>,
+
+    /// This gateway's pod name, for the cluster protocol [default: the host name]
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// This gateway's namespace, for the cluster protocol [default: default]
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+
+    /// The PushCluster this gateway belongs to [default: volley]
+    #[arg(long, env = "VOLLEY_CLUSTER")]
+    pub cluster: Option<String>,
 
     /// NATS subject prefix: topic `t` is subject `<prefix>.t` [default: push]
     #[arg(long, env = "VOLLEY_SUBJECT_PREFIX")]
@@ -112,6 +172,20 @@ impl Options {
             api_key: self.api_key.or(lower.api_key),
             max_publish_bytes: self.max_publish_bytes.or(lower.max_publish_bytes),
             nats: self.nats.or(lower.nats),
+            nats_credentials: self.nats_credentials.or(lower.nats_credentials),
+            nats_token: self.nats_token.or(lower.nats_token),
+            nats_user: self.nats_user.or(lower.nats_user),
+            nats_password: self.nats_password.or(lower.nats_password),
+            nats_nkey: self.nats_nkey.or(lower.nats_nkey),
+            nats_tls: self.nats_tls.or(lower.nats_tls),
+            nats_tls_ca: self.nats_tls_ca.or(lower.nats_tls_ca),
+            nats_tls_cert: self.nats_tls_cert.or(lower.nats_tls_cert),
+            nats_tls_key: self.nats_tls_key.or(lower.nats_tls_key),
+            subscription_linger: self.subscription_linger.or(lower.subscription_linger),
+            stats_interval: self.stats_interval.or(lower.stats_interval),
+            pod_name: self.pod_name.or(lower.pod_name),
+            pod_namespace: self.pod_namespace.or(lower.pod_namespace),
+            cluster: self.cluster.or(lower.cluster),
             subject_prefix: self.subject_prefix.or(lower.subject_prefix),
         }
     }
@@ -155,7 +229,18 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub api_key: Option<String>,
     pub max_publish_bytes: usize,
-    pub subject_prefix: String,
+    /// Cluster mode when set.
+    pub nats: Option<NatsConfig>,
+    pub stats_interval: Duration,
+    pub identity: Identity,
+}
+
+/// Who this gateway is in the cluster protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub namespace: String,
+    pub cluster: String,
+    pub pod: String,
 }
 
 /// Why a configuration was refused; each names the key at fault.
@@ -215,12 +300,6 @@ pub fn parse_yaml(text: &str) -> Result<Options, (String, String)> {
 impl Config {
     /// Applies defaults and checks values that the types alone do not rule out.
     pub fn from_options(o: Options) -> Result<Config, ConfigError> {
-        if o.nats.is_some() {
-            return Err(invalid(
-                "nats",
-                "cluster mode (NATS) is not built yet; run without --nats for standalone mode",
-            ));
-        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let config = Config {
             listen: o.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
@@ -240,7 +319,32 @@ impl Config {
             allowed_origins: o.allowed_origins.unwrap_or_default(),
             api_key: o.api_key.filter(|k| !k.is_empty()),
             max_publish_bytes: o.max_publish_bytes.unwrap_or(1 << 20),
-            subject_prefix: o.subject_prefix.unwrap_or_else(|| "push".to_owned()),
+            nats: o
+                .nats
+                .filter(|u| !u.trim().is_empty())
+                .map(|urls| NatsConfig {
+                    urls,
+                    credentials_file: o.nats_credentials,
+                    token: o.nats_token,
+                    user: o.nats_user,
+                    password: o.nats_password,
+                    nkey_seed: o.nats_nkey,
+                    tls_required: o.nats_tls.unwrap_or(false),
+                    tls_ca_file: o.nats_tls_ca,
+                    tls_cert_file: o.nats_tls_cert,
+                    tls_key_file: o.nats_tls_key,
+                    subject_prefix: o
+                        .subject_prefix
+                        .clone()
+                        .unwrap_or_else(|| "push".to_owned()),
+                    linger: o.subscription_linger.unwrap_or(Duration::from_secs(2)),
+                }),
+            stats_interval: o.stats_interval.unwrap_or(Duration::from_secs(5)),
+            identity: Identity {
+                namespace: o.pod_namespace.unwrap_or_else(|| "default".to_owned()),
+                cluster: o.cluster.unwrap_or_else(|| "volley".to_owned()),
+                pod: o.pod_name.unwrap_or_else(host_name),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -259,14 +363,55 @@ impl Config {
         if self.max_header_bytes < 256 {
             return Err(invalid("maxHeaderBytes", "at least 256"));
         }
-        if self.subject_prefix.is_empty() || self.subject_prefix.contains([' ', '*', '>']) {
-            return Err(invalid(
-                "subjectPrefix",
-                "a non-empty NATS subject without wildcards",
-            ));
+        if let Some(nats) = &self.nats {
+            let prefix = &nats.subject_prefix;
+            if prefix.is_empty()
+                || prefix.starts_with('.')
+                || prefix.ends_with('.')
+                || prefix.contains(['*', '>', ' '])
+            {
+                return Err(invalid(
+                    "subjectPrefix",
+                    "a non-empty NATS subject without wildcards",
+                ));
+            }
+            if nats.user.is_some() != nats.password.is_some() {
+                return Err(invalid("natsUser", "natsUser and natsPassword go together"));
+            }
+            if nats.tls_cert_file.is_some() != nats.tls_key_file.is_some() {
+                return Err(invalid(
+                    "natsTlsCert",
+                    "natsTlsCert and natsTlsKey go together",
+                ));
+            }
+            if self.shards > 64 {
+                return Err(invalid("shards", "at most 64 in cluster mode"));
+            }
         }
+        for (key, token) in [
+            ("podNamespace", &self.identity.namespace),
+            ("cluster", &self.identity.cluster),
+            ("podName", &self.identity.pod),
+        ] {
+            if token.is_empty() || token.contains(['.', '*', '>', ' ']) {
+                return Err(invalid(
+                    key,
+                    "one NATS subject token (no '.', '*', '>', spaces)",
+                ));
+            }
+        }
+        positive("statsInterval", self.stats_interval.as_millis())?;
         Ok(())
     }
+}
+
+/// The kernel's host name (a pod's name in Kubernetes), or `volley-gateway`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "volley-gateway".to_owned())
 }
 
 fn positive(key: &'static str, value: u128) -> Result<(), ConfigError> {

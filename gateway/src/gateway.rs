@@ -11,7 +11,8 @@ use mio::{Poll, Token};
 use prometheus_client::registry::Registry;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, Publisher};
+use crate::cluster::{self, ClusterError, Router};
 use crate::config::Config;
 use crate::handshake::HandshakeConfig;
 use crate::hub::{self, Hub};
@@ -36,6 +37,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("cannot set up shard {shard}: {source}")]
     Shard {
         shard: usize,
@@ -69,7 +72,11 @@ impl Gateway {
                     result: reason.label(),
                 });
         }
-        let shared = Arc::new(Shared::new(metrics.clone(), config.max_connections));
+        let shared = Arc::new(Shared::new(
+            metrics.clone(),
+            config.max_connections,
+            config.shards,
+        ));
         let shard_config = ShardConfig {
             handshake: HandshakeConfig {
                 path: "/ws".to_owned(),
@@ -84,6 +91,15 @@ impl Gateway {
             ping_interval: config.ping_interval,
         };
 
+        // Cluster mode: shards report which patterns they want; the router holds NATS
+        // subscriptions for exactly those.
+        let (interest_tx, interest_rx) = match config.nats {
+            Some(_) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let mut client_addr = config.listen;
         let mut shards = Vec::with_capacity(config.shards);
         let mut senders = Vec::with_capacity(config.shards);
@@ -100,11 +116,40 @@ impl Gateway {
                 .map_err(|source| StartError::Shard { shard: id, source })?;
             let (sender, inbox) = hub::inbox(Arc::new(waker));
             senders.push(sender);
-            let shard = Shard::new(poll, listener, inbox, shared.clone(), shard_config.clone())
-                .map_err(|source| StartError::Shard { shard: id, source })?;
+            let shard = Shard::new(
+                id,
+                poll,
+                listener,
+                inbox,
+                shared.clone(),
+                shard_config.clone(),
+                interest_tx.clone(),
+            )
+            .map_err(|source| StartError::Shard { shard: id, source })?;
             shards.push(shard);
         }
-        let hub = Arc::new(Hub::new(senders, metrics));
+        // Only the shards hold interest senders, so the router ends when they do.
+        drop(interest_tx);
+        let hub = Arc::new(Hub::new(senders, metrics.clone()));
+        let publisher = match (&config.nats, interest_rx) {
+            (Some(nats), Some(interest_rx)) => {
+                let (client, state) = cluster::connect(nats, metrics.clone()).await?;
+                let router = Router::new(
+                    client.clone(),
+                    nats.subject_prefix.clone(),
+                    nats.linger,
+                    hub.clone(),
+                    metrics.clone(),
+                );
+                tokio::spawn(router.run(interest_rx));
+                Publisher::Nats {
+                    client,
+                    state,
+                    prefix: Arc::from(nats.subject_prefix.as_str()),
+                }
+            }
+            _ => Publisher::Local(hub.clone()),
+        };
 
         let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
             .await
@@ -120,7 +165,7 @@ impl Gateway {
             })?;
         let router = admin::router(
             AdminState {
-                publisher: hub.clone(),
+                publisher,
                 shared: shared.clone(),
                 registry: Arc::new(registry),
                 api_key: config.api_key.as_deref().map(Arc::from),

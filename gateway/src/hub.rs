@@ -26,6 +26,11 @@ pub enum Command {
     Drain {
         over: Duration,
     },
+    /// Close this many open connections with 1012 "rebalance", spread over the window.
+    Shed {
+        count: usize,
+        over: Duration,
+    },
 }
 
 /// The shard's end of its inbox.
@@ -73,6 +78,8 @@ pub enum PublishError {
     Overloaded,
     #[error("the gateway is shutting down")]
     Closed,
+    #[error("NATS is unavailable; the message was not published")]
+    Unavailable,
 }
 
 /// Where the admin API (and later NATS) hands published messages: the shard hub, or another
@@ -122,6 +129,26 @@ impl Hub {
             let _ = link.tx.send(Command::Drain { over });
             link.wake();
         }
+    }
+
+    /// Hands an already framed message to the shards in `shards` (bit i = shard i). Returns how
+    /// many shards could not take it because their inbox was full.
+    pub fn deliver(&self, message: &Arc<Message>, shards: u64) -> usize {
+        let mut dropped = 0;
+        for (i, link) in self.links.iter().enumerate() {
+            if shards & (1u64 << i.min(63)) == 0 {
+                continue;
+            }
+            match link.tx.try_send(Command::Deliver(message.clone())) {
+                Ok(()) => link.wake(),
+                Err(_) => {
+                    link.wake();
+                    dropped += 1;
+                }
+            }
+        }
+        self.metrics.messages_published.inc();
+        dropped
     }
 
     pub fn shards(&self) -> usize {

@@ -2,6 +2,7 @@
 //! messages out to them with one encode per message and one vectored write per connection.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod envelope;
@@ -12,6 +13,7 @@ pub mod hub;
 pub mod message;
 pub mod metrics;
 pub mod outbox;
+pub mod pace;
 pub mod protocol;
 pub mod shard;
 pub mod state;

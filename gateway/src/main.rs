@@ -44,6 +44,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         let shards = config.shards;
+        let cluster = config.nats.is_some();
         let gateway = match Gateway::start(config).await {
             Ok(gateway) => gateway,
             Err(e) => {
@@ -55,7 +56,8 @@ fn main() -> ExitCode {
             client = %gateway.client_addr(),
             admin = %gateway.admin_addr(),
             shards,
-            "volley-gateway started (standalone mode)"
+            mode = if cluster { "cluster" } else { "standalone" },
+            "volley-gateway started"
         );
         // One machine-readable line on stdout: scripts and tests wait for it to learn the ports.
         println!(

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub slow_consumer_closes: Counter,
     pub protocol_closes: Family<ReasonLabel, Counter>,
     pub accept_pauses: Counter,
+    pub dropped: Counter,
+    pub nats_connected: Gauge,
+    pub nats_disconnects: Counter,
+    pub nats_subscriptions: Gauge,
 }
 
 impl Metrics {
@@ -48,6 +52,10 @@ impl Metrics {
             slow_consumer_closes: Counter::default(),
             protocol_closes: Family::default(),
             accept_pauses: Counter::default(),
+            dropped: Counter::default(),
+            nats_connected: Gauge::default(),
+            nats_disconnects: Counter::default(),
+            nats_subscriptions: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("volley");
         r.register(
@@ -94,6 +102,26 @@ impl Metrics {
             "accept_pauses",
             "Times accepting paused because the process ran out of file descriptors",
             metrics.accept_pauses.clone(),
+        );
+        r.register(
+            "dropped",
+            "Message deliveries to a shard dropped because its inbox was full",
+            metrics.dropped.clone(),
+        );
+        r.register(
+            "nats_connected",
+            "1 while the NATS connection is up (cluster mode)",
+            metrics.nats_connected.clone(),
+        );
+        r.register(
+            "nats_disconnects",
+            "Times the NATS connection was lost",
+            metrics.nats_disconnects.clone(),
+        );
+        r.register(
+            "nats_subscriptions",
+            "NATS subscriptions held for the patterns clients want",
+            metrics.nats_subscriptions.clone(),
         );
         metrics
     }

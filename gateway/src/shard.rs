@@ -20,6 +20,7 @@ use crate::handshake::{self, HandshakeConfig, Parsed, Rejection, UpgradeRequest}
 use crate::hub::{Command, Inbox};
 use crate::message::Message;
 use crate::outbox::Flushed;
+use crate::pace::Pace;
 use crate::protocol::{self, ClientOp, ErrorCode};
 use crate::state::Shared;
 use crate::topic;
@@ -70,11 +71,13 @@ struct LocalStats {
     slow_closes: u64,
 }
 
-struct Drain {
-    start: Instant,
-    over: Duration,
-    total: usize,
-    closed: usize,
+/// Closing connections on purpose, paced over a window: a drain (all, 1001, then the shard exits)
+/// or a shed (some, 1012, for rebalancing).
+struct Plan {
+    pace: Pace,
+    done: usize,
+    code: u16,
+    reason: &'static str,
 }
 
 pub struct Shard {
@@ -95,18 +98,34 @@ pub struct Shard {
     last_flush: Instant,
     next_sweep: Instant,
     accept_paused_until: Option<Instant>,
-    drain: Option<Drain>,
+    drain: Option<Plan>,
+    shed: Option<Plan>,
+    interest: Option<InterestSink>,
+    id: usize,
     stats: LocalStats,
+}
+
+/// Where a shard reports the first and last local subscriber of a pattern, so the control plane
+/// holds a NATS subscription exactly while some connection on some shard wants it.
+pub type InterestSink = tokio::sync::mpsc::UnboundedSender<InterestChange>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterestChange {
+    pub shard: usize,
+    pub pattern: Box<str>,
+    pub wanted: bool,
 }
 
 impl Shard {
     /// A shard over `listener`; `poll` must be the one the inbox's waker was created on.
     pub fn new(
+        id: usize,
         poll: Poll,
         mut listener: TcpListener,
         inbox: Inbox,
         shared: Arc<Shared>,
         config: ShardConfig,
+        interest: Option<InterestSink>,
     ) -> io::Result<Shard> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -130,6 +149,9 @@ impl Shard {
             next_sweep: now + SWEEP,
             accept_paused_until: None,
             drain: None,
+            shed: None,
+            interest,
+            id,
             stats: LocalStats::default(),
         })
     }
@@ -361,7 +383,7 @@ impl Shard {
         if self.shared.is_draining() {
             return Err(Rejection::unavailable("the gateway is shutting down"));
         }
-        if !self.shared.try_admit() {
+        if !self.shared.try_admit(self.id) {
             return Err(Rejection::unavailable(
                 "the gateway is at its connection limit",
             ));
@@ -369,17 +391,18 @@ impl Shard {
         self.shared.metrics.handshake("ok");
         let response = handshake::accept_response(&request);
         let Some(conn) = self.conns.get_mut(key) else {
-            self.shared.release();
+            self.shared.release(self.id);
             return Ok(());
         };
         conn.phase = Phase::Open;
         conn.format = request.format;
         conn.outbox.push(Bytes::from(response));
-        for t in request.topics {
-            if !conn.subs.iter().any(|s| **s == *t) {
-                self.index.insert(&t, key);
-                conn.subs.push(t.into_boxed_str());
-            }
+        let mut topics = request.topics;
+        topics.sort_unstable();
+        topics.dedup();
+        conn.subs = topics.iter().map(|t| t.as_str().into()).collect();
+        for t in &topics {
+            self.index_insert(t, key);
         }
         // The 101 goes out now: the client waits for it before anything else happens.
         self.write_conn(key);
@@ -525,8 +548,8 @@ impl Shard {
                 self.reply(key, protocol::error(ErrorCode::Limit, Some(&t), &message));
                 continue;
             }
-            self.index.insert(&t, key);
-            conn.subs.push(t.clone().into_boxed_str());
+            conn.subs.push(t.as_str().into());
+            self.index_insert(&t, key);
             accepted.push(t);
         }
         if !accepted.is_empty() {
@@ -536,17 +559,40 @@ impl Shard {
     }
 
     fn unsubscribe(&mut self, key: usize, topics: Vec<String>) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
         for t in &topics {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
             if let Some(i) = conn.subs.iter().position(|s| **s == **t) {
                 conn.subs.swap_remove(i);
-                self.index.remove(t, key);
+                self.index_remove(t, key);
             }
         }
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         self.reply(key, protocol::unsubscribed(&names));
+    }
+
+    fn index_insert(&mut self, pattern: &str, key: usize) {
+        if self.index.insert(pattern, key) {
+            self.report_interest(pattern, true);
+        }
+    }
+
+    fn index_remove(&mut self, pattern: &str, key: usize) {
+        if self.index.remove(pattern, key) {
+            self.report_interest(pattern, false);
+        }
+    }
+
+    fn report_interest(&self, pattern: &str, wanted: bool) {
+        if let Some(sink) = &self.interest {
+            // The receiver is gone only when the gateway is shutting down.
+            let _ = sink.send(InterestChange {
+                shard: self.id,
+                pattern: pattern.into(),
+                wanted,
+            });
+        }
     }
 
     fn reply(&mut self, key: usize, text: String) {
@@ -574,6 +620,7 @@ impl Shard {
             match command {
                 Command::Deliver(message) => self.deliver(&message),
                 Command::Drain { over } => self.start_drain(over),
+                Command::Shed { count, over } => self.start_shed(count, over),
             }
         }
     }
@@ -734,12 +781,9 @@ impl Shard {
             return;
         }
         for pattern in std::mem::take(&mut conn.subs) {
-            self.index.remove(&pattern, key);
+            self.index_remove(&pattern, key);
         }
-        self.shared.release();
-        if let Some(drain) = &mut self.drain {
-            drain.closed += 1;
-        }
+        self.shared.release(self.id);
     }
 
     /// Drops a connection at once.
@@ -748,11 +792,6 @@ impl Shard {
         if self.conns.contains(key) {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.socket);
-            if let Some(drain) = &mut self.drain {
-                if matches!(conn.phase, Phase::Handshake { .. }) {
-                    drain.closed += 1;
-                }
-            }
         }
     }
 
@@ -793,8 +832,8 @@ impl Shard {
         for key in to_ping {
             self.enqueue(key, frame::encode(OpCode::Control(Control::Ping), b""));
         }
-        self.pace_drain();
-        let period = if self.drain.is_some() {
+        self.pace_closes();
+        let period = if self.drain.is_some() || self.shed.is_some() {
             DRAIN_SWEEP
         } else {
             SWEEP
@@ -810,13 +849,8 @@ impl Shard {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.accept_paused_until = None;
-        let total = self.conns.iter().filter(|(_, c)| c.is_open()).count();
-        self.drain = Some(Drain {
-            start: self.now,
-            over,
-            total,
-            closed: 0,
-        });
+        self.shed = None;
+        self.drain = Some(self.plan(usize::MAX, over, 1001, "server shutting down"));
         // Handshakes in flight will not complete into a draining gateway.
         let pending: Vec<usize> = self
             .conns
@@ -830,41 +864,71 @@ impl Shard {
         self.next_sweep = self.now;
     }
 
-    /// Closes open connections with 1001 at an even pace so that the last goes at the end of the
-    /// window: clients spread their reconnects instead of stampeding the remaining gateways.
-    fn pace_drain(&mut self) {
-        let Some(drain) = &self.drain else {
+    fn start_shed(&mut self, count: usize, over: Duration) {
+        if self.drain.is_some() || count == 0 {
             return;
-        };
-        let elapsed = self.now.duration_since(drain.start);
-        if elapsed >= drain.over + DRAIN_GRACE {
-            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-            for key in keys {
-                self.remove(key);
+        }
+        self.shed = Some(self.plan(count, over, 1012, "rebalance"));
+        self.next_sweep = self.now;
+    }
+
+    /// A plan over at most `count` of the open connections.
+    fn plan(&self, count: usize, over: Duration, code: u16, reason: &'static str) -> Plan {
+        let open = self.conns.iter().filter(|(_, c)| c.is_open()).count();
+        Plan {
+            pace: Pace {
+                start: self.now,
+                over,
+                total: count.min(open),
+            },
+            done: 0,
+            code,
+            reason,
+        }
+    }
+
+    /// Closes what the drain and shed plans have due by now.
+    fn pace_closes(&mut self) {
+        if let Some(drain) = &self.drain {
+            if drain.pace.expired(self.now, DRAIN_GRACE) {
+                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                for key in keys {
+                    self.remove(key);
+                }
+                return;
             }
-            return;
         }
-        let target = if elapsed >= drain.over || drain.over.is_zero() {
-            drain.total
-        } else {
-            let fraction = elapsed.as_secs_f64() / drain.over.as_secs_f64();
-            ((drain.total as f64) * fraction).ceil() as usize
-        };
-        let due = target.saturating_sub(drain.closed);
-        if due == 0 {
-            return;
+        if let Some((due, code, reason)) = take_due(&mut self.drain, self.now) {
+            self.close_some(due, code, reason);
         }
+        if let Some((due, code, reason)) = take_due(&mut self.shed, self.now) {
+            self.close_some(due, code, reason);
+        }
+        if self.shed.as_ref().is_some_and(|p| p.done >= p.pace.total) {
+            self.shed = None;
+        }
+    }
+
+    fn close_some(&mut self, count: usize, code: u16, reason: &'static str) {
         let keys: Vec<usize> = self
             .conns
             .iter()
             .filter(|(_, c)| c.is_open())
             .map(|(k, _)| k)
-            .take(due)
+            .take(count)
             .collect();
         for key in keys {
-            self.close(key, 1001, "server shutting down");
+            self.close(key, code, reason);
         }
     }
+}
+
+/// How many closes a plan has due now; counts them as done.
+fn take_due(plan: &mut Option<Plan>, now: Instant) -> Option<(usize, u16, &'static str)> {
+    let p = plan.as_mut()?;
+    let due = p.pace.target(now).saturating_sub(p.done);
+    p.done += due;
+    (due > 0).then_some((due, p.code, p.reason))
 }
 
 fn mark_dirty(conn: &mut Conn, key: usize, dirty: &mut Vec<usize>) {

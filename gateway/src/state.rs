@@ -11,6 +11,8 @@ pub struct Shared {
     pub max_connections: usize,
     /// Open (upgraded) connections over all shards.
     open: AtomicUsize,
+    /// The same, per shard (for stats and for spreading sheds).
+    per_shard: Vec<AtomicUsize>,
     draining: AtomicBool,
     accepting: AtomicBool,
 }
@@ -34,31 +36,46 @@ impl NotReady {
 }
 
 impl Shared {
-    pub fn new(metrics: Metrics, max_connections: usize) -> Shared {
+    pub fn new(metrics: Metrics, max_connections: usize, shards: usize) -> Shared {
         Shared {
             metrics,
             max_connections,
             open: AtomicUsize::new(0),
+            per_shard: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             draining: AtomicBool::new(false),
             accepting: AtomicBool::new(true),
         }
     }
 
     /// Claims a connection slot; false when the gateway is full.
-    pub fn try_admit(&self) -> bool {
+    pub fn try_admit(&self, shard: usize) -> bool {
         let before = self.open.fetch_add(1, Ordering::AcqRel);
         if before >= self.max_connections {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return false;
+        }
+        if let Some(count) = self.per_shard.get(shard) {
+            count.fetch_add(1, Ordering::AcqRel);
         }
         self.metrics.connections.inc();
         true
     }
 
     /// Gives back a slot claimed by [`Shared::try_admit`].
-    pub fn release(&self) {
+    pub fn release(&self, shard: usize) {
         self.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(count) = self.per_shard.get(shard) {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
         self.metrics.connections.dec();
+    }
+
+    /// Open connections on each shard.
+    pub fn connections_per_shard(&self) -> Vec<usize> {
+        self.per_shard
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .collect()
     }
 
     pub fn open_connections(&self) -> usize {

@@ -19,7 +19,7 @@ fn defaults_apply_when_nothing_is_set() {
     assert_eq!(config.max_header_bytes, 8192);
     assert_eq!(config.ping_interval, Duration::from_secs(30));
     assert_eq!(config.drain_timeout, Duration::from_secs(10));
-    assert_eq!(config.subject_prefix, "push");
+    assert!(config.nats.is_none(), "standalone by default");
     assert!(config.shards >= 1);
     assert!(config.api_key.is_none());
 }
@@ -82,7 +82,7 @@ fn invalid_values_name_the_key() {
         ("flushInterval: 0s", "flushInterval"),
         ("maxMessageBytes: 0", "maxMessageBytes"),
         ("maxHeaderBytes: 10", "maxHeaderBytes"),
-        ("subjectPrefix: 'a.>'", "subjectPrefix"),
+        ("{nats: 'nats://x', subjectPrefix: 'a.>'}", "subjectPrefix"),
     ];
     for (yaml, key) in cases {
         let err = Config::from_options(parse_yaml(yaml).unwrap()).unwrap_err();
@@ -91,9 +91,35 @@ fn invalid_values_name_the_key() {
 }
 
 #[test]
-fn nats_is_refused_until_cluster_mode_exists() {
-    let err = Config::from_options(cli(&["--nats", "nats://127.0.0.1:4222"]).options).unwrap_err();
-    assert!(err.to_string().contains("nats"), "{err}");
+fn nats_turns_on_cluster_mode() {
+    let config = Config::from_options(
+        cli(&[
+            "--nats",
+            "nats://127.0.0.1:4222",
+            "--subject-prefix",
+            "app.push",
+        ])
+        .options,
+    )
+    .unwrap();
+    let nats = config.nats.expect("cluster mode");
+    assert_eq!(nats.urls, "nats://127.0.0.1:4222");
+    assert_eq!(nats.subject_prefix, "app.push");
+    assert_eq!(nats.linger, Duration::from_secs(2));
+}
+
+#[test]
+fn identity_must_be_subject_tokens() {
+    let err = Config::from_options(cli(&["--pod-name", "a.b"]).options).unwrap_err();
+    assert!(err.to_string().contains("podName"), "{err}");
+}
+
+#[test]
+fn nats_user_needs_a_password() {
+    let err =
+        Config::from_options(cli(&["--nats", "nats://127.0.0.1:4222", "--nats-user", "u"]).options)
+            .unwrap_err();
+    assert!(err.to_string().contains("natsUser"), "{err}");
 }
 
 #[test]

@@ -15,6 +15,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use volley_gateway::config::{Config, Options};
 use volley_gateway::gateway::Gateway;
 
+pub mod nats;
+
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Options for a test gateway on ephemeral loopback ports with a short flush interval.

@@ -1,0 +1,323 @@
+//! Cluster mode, NATS side: connects to NATS, holds a subscription for a pattern exactly while
+//! some connection on some shard wants it (releasing it after a linger so churn does not flap),
+//! and hands each NATS message, framed once, to the shards that have subscribers for it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::Client;
+use bytes::Bytes;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+use tokio_stream::{StreamExt, StreamMap};
+
+use crate::hub::{Hub, PublishError};
+use crate::message::Message;
+use crate::metrics::Metrics;
+use crate::shard::InterestChange;
+use crate::topic_index::TopicIndex;
+
+/// How to reach NATS.
+#[derive(Debug, Clone, Default)]
+pub struct NatsConfig {
+    /// One or more server URLs, comma-separated.
+    pub urls: String,
+    pub credentials_file: Option<PathBuf>,
+    pub token: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub nkey_seed: Option<String>,
+    pub tls_required: bool,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub subject_prefix: String,
+    /// How long a subscription outlives its last subscriber.
+    pub linger: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot read NATS credentials file {path}: {source}")]
+    Credentials {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the NATS connection to {urls}: {message}")]
+    Connect { urls: String, message: String },
+}
+
+/// NATS connection state, readable from the admin server.
+#[derive(Debug, Default)]
+pub struct NatsState {
+    connected: AtomicBool,
+}
+
+impl NatsState {
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+}
+
+/// Connects in the background: the gateway serves its clients whether or not NATS is up, and the
+/// client retries forever with backoff, resubscribing everything after a reconnect.
+pub async fn connect(
+    config: &NatsConfig,
+    metrics: Metrics,
+) -> Result<(Client, Arc<NatsState>), ClusterError> {
+    let state = Arc::new(NatsState::default());
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("volley-gateway {}", env!("CARGO_PKG_VERSION")))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        // Cap the reconnect backoff so a restarted NATS is found again quickly.
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((100 * 2u64.saturating_pow(attempts.min(5) as u32)).min(2_000))
+        });
+    if let Some(path) = &config.credentials_file {
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| ClusterError::Credentials {
+                    path: path.clone(),
+                    source,
+                })?;
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.clone());
+    }
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(seed) = &config.nkey_seed {
+        options = options.nkey(seed.clone());
+    }
+    if config.tls_required {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let events_state = state.clone();
+    options = options.event_callback(move |event| {
+        let state = events_state.clone();
+        let metrics = metrics.clone();
+        async move {
+            match event {
+                async_nats::Event::Connected => {
+                    state.connected.store(true, Ordering::Release);
+                    metrics.nats_connected.set(1);
+                    tracing::info!("NATS connected");
+                }
+                async_nats::Event::Disconnected => {
+                    state.connected.store(false, Ordering::Release);
+                    metrics.nats_connected.set(0);
+                    metrics.nats_disconnects.inc();
+                    tracing::warn!("NATS disconnected; clients stay connected, retrying");
+                }
+                other => tracing::info!(event = %other, "NATS event"),
+            }
+        }
+    });
+    let urls = config.urls.clone();
+    let client = options
+        .connect(urls.as_str())
+        .await
+        .map_err(|e| ClusterError::Connect {
+            urls,
+            message: e.to_string(),
+        })?;
+    Ok((client, state))
+}
+
+/// Publishes to NATS and waits until the server has taken the message, so an HTTP 202 means the
+/// message is in NATS, and an outage is a 503 instead of a silent drop.
+pub async fn publish(
+    client: &Client,
+    state: &NatsState,
+    prefix: &str,
+    topic: &str,
+    payload: Bytes,
+) -> Result<(), PublishError> {
+    if !state.is_connected() {
+        return Err(PublishError::Unavailable);
+    }
+    client
+        .publish(format!("{prefix}.{topic}"), payload)
+        .await
+        .map_err(|_| PublishError::Unavailable)?;
+    match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(PublishError::Unavailable),
+    }
+}
+
+/// A pattern the gateway holds (or is about to release) a NATS subscription for.
+#[derive(Debug)]
+struct Held {
+    pattern: Box<str>,
+    /// Shards with at least one subscriber (bit i = shard i).
+    shards: u64,
+    /// Set once no shard wants it; released when the moment passes.
+    release_at: Option<Instant>,
+}
+
+/// Owns the NATS subscriptions and routes their messages to the shards.
+pub struct Router {
+    client: Client,
+    prefix: String,
+    linger: Duration,
+    hub: Arc<Hub>,
+    metrics: Metrics,
+    /// Subscription id by pattern. Ids grow, so a smaller id is an older subscription.
+    ids: HashMap<Box<str>, u64>,
+    held: HashMap<u64, Held>,
+    /// Held patterns by subscription id, for matching a subject against all of them.
+    index: TopicIndex<u64>,
+    subs: StreamMap<u64, async_nats::Subscriber>,
+    next_id: u64,
+}
+
+impl Router {
+    pub fn new(
+        client: Client,
+        prefix: String,
+        linger: Duration,
+        hub: Arc<Hub>,
+        metrics: Metrics,
+    ) -> Router {
+        Router {
+            client,
+            prefix,
+            linger,
+            hub,
+            metrics,
+            ids: HashMap::new(),
+            held: HashMap::new(),
+            index: TopicIndex::new(),
+            subs: StreamMap::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Runs until the shards stop reporting interest (the gateway is shutting down).
+    pub async fn run(mut self, mut interest: UnboundedReceiver<InterestChange>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                change = interest.recv() => match change {
+                    Some(change) => self.on_interest(change).await,
+                    None => return,
+                },
+                Some((id, message)) = self.subs.next(), if !self.subs.is_empty() => {
+                    self.on_message(id, message);
+                }
+                _ = tick.tick() => self.release_expired().await,
+            }
+        }
+    }
+
+    async fn on_interest(&mut self, change: InterestChange) {
+        let bit = 1u64 << change.shard.min(63);
+        if change.wanted {
+            if let Some(held) = self
+                .ids
+                .get(&change.pattern)
+                .and_then(|id| self.held.get_mut(id))
+            {
+                held.shards |= bit;
+                held.release_at = None;
+                return;
+            }
+            let subject = format!("{}.{}", self.prefix, change.pattern);
+            match self.client.subscribe(subject.clone()).await {
+                Ok(subscriber) => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.subs.insert(id, subscriber);
+                    self.index.insert(&change.pattern, id);
+                    self.ids.insert(change.pattern.clone(), id);
+                    self.held.insert(
+                        id,
+                        Held {
+                            pattern: change.pattern,
+                            shards: bit,
+                            release_at: None,
+                        },
+                    );
+                    self.metrics.nats_subscriptions.set(self.held.len() as i64);
+                }
+                Err(e) => tracing::error!(%subject, error = %e, "cannot subscribe"),
+            }
+        } else if let Some(held) = self
+            .ids
+            .get(&change.pattern)
+            .and_then(|id| self.held.get_mut(id))
+        {
+            held.shards &= !bit;
+            if held.shards == 0 {
+                held.release_at = Some(Instant::now() + self.linger);
+            }
+        }
+    }
+
+    async fn release_expired(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.release_at.is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(held) = self.held.remove(&id) {
+                self.ids.remove(&held.pattern);
+                self.index.remove(&held.pattern, id);
+                if let Some(mut subscriber) = self.subs.remove(&id) {
+                    let _ = subscriber.unsubscribe().await;
+                }
+            }
+        }
+        self.metrics.nats_subscriptions.set(self.held.len() as i64);
+    }
+
+    fn on_message(&mut self, via: u64, message: async_nats::Message) {
+        let Some(topic) = message
+            .subject
+            .as_str()
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+        else {
+            return;
+        };
+        // NATS delivers a message once per matching subscription. When several held patterns
+        // match (say `a.>` and `a.b`), only the copy that came through the oldest of them is
+        // used: a newer subscription never hides one that was already delivering, so nothing is
+        // lost while subscriptions come and go.
+        let mut oldest = u64::MAX;
+        let mut shards = 0u64;
+        let held = &self.held;
+        self.index.for_each_match(topic, |id| {
+            oldest = oldest.min(id);
+            if let Some(h) = held.get(&id) {
+                shards |= h.shards;
+            }
+        });
+        if oldest != via || shards == 0 {
+            return;
+        }
+        let framed = Message::new(topic, message.payload);
+        let dropped = self.hub.deliver(&framed, shards);
+        if dropped > 0 {
+            self.metrics.dropped.inc_by(dropped as u64);
+        }
+    }
+}

