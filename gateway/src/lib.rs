@@ -2,6 +2,7 @@
 //! messages out to them with one encode per message and one vectored write per connection.
 
 pub mod admin;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod conn;
