@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::auth::JwtConfig;
 pub use crate::cluster::NatsConfig;
 
 /// Every option, each optional so the sources can be layered. The same struct is parsed from the
@@ -133,6 +134,44 @@ pub struct Options {
     #[serde(default, with = "humantime_serde")]
     pub stats_interval: Option<Duration>,
 
+    /// JWT auth: file with the HS256 shared secret
+    #[arg(long, env = "VOLLEY_JWT_SECRET_FILE")]
+    #[serde(skip)]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// JWT auth: PEM file with the RS256/ES256 public key
+    #[arg(long, env = "VOLLEY_JWT_PUBLIC_KEY_FILE")]
+    #[serde(skip)]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// JWT auth: JWKS file (the token's `kid` picks the key)
+    #[arg(long, env = "VOLLEY_JWT_JWKS_FILE")]
+    #[serde(skip)]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// JWT auth: required `iss`
+    #[arg(long, env = "VOLLEY_JWT_ISSUER")]
+    #[serde(skip)]
+    pub jwt_issuer: Option<String>,
+
+    /// JWT auth: required `aud`
+    #[arg(long, env = "VOLLEY_JWT_AUDIENCE")]
+    #[serde(skip)]
+    pub jwt_audience: Option<String>,
+
+    /// In the YAML file, auth is nested: `auth: {jwt: {secretFile | publicKeyFile | jwksFile, issuer, audience}}`
+    #[arg(skip)]
+    #[serde(default)]
+    pub auth: Option<AuthFile>,
+
+    /// Client messages per second per connection; over it an error reply, sustained a 1008 close [default: 20]
+    #[arg(long, env = "VOLLEY_MAX_CLIENT_MESSAGES_PER_SECOND")]
+    pub max_client_messages_per_second: Option<u32>,
+
+    /// Open connections per client IP; 0 turns the limit off [default: 0]
+    #[arg(long, env = "VOLLEY_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
     /// This gateway's pod name, for the cluster protocol [default: the host name]
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -186,9 +225,27 @@ impl Options {
             pod_name: self.pod_name.or(lower.pod_name),
             pod_namespace: self.pod_namespace.or(lower.pod_namespace),
             cluster: self.cluster.or(lower.cluster),
+            jwt_secret_file: self.jwt_secret_file.or(lower.jwt_secret_file),
+            jwt_public_key_file: self.jwt_public_key_file.or(lower.jwt_public_key_file),
+            jwt_jwks_file: self.jwt_jwks_file.or(lower.jwt_jwks_file),
+            jwt_issuer: self.jwt_issuer.or(lower.jwt_issuer),
+            jwt_audience: self.jwt_audience.or(lower.jwt_audience),
+            auth: self.auth.or(lower.auth),
+            max_client_messages_per_second: self
+                .max_client_messages_per_second
+                .or(lower.max_client_messages_per_second),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
             subject_prefix: self.subject_prefix.or(lower.subject_prefix),
         }
     }
+}
+
+/// The `auth` section of the YAML file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthFile {
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
 }
 
 /// The command line of `volley-gateway`.
@@ -233,6 +290,10 @@ pub struct Config {
     pub nats: Option<NatsConfig>,
     pub stats_interval: Duration,
     pub identity: Identity,
+    /// JWT auth when set; otherwise connections are anonymous.
+    pub jwt: Option<JwtConfig>,
+    pub max_client_messages_per_second: u32,
+    pub max_connections_per_ip: usize,
 }
 
 /// Who this gateway is in the cluster protocol.
@@ -301,6 +362,15 @@ impl Config {
     /// Applies defaults and checks values that the types alone do not rule out.
     pub fn from_options(o: Options) -> Result<Config, ConfigError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Flags and env override the file's `auth.jwt` field by field.
+        let mut jwt = o.auth.and_then(|a| a.jwt).unwrap_or_default();
+        jwt.secret_file = o.jwt_secret_file.or(jwt.secret_file);
+        jwt.public_key_file = o.jwt_public_key_file.or(jwt.public_key_file);
+        jwt.jwks_file = o.jwt_jwks_file.or(jwt.jwks_file);
+        jwt.issuer = o.jwt_issuer.or(jwt.issuer);
+        jwt.audience = o.jwt_audience.or(jwt.audience);
+        let jwt_enabled =
+            jwt.secret_file.is_some() || jwt.public_key_file.is_some() || jwt.jwks_file.is_some();
         let config = Config {
             listen: o.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
             admin_addr: o
@@ -340,6 +410,9 @@ impl Config {
                     linger: o.subscription_linger.unwrap_or(Duration::from_secs(2)),
                 }),
             stats_interval: o.stats_interval.unwrap_or(Duration::from_secs(5)),
+            jwt: jwt_enabled.then_some(jwt),
+            max_client_messages_per_second: o.max_client_messages_per_second.unwrap_or(20),
+            max_connections_per_ip: o.max_connections_per_ip.unwrap_or(0),
             identity: Identity {
                 namespace: o.pod_namespace.unwrap_or_else(|| "default".to_owned()),
                 cluster: o.cluster.unwrap_or_else(|| "volley".to_owned()),
@@ -401,6 +474,10 @@ impl Config {
             }
         }
         positive("statsInterval", self.stats_interval.as_millis())?;
+        positive(
+            "maxClientMessagesPerSecond",
+            u128::from(self.max_client_messages_per_second),
+        )?;
         Ok(())
     }
 }

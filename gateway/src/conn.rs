@@ -4,6 +4,7 @@
 
 use mio::net::TcpStream;
 
+use crate::auth::Identity;
 use crate::frame::Fragments;
 use crate::handshake::Format;
 use crate::outbox::Outbox;
@@ -43,6 +44,15 @@ pub struct Conn {
     pub write_blocked: bool,
     /// A liveness ping is out and unanswered.
     pub pinged: bool,
+    /// The verified token, when auth is on; boxed so anonymous connections pay one pointer.
+    pub identity: Option<Box<Identity>>,
+    /// The client address whose per-IP slot this connection holds (when that limit is on).
+    pub counted_ip: Option<std::net::IpAddr>,
+    /// Client-message rate limit: the current one-second window, messages in it, and how many
+    /// windows in a row went over.
+    pub rate_window_s: u32,
+    pub rate_count: u16,
+    pub rate_strikes: u8,
 }
 
 impl Conn {
@@ -62,6 +72,11 @@ impl Conn {
             dirty: false,
             write_blocked: false,
             pinged: false,
+            identity: None,
+            counted_ip: None,
+            rate_window_s: now_s,
+            rate_count: 0,
+            rate_strikes: 0,
         }
     }
 

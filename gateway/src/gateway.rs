@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admin::{self, AdminState, Publisher};
+use crate::auth::{AuthConfigError, Verifier};
 use crate::cluster::{self, ClusterError, Router};
 use crate::config::Config;
 use crate::handshake::HandshakeConfig;
@@ -39,6 +40,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
     #[error("cannot set up shard {shard}: {source}")]
     Shard {
         shard: usize,
@@ -72,11 +75,10 @@ impl Gateway {
                     result: reason.label(),
                 });
         }
-        let shared = Arc::new(Shared::new(
-            metrics.clone(),
-            config.max_connections,
-            config.shards,
-        ));
+        let shared = Arc::new(
+            Shared::new(metrics.clone(), config.max_connections, config.shards)
+                .with_ip_limit(config.max_connections_per_ip),
+        );
         let shard_config = ShardConfig {
             handshake: HandshakeConfig {
                 path: "/ws".to_owned(),
@@ -89,6 +91,11 @@ impl Gateway {
             max_message_bytes: config.max_message_bytes,
             max_subscriptions: config.max_subscriptions_per_connection,
             ping_interval: config.ping_interval,
+            verifier: match &config.jwt {
+                Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
+                None => None,
+            },
+            max_client_messages_per_second: config.max_client_messages_per_second,
         };
 
         // Cluster mode: shards report which patterns they want; the router holds NATS

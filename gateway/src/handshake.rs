@@ -106,6 +106,8 @@ pub enum RejectReason {
     HeadersTooLarge,
     /// Refused by the caller: connection limit reached or draining.
     Unavailable,
+    /// For the caller: over the per-client-IP connection limit.
+    TooManyConnections,
 }
 
 impl RejectReason {
@@ -123,6 +125,7 @@ impl RejectReason {
         RejectReason::UnsupportedVersion,
         RejectReason::HeadersTooLarge,
         RejectReason::Unavailable,
+        RejectReason::TooManyConnections,
     ];
 
     /// The HTTP status answered for this reason.
@@ -138,6 +141,7 @@ impl RejectReason {
             Self::UpgradeRequired | Self::UnsupportedVersion => 426,
             Self::HeadersTooLarge => 431,
             Self::Unavailable => 503,
+            Self::TooManyConnections => 429,
         }
     }
 
@@ -156,6 +160,7 @@ impl RejectReason {
             Self::UnsupportedVersion => "unsupported_version",
             Self::HeadersTooLarge => "headers_too_large",
             Self::Unavailable => "unavailable",
+            Self::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -365,6 +370,7 @@ fn status_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",

@@ -14,9 +14,10 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
+use crate::auth::{self, Identity, Verifier};
 use crate::conn::{Conn, Phase};
 use crate::frame::{self, ClientEvent};
-use crate::handshake::{self, HandshakeConfig, Parsed, Rejection, UpgradeRequest};
+use crate::handshake::{self, HandshakeConfig, Parsed, RejectReason, Rejection, UpgradeRequest};
 use crate::hub::{Command, Inbox};
 use crate::message::Message;
 use crate::outbox::Flushed;
@@ -52,6 +53,9 @@ pub struct ShardConfig {
     pub max_message_bytes: usize,
     pub max_subscriptions: usize,
     pub ping_interval: Duration,
+    /// JWT verification when auth is on; connections are anonymous otherwise.
+    pub verifier: Option<Arc<Verifier>>,
+    pub max_client_messages_per_second: u32,
 }
 
 /// What one client frame asked for; collected while the read buffer is borrowed, applied after.
@@ -380,29 +384,75 @@ impl Shard {
             topic::validate_pattern(t)
                 .map_err(|e| Rejection::bad_request(format!("topic `{t}`: {e}")))?;
         }
+        let identity = match &self.config.verifier {
+            Some(verifier) => {
+                let token = request.token.as_deref().ok_or_else(|| {
+                    Rejection::unauthorized(
+                        "a token is required (?token= or Authorization: Bearer)",
+                    )
+                })?;
+                let identity = verifier
+                    .verify(token)
+                    .map_err(|e| Rejection::unauthorized(e.to_string()))?;
+                Some(Box::new(identity))
+            }
+            None => None,
+        };
         if self.shared.is_draining() {
             return Err(Rejection::unavailable("the gateway is shutting down"));
         }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Ok(());
+        };
+        if self.shared.ip_limited() {
+            let ip = conn
+                .socket
+                .peer_addr()
+                .map_err(|_| Rejection::bad_request("peer address unknown"))?
+                .ip();
+            if !self.shared.try_admit_ip(ip) {
+                return Err(Rejection::new(
+                    RejectReason::TooManyConnections,
+                    "too many connections from this address",
+                ));
+            }
+            conn.counted_ip = Some(ip);
+        }
         if !self.shared.try_admit(self.id) {
+            if let Some(ip) = conn.counted_ip.take() {
+                self.shared.release_ip(ip);
+            }
             return Err(Rejection::unavailable(
                 "the gateway is at its connection limit",
             ));
         }
         self.shared.metrics.handshake("ok");
-        let response = handshake::accept_response(&request);
-        let Some(conn) = self.conns.get_mut(key) else {
-            self.shared.release(self.id);
-            return Ok(());
-        };
         conn.phase = Phase::Open;
         conn.format = request.format;
-        conn.outbox.push(Bytes::from(response));
+        conn.outbox
+            .push(Bytes::from(handshake::accept_response(&request)));
         let mut topics = request.topics;
+        // A user's own topic comes with the token, beyond the per-connection limit.
+        if let Some(own) = identity.as_ref().and_then(|i| i.user_topic()) {
+            topics.push(own);
+        }
         topics.sort_unstable();
         topics.dedup();
-        conn.subs = topics.iter().map(|t| t.as_str().into()).collect();
-        for t in &topics {
+        let (allowed, forbidden): (Vec<String>, Vec<String>) = topics
+            .into_iter()
+            .partition(|t| may_subscribe(identity.as_deref(), t));
+        conn.identity = identity;
+        conn.subs = allowed.iter().map(|t| t.as_str().into()).collect();
+        for t in &allowed {
             self.index_insert(t, key);
+        }
+        for t in &forbidden {
+            let reply = protocol::error(
+                ErrorCode::Forbidden,
+                Some(t),
+                "not allowed for this connection",
+            );
+            self.reply(key, reply);
         }
         // The 101 goes out now: the client waits for it before anything else happens.
         self.write_conn(key);
@@ -489,18 +539,28 @@ impl Shard {
             if !self.conns.get(key).is_some_and(Conn::is_open) {
                 break;
             }
+            if matches!(action, Action::Op(_) | Action::Binary) {
+                match self.rate(key) {
+                    Rate::Allow => {}
+                    Rate::Deny { first } => {
+                        if first {
+                            let limit = self.config.max_client_messages_per_second;
+                            let message = format!("over {limit} messages per second; slow down");
+                            self.reply(key, protocol::error(ErrorCode::Limit, None, &message));
+                        }
+                        continue;
+                    }
+                    Rate::Close => {
+                        self.close(key, 1008, "message rate limit");
+                        break;
+                    }
+                }
+            }
             match action {
                 Action::Op(Ok(ClientOp::Sub(topics))) => self.subscribe(key, topics),
                 Action::Op(Ok(ClientOp::Unsub(topics))) => self.unsubscribe(key, topics),
                 Action::Op(Ok(ClientOp::Ping)) => self.reply(key, protocol::pong()),
-                Action::Op(Ok(ClientOp::Refresh(_))) => self.reply(
-                    key,
-                    protocol::error(
-                        ErrorCode::BadRequest,
-                        None,
-                        "authentication is not enabled on this gateway",
-                    ),
-                ),
+                Action::Op(Ok(ClientOp::Refresh(token))) => self.refresh(key, &token),
                 Action::Op(Err(message)) => {
                     self.reply(key, protocol::error(ErrorCode::BadRequest, None, &message))
                 }
@@ -524,6 +584,64 @@ impl Shard {
         self.actions = actions;
     }
 
+    /// Counts one client message against the per-connection rate limit.
+    fn rate(&mut self, key: usize) -> Rate {
+        let now_s = self.now_s();
+        let limit = self.config.max_client_messages_per_second;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Rate::Allow;
+        };
+        if conn.rate_window_s != now_s {
+            let went_over = u32::from(conn.rate_count) > limit;
+            let adjacent = now_s == conn.rate_window_s.wrapping_add(1);
+            conn.rate_strikes = if went_over && adjacent {
+                conn.rate_strikes.saturating_add(1)
+            } else {
+                0
+            };
+            conn.rate_window_s = now_s;
+            conn.rate_count = 0;
+        }
+        conn.rate_count = conn.rate_count.saturating_add(1);
+        let count = u32::from(conn.rate_count);
+        if count <= limit {
+            Rate::Allow
+        } else if conn.rate_strikes >= SUSTAINED_RATE_WINDOWS {
+            Rate::Close
+        } else {
+            Rate::Deny {
+                first: count == limit + 1,
+            }
+        }
+    }
+
+    /// `{"op":"refresh","token":..}`: a newer token for the same user extends the connection.
+    fn refresh(&mut self, key: usize, token: &str) {
+        let Some(verifier) = self.config.verifier.clone() else {
+            let reply = protocol::error(
+                ErrorCode::BadRequest,
+                None,
+                "authentication is not enabled on this gateway",
+            );
+            return self.reply(key, reply);
+        };
+        let reply = match (verifier.verify(token), self.conns.get_mut(key)) {
+            (Ok(fresh), Some(conn)) => {
+                let same_user = conn.identity.as_ref().map(|i| &i.user) == Some(&fresh.user);
+                if same_user {
+                    let expires_at = fresh.expires_at;
+                    conn.identity = Some(Box::new(fresh));
+                    protocol::refreshed(expires_at)
+                } else {
+                    protocol::error(ErrorCode::Forbidden, None, "the token is for another user")
+                }
+            }
+            (Err(e), _) => protocol::error(ErrorCode::BadRequest, None, &e.to_string()),
+            (Ok(_), None) => return,
+        };
+        self.reply(key, reply);
+    }
+
     fn subscribe(&mut self, key: usize, topics: Vec<String>) {
         let mut accepted: Vec<String> = Vec::new();
         for t in topics {
@@ -538,6 +656,15 @@ impl Shard {
             }
             if conn.subs.iter().any(|s| **s == *t) {
                 accepted.push(t);
+                continue;
+            }
+            if !may_subscribe(conn.identity.as_deref(), &t) {
+                let reply = protocol::error(
+                    ErrorCode::Forbidden,
+                    Some(&t),
+                    "not allowed for this connection",
+                );
+                self.reply(key, reply);
                 continue;
             }
             if conn.subs.len() >= self.config.max_subscriptions {
@@ -780,6 +907,9 @@ impl Shard {
         if !conn.is_open() {
             return;
         }
+        if let Some(ip) = conn.counted_ip.take() {
+            self.shared.release_ip(ip);
+        }
         for pattern in std::mem::take(&mut conn.subs) {
             self.index_remove(&pattern, key);
         }
@@ -804,10 +934,22 @@ impl Shard {
         let ping_s = self.config.ping_interval.as_secs().max(1) as u32;
         let mut expired = std::mem::take(&mut self.doomed);
         let mut to_ping = Vec::new();
+        let mut token_expired = Vec::new();
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         for (key, conn) in self.conns.iter_mut() {
             match conn.phase {
                 Phase::Handshake { deadline_ms } if now_ms >= deadline_ms => expired.push(key),
                 Phase::Closing { deadline_ms, .. } if now_ms >= deadline_ms => expired.push(key),
+                Phase::Open
+                    if conn
+                        .identity
+                        .as_ref()
+                        .is_some_and(|i| i.expires_at <= now_unix) =>
+                {
+                    token_expired.push(key);
+                }
                 Phase::Open => {
                     let idle = now_s.saturating_sub(conn.last_seen_s);
                     if idle >= 2 * ping_s {
@@ -829,6 +971,9 @@ impl Shard {
             self.remove(key);
         }
         self.doomed = expired;
+        for key in token_expired {
+            self.close(key, 1008, "token expired");
+        }
         for key in to_ping {
             self.enqueue(key, frame::encode(OpCode::Control(Control::Ping), b""));
         }
@@ -929,6 +1074,27 @@ fn take_due(plan: &mut Option<Plan>, now: Instant) -> Option<(usize, u16, &'stat
     let due = p.pace.target(now).saturating_sub(p.done);
     p.done += due;
     (due > 0).then_some((due, p.code, p.reason))
+}
+
+/// What the rate limit says about one client message.
+enum Rate {
+    Allow,
+    /// Over the limit this second: dropped, with an error reply for the first one.
+    Deny {
+        first: bool,
+    },
+    /// Over the limit for several seconds in a row.
+    Close,
+}
+
+/// Seconds in a row over the message rate after which a connection is closed.
+const SUSTAINED_RATE_WINDOWS: u8 = 2;
+
+fn may_subscribe(identity: Option<&Identity>, pattern: &str) -> bool {
+    match identity {
+        Some(identity) => identity.may_subscribe(pattern),
+        None => auth::anonymous_may_subscribe(pattern),
+    }
 }
 
 fn mark_dirty(conn: &mut Conn, key: usize, dirty: &mut Vec<usize>) {

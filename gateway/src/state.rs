@@ -1,6 +1,9 @@
 //! State shared by the shards and the control plane: the connection count that enforces
 //! `maxConnections`, the readiness switches, and the metrics.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::metrics::Metrics;
@@ -15,6 +18,10 @@ pub struct Shared {
     per_shard: Vec<AtomicUsize>,
     draining: AtomicBool,
     accepting: AtomicBool,
+    /// Per client IP limit (0 = off) and the counts it is checked against. Touched once per
+    /// connection open and close, never per message.
+    max_per_ip: usize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// Why `/readyz` says no.
@@ -44,6 +51,39 @@ impl Shared {
             per_shard: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             draining: AtomicBool::new(false),
             accepting: AtomicBool::new(true),
+            max_per_ip: 0,
+            per_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Turns on the per-client-IP connection limit.
+    pub fn with_ip_limit(mut self, max_per_ip: usize) -> Shared {
+        self.max_per_ip = max_per_ip;
+        self
+    }
+
+    pub fn ip_limited(&self) -> bool {
+        self.max_per_ip > 0
+    }
+
+    /// Claims a slot for `ip`; false when that address is at its limit.
+    pub fn try_admit_ip(&self, ip: IpAddr) -> bool {
+        let mut counts = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.max_per_ip {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    pub fn release_ip(&self, ip: IpAddr) {
+        let mut counts = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&ip);
+            }
         }
     }
 

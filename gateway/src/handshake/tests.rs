@@ -472,6 +472,11 @@ fn statuses_and_labels() {
         (RejectReason::UnsupportedVersion, 426, "unsupported_version"),
         (RejectReason::HeadersTooLarge, 431, "headers_too_large"),
         (RejectReason::Unavailable, 503, "unavailable"),
+        (
+            RejectReason::TooManyConnections,
+            429,
+            "too_many_connections",
+        ),
     ];
     assert_eq!(RejectReason::ALL.len(), expected.len());
     for (reason, status, label) in expected {
