@@ -8,4 +8,6 @@ pub mod build;
 pub mod conditions;
 pub mod crdgen;
 pub mod gateway_config;
+pub mod metrics;
 pub mod scaling;
+pub mod stats;
