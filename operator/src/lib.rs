@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod conditions;
+pub mod controller;
 pub mod crdgen;
 pub mod gateway_config;
 pub mod metrics;

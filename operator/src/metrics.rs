@@ -57,7 +57,11 @@ impl Default for Metrics {
         let control_requests = Family::<OpLabel, Counter>::default();
         let shed_connections = Counter::default();
         let leader = Gauge::default();
-        registry.register("reconciles", "PushCluster reconciles by result", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "PushCluster reconciles by result",
+            reconciles.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Time spent in one reconcile",
@@ -73,7 +77,11 @@ impl Default for Metrics {
             "Connections gateways were asked to shed for balancing",
             shed_connections.clone(),
         );
-        registry.register("leader", "1 while this replica is the leader", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica is the leader",
+            leader.clone(),
+        );
         Self {
             reconciles,
             reconcile_seconds,

@@ -57,7 +57,13 @@ impl StatsStore {
     }
 
     /// Fresh stats of one cluster (sorted by pod name); stale entries are dropped.
-    pub fn snapshot(&self, ns: &str, cluster: &str, max_age: Duration, now: SystemTime) -> Vec<Seen> {
+    pub fn snapshot(
+        &self,
+        ns: &str,
+        cluster: &str,
+        max_age: Duration,
+        now: SystemTime,
+    ) -> Vec<Seen> {
         let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(pods) = map.get_mut(&(ns.to_string(), cluster.to_string())) else {
             return Vec::new();

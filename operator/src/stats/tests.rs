@@ -39,7 +39,11 @@ fn stale_stats_expire() {
     let store = StatsStore::default();
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
     store.record("volley.stats.ns.web.a", &body("ns", "web", "a", 1), t0);
-    assert!(store.snapshot("ns", "web", DEFAULT_MAX_AGE, t0 + Duration::from_secs(31)).is_empty());
+    assert!(
+        store
+            .snapshot("ns", "web", DEFAULT_MAX_AGE, t0 + Duration::from_secs(31))
+            .is_empty()
+    );
     store.record("volley.stats.ns.web.a", &body("ns", "web", "a", 1), t0);
     store.forget("ns", "web");
     assert!(store.snapshot("ns", "web", DEFAULT_MAX_AGE, t0).is_empty());
