@@ -9,6 +9,8 @@ pub mod conditions;
 pub mod controller;
 pub mod crdgen;
 pub mod gateway_config;
+pub mod leader;
 pub mod metrics;
 pub mod scaling;
 pub mod stats;
+pub mod telemetry;
