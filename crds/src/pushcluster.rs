@@ -29,6 +29,8 @@ pub mod condition {
 
 /// A clustered WebSocket push gateway: the operator turns it into a ConfigMap, Deployment,
 /// Service and PodDisruptionBudget, scales it on connection counts and keeps pods balanced.
+// kube's derive takes one `printcolumn(...)` per column, which clippy sees as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "volley.dev",

@@ -78,8 +78,10 @@ async fn pushcluster_gets_children_status_and_scale_subresource() {
     let client = setup(ns).await;
     let stop = start_operator(client.clone());
     let pcs: Api<PushCluster> = Api::namespaced(client.clone(), ns);
-    let mut spec = PushClusterSpec::default();
-    spec.replicas = Some(1);
+    let mut spec = PushClusterSpec {
+        replicas: Some(1),
+        ..Default::default()
+    };
     spec.autoscaling.mode = AutoscalingMode::External;
     let pc = PushCluster::new("e2e", spec);
     let _ = pcs.delete("e2e", &DeleteParams::default()).await;

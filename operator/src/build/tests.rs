@@ -1,5 +1,8 @@
 //! Tests for the reconcile build step.
 
+// Tests start from a default spec and change one field at a time: easier to read.
+#![allow(clippy::field_reassign_with_default)]
+
 use volley_crds::{AuthSpec, JwtSpec, NatsSpec, PushCluster, PushClusterSpec, SecretKeyRef};
 
 use super::*;

@@ -1,4 +1,7 @@
 //! Reconcile against a mocked Kubernetes API (tower-test): which objects get applied, with which
+
+// Tests start from a default spec and change one field at a time: easier to read.
+#![allow(clippy::field_reassign_with_default)]
 //! field manager, and what status is written.
 
 use std::sync::{Arc, Mutex};
