@@ -538,9 +538,12 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let pcs: Api<PushCluster> = Api::all(client.clone());
-    let cfg = watcher::Config::default();
+    // Children carry the managed-by label; watching only those keeps the operator from caching
+    // every ConfigMap and Service in the cluster.
+    let cfg = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     let stats = ctx.stats.clone();
-    Controller::new(pcs, cfg.clone())
+    let memory = ctx.memory.clone();
+    Controller::new(pcs, watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), cfg.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), cfg.clone())
         .owns(Api::<Service>::all(client.clone()), cfg.clone())
@@ -555,6 +558,10 @@ pub async fn run(
                     // Deleted: children go by owner references; drop its stats.
                     if let Some(ns) = &obj.namespace {
                         stats.forget(ns, &obj.name);
+                        memory
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&(ns.clone(), obj.name.clone()));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "controller error"),
