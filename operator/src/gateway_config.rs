@@ -1,0 +1,316 @@
+//! Renders a PushCluster spec into the gateway's YAML config file (`gateway.yaml`) and
+//! validates the parts of the spec the API server's schema cannot check.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use volley_crds::{PushCluster, SecretKeyRef};
+
+/// Where the ConfigMap is mounted in the gateway container.
+pub const CONFIG_DIR: &str = "/etc/volley/config";
+/// ConfigMap key (and file name) of the gateway config.
+pub const CONFIG_KEY: &str = "gateway.yaml";
+/// Where the JWT secret or public key is mounted.
+pub const JWT_DIR: &str = "/etc/volley/jwt";
+/// Where the NATS credentials Secret is mounted.
+pub const NATS_DIR: &str = "/etc/volley/nats";
+/// Client port inside the pod.
+pub const CLIENT_PORT: i32 = 8080;
+/// Admin port inside the pod (health, readiness, metrics, publish API).
+pub const ADMIN_PORT: i32 = 9090;
+/// The gateway's drain window when the spec sets none.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+/// Drains longer than this would keep rollouts hanging for too long; reject them.
+pub const MAX_DRAIN: Duration = Duration::from_secs(600);
+
+/// A spec the operator refuses to deploy; surfaced as `Ready=False, reason=InvalidSpec`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// The name is used as a NATS subject token and in child names.
+    #[error(
+        "metadata.name {0:?} must be a DNS label (lowercase letters, digits, '-', at most 52 characters)"
+    )]
+    BadName(String),
+    /// A humantime duration failed to parse.
+    #[error("{field}: {value:?} is not a duration like \"10ms\" or \"5s\"")]
+    BadDuration {
+        /// Spec path.
+        field: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// A duration outside the allowed range.
+    #[error("{field}: {value:?} is out of range ({reason})")]
+    DurationRange {
+        /// Spec path.
+        field: &'static str,
+        /// What was given.
+        value: String,
+        /// The bound it broke.
+        reason: &'static str,
+    },
+    /// JWT auth needs exactly one key source.
+    #[error("gateway.auth.jwt: set exactly one of secretRef or publicKeyRef")]
+    JwtKeySource,
+    /// Empty Secret name or key.
+    #[error("{0}: Secret name and key must not be empty")]
+    EmptySecretRef(&'static str),
+    /// NATS URL not usable.
+    #[error("nats.url {0:?} must start with nats://, tls://, ws:// or wss://")]
+    BadNatsUrl(String),
+    /// Subject prefix must be a plain subject.
+    #[error("nats.subjectPrefix {0:?} must be dot-separated tokens without wildcards or spaces")]
+    BadSubjectPrefix(String),
+    /// Replica bounds inverted.
+    #[error("autoscaling: minReplicas {min} is greater than maxReplicas {max}")]
+    ReplicaBounds {
+        /// minReplicas.
+        min: i32,
+        /// maxReplicas.
+        max: i32,
+    },
+}
+
+/// The gateway YAML config, camelCase keys; only keys the gateway knows (it rejects others).
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayConfig {
+    /// Client address.
+    pub listen: String,
+    /// Admin address.
+    pub admin_addr: String,
+    /// Shard flush interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_interval: Option<String>,
+    /// Per-connection pending byte bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending_bytes: Option<i64>,
+    /// Per-pod connection cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+    /// Per-connection subscription cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions_per_connection: Option<i64>,
+    /// Drain window on SIGTERM.
+    pub drain_timeout: String,
+    /// Allowed browser origins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// NATS URL (cluster mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<String>,
+    /// Subject prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_prefix: Option<String>,
+    /// Client authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+}
+
+/// `auth:` section.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// `jwt:` section.
+    pub jwt: JwtConfig,
+}
+
+/// `auth.jwt:` section; key material is a file mounted from the Secret.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtConfig {
+    /// HMAC secret file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// PEM public key file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<String>,
+    /// Required issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required audience.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+/// Whether `name` is a DNS label short enough that `<name>-config` etc. and pod names stay
+/// valid, and usable as one NATS subject token.
+pub fn is_valid_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 52
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn parse_duration(field: &'static str, value: &str) -> Result<Duration, SpecError> {
+    humantime::parse_duration(value).map_err(|_| SpecError::BadDuration {
+        field,
+        value: value.to_string(),
+    })
+}
+
+fn check_ref(field: &'static str, r: &SecretKeyRef) -> Result<(), SpecError> {
+    if r.name.is_empty() || r.key.is_empty() {
+        return Err(SpecError::EmptySecretRef(field));
+    }
+    Ok(())
+}
+
+/// The key material the gateway needs from a Secret, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    /// HMAC secret.
+    Secret(SecretKeyRef),
+    /// PEM public key.
+    PublicKey(SecretKeyRef),
+}
+
+impl JwtKey {
+    /// The Secret reference.
+    pub fn secret_ref(&self) -> &SecretKeyRef {
+        match self {
+            Self::Secret(r) | Self::PublicKey(r) => r,
+        }
+    }
+
+    /// File name inside [`JWT_DIR`].
+    pub fn file_name(&self) -> &'static str {
+        match self {
+            Self::Secret(_) => "secret",
+            Self::PublicKey(_) => "public.pem",
+        }
+    }
+}
+
+/// Everything the build step needs from a validated spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    /// The rendered config.
+    pub config: GatewayConfig,
+    /// Drain window, for terminationGracePeriodSeconds.
+    pub drain: Duration,
+    /// JWT key source, for the Secret volume.
+    pub jwt_key: Option<JwtKey>,
+}
+
+/// Validates the spec and renders the gateway config.
+pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
+    let name = pc.metadata.name.clone().unwrap_or_default();
+    if !is_valid_cluster_name(&name) {
+        return Err(SpecError::BadName(name));
+    }
+    let spec = &pc.spec;
+    let a = &spec.autoscaling;
+    if a.min_replicas > a.max_replicas {
+        return Err(SpecError::ReplicaBounds {
+            min: a.min_replicas,
+            max: a.max_replicas,
+        });
+    }
+    let g = &spec.gateway;
+    if let Some(f) = &g.flush_interval {
+        let d = parse_duration("gateway.flushInterval", f)?;
+        if d.is_zero() || d > Duration::from_secs(1) {
+            return Err(SpecError::DurationRange {
+                field: "gateway.flushInterval",
+                value: f.clone(),
+                reason: "must be between 1ns and 1s",
+            });
+        }
+    }
+    let drain = match &g.drain_timeout {
+        Some(d) => {
+            let parsed = parse_duration("gateway.drainTimeout", d)?;
+            if parsed > MAX_DRAIN {
+                return Err(SpecError::DurationRange {
+                    field: "gateway.drainTimeout",
+                    value: d.clone(),
+                    reason: "must be at most 10m",
+                });
+            }
+            parsed
+        }
+        None => DEFAULT_DRAIN,
+    };
+    let (nats, subject_prefix) = match &spec.nats {
+        Some(n) => {
+            let ok_scheme = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|s| n.url.starts_with(s) && n.url.len() > s.len());
+            if !ok_scheme {
+                return Err(SpecError::BadNatsUrl(n.url.clone()));
+            }
+            if let Some(p) = &n.subject_prefix
+                && !p.split('.').all(volley_crds::wire::is_subject_token)
+            {
+                return Err(SpecError::BadSubjectPrefix(p.clone()));
+            }
+            (Some(n.url.clone()), n.subject_prefix.clone())
+        }
+        None => (None, None),
+    };
+    if let Some(r) = &g.api_key_ref {
+        check_ref("gateway.apiKeyRef", r)?;
+    }
+    let (auth, jwt_key) = match g.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
+        Some(jwt) => {
+            let key = match (&jwt.secret_ref, &jwt.public_key_ref) {
+                (Some(s), None) => {
+                    check_ref("gateway.auth.jwt.secretRef", s)?;
+                    JwtKey::Secret(s.clone())
+                }
+                (None, Some(p)) => {
+                    check_ref("gateway.auth.jwt.publicKeyRef", p)?;
+                    JwtKey::PublicKey(p.clone())
+                }
+                _ => return Err(SpecError::JwtKeySource),
+            };
+            let path = format!("{JWT_DIR}/{}", key.file_name());
+            let (secret_file, public_key_file) = match key {
+                JwtKey::Secret(_) => (Some(path), None),
+                JwtKey::PublicKey(_) => (None, Some(path)),
+            };
+            let cfg = AuthConfig {
+                jwt: JwtConfig {
+                    secret_file,
+                    public_key_file,
+                    issuer: jwt.issuer.clone(),
+                    audience: jwt.audience.clone(),
+                },
+            };
+            (Some(cfg), Some(key))
+        }
+        None => (None, None),
+    };
+    let config = GatewayConfig {
+        listen: format!("0.0.0.0:{CLIENT_PORT}"),
+        admin_addr: format!("0.0.0.0:{ADMIN_PORT}"),
+        flush_interval: g.flush_interval.clone(),
+        max_pending_bytes: g.max_pending_bytes,
+        max_connections: g.max_connections_per_pod,
+        max_subscriptions_per_connection: g.max_subscriptions_per_connection,
+        drain_timeout: humantime::format_duration(drain).to_string(),
+        allowed_origins: g.allowed_origins.clone(),
+        nats,
+        subject_prefix,
+        auth,
+    };
+    Ok(Validated {
+        config,
+        drain,
+        jwt_key,
+    })
+}
+
+impl GatewayConfig {
+    /// The YAML text stored in the ConfigMap.
+    pub fn to_yaml(&self) -> String {
+        // Serializing plain structs of strings and integers cannot fail.
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

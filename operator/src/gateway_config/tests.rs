@@ -1,0 +1,166 @@
+//! Tests for rendering and validating the gateway config.
+
+// Tests start from a default spec and change one field at a time: easier to read.
+#![allow(clippy::field_reassign_with_default)]
+
+use volley_crds::{AuthSpec, JwtSpec, NatsSpec, PushCluster, PushClusterSpec, SecretKeyRef};
+
+use super::*;
+
+fn pc(spec: PushClusterSpec) -> PushCluster {
+    PushCluster::new("web", spec)
+}
+
+fn key(name: &str, key: &str) -> SecretKeyRef {
+    SecretKeyRef {
+        name: name.into(),
+        key: key.into(),
+    }
+}
+
+#[test]
+fn default_spec_renders_minimal_config() {
+    let v = render(&pc(PushClusterSpec::default())).unwrap();
+    let yaml = v.config.to_yaml();
+    assert_eq!(
+        yaml,
+        "listen: 0.0.0.0:8080\nadminAddr: 0.0.0.0:9090\ndrainTimeout: 10s\n"
+    );
+    assert_eq!(v.drain, DEFAULT_DRAIN);
+    assert!(v.jwt_key.is_none());
+}
+
+#[test]
+fn full_spec_renders_only_known_camel_case_keys() {
+    let mut spec = PushClusterSpec::default();
+    spec.nats = Some(NatsSpec {
+        url: "nats://nats:4222".into(),
+        credentials_secret: None,
+        subject_prefix: Some("app.push".into()),
+    });
+    spec.gateway.flush_interval = Some("5ms".into());
+    spec.gateway.max_connections_per_pod = Some(1000);
+    spec.gateway.max_pending_bytes = Some(65536);
+    spec.gateway.max_subscriptions_per_connection = Some(16);
+    spec.gateway.drain_timeout = Some("30s".into());
+    spec.gateway.allowed_origins = vec!["https://a.example".into()];
+    spec.gateway.auth = Some(AuthSpec {
+        jwt: Some(JwtSpec {
+            public_key_ref: Some(key("jwt", "pub.pem")),
+            issuer: Some("iss".into()),
+            audience: Some("aud".into()),
+            ..Default::default()
+        }),
+    });
+    let v = render(&pc(spec)).unwrap();
+    let value: serde_json::Value = serde_yaml::from_str(&v.config.to_yaml()).unwrap();
+    let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    let allowed = [
+        "listen",
+        "adminAddr",
+        "shards",
+        "flushInterval",
+        "maxPendingBytes",
+        "maxConnections",
+        "maxSubscriptionsPerConnection",
+        "maxMessageBytes",
+        "handshakeTimeout",
+        "maxHeaderBytes",
+        "pingInterval",
+        "drainTimeout",
+        "allowedOrigins",
+        "nats",
+        "subjectPrefix",
+        "statsInterval",
+        "auth",
+    ];
+    for k in &keys {
+        assert!(allowed.contains(&k.as_str()), "unknown gateway key {k}");
+    }
+    assert_eq!(value["maxConnections"], 1000);
+    assert_eq!(value["flushInterval"], "5ms");
+    assert_eq!(value["drainTimeout"], "30s");
+    assert_eq!(value["nats"], "nats://nats:4222");
+    assert_eq!(value["subjectPrefix"], "app.push");
+    assert_eq!(
+        value["auth"]["jwt"]["publicKeyFile"],
+        "/etc/volley/jwt/public.pem"
+    );
+    assert_eq!(value["auth"]["jwt"]["issuer"], "iss");
+    assert!(value["auth"]["jwt"].get("secretFile").is_none());
+    assert_eq!(v.drain, Duration::from_secs(30));
+    assert_eq!(v.jwt_key, Some(JwtKey::PublicKey(key("jwt", "pub.pem"))));
+}
+
+#[test]
+fn bad_specs_are_rejected_with_clear_errors() {
+    let mut bad_name = pc(PushClusterSpec::default());
+    bad_name.metadata.name = Some("Web.Site".into());
+    assert_eq!(
+        render(&bad_name),
+        Err(SpecError::BadName("Web.Site".into()))
+    );
+
+    let mut s = PushClusterSpec::default();
+    s.gateway.flush_interval = Some("soon".into());
+    let err = render(&pc(s)).unwrap_err();
+    assert!(err.to_string().contains("gateway.flushInterval"), "{err}");
+
+    let mut s = PushClusterSpec::default();
+    s.gateway.drain_timeout = Some("2h".into());
+    assert!(matches!(
+        render(&pc(s)),
+        Err(SpecError::DurationRange { .. })
+    ));
+
+    let mut s = PushClusterSpec::default();
+    s.gateway.auth = Some(AuthSpec {
+        jwt: Some(JwtSpec {
+            secret_ref: Some(key("a", "b")),
+            public_key_ref: Some(key("c", "d")),
+            ..Default::default()
+        }),
+    });
+    assert_eq!(render(&pc(s)), Err(SpecError::JwtKeySource));
+
+    let mut s = PushClusterSpec::default();
+    s.gateway.auth = Some(AuthSpec {
+        jwt: Some(JwtSpec::default()),
+    });
+    assert_eq!(render(&pc(s)), Err(SpecError::JwtKeySource));
+
+    let mut s = PushClusterSpec::default();
+    s.nats = Some(NatsSpec {
+        url: "http://nats".into(),
+        ..Default::default()
+    });
+    assert!(matches!(render(&pc(s)), Err(SpecError::BadNatsUrl(_))));
+
+    let mut s = PushClusterSpec::default();
+    s.nats = Some(NatsSpec {
+        url: "nats://nats".into(),
+        subject_prefix: Some("push.>".into()),
+        ..Default::default()
+    });
+    assert!(matches!(
+        render(&pc(s)),
+        Err(SpecError::BadSubjectPrefix(_))
+    ));
+
+    let mut s = PushClusterSpec::default();
+    s.autoscaling.min_replicas = 5;
+    s.autoscaling.max_replicas = 2;
+    assert!(matches!(
+        render(&pc(s)),
+        Err(SpecError::ReplicaBounds { .. })
+    ));
+}
+
+#[test]
+fn cluster_names() {
+    assert!(is_valid_cluster_name("web-1"));
+    for bad in ["", "-a", "a-", "A", "a.b", &"x".repeat(53)] {
+        assert!(!is_valid_cluster_name(bad), "{bad:?}");
+    }
+}

@@ -1,0 +1,148 @@
+//! `volley-operator`: runs the PushCluster controller behind leader election, with a metrics and
+//! health server.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::sync::watch;
+use volley_operator::build::{BuildOptions, default_gateway_image};
+use volley_operator::controller::{self, Context};
+use volley_operator::metrics::{self, Health, Metrics};
+use volley_operator::{leader, telemetry};
+
+/// Command line; every flag can also be given as `VOLLEY_OPERATOR_<UPPER_SNAKE>`.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "VOLLEY_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_addr: SocketAddr,
+    /// Gateway image for PushClusters that set no `spec.image`.
+    #[arg(long, env = "VOLLEY_OPERATOR_GATEWAY_IMAGE", default_value_t = default_gateway_image())]
+    gateway_image: String,
+    /// Compete for a Lease and reconcile only while holding it.
+    #[arg(long, env = "VOLLEY_OPERATOR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Lease name.
+    #[arg(
+        long,
+        env = "VOLLEY_OPERATOR_LEASE_NAME",
+        default_value = "volley-operator"
+    )]
+    lease_name: String,
+    /// Lease namespace (defaults to the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease (defaults to the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "volley-operator")]
+    identity: String,
+    /// OTLP gRPC endpoint for traces (e.g. http://otel-collector:4317); unset = no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Log filter (tracing-subscriber EnvFilter syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info,kube=warn")]
+    log: String,
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _telemetry = telemetry::init(&args.log, args.otlp_endpoint.as_deref())?;
+    let client = kube::Client::try_default()
+        .await
+        .context("building the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let metrics = Metrics::default();
+    let health = Health {
+        ready: Default::default(),
+        metrics: metrics.clone(),
+    };
+    let server = tokio::spawn(metrics::serve(args.metrics_addr, health.clone()));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+
+    let mut leading = if args.leader_elect {
+        let rx = leader::start(
+            client.clone(),
+            leader::LeaseConfig {
+                name: args.lease_name.clone(),
+                namespace: args.lease_namespace.clone(),
+                identity: args.identity.clone(),
+                duration_seconds: 15,
+                grace_seconds: 5,
+            },
+        )
+        .await
+        .context("starting leader election")?;
+        Some(rx)
+    } else {
+        None
+    };
+    // A standby replica is healthy and ready: it only waits for the lease.
+    health.ready.store(true, Ordering::Relaxed);
+
+    if let Some(rx) = leading.as_mut() {
+        tracing::info!(identity = %args.identity, "waiting for leadership");
+        let mut stop = shutdown_rx.clone();
+        tokio::select! {
+            won = leader::wait_for(rx, true) => if !won { anyhow::bail!("lease manager stopped") },
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+        tracing::info!("leading");
+    }
+    metrics.leader.set(1);
+
+    let ctx = Context::new(
+        client,
+        BuildOptions {
+            default_image: args.gateway_image,
+        },
+        metrics.clone(),
+    );
+    let mut lost = leading.clone();
+    let mut stop = shutdown_rx;
+    let lost_or_stop = async move {
+        match lost.as_mut() {
+            Some(rx) => {
+                tokio::select! {
+                    _ = leader::wait_for(rx, false) => tracing::warn!("lost leadership; stopping"),
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            }
+            None => {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        }
+    };
+    controller::run(ctx, lost_or_stop).await;
+    metrics.leader.set(0);
+    // Dropping the receivers releases the lease so a standby takes over at once.
+    drop(leading);
+    server.abort();
+    tracing::info!("stopped");
+    Ok(())
+}

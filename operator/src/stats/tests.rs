@@ -1,0 +1,62 @@
+//! Tests for the stats store (the NATS pool is exercised against a real nats-server in
+//! `operator/tests/nats.rs`).
+
+use std::time::{Duration, SystemTime};
+
+use super::*;
+
+fn body(ns: &str, cluster: &str, pod: &str, connections: u64) -> Vec<u8> {
+    serde_json::to_vec(&GatewayStats {
+        namespace: ns.into(),
+        cluster: cluster.into(),
+        pod: pod.into(),
+        connections,
+        accepting: true,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn records_and_snapshots_fresh_stats() {
+    let store = StatsStore::default();
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+    assert!(store.record("volley.stats.ns.web.b", &body("ns", "web", "b", 5), t0));
+    assert!(store.record("volley.stats.ns.web.a", &body("ns", "web", "a", 7), t0));
+    assert!(store.record("volley.stats.ns.other.a", &body("ns", "other", "a", 1), t0));
+    let snap = store.snapshot("ns", "web", DEFAULT_MAX_AGE, t0 + Duration::from_secs(5));
+    let names: Vec<_> = snap.iter().map(|s| s.stats.pod.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(pod_view(&snap[0]).connections, 7);
+    // Later message replaces the earlier one.
+    assert!(store.record("volley.stats.ns.web.a", &body("ns", "web", "a", 9), t0));
+    let snap = store.snapshot("ns", "web", DEFAULT_MAX_AGE, t0);
+    assert_eq!(snap[0].stats.connections, 9);
+}
+
+#[test]
+fn stale_stats_expire() {
+    let store = StatsStore::default();
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+    store.record("volley.stats.ns.web.a", &body("ns", "web", "a", 1), t0);
+    assert!(
+        store
+            .snapshot("ns", "web", DEFAULT_MAX_AGE, t0 + Duration::from_secs(31))
+            .is_empty()
+    );
+    store.record("volley.stats.ns.web.a", &body("ns", "web", "a", 1), t0);
+    store.forget("ns", "web");
+    assert!(store.snapshot("ns", "web", DEFAULT_MAX_AGE, t0).is_empty());
+}
+
+#[test]
+fn malformed_or_spoofed_messages_are_dropped() {
+    let store = StatsStore::default();
+    let t0 = SystemTime::UNIX_EPOCH;
+    assert!(!store.record("volley.stats.ns.web.a", b"not json", t0));
+    assert!(!store.record("volley.stats.ns.web", &body("ns", "web", "a", 1), t0));
+    // Body claims another pod than the subject.
+    assert!(!store.record("volley.stats.ns.web.a", &body("ns", "web", "b", 1), t0));
+    assert!(!store.record("volley.stats.ns.web.a", &vec![b' '; 100_000], t0));
+    assert!(store.snapshot("ns", "web", DEFAULT_MAX_AGE, t0).is_empty());
+}
