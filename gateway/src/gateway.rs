@@ -15,6 +15,7 @@ use crate::admin::{self, AdminState, Publisher};
 use crate::auth::{AuthConfigError, Verifier};
 use crate::cluster::{self, ClusterError, Router};
 use crate::config::Config;
+use crate::control::ClusterNode;
 use crate::handshake::HandshakeConfig;
 use crate::hub::{self, Hub};
 use crate::metrics::Metrics;
@@ -149,6 +150,15 @@ impl Gateway {
                     metrics.clone(),
                 );
                 tokio::spawn(router.run(interest_rx));
+                let node = ClusterNode {
+                    client: client.clone(),
+                    identity: config.identity.clone(),
+                    hub: hub.clone(),
+                    shared: shared.clone(),
+                    started_at: std::time::SystemTime::now(),
+                };
+                tokio::spawn(node.clone().publish_stats(config.stats_interval));
+                tokio::spawn(node.serve_control());
                 Publisher::Nats {
                     client,
                     state,

@@ -151,6 +151,16 @@ impl Hub {
         dropped
     }
 
+    /// Asks shard i to shed `counts[i]` connections with 1012, spread over the window.
+    pub fn shed(&self, counts: &[usize], over: Duration) {
+        for (link, &count) in self.links.iter().zip(counts) {
+            if count > 0 {
+                let _ = link.tx.send(Command::Shed { count, over });
+                link.wake();
+            }
+        }
+    }
+
     pub fn shards(&self) -> usize {
         self.links.len()
     }

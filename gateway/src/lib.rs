@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod envelope;
 pub mod frame;
 pub mod gateway;

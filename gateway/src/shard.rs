@@ -700,12 +700,14 @@ impl Shard {
     }
 
     fn index_insert(&mut self, pattern: &str, key: usize) {
+        self.shared.count_subscriptions(1);
         if self.index.insert(pattern, key) {
             self.report_interest(pattern, true);
         }
     }
 
     fn index_remove(&mut self, pattern: &str, key: usize) {
+        self.shared.count_subscriptions(-1);
         if self.index.remove(pattern, key) {
             self.report_interest(pattern, false);
         }

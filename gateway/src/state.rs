@@ -14,6 +14,8 @@ pub struct Shared {
     pub max_connections: usize,
     /// Open (upgraded) connections over all shards.
     open: AtomicUsize,
+    /// Subscriptions over all connections (for stats).
+    subscriptions: AtomicUsize,
     /// The same, per shard (for stats and for spreading sheds).
     per_shard: Vec<AtomicUsize>,
     draining: AtomicBool,
@@ -48,6 +50,7 @@ impl Shared {
             metrics,
             max_connections,
             open: AtomicUsize::new(0),
+            subscriptions: AtomicUsize::new(0),
             per_shard: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             draining: AtomicBool::new(false),
             accepting: AtomicBool::new(true),
@@ -108,6 +111,21 @@ impl Shared {
             count.fetch_sub(1, Ordering::AcqRel);
         }
         self.metrics.connections.dec();
+    }
+
+    /// Adds (or, negative, removes) subscriptions to the gateway's count.
+    pub fn count_subscriptions(&self, delta: isize) {
+        if delta >= 0 {
+            self.subscriptions
+                .fetch_add(delta.unsigned_abs(), Ordering::AcqRel);
+        } else {
+            self.subscriptions
+                .fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
+        }
+    }
+
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::Acquire)
     }
 
     /// Open connections on each shard.

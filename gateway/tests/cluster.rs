@@ -163,3 +163,179 @@ async fn nats_restart_disconnects_no_client_and_delivery_resumes() {
         10.0
     );
 }
+
+async fn control(
+    nats: &async_nats::Client,
+    pod: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let subject = format!("volley.control.default.volley.{pod}");
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        nats.request(subject, body.to_string().into()),
+    )
+    .await
+    .expect("reply in time")
+    .expect("control reply");
+    serde_json::from_slice(&reply.payload).expect("JSON reply")
+}
+
+async fn control_ready(nats: &async_nats::Client, pod: &str) {
+    // The control subscription is set up right after NATS connects; retry until it answers.
+    for _ in 0..100 {
+        let subject = format!("volley.control.default.volley.{pod}");
+        let request = nats.request(subject, r#"{"op":"accepting","value":true}"#.into());
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), request).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("control subject never answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_are_published_and_parse() {
+    let nats = NatsServer::start();
+    let watcher = nats_client(&nats).await;
+    let mut stats = watcher.subscribe("volley.stats.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    let mut opts = cluster_options(&nats, "gw-stats");
+    opts.stats_interval = Some(Duration::from_millis(200));
+    let gw = start(opts).await;
+    let _a = connect(&ws_url(&gw, "?topics=x,y")).await;
+    let _b = connect(&ws_url(&gw, "?topics=x")).await;
+    use futures_util::StreamExt as _;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let message = tokio::time::timeout_at(deadline, stats.next())
+            .await
+            .expect("stats in time")
+            .unwrap();
+        assert_eq!(
+            message.subject.as_str(),
+            "volley.stats.default.volley.gw-stats"
+        );
+        let parsed: volley_crds::wire::GatewayStats =
+            serde_json::from_slice(&message.payload).expect("stats parse");
+        assert_eq!(parsed.pod, "gw-stats");
+        assert_eq!(parsed.connections_per_shard.len(), 2);
+        assert!(parsed.rss_bytes > 0);
+        assert!(!parsed.started_at.is_empty());
+        if parsed.connections == 2 && parsed.subscriptions == 3 {
+            assert_eq!(parsed.connections_per_shard.iter().sum::<u64>(), 2);
+            assert!(parsed.accepting);
+            assert!(!parsed.draining);
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shed_closes_n_connections_with_1012_spread_out() {
+    let nats = NatsServer::start();
+    let gw = start(cluster_options(&nats, "gw-shed")).await;
+    let operator = nats_client(&nats).await;
+    control_ready(&operator, "gw-shed").await;
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(connect(&ws_url(&gw, "")).await);
+    }
+    let started = std::time::Instant::now();
+    let reply = control(
+        &operator,
+        "gw-shed",
+        json!({"op":"shed","count":4,"over_ms":1000}),
+    )
+    .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["closing"], 4, "{reply}");
+    let mut waits = Vec::new();
+    for mut client in clients {
+        waits.push(tokio::spawn(async move {
+            use futures_util::StreamExt as _;
+            match tokio::time::timeout(Duration::from_millis(2500), client.next()).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(close))))) => Ok((
+                    u16::from(close.code),
+                    close.reason.to_string(),
+                    started.elapsed(),
+                )),
+                Ok(other) => panic!("unexpected {other:?}"),
+                // Still open: keep it open until the count is checked.
+                Err(_) => Err(client),
+            }
+        }));
+    }
+    let mut closes = Vec::new();
+    let mut still_open = Vec::new();
+    for wait in waits {
+        match wait.await.unwrap() {
+            Ok(close) => closes.push(close),
+            Err(client) => still_open.push(client),
+        }
+    }
+    assert_eq!(closes.len(), 4, "exactly the requested count: {closes:?}");
+    for (code, reason, _) in &closes {
+        assert_eq!((*code, reason.as_str()), (1012, "rebalance"));
+    }
+    let mut times: Vec<Duration> = closes.iter().map(|c| c.2).collect();
+    times.sort();
+    assert!(
+        times[3] - times[0] >= Duration::from_millis(400),
+        "spread over the window: {times:?}"
+    );
+    assert_eq!(still_open.len(), 6);
+    assert_eq!(metric(gw.admin_addr(), "volley_connections", "").await, 6.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_accepting_requests() {
+    let nats = NatsServer::start();
+    let gw = start(cluster_options(&nats, "gw-drain")).await;
+    let operator = nats_client(&nats).await;
+    control_ready(&operator, "gw-drain").await;
+    let admin = gw.admin_addr();
+
+    let reply = control(
+        &operator,
+        "gw-drain",
+        json!({"op":"accepting","value":false}),
+    )
+    .await;
+    assert_eq!(reply["ok"], true);
+    assert_eq!(reply["accepting"], false);
+    let (status, body) = get(admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let reply = control(
+        &operator,
+        "gw-drain",
+        json!({"op":"accepting","value":true}),
+    )
+    .await;
+    assert_eq!(reply["accepting"], true);
+    assert_eq!(get(admin, "/readyz").await.0, 200);
+
+    let reply = control(&operator, "gw-drain", json!({"op":"explode"})).await;
+    assert_eq!(reply["ok"], false);
+    assert!(
+        reply["error"].as_str().unwrap().contains("malformed"),
+        "{reply}"
+    );
+    assert_eq!(
+        get(admin, "/readyz").await.0,
+        200,
+        "a bad request changes nothing"
+    );
+
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(connect(&ws_url(&gw, "")).await);
+    }
+    let reply = control(&operator, "gw-drain", json!({"op":"drain","over_ms":300})).await;
+    assert_eq!(reply["ok"], true);
+    assert_eq!(reply["closing"], 6);
+    assert_eq!(reply["draining"], true);
+    for client in &mut clients {
+        assert_eq!(u16::from(expect_close(client).await.code), 1001);
+    }
+    assert_eq!(get(admin, "/readyz").await.0, 503);
+}
