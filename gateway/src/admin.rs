@@ -105,10 +105,10 @@ async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(key) = &state.api_key {
-        if !api_key_matches(&headers, key) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong API key");
-        }
+    if let Some(key) = &state.api_key
+        && !api_key_matches(&headers, key)
+    {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong API key");
     }
     if let Err(e) = topic::validate_subject(&topic_name) {
         let status = if e.is_forbidden() {

@@ -63,10 +63,10 @@ struct Link {
 
 impl Link {
     fn wake(&self) {
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
-            if let Err(e) = self.waker.wake() {
-                tracing::warn!(error = %e, "cannot wake shard");
-            }
+        if !self.wake_pending.swap(true, Ordering::AcqRel)
+            && let Err(e) = self.waker.wake()
+        {
+            tracing::warn!(error = %e, "cannot wake shard");
         }
     }
 }

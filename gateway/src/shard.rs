@@ -165,11 +165,11 @@ impl Shard {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "epoll failed; shard stops");
-                    return;
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "epoll failed; shard stops");
+                return;
             }
             self.now = Instant::now();
             for event in events.iter() {
@@ -188,11 +188,11 @@ impl Shard {
                 }
             }
             self.drain_inbox();
-            if let Some(until) = self.accept_paused_until {
-                if self.now >= until {
-                    self.accept_paused_until = None;
-                    self.accept();
-                }
+            if let Some(until) = self.accept_paused_until
+                && self.now >= until
+            {
+                self.accept_paused_until = None;
+                self.accept();
             }
             if !self.dirty.is_empty()
                 && self.now.duration_since(self.last_flush) >= self.config.flush_interval
@@ -314,10 +314,10 @@ impl Shard {
 
     /// The peer closed or reset: nothing more can be said to it.
     fn peer_gone(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get(key) {
-            if matches!(conn.phase, Phase::Handshake { .. }) {
-                self.shared.metrics.handshake("aborted");
-            }
+        if let Some(conn) = self.conns.get(key)
+            && matches!(conn.phase, Phase::Handshake { .. })
+        {
+            self.shared.metrics.handshake("aborted");
         }
         self.remove(key);
     }
@@ -498,10 +498,10 @@ impl Shard {
             Some(n) if conn.inbuf.is_empty() => {
                 let buf = &mut self.scratch[..n];
                 let result = frame::decode(buf, &mut conn.fragments, max, on_event);
-                if let Ok(consumed) = result {
-                    if consumed < n {
-                        conn.inbuf = buf[consumed..].to_vec();
-                    }
+                if let Ok(consumed) = result
+                    && consumed < n
+                {
+                    conn.inbuf = buf[consumed..].to_vec();
                 }
                 result.map(|_| ())
             }
@@ -965,10 +965,10 @@ impl Shard {
             }
         }
         for key in expired.drain(..) {
-            if let Some(conn) = self.conns.get(key) {
-                if matches!(conn.phase, Phase::Handshake { .. }) {
-                    self.shared.metrics.handshake("timeout");
-                }
+            if let Some(conn) = self.conns.get(key)
+                && matches!(conn.phase, Phase::Handshake { .. })
+            {
+                self.shared.metrics.handshake("timeout");
             }
             self.remove(key);
         }
@@ -1036,14 +1036,14 @@ impl Shard {
 
     /// Closes what the drain and shed plans have due by now.
     fn pace_closes(&mut self) {
-        if let Some(drain) = &self.drain {
-            if drain.pace.expired(self.now, DRAIN_GRACE) {
-                let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-                for key in keys {
-                    self.remove(key);
-                }
-                return;
+        if let Some(drain) = &self.drain
+            && drain.pace.expired(self.now, DRAIN_GRACE)
+        {
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.remove(key);
             }
+            return;
         }
         if let Some((due, code, reason)) = take_due(&mut self.drain, self.now) {
             self.close_some(due, code, reason);

@@ -130,18 +130,14 @@ impl<K: Copy + Eq + Hash> Node<K> {
             return;
         };
         let wild_ok = !(at_root && is_reserved(tok));
-        if wild_ok {
-            if let Some(leaf) = &self.tail {
-                leaf.keys.for_each(f);
-            }
+        if wild_ok && let Some(leaf) = &self.tail {
+            leaf.keys.for_each(f);
         }
         if let Some(child) = self.children.get(tok) {
             child.walk(rest.clone(), false, f);
         }
-        if wild_ok {
-            if let Some(star) = &self.star {
-                star.walk(rest, false, f);
-            }
+        if wild_ok && let Some(star) = &self.star {
+            star.walk(rest, false, f);
         }
     }
 
