@@ -81,6 +81,10 @@ pub struct Options {
     #[arg(long, env = "VOLLEY_MAX_PUBLISH_BYTES")]
     pub max_publish_bytes: Option<usize>,
 
+    /// Data-plane engine: `epoll` (the shards) or `tokio` (the baseline kept for benchmarks) [default: epoll]
+    #[arg(long, env = "VOLLEY_ENGINE", value_enum)]
+    pub engine: Option<Engine>,
+
     /// NATS server URL(s) for cluster mode (not built yet: setting it is an error)
     #[arg(long, env = "VOLLEY_NATS")]
     pub nats: Option<String>,
@@ -111,6 +115,7 @@ impl Options {
             allowed_origins: self.allowed_origins.or(lower.allowed_origins),
             api_key: self.api_key.or(lower.api_key),
             max_publish_bytes: self.max_publish_bytes.or(lower.max_publish_bytes),
+            engine: self.engine.or(lower.engine),
             nats: self.nats.or(lower.nats),
             subject_prefix: self.subject_prefix.or(lower.subject_prefix),
         }
@@ -156,6 +161,18 @@ pub struct Config {
     pub api_key: Option<String>,
     pub max_publish_bytes: usize,
     pub subject_prefix: String,
+    pub engine: Engine,
+}
+
+/// Which data plane serves clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Epoll shards: encode once, timed batched writev (the real gateway).
+    #[default]
+    Epoll,
+    /// Baseline: tokio-tungstenite, one task per connection, a write per message.
+    Tokio,
 }
 
 /// Why a configuration was refused; each names the key at fault.
@@ -241,6 +258,7 @@ impl Config {
             api_key: o.api_key.filter(|k| !k.is_empty()),
             max_publish_bytes: o.max_publish_bytes.unwrap_or(1 << 20),
             subject_prefix: o.subject_prefix.unwrap_or_else(|| "push".to_owned()),
+            engine: o.engine.unwrap_or_default(),
         };
         config.validate()?;
         Ok(config)

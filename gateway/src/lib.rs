@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod engine_tokio;
 pub mod conn;
 pub mod envelope;
 pub mod frame;
