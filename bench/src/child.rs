@@ -67,6 +67,7 @@ async fn connect_all(spec: ConnectSpec, stats: Stats) -> ConnectOutcome {
             match result {
                 Ok((stream, leftover, micros, retries)) => {
                     let _ = tx.send((i, Some(micros), retries));
+                    drop(tx);
                     read_loop(stream, leftover, stats).await;
                 }
                 Err(retries) => {
@@ -76,7 +77,11 @@ async fn connect_all(spec: ConnectSpec, stats: Stats) -> ConnectOutcome {
         });
     }
     drop(tx);
-    while let Some((i, micros, retries)) = rx.recv().await {
+    // Tasks keep their sender while they read, so count answers instead of waiting for close.
+    for _ in 0..spec.count {
+        let Some((i, micros, retries)) = rx.recv().await else {
+            break;
+        };
         outcome.retries += u64::from(retries);
         match micros {
             Some(us) => {

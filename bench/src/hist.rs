@@ -20,7 +20,7 @@ pub struct Histogram {
     counts: Vec<u64>,
     count: u64,
     max: u64,
-    sum: u128,
+    sum: u64,
 }
 
 impl Default for Histogram {
@@ -61,7 +61,7 @@ impl Histogram {
         self.counts[index(v)] += n;
         self.count += n;
         self.max = self.max.max(v);
-        self.sum += u128::from(v) * u128::from(n);
+        self.sum = self.sum.saturating_add(v.saturating_mul(n));
     }
 
     pub fn merge(&mut self, other: &Histogram) {
@@ -70,7 +70,7 @@ impl Histogram {
         }
         self.count += other.count;
         self.max = self.max.max(other.max);
-        self.sum += other.sum;
+        self.sum = self.sum.saturating_add(other.sum);
     }
 
     pub fn count(&self) -> u64 {

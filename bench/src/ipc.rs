@@ -36,7 +36,7 @@ pub struct ConnectSpec {
 
 /// Child → parent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "ev", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     Connected(ConnectOutcome),
     Report(ChildReport),

@@ -338,7 +338,7 @@ async fn run_phase(
         rate: plan.rate,
         subscribers_per_message: subs_per_msg,
         offered_deliveries_per_s: plan.rate * subs_per_msg,
-        delivered_per_s: tally.received as f64 / published.seconds.max(1e-9),
+        delivered_per_s: tally.received as f64 / plan.duration.as_secs_f64().max(1e-9),
         latency_ms: Percentiles::from_micros(&tally.latency),
         server_cpu_s: server_cpu,
         cpu_s_per_million: if tally.received == 0 {
