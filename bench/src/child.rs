@@ -134,7 +134,12 @@ async fn connect_one(
         };
         let timeout = Duration::from_millis(spec.timeout_ms);
         if let Ok(Ok((stream, leftover))) = tokio::time::timeout(timeout, try_once).await {
-            return Ok((stream, leftover, started.elapsed().as_micros() as u64, attempt));
+            return Ok((
+                stream,
+                leftover,
+                started.elapsed().as_micros() as u64,
+                attempt,
+            ));
         }
     }
     Err(spec.retries)
@@ -164,7 +169,9 @@ async fn read_loop(mut stream: TcpStream, leftover: Vec<u8>, stats: Stats) {
         }
         if closed {
             lock(&stats).closed += 1;
-            let _ = stream.write_all(&wire::client_control(wire::OP_CLOSE, &[])).await;
+            let _ = stream
+                .write_all(&wire::client_control(wire::OP_CLOSE, &[]))
+                .await;
             return;
         }
         buf.copy_within(consumed..filled, 0);
@@ -196,4 +203,3 @@ fn tally(buf: &[u8], now: u64, stats: &Stats) -> (usize, Option<Vec<u8>>, bool) 
     }
     (at, pong, false)
 }
-

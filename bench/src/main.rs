@@ -11,7 +11,11 @@ use volley_bench::report::{self, RunReport};
 use volley_bench::run::{self, Scenario, Settings, Target0};
 
 #[derive(Debug, Parser)]
-#[command(name = "volley-bench", version, about = "Load and benchmark tool for Volley gateways")]
+#[command(
+    name = "volley-bench",
+    version,
+    about = "Load and benchmark tool for Volley gateways"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -20,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run a scenario (each engine, each run) and report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Client process (used internally).
     #[command(name = "__child", hide = true)]
     Child,
@@ -112,7 +116,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(run_all(args))
+            rt.block_on(run_all(*args))
         }
     }
 }

@@ -31,5 +31,8 @@ fn number_after(hay: &[u8], key: &[u8]) -> Option<u64> {
     if digits == 0 || digits > 20 {
         return None;
     }
-    std::str::from_utf8(&hay[at..at + digits]).ok()?.parse().ok()
+    std::str::from_utf8(&hay[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }

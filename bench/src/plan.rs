@@ -105,11 +105,7 @@ pub fn query(shape: &Shape, zipf: Option<&ZipfPlan>, i: usize) -> String {
 }
 
 /// Subscribers per topic over the connections that did connect.
-pub fn subscribers(
-    shape: &Shape,
-    n: usize,
-    failed: &[usize],
-) -> HashMap<String, u64> {
+pub fn subscribers(shape: &Shape, n: usize, failed: &[usize]) -> HashMap<String, u64> {
     let zipf = match *shape {
         Shape::Zipf { topics, s, seed } => Some(ZipfPlan::new(topics, s, seed)),
         _ => None,

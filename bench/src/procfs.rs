@@ -39,10 +39,7 @@ pub fn clock_ticks() -> u64 {
 /// (utime, stime) in ticks from the text of `/proc/PID/stat`. The command name may hold
 /// spaces and parentheses, so fields are counted after the last `)`.
 pub fn parse_stat(text: &str) -> Result<(u64, u64), ProcError> {
-    let rest = text
-        .rsplit_once(')')
-        .ok_or(ProcError::Format("stat"))?
-        .1;
+    let rest = text.rsplit_once(')').ok_or(ProcError::Format("stat"))?.1;
     // After ")": state is field 3, so utime (14) and stime (15) are the 12th and 13th here.
     let mut fields = rest.split_whitespace().skip(11);
     let mut next = || -> Result<u64, ProcError> {

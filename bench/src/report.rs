@@ -95,7 +95,16 @@ pub fn table(reports: &[RunReport]) -> String {
     let _ = writeln!(
         out,
         "\n{:<8} {:>3} {:>7} {:>6} {:>9} {:>10} {:>9} {:>9} {:>11} {:>10}",
-        "engine", "run", "conns", "failed", "conn s", "hs/s", "rss0 MiB", "idle MiB", "B/idle conn", "kTCP B/c"
+        "engine",
+        "run",
+        "conns",
+        "failed",
+        "conn s",
+        "hs/s",
+        "rss0 MiB",
+        "idle MiB",
+        "B/idle conn",
+        "kTCP B/c"
     );
     for r in reports {
         let _ = writeln!(
@@ -119,8 +128,21 @@ pub fn table(reports: &[RunReport]) -> String {
     let _ = writeln!(
         out,
         "\n{:<8} {:>3} {:<12} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
-        "engine", "run", "phase", "offered/s", "deliv/s", "lost", "loss %", "p50 ms", "p90 ms", "p99 ms",
-        "p99.9", "max ms", "srv cpu", "cpu/M", "cli cpu"
+        "engine",
+        "run",
+        "phase",
+        "offered/s",
+        "deliv/s",
+        "lost",
+        "loss %",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9",
+        "max ms",
+        "srv cpu",
+        "cpu/M",
+        "cli cpu"
     );
     for r in reports {
         for p in &r.phases {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::BenchError;
 use crate::accounting::{self, Loss, Tallies};
 use crate::ipc::{Command, ConnectOutcome, ConnectSpec, Event};
 use crate::plan::{self, BROADCAST, Shape};
@@ -14,7 +15,6 @@ use crate::procfs;
 use crate::publisher::{self, HttpPublisher, PhasePlan, Target};
 use crate::report::{ConnectReport, MemoryReport, Percentiles, PhaseReport, RunReport};
 use crate::server::{ClientProcess, Server};
-use crate::BenchError;
 
 /// Everything a run needs to know.
 #[derive(Debug, Clone)]
@@ -190,12 +190,19 @@ pub async fn run_once(
     for client in &mut clients {
         match client.recv().await? {
             Event::Connected(o) => connected.merge(&o),
-            other => return Err(BenchError::Protocol(format!("expected connected: {other:?}"))),
+            other => {
+                return Err(BenchError::Protocol(format!(
+                    "expected connected: {other:?}"
+                )));
+            }
         }
     }
     let connect_wall = started.elapsed().as_secs_f64();
     let connect_cpu = cpu(server.pid) - cpu0;
-    let span = connected.last_done_ns.saturating_sub(connected.first_start_ns) as f64 / 1e9;
+    let span = connected
+        .last_done_ns
+        .saturating_sub(connected.first_start_ns) as f64
+        / 1e9;
     let span = if span > 0.0 { span } else { connect_wall };
     let connect = ConnectReport {
         ok: connected.ok,
@@ -238,9 +245,16 @@ pub async fn run_once(
         .collect();
     let mut reports = Vec::new();
     for (name, plan) in phases(settings) {
-        let (report, back) =
-            run_phase(&server, &mut clients, publishers, &name, &plan, &subscribers, settings)
-                .await?;
+        let (report, back) = run_phase(
+            &server,
+            &mut clients,
+            publishers,
+            &name,
+            &plan,
+            &subscribers,
+            settings,
+        )
+        .await?;
         publishers = back;
         reports.push(report);
     }
@@ -265,7 +279,9 @@ pub async fn run_once(
 
 pub fn pinning(pin: bool) -> String {
     if pin {
-        format!("server on core {SERVER_CPU}; bench parent, publisher and client processes on core {BENCH_CPU} (taskset)")
+        format!(
+            "server on core {SERVER_CPU}; bench parent, publisher and client processes on core {BENCH_CPU} (taskset)"
+        )
     } else {
         "not pinned".to_owned()
     }
@@ -354,4 +370,3 @@ async fn run_phase(
     };
     Ok((report, back))
 }
-

@@ -50,7 +50,10 @@ pub fn parse_frame(buf: &[u8]) -> Option<Frame> {
     let b1 = *buf.get(1)?;
     let masked = b1 & 0x80 != 0;
     let (len, mut at): (u64, usize) = match b1 & 0x7f {
-        126 => (u64::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])), 4),
+        126 => (
+            u64::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+            4,
+        ),
         127 => {
             let bytes: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
             (u64::from_be_bytes(bytes), 10)

@@ -36,7 +36,16 @@ fn bench(extra: &[String]) -> String {
     let out = std::env::temp_dir().join(format!("volley-bench-smoke-{}.json", std::process::id()));
     let status = Command::new(env!("CARGO_BIN_EXE_volley-bench"))
         .args(["run", "-n", "200", "--per-process", "120", "--rates", "10"])
-        .args(["--duration", "2s", "--grace", "5s", "--settle", "200ms", "--runs", "1"])
+        .args([
+            "--duration",
+            "2s",
+            "--grace",
+            "5s",
+            "--settle",
+            "200ms",
+            "--runs",
+            "1",
+        ])
         .arg("--json")
         .arg(&out)
         .args(extra)
@@ -71,7 +80,9 @@ fn two_hundred_connections_are_accounted_exactly() {
                     ..Default::default()
                 };
                 let config = volley_gateway::config::Config::from_options(options).unwrap();
-                volley_gateway::gateway::Gateway::start(config).await.unwrap()
+                volley_gateway::gateway::Gateway::start(config)
+                    .await
+                    .unwrap()
             });
             let json = bench(&[
                 "--connect".into(),

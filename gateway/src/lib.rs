@@ -3,8 +3,8 @@
 
 pub mod admin;
 pub mod config;
-pub mod engine_tokio;
 pub mod conn;
+pub mod engine_tokio;
 pub mod envelope;
 pub mod frame;
 pub mod gateway;

@@ -45,7 +45,10 @@ async fn op_subscription_unsubscribe_and_ping() {
         json!({"op":"subscribed","topics":["a","b"]})
     );
     publish_ok(gw.admin_addr(), "b", b"[1]").await;
-    assert_eq!(next_json(&mut client).await, json!({"topic":"b","data":[1]}));
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"b","data":[1]})
+    );
     send_json(&mut client, json!({"op":"unsub","topics":["b"]})).await;
     assert_eq!(
         next_json(&mut client).await,
@@ -64,8 +67,14 @@ async fn raw_format_and_binary_payloads() {
     let mut raw = connect(&format!("ws://{}/ws?topics=t&format=raw", gw.client_addr())).await;
     let mut env = connect(&format!("ws://{}/ws?topics=t", gw.client_addr())).await;
     publish_ok(gw.admin_addr(), "t", b"hello").await;
-    assert_eq!(raw.next().await.unwrap().unwrap(), WsMessage::Text("hello".into()));
-    assert_eq!(next_json(&mut env).await, json!({"topic":"t","data":"hello"}));
+    assert_eq!(
+        raw.next().await.unwrap().unwrap(),
+        WsMessage::Text("hello".into())
+    );
+    assert_eq!(
+        next_json(&mut env).await,
+        json!({"topic":"t","data":"hello"})
+    );
     publish_ok(gw.admin_addr(), "t", &[0xff, 0x00]).await;
     assert_eq!(
         raw.next().await.unwrap().unwrap(),
@@ -81,7 +90,10 @@ async fn overlapping_patterns_deliver_once_per_connection() {
     let mut client = connect(&url).await;
     publish_ok(gw.admin_addr(), "a.b", b"1").await;
     publish_ok(gw.admin_addr(), "z", b"2").await;
-    assert_eq!(next_json(&mut client).await, json!({"topic":"a.b","data":1}));
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"a.b","data":1})
+    );
     assert_eq!(next_json(&mut client).await, json!({"topic":"z","data":2}));
     expect_silence(&mut client, Duration::from_millis(200)).await;
 }

@@ -16,8 +16,10 @@ fn loss_counts_missing_and_extra() {
 fn tallies_merge_per_phase() {
     let mut a = Tallies::new();
     let mut b = Tallies::new();
-    let mut t = PhaseTally::default();
-    t.received = 3;
+    let mut t = PhaseTally {
+        received: 3,
+        ..PhaseTally::default()
+    };
     t.latency.record_n(100, 3);
     a.insert(1, t.clone());
     b.insert(1, t.clone());

@@ -20,7 +20,12 @@ fn percentiles_of_one_to_ten_thousand() {
     for v in 1..=10_000 {
         h.record(v);
     }
-    for (q, want) in [(0.5, 5000.0), (0.9, 9000.0), (0.99, 9900.0), (0.999, 9990.0)] {
+    for (q, want) in [
+        (0.5, 5000.0),
+        (0.9, 9000.0),
+        (0.99, 9900.0),
+        (0.999, 9990.0),
+    ] {
         let got = h.quantile(q) as f64;
         assert!((got - want).abs() / want < 0.016, "q={q} got {got}");
     }

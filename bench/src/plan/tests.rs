@@ -19,8 +19,14 @@ fn sources_round_robin_from_127_0_0_2() {
     let got: Vec<Ipv4Addr> = (0..5).map(|i| source_addr(i, 3)).collect();
     assert_eq!(
         got,
-        ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.2", "127.0.0.3"]
-            .map(|s| s.parse::<Ipv4Addr>().unwrap())
+        [
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.4",
+            "127.0.0.2",
+            "127.0.0.3"
+        ]
+        .map(|s| s.parse::<Ipv4Addr>().unwrap())
     );
     assert_eq!(source_addr(7, 0), Ipv4Addr::new(127, 0, 0, 2));
 }

@@ -19,13 +19,20 @@ fn http_response_parsing() {
     let r = b"HTTP/1.1 202 Accepted\r\ncontent-length: 12\r\n\r\n{\"topic\":1}";
     assert_eq!(parse_response(r), Some((202, r.len() - 11, 12)));
     assert_eq!(parse_response(b"HTTP/1.1 202 Acc"), None);
-    assert_eq!(parse_response(b"HTTP/1.1 503 X\r\n\r\n"), Some((503, 18, 0)));
+    assert_eq!(
+        parse_response(b"HTTP/1.1 503 X\r\n\r\n"),
+        Some((503, 18, 0))
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_phase_sends_every_planned_message_and_counts_expected() {
     let calls = Arc::new(AtomicU64::new(0));
-    let publishers = (0..3).map(|_| Fake { calls: calls.clone() }).collect();
+    let publishers = (0..3)
+        .map(|_| Fake {
+            calls: calls.clone(),
+        })
+        .collect();
     let plan = PhasePlan {
         phase: 1,
         rate: 100.0,
@@ -33,7 +40,10 @@ async fn a_phase_sends_every_planned_message_and_counts_expected() {
         size: 64,
         target: Target::AnyOf(vec!["ta".into(), "tb".into()]),
     };
-    let subs = Arc::new(HashMap::from([("ta".to_owned(), 10), ("tb".to_owned(), 10)]));
+    let subs = Arc::new(HashMap::from([
+        ("ta".to_owned(), 10),
+        ("tb".to_owned(), 10),
+    ]));
     let (out, back) = run_phase(publishers, &plan, subs).await;
     assert_eq!(back.len(), 3);
     assert_eq!(out.planned, 200);

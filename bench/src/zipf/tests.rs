@@ -40,5 +40,8 @@ fn zipf_of_one_topic_and_flat_zipf() {
     for _ in 0..40_000 {
         counts[flat.sample(&mut rng)] += 1;
     }
-    assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+    assert!(
+        counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+        "{counts:?}"
+    );
 }

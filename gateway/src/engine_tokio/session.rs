@@ -43,6 +43,8 @@ struct Admitted {
     slot: Slot,
 }
 
+// The callback's error type is fixed by tungstenite's `Callback` contract, so it cannot be boxed.
+#[allow(clippy::result_large_err)]
 pub(super) async fn run(stream: TcpStream, ctx: Arc<Context>) {
     let mut admitted: Option<Admitted> = None;
     let mut refused: Option<RejectReason> = None;

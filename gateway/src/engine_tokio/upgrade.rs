@@ -17,10 +17,7 @@ pub fn rebuild_head(request: &Request) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(request.method().as_str().as_bytes());
     head.push(b' ');
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str());
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in request.headers() {
@@ -59,8 +56,8 @@ pub fn check(
 
 /// The HTTP error tungstenite sends for a rejection.
 pub fn error_response(rejection: &Rejection) -> ErrorResponse {
-    let status = StatusCode::from_u16(rejection.reason().status())
-        .unwrap_or(StatusCode::BAD_REQUEST);
+    let status =
+        StatusCode::from_u16(rejection.reason().status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = ErrorResponse::new(Some(format!("{}\n", rejection.message())));
     *response.status_mut() = status;
     response
