@@ -84,6 +84,10 @@ pub struct Options {
     #[arg(long, env = "VOLLEY_MAX_PUBLISH_BYTES")]
     pub max_publish_bytes: Option<usize>,
 
+    /// Data-plane engine: `epoll` (the shards) or `tokio` (the baseline kept for benchmarks) [default: epoll]
+    #[arg(long, env = "VOLLEY_ENGINE", value_enum)]
+    pub engine: Option<Engine>,
+
     /// NATS server URL(s), comma-separated: turns on cluster mode [default: standalone]
     #[arg(long, env = "VOLLEY_NATS")]
     pub nats: Option<String>,
@@ -210,6 +214,7 @@ impl Options {
             allowed_origins: self.allowed_origins.or(lower.allowed_origins),
             api_key: self.api_key.or(lower.api_key),
             max_publish_bytes: self.max_publish_bytes.or(lower.max_publish_bytes),
+            engine: self.engine.or(lower.engine),
             nats: self.nats.or(lower.nats),
             nats_credentials: self.nats_credentials.or(lower.nats_credentials),
             nats_token: self.nats_token.or(lower.nats_token),
@@ -294,6 +299,7 @@ pub struct Config {
     pub jwt: Option<JwtConfig>,
     pub max_client_messages_per_second: u32,
     pub max_connections_per_ip: usize,
+    pub engine: Engine,
 }
 
 /// Who this gateway is in the cluster protocol.
@@ -302,6 +308,17 @@ pub struct Identity {
     pub namespace: String,
     pub cluster: String,
     pub pod: String,
+}
+
+/// Which data plane serves clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Epoll shards: encode once, timed batched writev (the real gateway).
+    #[default]
+    Epoll,
+    /// Baseline: tokio-tungstenite, one task per connection, a write per message.
+    Tokio,
 }
 
 /// Why a configuration was refused; each names the key at fault.
@@ -418,6 +435,7 @@ impl Config {
                 cluster: o.cluster.unwrap_or_else(|| "volley".to_owned()),
                 pod: o.pod_name.unwrap_or_else(host_name),
             },
+            engine: o.engine.unwrap_or_default(),
         };
         config.validate()?;
         Ok(config)
@@ -472,6 +490,12 @@ impl Config {
                     "one NATS subject token (no '.', '*', '>', spaces)",
                 ));
             }
+        }
+        if self.engine == Engine::Tokio && (self.nats.is_some() || self.jwt.is_some()) {
+            return Err(invalid(
+                "engine",
+                "the tokio baseline engine serves standalone, anonymous clients only (no nats, no auth)",
+            ));
         }
         positive("statsInterval", self.stats_interval.as_millis())?;
         positive(

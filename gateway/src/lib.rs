@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod engine_tokio;
 pub mod envelope;
 pub mod frame;
 pub mod gateway;

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
-use volley_gateway::config::Cli;
-use volley_gateway::gateway::Gateway;
+use volley_gateway::config::{Cli, Engine};
+use volley_gateway::engine_tokio::TokioGateway;
+use volley_gateway::gateway::{Gateway, StartError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -45,7 +46,8 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let shards = config.shards;
         let cluster = config.nats.is_some();
-        let gateway = match Gateway::start(config).await {
+        let engine = config.engine;
+        let gateway = match Running::start(config).await {
             Ok(gateway) => gateway,
             Err(e) => {
                 eprintln!("volley-gateway: {e}");
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
             client = %gateway.client_addr(),
             admin = %gateway.admin_addr(),
             shards,
+            ?engine,
             mode = if cluster { "cluster" } else { "standalone" },
             "volley-gateway started"
         );
@@ -75,6 +78,42 @@ fn main() -> ExitCode {
         tracing::info!("drained; bye");
         ExitCode::SUCCESS
     })
+}
+
+/// The data plane chosen with `--engine`.
+enum Running {
+    Epoll(Gateway),
+    Tokio(TokioGateway),
+}
+
+impl Running {
+    async fn start(config: volley_gateway::config::Config) -> Result<Running, StartError> {
+        Ok(match config.engine {
+            Engine::Epoll => Running::Epoll(Gateway::start(config).await?),
+            Engine::Tokio => Running::Tokio(TokioGateway::start(config).await?),
+        })
+    }
+
+    fn client_addr(&self) -> std::net::SocketAddr {
+        match self {
+            Running::Epoll(g) => g.client_addr(),
+            Running::Tokio(g) => g.client_addr(),
+        }
+    }
+
+    fn admin_addr(&self) -> std::net::SocketAddr {
+        match self {
+            Running::Epoll(g) => g.admin_addr(),
+            Running::Tokio(g) => g.admin_addr(),
+        }
+    }
+
+    async fn drain(self) {
+        match self {
+            Running::Epoll(g) => g.drain().await,
+            Running::Tokio(g) => g.drain().await,
+        }
+    }
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

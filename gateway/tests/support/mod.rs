@@ -282,3 +282,12 @@ impl Drop for GatewayProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Starts the baseline `--engine tokio` gateway in-process on the current runtime.
+pub async fn start_tokio(mut options: Options) -> volley_gateway::engine_tokio::TokioGateway {
+    options.engine = Some(volley_gateway::config::Engine::Tokio);
+    let config = Config::from_options(options).expect("valid test config");
+    volley_gateway::engine_tokio::TokioGateway::start(config)
+        .await
+        .expect("tokio engine starts")
+}

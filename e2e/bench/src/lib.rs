@@ -1,0 +1,38 @@
+//! volley-bench: a load and benchmark tool for Volley gateways. Opens many WebSocket clients
+//! over several child processes, publishes at a fixed rate, and reports delivery, loss,
+//! latency and what the server spent (memory, CPU) from `/proc`.
+
+pub mod accounting;
+pub mod child;
+pub mod hist;
+pub mod ipc;
+pub mod payload;
+pub mod plan;
+pub mod procfs;
+pub mod publisher;
+pub mod report;
+pub mod run;
+pub mod server;
+pub mod wire;
+pub mod zipf;
+
+/// Errors of the tool's library parts.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Proc(#[from] procfs::ProcError),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Wall-clock nanoseconds since the Unix epoch: comparable across the processes of one machine,
+/// which is what send-to-receive latency needs.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}

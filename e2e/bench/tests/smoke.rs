@@ -1,0 +1,98 @@
+//! End to end: volley-bench against the real gateway (the binary when it is built next to this
+//! test, else the same gateway code in-process), 200 connections for about 2 s, checking only the
+//! report's accounting — never speed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn gateway_binary() -> Option<PathBuf> {
+    // tests run from target/<profile>/deps/; the workspace's binaries sit one level up.
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("volley-gateway");
+    path.exists().then_some(path)
+}
+
+fn check(json: &str, engines: usize) {
+    let reports: serde_json::Value = serde_json::from_str(json).expect("JSON report");
+    let reports = reports.as_array().expect("array");
+    assert_eq!(reports.len(), engines);
+    for r in reports {
+        assert_eq!(r["connect"]["ok"], 200, "{r}");
+        assert_eq!(r["connect"]["failed"], 0);
+        assert_eq!(r["processes"], 2, "200 connections at 120 per process");
+        let phase = &r["phases"][0];
+        let accepted = phase["publish"]["accepted"].as_u64().unwrap();
+        assert_eq!(accepted, 20, "10 msg/s for 2 s");
+        assert_eq!(phase["loss"]["expected"].as_u64().unwrap(), accepted * 200);
+        assert_eq!(phase["loss"]["lost"], 0, "{phase}");
+        assert_eq!(phase["loss"]["extra"], 0);
+        assert_eq!(phase["loss"]["received"].as_u64().unwrap(), accepted * 200);
+        assert!(r["memory"]["rss_idle"].as_u64().unwrap() > 0);
+        assert!(phase["latency_ms"]["max"].as_f64().unwrap() >= 0.0);
+    }
+}
+
+fn bench(extra: &[String]) -> String {
+    let out = std::env::temp_dir().join(format!("volley-bench-smoke-{}.json", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_volley-bench"))
+        .args(["run", "-n", "200", "--per-process", "120", "--rates", "10"])
+        .args([
+            "--duration",
+            "2s",
+            "--grace",
+            "5s",
+            "--settle",
+            "200ms",
+            "--runs",
+            "1",
+        ])
+        .arg("--json")
+        .arg(&out)
+        .args(extra)
+        .status()
+        .expect("run volley-bench");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&out).expect("report written");
+    let _ = std::fs::remove_file(&out);
+    text
+}
+
+#[test]
+fn two_hundred_connections_are_accounted_exactly() {
+    match gateway_binary() {
+        Some(binary) => {
+            let json = bench(&[
+                "--gateway".into(),
+                binary.display().to_string(),
+                "--engines".into(),
+                "epoll,tokio".into(),
+            ]);
+            check(&json, 2);
+        }
+        None => {
+            // Not built by this `cargo test` invocation: run the same gateway code in-process.
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let gateway = rt.block_on(async {
+                let options = volley_gateway::config::Options {
+                    listen: Some("127.0.0.1:0".parse().unwrap()),
+                    admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+                    shards: Some(1),
+                    ..Default::default()
+                };
+                let config = volley_gateway::config::Config::from_options(options).unwrap();
+                volley_gateway::gateway::Gateway::start(config)
+                    .await
+                    .unwrap()
+            });
+            let json = bench(&[
+                "--connect".into(),
+                gateway.client_addr().to_string(),
+                "--admin".into(),
+                gateway.admin_addr().to_string(),
+                "--server-pid".into(),
+                std::process::id().to_string(),
+            ]);
+            check(&json, 1);
+        }
+    }
+}

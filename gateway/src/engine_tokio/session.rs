@@ -1,0 +1,260 @@
+//! One task per connection: the upgrade through tungstenite, then a loop that writes every
+//! matching broadcast message as it arrives (send + flush each) and answers client ops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::Context;
+use super::upgrade;
+use crate::handshake::{Format, RejectReason, Rejection, SUBPROTOCOL};
+use crate::message::Message;
+use crate::protocol::{self, ClientOp, ErrorCode};
+use crate::state::Shared;
+use crate::topic;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Gives the connection slot back however the task ends.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release(0);
+    }
+}
+
+/// What the upgrade callback hands to the task.
+struct Admitted {
+    topics: Vec<String>,
+    format: Format,
+    messages: tokio::sync::broadcast::Receiver<Arc<Message>>,
+    slot: Slot,
+}
+
+// The callback's error type is fixed by tungstenite's `Callback` contract, so it cannot be boxed.
+#[allow(clippy::result_large_err)]
+pub(super) async fn run(stream: TcpStream, ctx: Arc<Context>) {
+    let mut admitted: Option<Admitted> = None;
+    let mut refused: Option<RejectReason> = None;
+    let callback = |request: &Request, mut response: Response| {
+        let decided = admit(&ctx, request);
+        match decided {
+            Ok((subprotocol, a)) => {
+                if subprotocol {
+                    response.headers_mut().insert(
+                        "sec-websocket-protocol",
+                        HeaderValue::from_static(SUBPROTOCOL),
+                    );
+                }
+                admitted = Some(a);
+                Ok(response)
+            }
+            Err(rejection) => {
+                refused = Some(rejection.reason());
+                Err::<Response, ErrorResponse>(upgrade::error_response(&rejection))
+            }
+        }
+    };
+    let accepted = tokio::time::timeout(
+        ctx.handshake_timeout,
+        tokio_tungstenite::accept_hdr_async(stream, callback),
+    )
+    .await;
+    let metrics = &ctx.shared.metrics;
+    let mut ws = match accepted {
+        Ok(Ok(ws)) => ws,
+        _ => {
+            // tungstenite refuses some requests before our callback runs; count those as
+            // malformed, like the shards' parser would.
+            metrics.handshake(refused.unwrap_or(RejectReason::Malformed).label());
+            return;
+        }
+    };
+    let Some(admitted) = admitted else {
+        return;
+    };
+    metrics.handshake("ok");
+    serve(&mut ws, &ctx, admitted).await;
+}
+
+/// The shard's admission rules, then a slot and a broadcast receiver. The receiver is taken
+/// before the 101 goes out, so every message published after the client sees it is delivered.
+fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection> {
+    let upgrade = upgrade::check(request, &ctx.handshake, ctx.max_subscriptions)?;
+    if ctx.shared.is_draining() {
+        return Err(Rejection::unavailable("the gateway is shutting down"));
+    }
+    if !ctx.shared.try_admit(0) {
+        return Err(Rejection::unavailable(
+            "the gateway is at its connection limit",
+        ));
+    }
+    let mut topics: Vec<String> = Vec::with_capacity(upgrade.topics.len());
+    for t in upgrade.topics {
+        if !topics.contains(&t) {
+            topics.push(t);
+        }
+    }
+    Ok((
+        upgrade.subprotocol,
+        Admitted {
+            topics,
+            format: upgrade.format,
+            messages: ctx.messages.subscribe(),
+            slot: Slot(ctx.shared.clone()),
+        },
+    ))
+}
+
+async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
+    let Admitted {
+        mut topics,
+        format,
+        mut messages,
+        slot: _slot,
+    } = admitted;
+    let metrics = &ctx.shared.metrics;
+    let mut drain = ctx.drain.clone();
+    let period = ctx.ping_interval;
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    let mut heard = Instant::now();
+    loop {
+        tokio::select! {
+            message = messages.recv() => match message {
+                Ok(message) => {
+                    if !topics.iter().any(|p| topic::matches(p, message.topic())) {
+                        continue;
+                    }
+                    let frame = message.frame(format);
+                    let Some(out) = to_ws(frame) else { continue };
+                    if ws.send(out).await.is_err() {
+                        return;
+                    }
+                    metrics.frames_delivered.inc();
+                    metrics.bytes_delivered.inc_by(frame.len() as u64);
+                }
+                Err(RecvError::Lagged(_)) => {
+                    metrics.slow_consumer_closes.inc();
+                    close(ws, CloseCode::Policy, "slow consumer").await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = ws.next() => {
+                heard = Instant::now();
+                match incoming {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        if text.len() > ctx.max_message_bytes {
+                            close(ws, CloseCode::Size, "message too big").await;
+                            return;
+                        }
+                        for reply in on_op(&text, &mut topics, ctx.max_subscriptions) {
+                            if ws.send(WsMessage::Text(reply.into())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        let reply = protocol::error(
+                            ErrorCode::BadRequest,
+                            None,
+                            "binary messages are not part of volley.v1",
+                        );
+                        if ws.send(WsMessage::Text(reply.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    // tungstenite answers pings and echoes the close itself.
+                    Some(Ok(_)) => {}
+                    None | Some(Err(_)) => return,
+                }
+            },
+            _ = drain.changed() => {
+                close(ws, CloseCode::Away, "shutting down").await;
+                return;
+            }
+            _ = tick.tick() => {
+                let silent = heard.elapsed();
+                if silent >= period * 2 {
+                    return;
+                }
+                if silent >= period && ws.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Turns an encoded frame back into a tungstenite message without copying the payload.
+fn to_ws(frame: &bytes::Bytes) -> Option<WsMessage> {
+    let (text, payload) = upgrade::payload_of(frame)?;
+    if text {
+        Utf8Bytes::try_from(payload).ok().map(WsMessage::Text)
+    } else {
+        Some(WsMessage::Binary(payload))
+    }
+}
+
+/// Applies one client op to the subscription list and returns the replies.
+fn on_op(text: &str, topics: &mut Vec<String>, max: usize) -> Vec<String> {
+    match protocol::parse_op(text) {
+        Ok(ClientOp::Sub(wanted)) => {
+            let mut replies = Vec::new();
+            let mut accepted = Vec::new();
+            for t in wanted {
+                if let Err(e) = topic::validate_pattern(&t) {
+                    let code = ErrorCode::for_topic_error(&e);
+                    replies.push(protocol::error(code, Some(&t), &e.to_string()));
+                    continue;
+                }
+                if !topics.contains(&t) {
+                    if topics.len() >= max {
+                        let message = format!("at most {max} subscriptions per connection");
+                        replies.push(protocol::error(ErrorCode::Limit, Some(&t), &message));
+                        continue;
+                    }
+                    topics.push(t.clone());
+                }
+                accepted.push(t);
+            }
+            if !accepted.is_empty() {
+                let names: Vec<&str> = accepted.iter().map(String::as_str).collect();
+                replies.push(protocol::subscribed(&names));
+            }
+            replies
+        }
+        Ok(ClientOp::Unsub(gone)) => {
+            topics.retain(|t| !gone.contains(t));
+            let names: Vec<&str> = gone.iter().map(String::as_str).collect();
+            vec![protocol::unsubscribed(&names)]
+        }
+        Ok(ClientOp::Ping) => vec![protocol::pong()],
+        Ok(ClientOp::Refresh(_)) => vec![protocol::error(
+            ErrorCode::BadRequest,
+            None,
+            "authentication is not enabled on this gateway",
+        )],
+        Err(e) => vec![protocol::error(ErrorCode::BadRequest, None, &e.to_string())],
+    }
+}
+
+async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+}
