@@ -54,7 +54,7 @@ async fn setup(ns: &str) -> Client {
     client
 }
 
-fn start_operator(client: Client) -> tokio::sync::oneshot::Sender<()> {
+fn start_operator(client: Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
     let image = std::env::var("VOLLEY_E2E_GATEWAY_IMAGE")
         .unwrap_or_else(|_| volley_operator::build::default_gateway_image());
     let ctx = Context::new(
@@ -65,7 +65,7 @@ fn start_operator(client: Client) -> tokio::sync::oneshot::Sender<()> {
         Metrics::default(),
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(controller::run(ctx, async move {
+    tokio::spawn(controller::run(ctx, Some(ns.to_string()), async move {
         let _ = rx.await;
     }));
     tx

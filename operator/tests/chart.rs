@@ -185,11 +185,11 @@ fn default_render_parses_and_is_hardened() {
     // Children are removed by owner references, not by the operator.
     assert!(!grants("apps", "deployments", "delete"));
     assert!(!rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")));
-    assert!(
-        !rules
-            .iter()
-            .any(|r| r.resources.as_ref().is_some_and(|x| x.iter().any(|x| x == "*")))
-    );
+    assert!(!rules.iter().any(|r| {
+        r.resources
+            .as_ref()
+            .is_some_and(|x| x.iter().any(|x| x == "*"))
+    }));
 
     // The CRD is a template, installed by default and kept on uninstall.
     let (_, crd) = objects
@@ -209,7 +209,9 @@ fn crd_template_is_under_templates_behind_crds_install() {
         !root().join("charts/volley/crds").exists(),
         "the CRD lives in templates/ (crds/ cannot be toggled or upgraded by Helm)"
     );
-    let off = all_objects(&render(Some(&serde_json::json!({"crds": {"install": false}}))));
+    let off = all_objects(&render(Some(
+        &serde_json::json!({"crds": {"install": false}}),
+    )));
     assert!(!off.iter().any(|(k, _)| k == "CustomResourceDefinition"));
     assert!(off.iter().any(|(k, _)| k == "Deployment"));
 }
@@ -241,7 +243,11 @@ fn every_rbac_rule_says_why() {
                     break false;
                 }
             };
-            assert!(commented, "rbac.yaml line {}: rule without a comment", i + 1);
+            assert!(
+                commented,
+                "rbac.yaml line {}: rule without a comment",
+                i + 1
+            );
         }
     }
     assert!(rules >= 8, "{rules} rules");
@@ -249,7 +255,9 @@ fn every_rbac_rule_says_why() {
 
 #[test]
 fn watch_namespace_narrows_rbac_and_passes_the_flag() {
-    let objects = all_objects(&render(Some(&serde_json::json!({"watchNamespace": "apps"}))));
+    let objects = all_objects(&render(Some(
+        &serde_json::json!({"watchNamespace": "apps"}),
+    )));
     let kinds: Vec<_> = objects.iter().map(|(k, _)| k.as_str()).collect();
     assert!(!kinds.contains(&"ClusterRole"), "{kinds:?}");
     assert!(!kinds.contains(&"ClusterRoleBinding"), "{kinds:?}");
@@ -313,7 +321,11 @@ fn values_are_documented() {
             && !t.starts_with("repository")
             && !t.starts_with("tag");
         if leaf && !parent_is_data {
-            assert!(prev_is_comment, "values.yaml line {}: {t:?} is undocumented", i + 1);
+            assert!(
+                prev_is_comment,
+                "values.yaml line {}: {t:?} is undocumented",
+                i + 1
+            );
         }
     }
 }
@@ -372,7 +384,10 @@ fn schema_rejects_bad_values() {
         ),
         ("port.json", serde_json::json!({"metrics": {"port": 70000}})),
         ("crds.json", serde_json::json!({"crds": {"install": "yes"}})),
-        ("ns.json", serde_json::json!({"watchNamespace": "Not A Namespace"})),
+        (
+            "ns.json",
+            serde_json::json!({"watchNamespace": "Not A Namespace"}),
+        ),
     ] {
         let f = values_file(name, &bad);
         let (ok, _, stderr) = helm(&["schema-check", f.to_str().unwrap()]);

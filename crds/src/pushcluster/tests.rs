@@ -168,7 +168,10 @@ fn undocumented(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
         if path.is_empty() && (k == "apiVersion" || k == "kind" || k == "metadata") {
             continue;
         }
-        if !p["description"].as_str().is_some_and(|d| !d.trim().is_empty()) {
+        if !p["description"]
+            .as_str()
+            .is_some_and(|d| !d.trim().is_empty())
+        {
             out.push(here.clone());
         }
         if !EMBEDDED.contains(&here.as_str()) && !here.starts_with(".status.conditions") {
@@ -181,7 +184,10 @@ fn undocumented(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
 fn every_field_has_a_description() {
     let mut missing = Vec::new();
     undocumented(&schema(), "", &mut missing);
-    assert!(missing.is_empty(), "fields without a doc comment: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a doc comment: {missing:?}"
+    );
 }
 
 #[test]
@@ -198,5 +204,8 @@ fn crd_schema_carries_defaults() {
     assert_eq!(balance["enabled"]["default"], true);
     assert_eq!(balance["tolerance"]["default"], 0.2);
     assert_eq!(spec["service"]["properties"]["port"]["default"], 80);
-    assert_eq!(spec["service"]["properties"]["type"]["default"], "ClusterIP");
+    assert_eq!(
+        spec["service"]["properties"]["type"]["default"],
+        "ClusterIP"
+    );
 }
