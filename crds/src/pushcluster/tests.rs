@@ -168,9 +168,9 @@ fn undocumented(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
         if path.is_empty() && (k == "apiVersion" || k == "kind" || k == "metadata") {
             continue;
         }
-        if !p["description"]
+        if p["description"]
             .as_str()
-            .is_some_and(|d| !d.trim().is_empty())
+            .is_none_or(|d| d.trim().is_empty())
         {
             out.push(here.clone());
         }
