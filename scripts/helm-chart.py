@@ -7,7 +7,7 @@ for `install`) on stdout and exit non-zero with a message on stderr on failure.
   lint                       strict lint, JSON report
   render [VALUES_JSON]       rendered templates as {path: manifest}
   schema-check VALUES_JSON   exit 0 if the values pass values.schema.json, 1 otherwise
-  install                    the plain-YAML install bundle (namespace, CRD, rendered chart)
+  install                    the plain-YAML install bundle (namespace + the chart rendered with defaults)
 """
 
 import json
@@ -53,20 +53,17 @@ def documents(text):
 
 
 def install():
+    """The install bundle: the Namespace, then every rendered template (the CRD first)."""
     with helm.Chart.load(CHART) as chart:
-        crds = sorted(chart.crds, key=lambda c: c["filename"])
         rendered = chart.render(None, name=RELEASE, namespace=NAMESPACE, is_install=True)
     docs = [f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}"]
-    for crd in crds:
-        data = crd["data"]
-        if isinstance(data, bytes):
-            data = data.decode("utf-8")
-        docs.extend(documents(data))
-    for path in sorted(rendered):
-        if not path.endswith("NOTES.txt"):
-            docs.extend(documents(rendered[path]))
+    paths = sorted(p for p in rendered if not p.endswith("NOTES.txt"))
+    paths.sort(key=lambda p: not p.endswith("/crd.yaml"))
+    for path in paths:
+        docs.extend(documents(rendered[path]))
     header = (
-        "# Volley operator install bundle, rendered from charts/volley by scripts/render-install.sh.\n"
+        "# Volley operator install bundle: charts/volley rendered with default values by\n"
+        "# scripts/render-install.sh (release \"volley\", namespace volley-system).\n"
         "# Do not edit; change the chart and re-render.\n"
     )
     return header + "---\n".join(d + "\n" for d in docs)

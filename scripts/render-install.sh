@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates manifests/install.yaml (namespace + CRD + the chart rendered with default values)
+# Regenerates manifests/install.yaml (a namespace + the chart rendered with default values)
 # from charts/volley. Needs: pip install helm-python-sdk.
 set -euo pipefail
 cd "$(dirname "$0")/.."

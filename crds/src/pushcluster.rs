@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -31,14 +31,18 @@ pub mod condition {
 /// Service and PodDisruptionBudget, scales it on connection counts and keeps pods balanced.
 // kube's derive takes one `printcolumn(...)` per column, which clippy sees as duplicates.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
     group = "volley.dev",
     version = "v1alpha1",
     kind = "PushCluster",
     plural = "pushclusters",
     shortname = "pushc",
+    category = "volley",
     namespaced,
+    // Children are named `<name>`, `<name>-config`; pod names add ~17 characters, and the name
+    // is one NATS subject token.
+    validation = Rule::new("self.metadata.name.size() <= 52").message("metadata.name must be at most 52 characters (child and pod names are derived from it)"),
     status = "PushClusterStatus",
     derive = "PartialEq",
     derive = "Default",
@@ -106,8 +110,12 @@ pub enum AutoscalingMode {
 }
 
 /// Operator autoscaling settings.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must be <= autoscaling.maxReplicas"),
+    validation = Rule::new("self.targetConnectionsPerPod > 0").message("autoscaling.targetConnectionsPerPod must be > 0")
+)]
 pub struct AutoscalingSpec {
     /// Who decides the replica count.
     #[serde(default)]
@@ -213,8 +221,9 @@ pub struct AuthSpec {
 }
 
 /// JWT validation: exactly one of `secretRef` (HMAC) or `publicKeyRef` (RSA/EC PEM).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.publicKeyRef)").message("gateway.auth.jwt: set exactly one of secretRef or publicKeyRef"))]
 pub struct JwtSpec {
     /// Secret key holding the HMAC secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,11 @@
 //! KUBECONFIG=~/.kube/config cargo test -p volley-e2e --test cluster -- --ignored --test-threads=1
 //! ```
 //!
+//! It installs the CRD, runs the operator in-process (watching only its namespace), creates a
+//! PushCluster and checks children, observedGeneration, a roll on spec change, the scale
+//! subresource, PDB pruning, CEL rejection, the InvalidSpec condition and Event, and that
+//! deleting the PushCluster removes its children.
+//!
 //! The gateway image does not need to be pullable for these checks (they look at the objects
 //! the operator writes); set `VOLLEY_E2E_GATEWAY_IMAGE` to an image the cluster can run to also
 //! wait for `Ready=True`.
@@ -54,7 +59,7 @@ async fn setup(ns: &str) -> Client {
     client
 }
 
-fn start_operator(client: Client) -> tokio::sync::oneshot::Sender<()> {
+fn start_operator(client: Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
     let image = std::env::var("VOLLEY_E2E_GATEWAY_IMAGE")
         .unwrap_or_else(|_| volley_operator::build::default_gateway_image());
     let ctx = Context::new(
@@ -65,32 +70,59 @@ fn start_operator(client: Client) -> tokio::sync::oneshot::Sender<()> {
         Metrics::default(),
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(controller::run(ctx, async move {
+    tokio::spawn(controller::run(ctx, Some(ns.to_string()), async move {
         let _ = rx.await;
     }));
     tx
 }
 
+/// The pod template's config hash: it changes when the rendered gateway config changes.
+fn config_hash(d: &Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(volley_operator::build::CONFIG_HASH_ANNOTATION)
+        .cloned()
+}
+
 #[tokio::test]
 #[ignore = "needs a kubernetes cluster"]
-async fn pushcluster_gets_children_status_and_scale_subresource() {
+async fn pushcluster_lifecycle() {
     let ns = "volley-e2e";
     let client = setup(ns).await;
-    let stop = start_operator(client.clone());
+    volley_operator::controller::check_crd(client.clone(), Some(ns))
+        .await
+        .expect("CRD installed");
+    let stop = start_operator(client.clone(), ns);
     let pcs: Api<PushCluster> = Api::namespaced(client.clone(), ns);
-    let mut spec = PushClusterSpec {
-        replicas: Some(1),
-        ..Default::default()
-    };
-    spec.autoscaling.mode = AutoscalingMode::External;
-    let pc = PushCluster::new("e2e", spec);
     let _ = pcs.delete("e2e", &DeleteParams::default()).await;
     eventually("old PushCluster gone", LIMIT, || async {
         pcs.get_opt("e2e").await.ok()?.is_none().then_some(())
     })
     .await
     .unwrap();
-    pcs.create(&PostParams::default(), &pc).await.unwrap();
+
+    // CEL rules in the CRD reject what the schema can say.
+    let mut bad = PushClusterSpec::default();
+    bad.autoscaling.min_replicas = 5;
+    bad.autoscaling.max_replicas = 2;
+    let err = pcs
+        .create(&PostParams::default(), &PushCluster::new("e2e-bad", bad))
+        .await
+        .expect_err("minReplicas > maxReplicas is rejected by the API server");
+    assert!(err.to_string().contains("minReplicas"), "{err}");
+
+    let mut spec = PushClusterSpec {
+        replicas: Some(2),
+        ..Default::default()
+    };
+    spec.autoscaling.mode = AutoscalingMode::External;
+    let pc = PushCluster::new("e2e", spec);
+    let created = pcs.create(&PostParams::default(), &pc).await.unwrap();
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let d = eventually("Deployment created", LIMIT, || async {
@@ -99,35 +131,35 @@ async fn pushcluster_gets_children_status_and_scale_subresource() {
     .await
     .unwrap();
     assert_eq!(d.owner_references()[0].kind, "PushCluster");
-    assert_eq!(d.spec.unwrap().replicas, Some(1));
-    assert!(
-        Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .get("e2e-config")
-            .await
-            .is_ok()
-    );
-    assert!(
-        Api::<Service>::namespaced(client.clone(), ns)
-            .get("e2e")
-            .await
-            .is_ok()
-    );
-    assert!(
-        Api::<ServiceAccount>::namespaced(client.clone(), ns)
-            .get("e2e")
-            .await
-            .is_ok()
-    );
-    assert!(
-        Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
-            .get("e2e")
-            .await
-            .is_ok()
-    );
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
+    let first_hash = config_hash(&d).expect("config hash annotation");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    for (what, ok) in [
+        (
+            "ConfigMap",
+            configmaps.get_opt("e2e-config").await.unwrap().is_some(),
+        ),
+        ("Service", services.get_opt("e2e").await.unwrap().is_some()),
+        (
+            "ServiceAccount",
+            accounts.get_opt("e2e").await.unwrap().is_some(),
+        ),
+    ] {
+        assert!(ok, "{what} missing");
+    }
+    eventually("PDB created", LIMIT, || async {
+        pdbs.get_opt("e2e").await.ok()?
+    })
+    .await
+    .unwrap();
 
-    let status = eventually("status written", LIMIT, || async {
+    let generation = created.metadata.generation;
+    let status = eventually("status.observedGeneration", LIMIT, || async {
         let s = pcs.get("e2e").await.ok()?.status?;
-        (!s.selector.is_empty() && !s.conditions.is_empty()).then_some(s)
+        (s.observed_generation == generation && !s.conditions.is_empty()).then_some(s)
     })
     .await
     .unwrap();
@@ -136,17 +168,45 @@ async fn pushcluster_gets_children_status_and_scale_subresource() {
         volley_operator::build::selector_string("e2e")
     );
 
-    // The scale subresource (what an HPA uses in External mode) drives the Deployment.
-    pcs.patch_scale(
+    // A spec change rolls the pods: the config hash on the pod template changes.
+    pcs.patch(
         "e2e",
         &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"replicas": 2}})),
+        &Patch::Merge(serde_json::json!({"spec": {"gateway": {"flushInterval": "20ms"}}})),
     )
     .await
     .unwrap();
-    eventually("Deployment scaled to 2", LIMIT, || async {
+    eventually("Deployment rolled", LIMIT, || async {
         let d = deployments.get("e2e").await.ok()?;
-        (d.spec?.replicas == Some(2)).then_some(())
+        (config_hash(&d)? != first_hash).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // The scale subresource (`kubectl scale pushc/e2e --replicas=3`, or an HPA).
+    pcs.patch_scale(
+        "e2e",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .unwrap();
+    eventually("Deployment scaled to 3", LIMIT, || async {
+        let d = deployments.get("e2e").await.ok()?;
+        (d.spec?.replicas == Some(3)).then_some(())
+    })
+    .await
+    .unwrap();
+    // Down to one replica: the PDB is no longer part of what the spec yields and is pruned.
+    pcs.patch_scale(
+        "e2e",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    eventually("PDB pruned", LIMIT, || async {
+        pdbs.get_opt("e2e").await.ok()?.is_none().then_some(())
     })
     .await
     .unwrap();
@@ -160,11 +220,11 @@ async fn pushcluster_gets_children_status_and_scale_subresource() {
         .unwrap();
     }
 
-    // A bad spec becomes a condition, not a crash.
+    // A spec the schema cannot reject becomes a condition and a Warning Event, not a crash.
     pcs.patch(
         "e2e",
         &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"gateway": {"flushInterval": "soon"}}})),
+        &Patch::Merge(serde_json::json!({"spec": {"nats": {"url": "nats://nats:not-a-port"}}})),
     )
     .await
     .unwrap();
@@ -177,8 +237,34 @@ async fn pushcluster_gets_children_status_and_scale_subresource() {
     })
     .await
     .unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    eventually("InvalidSpec Warning event", LIMIT, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("InvalidSpec")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("e2e")
+            })
+            .then_some(())
+    })
+    .await
+    .unwrap();
 
-    pcs.delete("e2e", &DeleteParams::default()).await.unwrap();
+    // Deleting the PushCluster removes everything it owned (owner references, cluster GC).
+    pcs.delete("e2e", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually("children gone", LIMIT, || async {
+        let gone = deployments.get_opt("e2e").await.ok()?.is_none()
+            && configmaps.get_opt("e2e-config").await.ok()?.is_none()
+            && services.get_opt("e2e").await.ok()?.is_none()
+            && accounts.get_opt("e2e").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await
+    .unwrap();
     let _ = stop.send(());
     println!("cluster e2e passed for {}", pc.name_any());
 }

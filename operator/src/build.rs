@@ -36,6 +36,9 @@ pub const GRACE_MARGIN_SECONDS: i64 = 10;
 /// Unprivileged uid/gid the gateway runs as (distroless "nonroot").
 pub const RUN_AS: i64 = 65532;
 
+/// Replica count from which a PodDisruptionBudget is built.
+pub const PDB_MIN_REPLICAS: i32 = 2;
+
 /// Operator-wide settings the build step needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildOptions {
@@ -81,8 +84,10 @@ pub struct Children {
     pub deployment: Deployment,
     /// Client-facing Service.
     pub service: Service,
-    /// At most one gateway pod voluntarily down at a time.
-    pub pdb: PodDisruptionBudget,
+    /// At most one gateway pod voluntarily down at a time. `None` below [`PDB_MIN_REPLICAS`]
+    /// replicas, where it would protect nothing (maxUnavailable 1 of 1 allows every eviction);
+    /// the controller then prunes an existing one.
+    pub pdb: Option<PodDisruptionBudget>,
 }
 
 /// Labels selecting the gateway pods of `name`.
@@ -261,7 +266,13 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
     };
 
     let drain_secs = i64::try_from(validated.drain.as_millis().div_ceil(1000)).unwrap_or(600);
-    let mut pod_annotations = spec.template.annotations.clone();
+    // Scrape defaults first so `spec.template.annotations` can override them.
+    let mut pod_annotations = BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), ADMIN_PORT.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ]);
+    pod_annotations.extend(spec.template.annotations.clone());
     pod_annotations.insert(
         CONFIG_HASH_ANNOTATION.into(),
         format!("{:016x}", fnv1a(config_yaml.as_bytes())),
@@ -336,7 +347,7 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
         }),
         ..Default::default()
     };
-    let pdb = PodDisruptionBudget {
+    let pdb = (replicas >= PDB_MIN_REPLICAS).then(|| PodDisruptionBudget {
         metadata: meta(name.clone(), BTreeMap::new()),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
@@ -344,7 +355,7 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
             ..Default::default()
         }),
         ..Default::default()
-    };
+    });
     Ok(Children {
         service_account,
         config_map,

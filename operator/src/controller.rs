@@ -15,8 +15,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -26,7 +27,7 @@ use volley_crds::{AutoscalingMode, PodStatus, PushCluster, PushClusterStatus, co
 
 use crate::build::{self, BuildError, BuildOptions, MANAGER};
 use crate::conditions::{self, Cond};
-use crate::metrics::{Metrics, OpLabel, ResultLabel};
+use crate::metrics::{Metrics, OpLabel, ReasonLabel, ResultLabel};
 use crate::scaling::{self, History, PodView, ScaleInput, ShedBudget};
 use crate::stats::{self, NatsPool, StatsStore};
 
@@ -36,6 +37,8 @@ pub const RESYNC: Duration = Duration::from_secs(10);
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(30);
 /// Annotation the ReplicaSet controller uses to pick pods to delete first.
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// Condition and Event reason for a spec the operator refuses.
+pub const INVALID_SPEC: &str = "InvalidSpec";
 /// Shed and drain requests spread their closes over this window.
 pub const SPREAD_MS: u64 = 10_000;
 
@@ -51,6 +54,17 @@ pub enum Error {
     /// The build step rejected a spec the validation accepted (a bug; retried, never a panic).
     #[error("invalid spec: {0}")]
     Spec(#[from] crate::gateway_config::SpecError),
+}
+
+impl Error {
+    /// Label of `volley_operator_reconcile_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube_api",
+            Self::NotStored => "not_stored",
+            Self::Spec(_) => "build",
+        }
+    }
 }
 
 /// Per-PushCluster memory that is not in the status: scaling history and shed budget.
@@ -75,14 +89,23 @@ pub struct Context {
     pub metrics: Metrics,
     /// Stats older than this are ignored.
     pub stats_max_age: Duration,
+    /// The one Event recorder of this process: long-lived so repeated events become a series
+    /// (one Event patched with a count) instead of a new Event each time.
+    pub recorder: Recorder,
     memory: Arc<Mutex<HashMap<(String, String), ClusterMemory>>>,
 }
 
 impl Context {
-    /// A context with default stats age.
+    /// A context with default stats age. Events are reported as `volley-operator`, instance
+    /// `$POD_NAME` when set.
     pub fn new(client: Client, options: BuildOptions, metrics: Metrics) -> Self {
         let stats = StatsStore::default();
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Self {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             options,
             nats: NatsPool::new(stats.clone()),
@@ -116,6 +139,48 @@ where
     let name = obj.meta().name.clone().unwrap_or_default();
     api.patch(&name, &apply_params(), &Patch::Apply(obj))
         .await?;
+    Ok(())
+}
+
+/// Deletes child `name` of kind `K` if it exists and `owner` is its controller: a child the
+/// current spec no longer yields. Objects owned by someone else are never touched.
+async fn prune<K>(client: &Client, ns: &str, name: &str, owner: &PushCluster) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let Some(existing) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let uid = owner.metadata.uid.as_deref();
+    let owned = existing
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid);
+    if owned {
+        // Precondition on the uid we looked at, so a re-created object is not deleted.
+        let dp = DeleteParams {
+            preconditions: existing
+                .meta()
+                .uid
+                .clone()
+                .map(|uid| kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+            ..DeleteParams::background()
+        };
+        match api.delete(name, &dp).await {
+            Ok(_) => tracing::info!(kind = %K::kind(&()), name, "pruned"),
+            Err(kube::Error::Api(e)) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
 
@@ -175,6 +240,17 @@ pub async fn reconcile(pc: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action
         .reconciles
         .get_or_create(&ResultLabel { result: label })
         .inc();
+    let failure = match &result {
+        Ok((_, true)) => Some("invalid_spec"),
+        Ok(_) => None,
+        Err(e) => Some(e.reason()),
+    };
+    if let Some(reason) = failure {
+        ctx.metrics
+            .failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
     result.map(|(a, _)| a)
 }
 
@@ -211,20 +287,33 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
     status.observed_generation = generation;
     status.selector = build::selector_string(&name);
 
-    // A bad spec is the user's to fix: say so on the object and wait for a change.
+    // A bad spec is the user's to fix: say so on the object (condition + Warning Event), change
+    // nothing else (no child is touched) and wait for a change.
     if let Err(e) = crate::gateway_config::render(pc) {
+        let message = e.to_string();
         conditions::set(
             &mut status.conditions,
             Cond {
                 type_: condition::READY,
                 status: false,
-                reason: "InvalidSpec",
-                message: e.to_string(),
+                reason: INVALID_SPEC,
+                message: message.clone(),
             },
             generation,
             &now,
         );
         patch_status(ctx, pc, &ns, status).await?;
+        let event = Event {
+            type_: EventType::Warning,
+            reason: INVALID_SPEC.into(),
+            note: Some(message),
+            action: "Validate".into(),
+            secondary: None,
+        };
+        // The condition already says it; a lost Event is logged, not retried.
+        if let Err(err) = ctx.recorder.publish(&event, &pc.object_ref(&())).await {
+            tracing::warn!(cluster = %name, error = %err, "publishing the InvalidSpec event failed");
+        }
         return Ok((Action::await_change(), true));
     }
 
@@ -299,7 +388,11 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
     apply::<ConfigMap>(&ctx.client, &ns, &children.config_map).await?;
     apply::<Deployment>(&ctx.client, &ns, &children.deployment).await?;
     apply::<Service>(&ctx.client, &ns, &children.service).await?;
-    apply::<PodDisruptionBudget>(&ctx.client, &ns, &children.pdb).await?;
+    match &children.pdb {
+        Some(pdb) => apply::<PodDisruptionBudget>(&ctx.client, &ns, pdb).await?,
+        // No longer part of what the spec yields: prune the one we own, if any.
+        None => prune::<PodDisruptionBudget>(&ctx.client, &ns, &name, pc).await?,
+    }
 
     let dstatus = existing.as_ref().and_then(|d| d.status.as_ref());
     let replicas = dstatus.and_then(|s| s.replicas).unwrap_or(0);
@@ -531,24 +624,73 @@ async fn prepare_scale_down(
     Ok(())
 }
 
-/// Runs the controller until shutdown: watches PushClusters and everything they own.
+/// The start-up check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdCheckError {
+    /// The API server does not know `pushclusters.volley.dev`.
+    #[error(
+        "the PushCluster CRD (pushclusters.volley.dev) is not installed in this cluster; install it \
+         with `kubectl apply -f crds/pushcluster.yaml` or the Helm chart (crds.install=true), then \
+         start the operator again"
+    )]
+    NotInstalled,
+    /// Any other API error (unreachable server, RBAC).
+    #[error("checking for the PushCluster CRD: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// The PushCluster API the operator watches: one namespace or all.
+pub fn pushclusters(client: Client, namespace: Option<&str>) -> Api<PushCluster> {
+    match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    }
+}
+
+/// Checks at start that the CRD is installed: a list of at most one PushCluster in the watched
+/// scope (the same permission the controller needs anyway) is a 404 without it.
+pub async fn check_crd(client: Client, namespace: Option<&str>) -> Result<(), CrdCheckError> {
+    match pushclusters(client, namespace)
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.is_not_found() => Err(CrdCheckError::NotInstalled),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs the controller until shutdown: watches PushClusters (in `namespace`, or all namespaces)
+/// and everything they own.
 pub async fn run(
     ctx: Context,
+    namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let pcs: Api<PushCluster> = Api::all(client.clone());
+    let ns = namespace.as_deref();
+    let pcs = pushclusters(client.clone(), ns);
+    fn children<K>(client: &Client, ns: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
     // Children carry the managed-by label; watching only those keeps the operator from caching
     // every ConfigMap and Service in the cluster.
     let cfg = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     let stats = ctx.stats.clone();
     let memory = ctx.memory.clone();
     Controller::new(pcs, watcher::Config::default())
-        .owns(Api::<Deployment>::all(client.clone()), cfg.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), cfg.clone())
-        .owns(Api::<Service>::all(client.clone()), cfg.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), cfg.clone())
-        .owns(Api::<ServiceAccount>::all(client), cfg)
+        .owns(children::<Deployment>(&client, ns), cfg.clone())
+        .owns(children::<ConfigMap>(&client, ns), cfg.clone())
+        .owns(children::<Service>(&client, ns), cfg.clone())
+        .owns(children::<PodDisruptionBudget>(&client, ns), cfg.clone())
+        .owns(children::<ServiceAccount>(&client, ns), cfg)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::new(ctx))
         .for_each(|res| {

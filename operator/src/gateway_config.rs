@@ -14,6 +14,8 @@ pub const CONFIG_KEY: &str = "gateway.yaml";
 pub const JWT_DIR: &str = "/etc/volley/jwt";
 /// Where the NATS credentials Secret is mounted.
 pub const NATS_DIR: &str = "/etc/volley/nats";
+/// The NATS credentials file inside the gateway container.
+pub const NATS_CREDS_FILE: &str = "/etc/volley/nats/creds";
 /// Client port inside the pod.
 pub const CLIENT_PORT: i32 = 8080;
 /// Admin port inside the pod (health, readiness, metrics, publish API).
@@ -56,8 +58,13 @@ pub enum SpecError {
     #[error("{0}: Secret name and key must not be empty")]
     EmptySecretRef(&'static str),
     /// NATS URL not usable.
-    #[error("nats.url {0:?} must start with nats://, tls://, ws:// or wss://")]
+    #[error(
+        "nats.url {0:?} is not a NATS URL: expected nats://, tls://, ws:// or wss:// followed by host[:port] (comma-separated for several servers)"
+    )]
     BadNatsUrl(String),
+    /// `credentialsSecret` given but empty.
+    #[error("nats.credentialsSecret must not be empty")]
+    EmptyCredentialsSecret,
     /// Subject prefix must be a plain subject.
     #[error("nats.subjectPrefix {0:?} must be dot-separated tokens without wildcards or spaces")]
     BadSubjectPrefix(String),
@@ -99,6 +106,10 @@ pub struct GatewayConfig {
     /// NATS URL (cluster mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats: Option<String>,
+    /// NATS credentials file: the `creds` key of `spec.nats.credentialsSecret`, mounted at
+    /// [`NATS_CREDS_FILE`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_credentials: Option<String>,
     /// Subject prefix.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_prefix: Option<String>,
@@ -142,6 +153,42 @@ pub fn is_valid_cluster_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
+}
+
+/// Whether `url` is something the gateway's NATS client can connect to: a known scheme, then
+/// one or more comma-separated `[user[:pass]@]host[:port]` servers with a valid port.
+pub fn is_nats_url(url: &str) -> bool {
+    let Some(rest) = ["nats://", "tls://", "ws://", "wss://"]
+        .iter()
+        .find_map(|s| url.strip_prefix(s))
+    else {
+        return false;
+    };
+    let server_ok = |server: &str| {
+        let server = server.trim();
+        // Strip a scheme repeated per server (`nats://a:4222,nats://b:4222`).
+        let server = ["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .find_map(|s| server.strip_prefix(s))
+            .unwrap_or(server);
+        let hostport = server.rsplit_once('@').map_or(server, |(_, h)| h);
+        let hostport = hostport.strip_suffix('/').unwrap_or(hostport);
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            match v6.split_once(']') {
+                Some((h, p)) => (h, p.strip_prefix(':')),
+                None => return false,
+            }
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        !host.is_empty()
+            && !host.contains(['/', ' ', '?', '#'])
+            && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+    };
+    !rest.is_empty() && rest.split(',').all(server_ok)
 }
 
 fn parse_duration(field: &'static str, value: &str) -> Result<Duration, SpecError> {
@@ -236,11 +283,11 @@ pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
     };
     let (nats, subject_prefix) = match &spec.nats {
         Some(n) => {
-            let ok_scheme = ["nats://", "tls://", "ws://", "wss://"]
-                .iter()
-                .any(|s| n.url.starts_with(s) && n.url.len() > s.len());
-            if !ok_scheme {
+            if !is_nats_url(&n.url) {
                 return Err(SpecError::BadNatsUrl(n.url.clone()));
+            }
+            if n.credentials_secret.as_deref() == Some("") {
+                return Err(SpecError::EmptyCredentialsSecret);
             }
             if let Some(p) = &n.subject_prefix
                 && !p.split('.').all(volley_crds::wire::is_subject_token)
@@ -293,6 +340,11 @@ pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
         max_subscriptions_per_connection: g.max_subscriptions_per_connection,
         drain_timeout: humantime::format_duration(drain).to_string(),
         allowed_origins: g.allowed_origins.clone(),
+        nats_credentials: spec
+            .nats
+            .as_ref()
+            .and_then(|n| n.credentials_secret.as_ref())
+            .map(|_| NATS_CREDS_FILE.to_string()),
         nats,
         subject_prefix,
         auth,

@@ -23,6 +23,9 @@ struct Args {
         default_value = "0.0.0.0:8080"
     )]
     metrics_addr: SocketAddr,
+    /// Reconcile PushClusters in this namespace only; unset watches all namespaces.
+    #[arg(long, env = "VOLLEY_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
     /// Gateway image for PushClusters that set no `spec.image`.
     #[arg(long, env = "VOLLEY_OPERATOR_GATEWAY_IMAGE", default_value_t = default_gateway_image())]
     gateway_image: String,
@@ -72,6 +75,16 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("building the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    // Fail fast and clearly when the CRD is missing, instead of a watch that retries forever.
+    if let Err(e) = controller::check_crd(client.clone(), args.namespace.as_deref()).await {
+        tracing::error!(error = %e, "cannot start");
+        eprintln!("volley-operator: {e}");
+        std::process::exit(1);
+    }
+    match &args.namespace {
+        Some(ns) => tracing::info!(namespace = %ns, "watching one namespace"),
+        None => tracing::info!("watching all namespaces"),
+    }
     let metrics = Metrics::default();
     let health = Health {
         ready: Default::default(),
@@ -138,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    controller::run(ctx, lost_or_stop).await;
+    controller::run(ctx, args.namespace.clone(), lost_or_stop).await;
     metrics.leader.set(0);
     // Dropping the receivers releases the lease so a standby takes over at once.
     drop(leading);

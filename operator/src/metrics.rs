@@ -24,6 +24,13 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// Label set of reconcile failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `invalid_spec`, `kube_api`, `not_stored` or `build`.
+    pub reason: &'static str,
+}
+
 /// Label set of control requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabel {
@@ -38,6 +45,8 @@ pub struct OpLabel {
 pub struct Metrics {
     /// Reconciles by outcome.
     pub reconciles: Family<ResultLabel, Counter>,
+    /// Reconciles that did not converge, by reason (an invalid spec counts: nothing was applied).
+    pub failures: Family<ReasonLabel, Counter>,
     /// Reconcile duration in seconds.
     pub reconcile_seconds: Histogram,
     /// Control requests sent to gateways.
@@ -53,6 +62,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("volley_operator");
         let reconciles = Family::<ResultLabel, Counter>::default();
+        let failures = Family::<ReasonLabel, Counter>::default();
         let reconcile_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let control_requests = Family::<OpLabel, Counter>::default();
         let shed_connections = Counter::default();
@@ -61,6 +71,11 @@ impl Default for Metrics {
             "reconciles",
             "PushCluster reconciles by result",
             reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "PushCluster reconciles that failed, by reason",
+            failures.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -84,6 +99,7 @@ impl Default for Metrics {
         );
         Self {
             reconciles,
+            failures,
             reconcile_seconds,
             control_requests,
             shed_connections,

@@ -128,6 +128,7 @@ fn default_render_parses_and_is_hardened() {
         [
             "ClusterRole",
             "ClusterRoleBinding",
+            "CustomResourceDefinition",
             "Deployment",
             "Role",
             "RoleBinding",
@@ -177,6 +178,156 @@ fn default_render_parses_and_is_hardened() {
     assert!(grants("", "pods", "patch"));
     assert!(grants("", "configmaps", "patch"));
     assert!(!grants("", "secrets", "list"));
+    assert!(!grants("", "secrets", "watch"));
+    // The event recorder creates Events and patches them when they repeat.
+    assert!(grants("events.k8s.io", "events", "create"));
+    assert!(grants("events.k8s.io", "events", "patch"));
+    // Children are removed by owner references, not by the operator.
+    assert!(!grants("apps", "deployments", "delete"));
+    assert!(!rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")));
+    assert!(!rules.iter().any(|r| {
+        r.resources
+            .as_ref()
+            .is_some_and(|x| x.iter().any(|x| x == "*"))
+    }));
+
+    // The CRD is a template, installed by default and kept on uninstall.
+    let (_, crd) = objects
+        .iter()
+        .find(|(k, _)| k == "CustomResourceDefinition")
+        .unwrap();
+    assert_eq!(crd["metadata"]["name"], "pushclusters.volley.dev");
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+}
+
+#[test]
+fn crd_template_is_under_templates_behind_crds_install() {
+    assert!(
+        !root().join("charts/volley/crds").exists(),
+        "the CRD lives in templates/ (crds/ cannot be toggled or upgraded by Helm)"
+    );
+    let off = all_objects(&render(Some(
+        &serde_json::json!({"crds": {"install": false}}),
+    )));
+    assert!(!off.iter().any(|(k, _)| k == "CustomResourceDefinition"));
+    assert!(off.iter().any(|(k, _)| k == "Deployment"));
+}
+
+#[test]
+fn every_rbac_rule_says_why() {
+    let text = std::fs::read_to_string(root().join("charts/volley/templates/rbac.yaml")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut rules = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("- apiGroups:") {
+            rules += 1;
+            // The rule itself or the rule just before it (a group of rules under one comment).
+            let mut j = i;
+            let commented = loop {
+                if j == 0 {
+                    break false;
+                }
+                j -= 1;
+                let prev = lines[j].trim_start();
+                if prev.starts_with('#') {
+                    break true;
+                }
+                if prev.starts_with("rules:") {
+                    break false;
+                }
+                if prev.starts_with("- apiGroups:") {
+                    // A rule directly after another rule (no blank comment) needs its own.
+                    break false;
+                }
+            };
+            assert!(
+                commented,
+                "rbac.yaml line {}: rule without a comment",
+                i + 1
+            );
+        }
+    }
+    assert!(rules >= 8, "{rules} rules");
+}
+
+#[test]
+fn watch_namespace_narrows_rbac_and_passes_the_flag() {
+    let objects = all_objects(&render(Some(
+        &serde_json::json!({"watchNamespace": "apps"}),
+    )));
+    let kinds: Vec<_> = objects.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(!kinds.contains(&"ClusterRole"), "{kinds:?}");
+    assert!(!kinds.contains(&"ClusterRoleBinding"), "{kinds:?}");
+    let roles: Vec<_> = objects
+        .iter()
+        .filter(|(k, _)| k == "Role")
+        .map(|(_, v)| serde_json::from_value::<Role>(v.clone()).unwrap())
+        .collect();
+    assert!(roles.iter().any(|r| {
+        r.metadata.namespace.as_deref() == Some("apps")
+            && r.rules.as_ref().unwrap().iter().any(|r| {
+                r.resources
+                    .as_ref()
+                    .is_some_and(|x| x.iter().any(|x| x == "pushclusters"))
+            })
+    }));
+    let (_, d) = objects.iter().find(|(k, _)| k == "Deployment").unwrap();
+    let d: Deployment = serde_json::from_value(d.clone()).unwrap();
+    let args = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(args.contains(&"--namespace=apps".to_string()), "{args:?}");
+}
+
+#[test]
+fn notes_tell_how_to_create_a_first_pushcluster() {
+    let out = helm_ok(&["render"]);
+    let files: BTreeMap<String, String> = serde_json::from_str(&out).unwrap();
+    let (_, notes) = files
+        .iter()
+        .find(|(p, _)| p.ends_with("NOTES.txt"))
+        .expect("NOTES.txt");
+    assert!(notes.contains("kind: PushCluster"), "{notes}");
+    assert!(notes.contains("kubectl apply"), "{notes}");
+    assert!(notes.contains("kubectl get pushc"), "{notes}");
+}
+
+#[test]
+fn values_are_documented() {
+    let text = std::fs::read_to_string(root().join("charts/volley/values.yaml")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') || t.starts_with('-') {
+            continue;
+        }
+        let indent = line.len() - t.len();
+        // Leaves (key: value) need a comment just above them; parents document themselves
+        // through their leaves. Lines inside a default map/list (deeper than a leaf) are data.
+        let leaf = !t.ends_with(':');
+        let prev = lines[..i].iter().rev().find(|l| !l.trim().is_empty());
+        let prev_is_comment = prev.is_some_and(|p| p.trim_start().starts_with('#'));
+        let parent_is_data = lines[..i].iter().rev().any(|l| {
+            let lt = l.trim_start();
+            !lt.is_empty() && !lt.starts_with('#') && l.len() - lt.len() < indent && {
+                let key = lt.split(':').next().unwrap_or_default();
+                key == "resources" || key == "requests" || key == "limits"
+            }
+        }) && indent >= 2
+            && !t.starts_with("repository")
+            && !t.starts_with("tag");
+        if leaf && !parent_is_data {
+            assert!(
+                prev_is_comment,
+                "values.yaml line {}: {t:?} is undocumented",
+                i + 1
+            );
+        }
+    }
 }
 
 #[test]
@@ -188,6 +339,7 @@ fn non_default_values_render() {
         "leaderElection": {"enabled": false},
         "serviceAccount": {"create": false, "name": "custom-sa"},
         "rbac": {"create": false},
+        "crds": {"install": false},
         "metrics": {"port": 9100, "service": {"enabled": false}},
         "otlpEndpoint": "http://otel:4317",
         "podAnnotations": {"a": "b"},
@@ -231,6 +383,11 @@ fn schema_rejects_bad_values() {
             serde_json::json!({"image": {"repository": "x", "pullPolicy": "Sometimes"}}),
         ),
         ("port.json", serde_json::json!({"metrics": {"port": 70000}})),
+        ("crds.json", serde_json::json!({"crds": {"install": "yes"}})),
+        (
+            "ns.json",
+            serde_json::json!({"watchNamespace": "Not A Namespace"}),
+        ),
     ] {
         let f = values_file(name, &bad);
         let (ok, _, stderr) = helm(&["schema-check", f.to_str().unwrap()]);

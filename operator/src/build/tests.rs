@@ -28,7 +28,7 @@ fn children_are_named_labelled_and_owned() {
         &c.config_map.metadata,
         &c.deployment.metadata,
         &c.service.metadata,
-        &c.pdb.metadata,
+        &c.pdb.as_ref().unwrap().metadata,
     ];
     for m in metas {
         assert_eq!(m.namespace.as_deref(), Some("apps"));
@@ -280,9 +280,69 @@ fn service_pdb_and_template_passthrough() {
         Some(IntOrString::String("client".into()))
     );
     assert_eq!(c.service.metadata.annotations.unwrap()["lb"], "x");
-    let pdb = c.pdb.spec.unwrap();
+    let pdb = c.pdb.unwrap().spec.unwrap();
     assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(
+        pdb.selector.unwrap().match_labels.unwrap(),
+        selector_labels("web")
+    );
     let tpl = c.deployment.spec.unwrap().template;
     assert_eq!(tpl.spec.unwrap().node_selector.unwrap()["pool"], "edge");
     assert_eq!(tpl.metadata.unwrap().annotations.unwrap()["team"], "push");
+}
+
+#[test]
+fn a_single_replica_gets_no_pdb() {
+    // maxUnavailable 1 of 1 protects nothing; the controller prunes the PDB instead.
+    assert!(
+        build(&stored(PushClusterSpec::default()), 1, &opts())
+            .unwrap()
+            .pdb
+            .is_none()
+    );
+    assert!(
+        build(&stored(PushClusterSpec::default()), 0, &opts())
+            .unwrap()
+            .pdb
+            .is_none()
+    );
+    assert!(
+        build(&stored(PushClusterSpec::default()), 2, &opts())
+            .unwrap()
+            .pdb
+            .is_some()
+    );
+}
+
+#[test]
+fn pods_carry_prometheus_scrape_annotations() {
+    let c = build(&stored(PushClusterSpec::default()), 2, &opts()).unwrap();
+    let a = c
+        .deployment
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap();
+    assert_eq!(a["prometheus.io/scrape"], "true");
+    assert_eq!(a["prometheus.io/port"], ADMIN_PORT.to_string());
+    assert_eq!(a["prometheus.io/path"], "/metrics");
+    // spec.template.annotations may override them.
+    let mut s = PushClusterSpec::default();
+    s.template
+        .annotations
+        .insert("prometheus.io/scrape".into(), "false".into());
+    let c = build(&stored(s), 2, &opts()).unwrap();
+    let a = c
+        .deployment
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap();
+    assert_eq!(a["prometheus.io/scrape"], "false");
 }

@@ -1,9 +1,10 @@
 //! Reconcile against a mocked Kubernetes API (tower-test): which objects get applied, with which
+//! field manager, and what status is written.
 
 // Tests start from a default spec and change one field at a time: easier to read.
 #![allow(clippy::field_reassign_with_default)]
-//! field manager, and what status is written.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
@@ -26,11 +27,24 @@ fn mock_client(pc: &PushCluster) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     mock_world(pc, None, Vec::new())
 }
 
+/// Objects the mock API server holds, by path: applies store, deletes remove, GETs read.
+type Store = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
+
 /// Like [`mock_client`], with an existing Deployment and gateway pods.
 fn mock_world(
     pc: &PushCluster,
     deployment: Option<serde_json::Value>,
     pods: Vec<serde_json::Value>,
+) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    mock_stateful(pc, deployment, pods, Store::default())
+}
+
+/// The mock API server over a shared [`Store`], so tests can delete a child between reconciles.
+fn mock_stateful(
+    pc: &PushCluster,
+    deployment: Option<serde_json::Value>,
+    pods: Vec<serde_json::Value>,
+    store: Store,
 ) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -57,6 +71,19 @@ fn mock_world(
                 "GET" if path.ends_with("/deployments/web") && deployment.is_some() => {
                     (StatusCode::OK, deployment.clone().unwrap())
                 }
+                "GET" if store.lock().unwrap().contains_key(&path) => {
+                    (StatusCode::OK, store.lock().unwrap()[&path].clone())
+                }
+                "DELETE" => {
+                    store.lock().unwrap().remove(&path);
+                    (
+                        StatusCode::OK,
+                        serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Success",
+                            "code": 200, "metadata": {}}),
+                    )
+                }
+                // The event recorder creates Events.
+                "POST" if path.ends_with("/events") => (StatusCode::CREATED, body),
                 "GET" => (
                     StatusCode::NOT_FOUND,
                     serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
@@ -68,7 +95,10 @@ fn mock_world(
                     StatusCode::OK,
                     serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
                 ),
-                "PATCH" => (StatusCode::OK, body),
+                "PATCH" => {
+                    store.lock().unwrap().insert(path.clone(), body.clone());
+                    (StatusCode::OK, body)
+                }
                 _ => (StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({})),
             };
             let resp = Response::builder()
@@ -100,7 +130,7 @@ fn ctx(client: Client) -> Arc<Context> {
 }
 
 #[tokio::test]
-async fn reconcile_applies_children_and_writes_status() {
+async fn first_reconcile_applies_every_child_then_patches_status() {
     let mut spec = PushClusterSpec::default();
     spec.replicas = Some(3);
     spec.autoscaling.mode = volley_crds::AutoscalingMode::Off;
@@ -157,32 +187,223 @@ async fn reconcile_applies_children_and_writes_status() {
 }
 
 #[tokio::test]
-async fn invalid_spec_sets_condition_and_applies_nothing() {
+async fn invalid_spec_patches_only_status_and_publishes_a_warning_event() {
+    // The example of what the schema cannot reject: an unparsable NATS URL.
     let mut spec = PushClusterSpec::default();
-    spec.gateway.flush_interval = Some("fast".into());
+    spec.nats = Some(volley_crds::NatsSpec {
+        url: "nats://nats:not-a-port".into(),
+        ..Default::default()
+    });
     let pc = stored(spec);
     let (client, seen) = mock_client(&pc);
     let c = ctx(client);
     let action = reconcile(Arc::new(pc), c.clone()).await.unwrap();
     assert_eq!(action, Action::await_change());
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert!(seen[0].path.ends_with("/pushclusters/web/status"));
+    let calls: Vec<_> = seen
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    // Nothing else is read or written: no child, no Secret, no pods.
+    assert_eq!(
+        calls,
+        [
+            "PATCH /apis/volley.dev/v1alpha1/namespaces/apps/pushclusters/web/status",
+            "POST /apis/events.k8s.io/v1/namespaces/apps/events",
+        ],
+    );
+    assert!(seen[0].query.contains("fieldManager=volley-operator"));
     let cond = &seen[0].body["status"]["conditions"][0];
     assert_eq!(cond["type"], "Ready");
     assert_eq!(cond["status"], "False");
     assert_eq!(cond["reason"], "InvalidSpec");
-    assert!(
-        cond["message"]
-            .as_str()
-            .unwrap()
-            .contains("gateway.flushInterval")
-    );
+    assert_eq!(cond["observedGeneration"], 4);
+    let message = cond["message"].as_str().unwrap();
+    assert!(message.contains("nats.url"), "{message}");
+
+    let event = &seen[1].body;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "InvalidSpec");
+    assert_eq!(event["note"], message);
+    assert_eq!(event["reportingController"], "volley-operator");
+    assert_eq!(event["regarding"]["kind"], "PushCluster");
+    assert_eq!(event["regarding"]["name"], "web");
+    assert_eq!(event["regarding"]["uid"], "uid-1");
+
     let metrics = c.metrics.encode();
     assert!(
         metrics.contains("reconciles_total{result=\"invalid_spec\"} 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("reconcile_failures_total{reason=\"invalid_spec\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn repeated_invalid_spec_events_go_through_one_recorder() {
+    let mut spec = PushClusterSpec::default();
+    spec.gateway.flush_interval = Some("fast".into());
+    let pc = Arc::new(stored(spec));
+    let (client, seen) = mock_client(&pc);
+    let c = ctx(client);
+    reconcile(pc.clone(), c.clone()).await.unwrap();
+    reconcile(pc, c).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let events: Vec<_> = seen.iter().filter(|s| s.path.contains("/events")).collect();
+    // The long-lived recorder remembers the first Event and patches its series the second time.
+    assert_eq!(events.len(), 2, "{seen:?}");
+    assert_eq!(events[0].method, "POST");
+    assert_eq!(events[1].method, "PATCH");
+    assert_eq!(events[1].body["series"]["count"], 2);
+}
+
+#[tokio::test]
+async fn a_deleted_child_is_re_applied() {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Off;
+    let pc = Arc::new(stored(spec));
+    let store = Store::default();
+    let (client, seen) = mock_stateful(&pc, None, Vec::new(), store.clone());
+    let c = ctx(client);
+    reconcile(pc.clone(), c.clone()).await.unwrap();
+    let cm = "/api/v1/namespaces/apps/configmaps/web-config";
+    let first = store.lock().unwrap()[cm].clone();
+    // Someone deletes the ConfigMap; the watch on owned objects triggers a reconcile.
+    store.lock().unwrap().remove(cm);
+    seen.lock().unwrap().clear();
+    reconcile(pc, c).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|s| s.method == "PATCH" && s.path == cm),
+        "{seen:?}"
+    );
+    assert_eq!(store.lock().unwrap()[cm], first);
+}
+
+#[tokio::test]
+async fn a_child_the_spec_no_longer_yields_is_pruned() {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Off;
+    let mut pc = stored(spec);
+    let store = Store::default();
+    let (client, seen) = mock_stateful(&pc, None, Vec::new(), store.clone());
+    let c = ctx(client);
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    let pdb = "/apis/policy/v1/namespaces/apps/poddisruptionbudgets/web";
+    assert!(store.lock().unwrap().contains_key(pdb));
+
+    // Scaled to one replica: a PDB would protect nothing, so the operator deletes its own.
+    pc.spec.replicas = Some(1);
+    seen.lock().unwrap().clear();
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    assert!(!store.lock().unwrap().contains_key(pdb));
+    let deletes: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .cloned()
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0].path, pdb);
+
+    // A PDB of the same name owned by something else is left alone.
+    let foreign = serde_json::json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web", "namespace": "apps", "uid": "other",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Other", "name": "x",
+                "uid": "not-ours", "controller": true}]},
+    });
+    store.lock().unwrap().insert(pdb.into(), foreign);
+    seen.lock().unwrap().clear();
+    reconcile(Arc::new(pc), c).await.unwrap();
+    assert!(store.lock().unwrap().contains_key(pdb));
+    assert!(!seen.lock().unwrap().iter().any(|s| s.method == "DELETE"));
+}
+
+#[tokio::test]
+async fn every_applied_child_is_owned_by_the_pushcluster() {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    let pc = stored(spec);
+    let (client, seen) = mock_client(&pc);
+    reconcile(Arc::new(pc), ctx(client)).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let children: Vec<_> = seen
+        .iter()
+        .filter(|s| s.method == "PATCH" && !s.path.ends_with("/status"))
+        .collect();
+    assert_eq!(children.len(), 5);
+    for child in children {
+        let owner = &child.body["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "PushCluster", "{}", child.path);
+        assert_eq!(owner["uid"], "uid-1");
+        assert_eq!(owner["controller"], true);
+    }
+}
+
+/// A mock that answers every request with `code` (for the start-up CRD check).
+fn answering(code: StatusCode) -> (Client, Arc<Mutex<Vec<String>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            log.lock().unwrap().push(req.uri().to_string());
+            let body = if code == StatusCode::OK {
+                serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                    "metadata": {}, "items": []})
+            } else {
+                let reason = if code == StatusCode::NOT_FOUND {
+                    "NotFound"
+                } else {
+                    "Forbidden"
+                };
+                serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                    "reason": reason, "code": code.as_u16(), "message": "refused", "metadata": {}})
+            };
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (Client::new(service, "default"), seen)
+}
+
+#[tokio::test]
+async fn start_up_check_says_clearly_when_the_crd_is_missing() {
+    let (client, _) = answering(StatusCode::NOT_FOUND);
+    let err = check_crd(client, None).await.unwrap_err();
+    assert!(matches!(err, CrdCheckError::NotInstalled));
+    let msg = err.to_string();
+    assert!(msg.contains("pushclusters.volley.dev"), "{msg}");
+    assert!(msg.contains("not installed"), "{msg}");
+
+    let (client, seen) = answering(StatusCode::OK);
+    check_crd(client, Some("apps")).await.unwrap();
+    let uri = seen.lock().unwrap()[0].clone();
+    // --namespace scopes the check (and the watches) to that namespace.
+    assert!(
+        uri.starts_with("/apis/volley.dev/v1alpha1/namespaces/apps/pushclusters?"),
+        "{uri}"
+    );
+    let (client, seen) = answering(StatusCode::OK);
+    check_crd(client, None).await.unwrap();
+    assert!(seen.lock().unwrap()[0].starts_with("/apis/volley.dev/v1alpha1/pushclusters?"));
+
+    // Other errors are not reported as a missing CRD.
+    let (client, _) = answering(StatusCode::FORBIDDEN);
+    assert!(matches!(
+        check_crd(client, None).await,
+        Err(CrdCheckError::Kube(_))
+    ));
 }
 
 #[tokio::test]

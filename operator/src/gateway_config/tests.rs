@@ -164,3 +164,153 @@ fn cluster_names() {
         assert!(!is_valid_cluster_name(bad), "{bad:?}");
     }
 }
+
+/// Every key the gateway's YAML config accepts (it rejects unknown keys): top level, and the
+/// nested `auth.jwt` section.
+const GATEWAY_KEYS: [&str; 34] = [
+    "listen",
+    "adminAddr",
+    "shards",
+    "flushInterval",
+    "maxPendingBytes",
+    "maxConnections",
+    "maxSubscriptionsPerConnection",
+    "maxMessageBytes",
+    "handshakeTimeout",
+    "maxHeaderBytes",
+    "pingInterval",
+    "drainTimeout",
+    "allowedOrigins",
+    "apiKey",
+    "maxPublishBytes",
+    "nats",
+    "natsCredentials",
+    "natsToken",
+    "natsUser",
+    "natsPassword",
+    "natsNkey",
+    "natsTls",
+    "natsTlsCa",
+    "natsTlsCert",
+    "natsTlsKey",
+    "subscriptionLinger",
+    "statsInterval",
+    "podName",
+    "podNamespace",
+    "cluster",
+    "maxClientMessagesPerSecond",
+    "maxConnectionsPerIp",
+    "subjectPrefix",
+    "auth",
+];
+const JWT_KEYS: [&str; 6] = [
+    "secretFile",
+    "publicKeyFile",
+    "jwksFile",
+    "issuer",
+    "audience",
+    "leewaySeconds",
+];
+
+fn assert_known_keys(yaml: &str) {
+    let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+    for (k, v) in value.as_object().unwrap() {
+        assert!(
+            GATEWAY_KEYS.contains(&k.as_str()),
+            "gateway config key {k:?} is not one the gateway accepts:\n{yaml}"
+        );
+        if k == "auth" {
+            let auth = v.as_object().unwrap();
+            assert_eq!(auth.keys().collect::<Vec<_>>(), ["jwt"], "{yaml}");
+            for jk in auth["jwt"].as_object().unwrap().keys() {
+                assert!(JWT_KEYS.contains(&jk.as_str()), "auth.jwt.{jk}:\n{yaml}");
+            }
+        }
+    }
+}
+
+/// Every spec field that reaches the config at once, with both JWT key kinds: the rendered
+/// keys are a subset of what the gateway accepts.
+#[test]
+fn rendered_keys_are_a_subset_of_the_gateway_keys() {
+    for public in [false, true] {
+        let mut spec = PushClusterSpec::default();
+        spec.nats = Some(NatsSpec {
+            url: "tls://nats-0.nats:4222,nats-1.nats:4222".into(),
+            credentials_secret: Some("nats-creds".into()),
+            subject_prefix: Some("app.push".into()),
+        });
+        spec.gateway.flush_interval = Some("10ms".into());
+        spec.gateway.max_connections_per_pod = Some(1000);
+        spec.gateway.max_pending_bytes = Some(65536);
+        spec.gateway.max_subscriptions_per_connection = Some(16);
+        spec.gateway.drain_timeout = Some("30s".into());
+        spec.gateway.allowed_origins = vec!["https://a.example".into()];
+        spec.gateway.api_key_ref = Some(key("api", "key"));
+        let r = key("jwt", "k");
+        spec.gateway.auth = Some(AuthSpec {
+            jwt: Some(JwtSpec {
+                secret_ref: (!public).then(|| r.clone()),
+                public_key_ref: public.then(|| r.clone()),
+                issuer: Some("iss".into()),
+                audience: Some("aud".into()),
+            }),
+        });
+        assert_known_keys(&render(&pc(spec)).unwrap().config.to_yaml());
+    }
+    assert_known_keys(
+        &render(&pc(PushClusterSpec::default()))
+            .unwrap()
+            .config
+            .to_yaml(),
+    );
+}
+
+#[test]
+fn nats_credentials_point_at_the_mounted_file() {
+    let mut spec = PushClusterSpec::default();
+    spec.nats = Some(NatsSpec {
+        url: "nats://nats:4222".into(),
+        credentials_secret: Some("nats-creds".into()),
+        subject_prefix: None,
+    });
+    let v = render(&pc(spec.clone())).unwrap();
+    let value: serde_json::Value = serde_yaml::from_str(&v.config.to_yaml()).unwrap();
+    assert_eq!(value["natsCredentials"], NATS_CREDS_FILE);
+    assert_eq!(NATS_CREDS_FILE, format!("{NATS_DIR}/creds"));
+    // Without a Secret there is no credentials key.
+    spec.nats.as_mut().unwrap().credentials_secret = None;
+    let v = render(&pc(spec.clone())).unwrap();
+    assert!(!v.config.to_yaml().contains("natsCredentials"));
+    spec.nats.as_mut().unwrap().credentials_secret = Some(String::new());
+    assert_eq!(render(&pc(spec)), Err(SpecError::EmptyCredentialsSecret));
+}
+
+#[test]
+fn nats_urls() {
+    for ok in [
+        "nats://nats:4222",
+        "nats://nats",
+        "tls://user:pw@nats.example:4443",
+        "nats://a:4222,nats://b:4222",
+        "nats://a:4222,b:4222",
+        "ws://[::1]:8080",
+        "wss://nats.example/",
+    ] {
+        assert!(is_nats_url(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "nats://",
+        "http://nats:4222",
+        "nats:/nats",
+        "nats://nats:port",
+        "nats://nats:99999",
+        "nats://nats:0",
+        "nats://na ts:4222",
+        "nats://a:4222,",
+        "nats nats://a",
+    ] {
+        assert!(!is_nats_url(bad), "{bad}");
+    }
+}

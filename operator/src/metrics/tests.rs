@@ -12,6 +12,14 @@ async fn serves_metrics_health_and_readiness() {
         .reconciles
         .get_or_create(&ResultLabel { result: "ok" })
         .inc();
+    health
+        .metrics
+        .failures
+        .get_or_create(&ReasonLabel {
+            reason: "invalid_spec",
+        })
+        .inc();
+    health.metrics.reconcile_seconds.observe(0.01);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(health.clone());
@@ -39,4 +47,12 @@ async fn serves_metrics_health_and_readiness() {
         "{m}"
     );
     assert!(m.contains("volley_operator_leader"), "{m}");
+    assert!(
+        m.contains("volley_operator_reconcile_failures_total{reason=\"invalid_spec\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("volley_operator_reconcile_duration_seconds_count 1"),
+        "{m}"
+    );
 }
