@@ -63,6 +63,23 @@ pub fn router(state: AdminState, max_publish_bytes: usize) -> Router {
 
 /// The process is alive and serving its clients. The NATS state is reported, not judged: a NATS
 /// outage must not get gateways restarted (that would disconnect every client).
+/// Binds `addr` and serves the admin routes in the background; returns the bound address.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    state: AdminState,
+    max_publish_bytes: usize,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let routes = router(state, max_publish_bytes);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, routes).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+    Ok((bound, task))
+}
+
 async fn healthz(State(state): State<AdminState>) -> String {
     match &state.publisher {
         Publisher::Local(_) => "ok\n".to_owned(),

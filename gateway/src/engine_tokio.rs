@@ -97,24 +97,13 @@ impl TokioGateway {
             addr: config.listen,
             source,
         })?;
-        let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
-            .await
-            .map_err(|source| StartError::Admin {
-                addr: config.admin_addr,
-                source,
-            })?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| StartError::Admin {
-                addr: config.admin_addr,
-                source,
-            })?;
 
         let publisher = Arc::new(Broadcaster {
             messages: messages.clone(),
             shared: shared.clone(),
         });
-        let router = admin::router(
+        let (admin_addr, admin_task) = admin::serve(
+            config.admin_addr,
             AdminState {
                 publisher: crate::admin::Publisher::Local(publisher),
                 shared: shared.clone(),
@@ -122,12 +111,12 @@ impl TokioGateway {
                 api_key: config.api_key.as_deref().map(Arc::from),
             },
             config.max_publish_bytes,
-        );
-        let admin_task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(admin_listener, router).await {
-                tracing::error!(error = %e, "admin server failed");
-            }
-        });
+        )
+        .await
+        .map_err(|source| StartError::Admin {
+            addr: config.admin_addr,
+            source,
+        })?;
 
         let context = Arc::new(Context {
             shared: shared.clone(),

@@ -168,19 +168,8 @@ impl Gateway {
             _ => Publisher::Local(hub.clone()),
         };
 
-        let admin_listener = tokio::net::TcpListener::bind(config.admin_addr)
-            .await
-            .map_err(|source| StartError::Admin {
-                addr: config.admin_addr,
-                source,
-            })?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| StartError::Admin {
-                addr: config.admin_addr,
-                source,
-            })?;
-        let router = admin::router(
+        let (admin_addr, admin_task) = admin::serve(
+            config.admin_addr,
             AdminState {
                 publisher,
                 shared: shared.clone(),
@@ -188,12 +177,12 @@ impl Gateway {
                 api_key: config.api_key.as_deref().map(Arc::from),
             },
             config.max_publish_bytes,
-        );
-        let admin_task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(admin_listener, router).await {
-                tracing::error!(error = %e, "admin server failed");
-            }
-        });
+        )
+        .await
+        .map_err(|source| StartError::Admin {
+            addr: config.admin_addr,
+            source,
+        })?;
 
         let threads = shards
             .into_iter()

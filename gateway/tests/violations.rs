@@ -10,26 +10,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-/// A raw, already upgraded connection.
-async fn raw_client(addr: std::net::SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    stream
-}
-
 fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [1u8, 2, 3, 4];
     let mut out = vec![first];
@@ -91,7 +71,7 @@ async fn each_violation_closes_with_its_code() {
         (masked(0x81, &vec![b'a'; 5000]), 1009),
     ];
     for (bytes, code) in cases {
-        let mut stream = raw_client(gw.client_addr()).await;
+        let mut stream = raw_upgrade(gw.client_addr()).await;
         stream.write_all(&bytes).await.unwrap();
         assert_eq!(
             close_code(&mut stream).await,
@@ -106,7 +86,7 @@ async fn each_violation_closes_with_its_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_fragmented_message_closes_1009() {
     let gw = start(options()).await;
-    let mut stream = raw_client(gw.client_addr()).await;
+    let mut stream = raw_upgrade(gw.client_addr()).await;
     stream
         .write_all(&masked(0x01, &[b'a'; 3000]))
         .await
