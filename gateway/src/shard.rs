@@ -516,10 +516,12 @@ impl Shard {
                     token_expired.push(key);
                 }
                 Phase::Open => {
+                    // Whole seconds truncate, so a difference of k+1 is at least k seconds of
+                    // real silence: `>` never pings or drops a peer early.
                     let idle = now_s.saturating_sub(conn.last_seen_s);
-                    if idle >= 2 * ping_s {
+                    if idle > 2 * ping_s {
                         expired.push(key);
-                    } else if idle >= ping_s && !conn.pinged {
+                    } else if idle > ping_s && !conn.pinged {
                         conn.pinged = true;
                         to_ping.push(key);
                     }
