@@ -4,8 +4,11 @@
 
 pub mod accounting;
 pub mod child;
+pub mod fleet;
 pub mod hist;
+pub mod interest;
 pub mod ipc;
+pub mod natsd;
 pub mod payload;
 pub mod plan;
 pub mod procfs;
@@ -27,6 +30,15 @@ pub enum BenchError {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Protocol(String),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} did not start: {1}")]
+    Start(&'static str, String),
 }
 
 /// Wall-clock nanoseconds since the Unix epoch: comparable across the processes of one machine,

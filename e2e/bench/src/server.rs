@@ -21,7 +21,7 @@ pub struct Server {
 }
 
 /// `taskset -c CPU` prefix, or nothing.
-fn command(program: &Path, cpu: Option<&str>) -> Command {
+pub(crate) fn command(program: &Path, cpu: Option<&str>) -> Command {
     match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -33,18 +33,20 @@ fn command(program: &Path, cpu: Option<&str>) -> Command {
 }
 
 impl Server {
-    /// Starts `volley-gateway` on loopback ports and waits for its listening line. taskset
-    /// execs the program, so the pid is the gateway's own.
+    /// Starts `volley-gateway` on loopback ports with extra flags and environment and waits for
+    /// its listening line. taskset execs the program, so the pid is the gateway's own.
     pub async fn spawn(
         binary: &Path,
         engine: &str,
         extra: &[String],
+        env: &[(&str, String)],
         cpu: Option<&str>,
     ) -> Result<Server, BenchError> {
         let mut child = command(binary, cpu)
             .args(["--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .args(["--engine", engine])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

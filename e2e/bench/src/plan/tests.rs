@@ -52,3 +52,30 @@ fn shapes_and_subscriber_counts() {
     assert_eq!(subs.values().sum::<u64>(), 5000);
     assert!(subs["zipf.0"] > subs.get("zipf.10").copied().unwrap_or(0));
 }
+
+#[test]
+fn split_over_gives_every_gateway_the_same_number_of_processes() {
+    // 50,000 at 7,000 per process is 8 processes; over 3 gateways that becomes 9.
+    let parts = split_over(50_000, 7_000, 3);
+    assert_eq!(parts.len(), 9);
+    assert_eq!(parts.iter().map(|r| r.len()).sum::<usize>(), 50_000);
+    let mut per_gateway = [0usize; 3];
+    for (k, r) in parts.iter().enumerate() {
+        per_gateway[group_of(k, 3)] += r.len();
+    }
+    assert!(per_gateway.iter().all(|&c| (16_666..=16_668).contains(&c)));
+    // The brief's small run: 300 at 120 per process, 3 processes, one per gateway.
+    assert_eq!(split_over(300, 120, 3), vec![0..100, 100..200, 200..300]);
+    // One group is plain `split`.
+    assert_eq!(split_over(19_000, 7_000, 1), split(19_000, 7_000));
+    // Fewer connections than groups: no empty ranges.
+    assert_eq!(split_over(2, 10, 3), vec![0..1, 1..2]);
+    assert!(split_over(0, 10, 3).is_empty());
+}
+
+#[test]
+fn groups_are_round_robin() {
+    let got: Vec<usize> = (0..7).map(|k| group_of(k, 3)).collect();
+    assert_eq!(got, [0, 1, 2, 0, 1, 2, 0]);
+    assert_eq!(group_of(5, 0), 0);
+}

@@ -52,3 +52,49 @@ async fn a_phase_sends_every_planned_message_and_counts_expected() {
     assert_eq!(out.expected, out.accepted * 10);
     assert_eq!(calls.load(Ordering::Relaxed), 200);
 }
+
+/// Takes everything, and vouches for every other batch only, like a transport that confirms
+/// in round trips and sometimes loses one.
+struct Batched {
+    confirms: u64,
+    taken: u64,
+}
+
+impl Publisher for Batched {
+    async fn publish(&mut self, _topic: &str, _payload: &[u8]) -> Result<bool, BenchError> {
+        self.taken += 1;
+        Ok(true)
+    }
+
+    async fn confirm(&mut self) -> Result<(), BenchError> {
+        self.confirms += 1;
+        if self.confirms % 2 == 1 {
+            Ok(())
+        } else {
+            Err(BenchError::Nats("lost".into()))
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn unconfirmed_batches_count_as_errors_without_expected_deliveries() {
+    let plan = PhasePlan {
+        phase: 2,
+        rate: 1000.0,
+        duration: Duration::from_secs(1),
+        size: 64,
+        target: Target::Topic("t".into()),
+    };
+    let subs = Arc::new(HashMap::from([("t".to_owned(), 7)]));
+    let publisher = Batched {
+        confirms: 0,
+        taken: 0,
+    };
+    let (out, back) = run_phase(vec![publisher], &plan, subs).await;
+    // 1000 messages: batches of 256, 256, 256 and the final 232; the 2nd and 4th fail.
+    assert_eq!(back[0].taken, 1000);
+    assert_eq!(back[0].confirms, 4);
+    assert_eq!(out.accepted, 512);
+    assert_eq!(out.errors, 488);
+    assert_eq!(out.expected, 512 * 7);
+}

@@ -1,0 +1,92 @@
+//! The nats-server of a cluster run, started by the tool on free loopback ports (clients and
+//! monitoring), pinned like the gateways, and killed with the run.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::process::Child;
+use tokio::time::Instant;
+
+use crate::BenchError;
+use crate::server;
+
+/// Longest wait for a started nats-server to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A free loopback port. Another process could take it before the server binds it; on a
+/// benchmark machine that race is theoretical, and a lost one shows as a start error.
+pub fn free_port() -> Result<u16, std::io::Error> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running nats-server.
+#[derive(Debug)]
+pub struct NatsServer {
+    /// The server's own pid: taskset and the PyPI package's launcher both exec it.
+    pub pid: u32,
+    pub port: u16,
+    /// The HTTP monitoring address (`/connz`).
+    pub monitor: SocketAddr,
+    child: Child,
+}
+
+impl NatsServer {
+    /// Starts `program` (`nats-server` from PATH by default) on 127.0.0.1 and waits until both
+    /// its client and monitoring ports accept connections.
+    pub async fn start(program: &Path, cpu: Option<&str>) -> Result<NatsServer, BenchError> {
+        let port = free_port()?;
+        let monitor = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let spawn_error = |source| BenchError::Spawn {
+            program: PathBuf::from(program),
+            source,
+        };
+        let mut child = server::command(program, cpu)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &monitor.port().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_error)?;
+        let pid = child
+            .id()
+            .ok_or_else(|| BenchError::Start("nats-server", "exited at once".into()))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let client = TcpStream::connect(("127.0.0.1", port)).await.is_ok();
+            if client && TcpStream::connect(monitor).await.is_ok() {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                return Err(BenchError::Start(
+                    "nats-server",
+                    format!("exited: {status}"),
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(BenchError::Start(
+                    "nats-server",
+                    format!("port {port} not listening after {START_TIMEOUT:?}"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(NatsServer {
+            pid,
+            port,
+            monitor,
+            child,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
