@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::ipc::{ChildReport, Command, ConnectOutcome, ConnectSpec, Event};
 use crate::plan::{self, ZipfPlan};
-use crate::{BenchError, now_ns, payload, wire};
+use crate::{BenchError, now_ns, payload, token, wire};
 
 /// The per-thread read buffer; grows only if a single frame is larger.
 const SCRATCH_BUF: usize = 64 * 1024;
@@ -61,7 +61,16 @@ async fn connect_all(spec: ConnectSpec, stats: Stats) -> ConnectOutcome {
         };
         let (spec, zipf, tx, stats) = (spec.clone(), zipf.clone(), tx.clone(), stats.clone());
         tokio::spawn(async move {
-            let target = format!("/ws{}", plan::query(&spec.shape, zipf.as_deref(), i));
+            let mut target = format!("/ws{}", plan::query(&spec.shape, zipf.as_deref(), i));
+            if let Some(secret) = &spec.token_secret {
+                match token::user_token(secret.as_bytes(), i) {
+                    Ok(t) => {
+                        target.push_str("&token=");
+                        target.push_str(&t);
+                    }
+                    Err(e) => eprintln!("volley-bench: cannot sign the token of user {i}: {e}"),
+                }
+            }
             let result = connect_one(&spec, i, &target).await;
             drop(permit);
             match result {

@@ -32,6 +32,9 @@ pub struct ConnectSpec {
     /// Extra attempts after a failed connect or upgrade.
     pub retries: u32,
     pub timeout_ms: u64,
+    /// HS256 secret to sign each per-user connection's token with (`sub` = its index).
+    #[serde(default)]
+    pub token_secret: Option<String>,
 }
 
 /// Child → parent.

@@ -16,6 +16,7 @@ pub mod publisher;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod token;
 pub mod wire;
 pub mod zipf;
 

@@ -129,6 +129,12 @@ struct RunArgs {
     zipf_topics: usize,
     #[arg(long, default_value_t = 1.0)]
     zipf_s: f64,
+    /// HS256 secret file the gateways verify tokens with. The per-user scenario signs a token
+    /// with `sub = <i>` for connection i, so it is auto-subscribed to `user.<i>` (anonymous
+    /// connections may not use the `user.` namespace). Spawned gateways: when not given, a
+    /// fresh secret is written to a temporary file and passed as `--jwt-secret-file`.
+    #[arg(long)]
+    jwt_secret_file: Option<PathBuf>,
     /// Write all run reports as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -154,7 +160,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run_all(a: RunArgs) -> anyhow::Result<()> {
+async fn run_all(mut a: RunArgs) -> anyhow::Result<()> {
     if a.pin {
         // The parent (and the publisher in it) shares the clients' core.
         let status = std::process::Command::new("taskset")
@@ -175,6 +181,7 @@ async fn run_all(a: RunArgs) -> anyhow::Result<()> {
     } else {
         PublishVia::Http
     });
+    let (jwt_secret, _secret_file) = per_user_secret(&mut a)?;
     let targets = targets(&a, clustered)?;
     let settings = Settings {
         scenario: a.scenario,
@@ -196,6 +203,7 @@ async fn run_all(a: RunArgs) -> anyhow::Result<()> {
         zipf_s: a.zipf_s,
         publish_via,
         subject_prefix: a.subject_prefix,
+        jwt_secret,
     };
     let gateways = if external {
         a.connect.len()
@@ -288,4 +296,45 @@ fn targets(a: &RunArgs, clustered: bool) -> anyhow::Result<Vec<Target0>> {
             nats_server: clustered.then(|| a.nats_server.clone()),
         })
         .collect())
+}
+
+/// Removes the generated secret file when the run is over.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The HS256 secret per-user connections sign with: read from --jwt-secret-file, or (per-user
+/// scenario, spawned gateways) a fresh one written to a temporary file that every spawned
+/// gateway gets as `--jwt-secret-file`.
+fn per_user_secret(a: &mut RunArgs) -> anyhow::Result<(Option<String>, Option<TempFile>)> {
+    if let Some(path) = &a.jwt_secret_file {
+        let secret =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        if a.connect.is_empty() {
+            a.gateway_args
+                .push(format!("--jwt-secret-file={}", path.display()));
+        }
+        // Read it as the gateway does: one trailing `\n` or `\r\n` is not part of it.
+        let secret = secret
+            .strip_suffix('\n')
+            .map_or(secret.as_str(), |s| s.strip_suffix('\r').unwrap_or(s));
+        return Ok((Some(secret.to_owned()), None));
+    }
+    if a.scenario != Scenario::PerUser {
+        return Ok((None, None));
+    }
+    anyhow::ensure!(
+        a.connect.is_empty(),
+        "the per-user scenario against --connect gateways needs their --jwt-secret-file"
+    );
+    let secret = volley_bench::token::fresh_secret();
+    let path = std::env::temp_dir().join(format!("volley-bench-{}.secret", std::process::id()));
+    std::fs::write(&path, &secret).with_context(|| format!("write {}", path.display()))?;
+    a.gateway_args
+        .push(format!("--jwt-secret-file={}", path.display()));
+    Ok((Some(secret), Some(TempFile(path))))
 }

@@ -46,6 +46,8 @@ pub struct Settings {
     pub publish_via: PublishVia,
     /// The gateways' NATS subject prefix (cluster mode).
     pub subject_prefix: String,
+    /// The gateways' HS256 secret: per-user connections sign their `sub` with it.
+    pub jwt_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -172,6 +174,10 @@ pub async fn run_once(
             inflight: settings.inflight,
             retries: settings.retries,
             timeout_ms: settings.connect_timeout.as_millis() as u64,
+            token_secret: match shape {
+                Shape::PerUser => settings.jwt_secret.clone(),
+                _ => None,
+            },
         };
         client.send(&Command::Connect(spec)).await?;
     }

@@ -96,3 +96,77 @@ fn two_hundred_connections_are_accounted_exactly() {
         }
     }
 }
+
+/// Per-user connections prove their user with a signed token (anonymous connections may not
+/// subscribe to the `user.` namespace), so every `user.<i>` message is delivered once. Which
+/// connection gets it is the gateway's auth tests' concern, not the load tool's.
+#[test]
+fn per_user_messages_are_accounted_exactly() {
+    let secret =
+        std::env::temp_dir().join(format!("volley-bench-smoke-{}.key", std::process::id()));
+    std::fs::write(&secret, "smoke-secret\n").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut args = vec![
+        "--scenario".to_owned(),
+        "per-user".to_owned(),
+        "--user-rate".to_owned(),
+        "50".to_owned(),
+        "--jwt-secret-file".to_owned(),
+        secret.display().to_string(),
+    ];
+    // Kept alive for the run when the gateway runs in-process.
+    let _gateway = match gateway_binary() {
+        Some(binary) => {
+            args.extend([
+                "--gateway".into(),
+                binary.display().to_string(),
+                "--engines".into(),
+                "epoll".into(),
+            ]);
+            None
+        }
+        None => {
+            let gateway = rt.block_on(async {
+                let options = volley_gateway::config::Options {
+                    listen: Some("127.0.0.1:0".parse().unwrap()),
+                    admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+                    shards: Some(1),
+                    jwt_secret_file: Some(secret.clone()),
+                    ..Default::default()
+                };
+                let config = volley_gateway::config::Config::from_options(options).unwrap();
+                volley_gateway::gateway::Gateway::start(config)
+                    .await
+                    .unwrap()
+            });
+            args.extend([
+                "--connect".into(),
+                gateway.client_addr().to_string(),
+                "--admin".into(),
+                gateway.admin_addr().to_string(),
+                "--server-pid".into(),
+                std::process::id().to_string(),
+            ]);
+            Some(gateway)
+        }
+    };
+    let json = bench(&args);
+    let _ = std::fs::remove_file(&secret);
+    let reports: serde_json::Value = serde_json::from_str(&json).expect("JSON report");
+    let report = &reports[0];
+    assert_eq!(report["connect"]["ok"], 200, "{report}");
+    let user = &report["phases"][0];
+    assert_eq!(user["name"], "user@50", "{user}");
+    let accepted = user["publish"]["accepted"].as_u64().unwrap();
+    assert_eq!(accepted, 100, "50 msg/s for 2 s");
+    // One subscriber per user message.
+    assert_eq!(user["loss"]["expected"].as_u64().unwrap(), accepted);
+    assert_eq!(
+        user["loss"]["received"].as_u64().unwrap(),
+        accepted,
+        "{user}"
+    );
+    assert_eq!(user["loss"]["extra"], 0);
+    let broadcast = &report["phases"][1];
+    assert_eq!(broadcast["loss"]["lost"], 0, "{broadcast}");
+}
