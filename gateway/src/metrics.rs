@@ -29,6 +29,7 @@ pub struct Metrics {
     pub frames_delivered: Counter,
     pub bytes_delivered: Counter,
     pub flush_duration: Histogram,
+    pub socket_writes: Counter,
     pub slow_consumer_closes: Counter,
     pub protocol_closes: Family<ReasonLabel, Counter>,
     pub accept_pauses: Counter,
@@ -49,6 +50,7 @@ impl Metrics {
             bytes_delivered: Counter::default(),
             // 50 µs .. ~1.6 s: one pass over a few connections up to a pass over 100k.
             flush_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            socket_writes: Counter::default(),
             slow_consumer_closes: Counter::default(),
             protocol_closes: Family::default(),
             accept_pauses: Counter::default(),
@@ -87,6 +89,11 @@ impl Metrics {
             "flush_duration_seconds",
             "Time one shard spends on one pass of batched writes",
             metrics.flush_duration.clone(),
+        );
+        r.register(
+            "socket_writes",
+            "Vectored writes to client sockets (epoll engine): one per connection per flush pass, however many frames it carries",
+            metrics.socket_writes.clone(),
         );
         r.register(
             "slow_consumer_closes",

@@ -23,10 +23,10 @@ pub struct Outbox {
 /// What a write attempt left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flushed {
-    /// Everything queued was written.
-    All { bytes: usize },
+    /// Everything queued was written, in `calls` vectored writes.
+    All { bytes: usize, calls: usize },
     /// The socket buffer is full; the rest waits for writability.
-    Blocked { bytes: usize },
+    Blocked { bytes: usize, calls: usize },
 }
 
 impl Outbox {
@@ -57,6 +57,7 @@ impl Outbox {
     /// Writes as much as the writer takes, one vectored write per up to [`MAX_IOVECS`] frames.
     pub fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flushed> {
         let mut written = 0;
+        let mut calls = 0;
         while !self.frames.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
@@ -65,11 +66,15 @@ impl Outbox {
                 slices[i] = IoSlice::new(frame.get(start..).unwrap_or_default());
                 count = i + 1;
             }
+            calls += 1;
             let n = match writer.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(Flushed::Blocked { bytes: written });
+                    return Ok(Flushed::Blocked {
+                        bytes: written,
+                        calls,
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -77,7 +82,10 @@ impl Outbox {
             written += n;
             self.advance(n);
         }
-        Ok(Flushed::All { bytes: written })
+        Ok(Flushed::All {
+            bytes: written,
+            calls,
+        })
     }
 
     fn advance(&mut self, mut n: usize) {

@@ -63,6 +63,8 @@ pub struct ShardConfig {
 struct LocalStats {
     frames: u64,
     bytes: u64,
+    /// Vectored write calls: one per connection per pass unless a socket blocks.
+    writes: u64,
     slow_closes: u64,
 }
 
@@ -435,6 +437,7 @@ impl Shard {
         let stats = std::mem::take(&mut self.stats);
         metrics.frames_delivered.inc_by(stats.frames);
         metrics.bytes_delivered.inc_by(stats.bytes);
+        metrics.socket_writes.inc_by(stats.writes);
         metrics.slow_consumer_closes.inc_by(stats.slow_closes);
     }
 
@@ -450,8 +453,9 @@ impl Shard {
             return;
         };
         match conn.outbox.write_to(&mut conn.socket) {
-            Ok(Flushed::All { bytes }) => {
+            Ok(Flushed::All { bytes, calls }) => {
                 self.stats.bytes += bytes as u64;
+                self.stats.writes += calls as u64;
                 if conn.write_blocked {
                     conn.write_blocked = false;
                     let token = Token(key + FIRST_CONN);
@@ -474,8 +478,9 @@ impl Shard {
                     };
                 }
             }
-            Ok(Flushed::Blocked { bytes }) => {
+            Ok(Flushed::Blocked { bytes, calls }) => {
                 self.stats.bytes += bytes as u64;
+                self.stats.writes += calls as u64;
                 if !conn.write_blocked {
                     conn.write_blocked = true;
                     let token = Token(key + FIRST_CONN);

@@ -214,3 +214,53 @@ async fn idle_shard_flushes_at_once_busy_shard_batches() {
         "busy: the next message waits for the batch ({second:?})"
     );
 }
+
+/// Waits until `name` differs from `from` (a pass adds its counts all at once, after its
+/// writes, so a client can see its frames a moment before the metric moves).
+async fn metric_moved(gw: &volley_gateway::gateway::Gateway, name: &str, from: f64) -> f64 {
+    for _ in 0..100 {
+        let now = metric(gw.admin_addr(), name, "").await;
+        if now != from {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{name} stayed at {from}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_writes_each_connection_once_however_many_frames() {
+    let mut opts = options();
+    opts.shards = Some(1);
+    opts.flush_interval = Some(Duration::from_secs(1));
+    let gw = start(opts).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(connect(&ws_url(&gw, "?topics=t")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let writes = "volley_socket_writes_total";
+    let w0 = metric(gw.admin_addr(), writes, "").await;
+    // An idle shard writes the first message at once. The shard adds its counts at the end of
+    // a pass, so this pass also brings in the three writes of the 101 responses.
+    publish_ok(gw.admin_addr(), "t", b"0").await;
+    for c in &mut clients {
+        assert_eq!(next_json(c).await["data"], 0);
+    }
+    let w1 = metric_moved(&gw, writes, w0).await;
+    assert_eq!(w1, w0 + 6.0, "a 101 and one message per client");
+    // Five more within the interval of that pass go out together in the next one.
+    for i in 1..=5 {
+        publish_ok(gw.admin_addr(), "t", i.to_string().as_bytes()).await;
+    }
+    for c in &mut clients {
+        for i in 1..=5 {
+            assert_eq!(next_json(c).await["data"], i);
+        }
+    }
+    assert_eq!(
+        metric_moved(&gw, writes, w1).await,
+        w1 + 3.0,
+        "one vectored write per connection for five frames"
+    );
+}

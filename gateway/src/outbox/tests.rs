@@ -64,7 +64,13 @@ fn everything_goes_out_in_one_vectored_write() {
     let mut outbox = outbox_of(&[b"one", b"two", b"three"]);
     assert_eq!(outbox.pending_bytes(), 11);
     let mut w = Throttled::new(usize::MAX, usize::MAX);
-    assert_eq!(outbox.write_to(&mut w).unwrap(), Flushed::All { bytes: 11 });
+    assert_eq!(
+        outbox.write_to(&mut w).unwrap(),
+        Flushed::All {
+            bytes: 11,
+            calls: 1
+        }
+    );
     assert_eq!(w.out, b"onetwothree");
     assert_eq!(w.calls, 1);
     assert!(outbox.is_empty());
@@ -77,11 +83,14 @@ fn partial_writes_resume_mid_frame() {
     let mut w = Throttled::new(3, 4);
     assert_eq!(
         outbox.write_to(&mut w).unwrap(),
-        Flushed::Blocked { bytes: 4 }
+        Flushed::Blocked { bytes: 4, calls: 3 }
     );
     assert_eq!(outbox.pending_bytes(), 6);
     w.capacity = usize::MAX;
-    assert_eq!(outbox.write_to(&mut w).unwrap(), Flushed::All { bytes: 6 });
+    assert_eq!(
+        outbox.write_to(&mut w).unwrap(),
+        Flushed::All { bytes: 6, calls: 2 }
+    );
     assert_eq!(w.out, b"helloworld");
 }
 
@@ -92,7 +101,14 @@ fn more_frames_than_iovecs_take_several_calls() {
         outbox.push(Bytes::from_static(b"x"));
     }
     let mut w = Throttled::new(usize::MAX, usize::MAX);
-    outbox.write_to(&mut w).unwrap();
+    let flushed = outbox.write_to(&mut w).unwrap();
+    assert_eq!(
+        flushed,
+        Flushed::All {
+            bytes: MAX_IOVECS * 2 + 1,
+            calls: 3
+        }
+    );
     assert_eq!(w.calls, 3);
     assert_eq!(w.out.len(), MAX_IOVECS * 2 + 1);
 }
