@@ -9,6 +9,7 @@ pub mod hist;
 pub mod interest;
 pub mod ipc;
 pub mod natsd;
+pub mod passes;
 pub mod payload;
 pub mod plan;
 pub mod procfs;

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::accounting::Loss;
 use crate::hist::Histogram;
+use crate::passes::PassReport;
 use crate::procfs::Sockstat;
 use crate::publisher::PublishOutcome;
 
@@ -111,6 +112,8 @@ pub struct PhaseReport {
     pub server_closed_conns: u64,
     /// Summed over the gateway processes.
     pub rss_after: u64,
+    /// The gateways' flush passes in this phase (epoll engine).
+    pub passes: Option<PassReport>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -240,6 +243,52 @@ pub fn table(reports: &[RunReport]) -> String {
                 let _ = writeln!(out, " {nats:>8}");
             }
         }
+    }
+    out.push_str(&passes_table(reports, w));
+    out
+}
+
+/// The server's side of latency: the shards' flush passes per phase (epoll engine only).
+fn passes_table(reports: &[RunReport], w: usize) -> String {
+    let mut out = String::new();
+    let rows: Vec<(&RunReport, &PhaseReport, &PassReport)> = reports
+        .iter()
+        .flat_map(|r| r.phases.iter().map(move |p| (r, p)))
+        .filter_map(|(r, p)| p.passes.as_ref().map(|x| (r, p, x)))
+        .collect();
+    if rows.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<w$} {:>3} {:<12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "engine",
+        "run",
+        "phase",
+        "passes",
+        "mean ms",
+        "p50 <= ms",
+        "p99 <= ms",
+        "writes",
+        "frames/write",
+        w = w,
+    );
+    let bound = |b: Option<f64>| b.map_or("-".to_owned(), |v| format!("{v:.2}"));
+    for (r, p, x) in rows {
+        let _ = writeln!(
+            out,
+            "{:<w$} {:>3} {:<12} {:>8} {:>10.2} {:>10} {:>10} {:>10} {:>12.2}",
+            r.engine,
+            r.run,
+            p.name,
+            x.passes,
+            x.mean_pass_ms,
+            bound(x.p50_pass_ms_at_most),
+            bound(x.p99_pass_ms_at_most),
+            x.writes,
+            x.frames_per_write,
+            w = w,
+        );
     }
     out
 }

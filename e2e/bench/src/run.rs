@@ -12,6 +12,7 @@ use crate::fleet::Fleet;
 pub use crate::fleet::{ExternalNats, Target0};
 use crate::interest;
 use crate::ipc::{Command, ConnectOutcome, ConnectSpec, Event};
+use crate::passes;
 use crate::plan::{self, BROADCAST, Shape};
 use crate::procfs;
 use crate::publisher::{
@@ -411,6 +412,9 @@ impl PhaseContext<'_> {
         let clients_cpu =
             |clients: &[ClientProcess]| clients.iter().map(|c| cpu(c.pid)).sum::<f64>();
         let (_, closed_before) = tallies(self.clients).await?;
+        // Scraped outside the CPU window: answering /metrics is not the phase's work.
+        let admins: Vec<_> = self.fleet.gateways.iter().map(|g| g.admin).collect();
+        let passes0 = passes::scrape_all(&admins).await.ok();
         let server_cpu0 = self.fleet.cpu(ticks);
         let clients_cpu0 = clients_cpu(self.clients);
         let (published, back) =
@@ -436,6 +440,10 @@ impl PhaseContext<'_> {
         };
         let server_cpu = self.fleet.cpu(ticks).since(&server_cpu0);
         let clients_cpu_s = clients_cpu(self.clients) - clients_cpu0;
+        let passes = match (passes0, passes::scrape_all(&admins).await.ok()) {
+            (Some(before), Some(after)) => after.since(&before).report(),
+            _ => None,
+        };
         let tally = final_tallies.get(&plan.phase).cloned().unwrap_or_default();
         let loss = Loss::new(published.expected, tally.received);
         let subs_per_msg = if published.accepted == 0 {
@@ -463,6 +471,7 @@ impl PhaseContext<'_> {
             rss_after: self.fleet.rss().unwrap_or(0),
             publish: published,
             loss,
+            passes,
         };
         Ok((report, back))
     }

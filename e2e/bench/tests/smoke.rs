@@ -29,6 +29,15 @@ fn check(json: &str, engines: usize) {
         assert_eq!(phase["loss"]["received"].as_u64().unwrap(), accepted * 200);
         assert!(r["memory"]["rss_idle"].as_u64().unwrap() > 0);
         assert!(phase["latency_ms"]["max"].as_f64().unwrap() >= 0.0);
+        if r["engine"] == "epoll" || r["engine"] == "external" {
+            // The server's side, from its /metrics: every delivered frame went out in a pass.
+            let passes = &phase["passes"];
+            assert!(passes["passes"].as_u64().unwrap() > 0, "{passes}");
+            assert!(passes["frames"].as_u64().unwrap() >= accepted * 200, "{passes}");
+            assert!(passes["writes"].as_u64().unwrap() > 0, "{passes}");
+        } else {
+            assert!(phase["passes"].is_null(), "the tokio engine makes no passes");
+        }
     }
 }
 

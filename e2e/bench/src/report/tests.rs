@@ -60,6 +60,15 @@ fn report(engine: &str, gateways: usize, nats: Option<f64>) -> RunReport {
             clients_cpu_s: 0.1,
             server_closed_conns: 0,
             rss_after: 0,
+            passes: Some(PassReport {
+                passes: 50,
+                mean_pass_ms: 1.5,
+                p50_pass_ms_at_most: Some(1.6),
+                p99_pass_ms_at_most: Some(3.2),
+                writes: 15000,
+                frames: 30000,
+                frames_per_write: 2.0,
+            }),
         }],
     }
 }
@@ -83,4 +92,20 @@ fn a_standalone_run_keeps_the_original_columns() {
     assert!(!text.contains("per gateway"));
     assert!(!text.contains("nats cpu"));
     assert!(text.contains("\nepoll      1     300"), "{text}");
+}
+
+#[test]
+fn the_passes_table_shows_the_servers_share() {
+    let text = table(&[report("epoll", 1, None)]);
+    let header = text.lines().find(|l| l.contains("frames/write")).unwrap();
+    assert!(header.contains("p99 <= ms"), "{header}");
+    let row = text
+        .lines()
+        .filter(|l| l.contains("bcast@10"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        row.contains("      50       1.50       1.60       3.20      15000         2.00"),
+        "{row}"
+    );
 }
