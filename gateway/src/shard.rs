@@ -58,7 +58,8 @@ pub struct ShardConfig {
     pub max_client_messages_per_second: u32,
 }
 
-/// Counts kept locally and added to the shared metrics once per flush pass.
+/// Counts kept locally and added to the shared metrics once per flush pass (or per loop turn
+/// when there were writes outside a pass).
 #[derive(Debug, Default)]
 struct LocalStats {
     frames: u64,
@@ -194,6 +195,10 @@ impl Shard {
                 if self.drain.is_some() && self.conns.is_empty() {
                     return;
                 }
+            }
+            if self.stats.writes > 0 {
+                // Writes outside a pass (101s, replies, closes) show up now, not a pass later.
+                self.publish_stats();
             }
         }
     }
@@ -434,7 +439,13 @@ impl Shard {
         metrics
             .flush_duration
             .observe(self.now.duration_since(started).as_secs_f64());
+        self.publish_stats();
+    }
+
+    /// Adds the locally kept counts to the shared metrics.
+    fn publish_stats(&mut self) {
         let stats = std::mem::take(&mut self.stats);
+        let metrics = &self.shared.metrics;
         metrics.frames_delivered.inc_by(stats.frames);
         metrics.bytes_delivered.inc_by(stats.bytes);
         metrics.socket_writes.inc_by(stats.writes);

@@ -125,6 +125,11 @@ struct RunArgs {
     /// Server (all gateways and nats-server) on core 0, everything else on core 1 (taskset).
     #[arg(long)]
     pin: bool,
+    /// With --pin: the server's cores (taskset list). `0,1` lets `--shards 2` run a shard per
+    /// core, to see more cores divide a pass; the clients stay on core 1 then, so use it at
+    /// rates where they need little CPU.
+    #[arg(long, default_value = run::SERVER_CPU, requires = "pin")]
+    server_cpus: String,
     #[arg(long, default_value_t = 1000)]
     zipf_topics: usize,
     #[arg(long, default_value_t = 1.0)]
@@ -204,6 +209,7 @@ async fn run_all(mut a: RunArgs) -> anyhow::Result<()> {
         publish_via,
         subject_prefix: a.subject_prefix,
         jwt_secret,
+        server_cpus: a.server_cpus,
     };
     let gateways = if external {
         a.connect.len()
@@ -217,7 +223,7 @@ async fn run_all(mut a: RunArgs) -> anyhow::Result<()> {
         gateways,
         if clustered { " behind NATS" } else { "" },
         publish_via.name(),
-        run::pinning(settings.pin, clustered),
+        run::pinning(settings.pin, &settings.server_cpus, clustered),
         a.runs
     );
     let mut reports: Vec<RunReport> = Vec::new();

@@ -47,6 +47,8 @@ pub struct Settings {
     pub publish_via: PublishVia,
     /// The gateways' NATS subject prefix (cluster mode).
     pub subject_prefix: String,
+    /// The server's cores with `pin` (a taskset list).
+    pub server_cpus: String,
     /// The gateways' HS256 secret: per-user connections sign their `sub` with it.
     pub jwt_secret: Option<String>,
 }
@@ -145,7 +147,12 @@ pub async fn run_once(
     run: u32,
 ) -> Result<RunReport, BenchError> {
     let pin = |cpu| settings.pin.then_some(cpu);
-    let fleet = Fleet::start(target, &settings.subject_prefix, pin(SERVER_CPU)).await?;
+    let fleet = Fleet::start(
+        target,
+        &settings.subject_prefix,
+        pin(settings.server_cpus.as_str()),
+    )
+    .await?;
     let ticks = procfs::clock_ticks();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = fleet.rss()?;
@@ -333,7 +340,7 @@ pub async fn run_once(
         run,
         connections: settings.connections,
         processes,
-        pinning: pinning(settings.pin, clustered),
+        pinning: pinning(settings.pin, &settings.server_cpus, clustered),
         publish_via: settings.publish_via.name().to_owned(),
         connect,
         memory,
@@ -343,7 +350,7 @@ pub async fn run_once(
     })
 }
 
-pub fn pinning(pin: bool, clustered: bool) -> String {
+pub fn pinning(pin: bool, server_cpus: &str, clustered: bool) -> String {
     let server = if clustered {
         "gateways and nats-server"
     } else {
@@ -351,7 +358,7 @@ pub fn pinning(pin: bool, clustered: bool) -> String {
     };
     if pin {
         format!(
-            "{server} on core {SERVER_CPU}; bench parent, publisher and client processes on core {BENCH_CPU} (taskset)"
+            "{server} on core(s) {server_cpus}; bench parent, publisher and client processes on core {BENCH_CPU} (taskset)"
         )
     } else {
         "not pinned".to_owned()

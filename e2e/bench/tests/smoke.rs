@@ -33,10 +33,16 @@ fn check(json: &str, engines: usize) {
             // The server's side, from its /metrics: every delivered frame went out in a pass.
             let passes = &phase["passes"];
             assert!(passes["passes"].as_u64().unwrap() > 0, "{passes}");
-            assert!(passes["frames"].as_u64().unwrap() >= accepted * 200, "{passes}");
+            assert!(
+                passes["frames"].as_u64().unwrap() >= accepted * 200,
+                "{passes}"
+            );
             assert!(passes["writes"].as_u64().unwrap() > 0, "{passes}");
         } else {
-            assert!(phase["passes"].is_null(), "the tokio engine makes no passes");
+            assert!(
+                phase["passes"].is_null(),
+                "the tokio engine makes no passes"
+            );
         }
     }
 }
