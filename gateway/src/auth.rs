@@ -41,6 +41,7 @@ mod tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
@@ -217,6 +218,17 @@ impl Identity {
             && !sub.contains(['.', '*', '>'])
             && !sub.chars().any(char::is_whitespace);
         valid.then(|| format!("{USER_NS}.{sub}"))
+    }
+
+    /// Time left at `now` before the connection must close (`exp`); zero once it has passed.
+    /// No leeway here: the leeway admits clients whose clock is behind, but a connection lives
+    /// until `exp` itself.
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        // `exp` is whatever the issuer signed (saturated to u64::MAX at worst): never overflow.
+        match UNIX_EPOCH.checked_add(Duration::from_secs(self.expires_at)) {
+            Some(expires) => expires.duration_since(now).unwrap_or_default(),
+            None => Duration::MAX,
+        }
     }
 
     /// May this identity subscribe to `pattern`?

@@ -491,10 +491,10 @@ impl Config {
                 ));
             }
         }
-        if self.engine == Engine::Tokio && (self.nats.is_some() || self.jwt.is_some()) {
+        if self.engine == Engine::Tokio && self.nats.is_some() {
             return Err(invalid(
                 "engine",
-                "the tokio baseline engine serves standalone, anonymous clients only (no nats, no auth)",
+                "the tokio baseline engine serves standalone clients only (no nats)",
             ));
         }
         positive("statsInterval", self.stats_interval.as_millis())?;

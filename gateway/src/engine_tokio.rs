@@ -4,8 +4,12 @@
 //! tokio-tungstenite with its default buffers, one task per connection, and one
 //! `tokio::sync::broadcast` of every published message that each task filters against its own
 //! subscriptions and writes as it comes (send + flush per message). It speaks the same protocol
-//! and reuses the same pure modules (handshake parsing, envelope, topic matching, ops, the
-//! encode-once frames) as the shards, so a benchmark of the two compares I/O designs only.
+//! and reuses the same pure modules (handshake parsing, access rules and JWT auth, envelope,
+//! topic matching, ops, the encode-once frames) as the shards, so a benchmark of the two
+//! compares I/O designs only.
+//!
+//! Standalone only (no NATS), and without the per-IP connection limit and the client message
+//! rate limit of the shards.
 
 mod session;
 mod upgrade;
@@ -20,6 +24,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{broadcast, watch};
 
 use crate::admin::{self, AdminState};
+use crate::auth::Verifier;
 use crate::config::Config;
 use crate::gateway::StartError;
 use crate::handshake::HandshakeConfig;
@@ -46,6 +51,8 @@ struct Context {
     max_message_bytes: usize,
     max_subscriptions: usize,
     ping_interval: Duration,
+    /// JWT verification when auth is on; connections are anonymous otherwise.
+    verifier: Option<Arc<Verifier>>,
     messages: broadcast::Sender<Arc<Message>>,
     drain: watch::Receiver<bool>,
 }
@@ -83,6 +90,11 @@ pub struct TokioGateway {
 impl TokioGateway {
     /// Binds the client and admin listeners and starts accepting on the current runtime.
     pub async fn start(config: Config) -> Result<TokioGateway, StartError> {
+        // Before binding anything: a bad key file is a configuration error, not a half start.
+        let verifier = match &config.jwt {
+            Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
+            None => None,
+        };
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let shared = Arc::new(Shared::new(metrics, config.max_connections, 1));
@@ -129,6 +141,7 @@ impl TokioGateway {
             max_message_bytes: config.max_message_bytes,
             max_subscriptions: config.max_subscriptions_per_connection,
             ping_interval: config.ping_interval,
+            verifier,
             messages,
             drain: drain_rx,
         });

@@ -333,20 +333,28 @@ pub fn accept_response(request: &UpgradeRequest) -> Vec<u8> {
     out
 }
 
+/// Headers a rejection carries besides its body, for both engines' responses.
+pub fn reject_headers(reason: RejectReason) -> &'static [(&'static str, &'static str)] {
+    match reason {
+        RejectReason::MethodNotAllowed => &[("Allow", "GET")],
+        RejectReason::UpgradeRequired | RejectReason::UnsupportedVersion => {
+            &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
+        }
+        // RFC 9110 §15.5.2: a 401 must say which scheme would work.
+        RejectReason::Unauthorized => &[("WWW-Authenticate", "Bearer")],
+        RejectReason::Unavailable => &[("Retry-After", "1")],
+        _ => &[],
+    }
+}
+
 /// A complete HTTP/1.1 error response; the caller writes it and closes the connection.
 pub fn reject_response(rejection: &Rejection) -> Vec<u8> {
     let reason = rejection.reason();
     let status = reason.status();
-    let extra: &str = match reason {
-        RejectReason::MethodNotAllowed => "Allow: GET\r\n",
-        RejectReason::UpgradeRequired | RejectReason::UnsupportedVersion => {
-            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-        }
-        // RFC 9110 §15.5.2: a 401 must say which scheme would work.
-        RejectReason::Unauthorized => "WWW-Authenticate: Bearer\r\n",
-        RejectReason::Unavailable => "Retry-After: 1\r\n",
-        _ => "",
-    };
+    let extra: String = reject_headers(reason)
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let body_len = rejection.message().len() + 1;
     format!(
         "HTTP/1.1 {status} {phrase}\r\n\

@@ -1,6 +1,7 @@
 //! Volley gateway: holds client WebSocket connections in epoll shards and fans published
 //! messages out to them with one encode per message and one vectored write per connection.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod cluster;

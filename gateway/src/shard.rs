@@ -14,7 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use crate::auth::{self, Identity, Verifier};
+use crate::auth::Verifier;
 use crate::conn::{Conn, Phase};
 use crate::frame::{self, ClientEvent};
 use crate::handshake::{self, HandshakeConfig, Parsed, RejectReason, Rejection, UpgradeRequest};
@@ -24,7 +24,6 @@ use crate::outbox::Flushed;
 use crate::pace::Pace;
 use crate::protocol::{self, ClientOp, ErrorCode};
 use crate::state::Shared;
-use crate::topic;
 use crate::topic_index::TopicIndex;
 
 const LISTENER: Token = Token(0);
@@ -516,9 +515,7 @@ impl Shard {
         let mut expired = std::mem::take(&mut self.doomed);
         let mut to_ping = Vec::new();
         let mut token_expired = Vec::new();
-        let now_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let wall_clock = std::time::SystemTime::now();
         for (key, conn) in self.conns.iter_mut() {
             match conn.phase {
                 Phase::Handshake { deadline_ms } if now_ms >= deadline_ms => expired.push(key),
@@ -527,7 +524,7 @@ impl Shard {
                     if conn
                         .identity
                         .as_ref()
-                        .is_some_and(|i| i.expires_at <= now_unix) =>
+                        .is_some_and(|i| i.remaining(wall_clock).is_zero()) =>
                 {
                     token_expired.push(key);
                 }

@@ -2,60 +2,18 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
+use support::jwt::*;
 use support::*;
-use volley_gateway::config::Options;
-
-const SECRET: &[u8] = b"test-secret-for-volley";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn token(claims: serde_json::Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
-}
-
-fn auth_options() -> Options {
-    let dir = std::env::temp_dir().join(format!("volley-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let secret = dir.join("secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let mut opts = options();
-    opts.jwt_secret_file = Some(secret);
-    opts.jwt_audience = Some("volley".into());
-    opts
-}
-
-async fn refused_with(url: &str) -> u16 {
-    match tokio_tungstenite::connect_async(url).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
-        other => panic!("expected an HTTP error, got {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_get_401_before_the_upgrade() {
     let gw = start(auth_options()).await;
     let good = json!({"sub":"alice","exp":now() + 60,"aud":"volley"});
     assert_eq!(refused_with(&ws_url(&gw, "")).await, 401, "no token");
-    let forged = encode(
-        &Header::default(),
-        &good,
-        &EncodingKey::from_secret(b"another-secret"),
-    )
-    .unwrap();
+    let forged = signed(&good, b"another-secret");
     assert_eq!(
         refused_with(&ws_url(&gw, &format!("?token={forged}"))).await,
         401,

@@ -132,3 +132,16 @@ fn missing_config_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn tokio_engine_takes_auth_but_not_nats() {
+    let with_auth = cli(&["--engine", "tokio", "--jwt-secret-file", "/tmp/s"]);
+    let config = with_auth.load().unwrap();
+    assert_eq!(config.engine, Engine::Tokio);
+    assert!(config.jwt.is_some());
+    let with_nats = cli(&["--engine", "tokio", "--nats", "nats://127.0.0.1:4222"]);
+    match with_nats.load() {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "engine"),
+        other => panic!("expected an engine error, got {other:?}"),
+    }
+}

@@ -1,8 +1,9 @@
-//! One task per connection: the upgrade through tungstenite, then a loop that writes every
-//! matching broadcast message as it arrives (send + flush each) and answers client ops.
+//! One task per connection: the upgrade through tungstenite (with the shards' access rules and
+//! JWT auth), then a loop that writes every matching broadcast message as it arrives (send +
+//! flush each), answers client ops, and closes at the token's `exp` unless it was refreshed.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -18,11 +19,18 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::Context;
 use super::upgrade;
+use crate::access::{self, Sub, SubRefusal};
+use crate::auth::Identity;
 use crate::handshake::{Format, RejectReason, Rejection, SUBPROTOCOL};
 use crate::message::Message;
 use crate::protocol::{self, ClientOp, ErrorCode};
 use crate::state::Shared;
 use crate::topic;
+
+/// Longest single wait on a token's expiry timer. The timer runs on the monotonic clock but `exp`
+/// is wall-clock time, so a long wait is cut into pieces that each look at the wall clock again
+/// (as the shards do every second), and a far-future `exp` cannot overflow an `Instant`.
+const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(60);
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -37,10 +45,18 @@ impl Drop for Slot {
 
 /// What the upgrade callback hands to the task.
 struct Admitted {
-    topics: Vec<String>,
+    conn: ConnState,
+    /// URL topics the connection may not have: each gets an error reply after the 101.
+    forbidden: Vec<String>,
     format: Format,
     messages: tokio::sync::broadcast::Receiver<Arc<Message>>,
     slot: Slot,
+}
+
+/// What a connection holds and may do: its subscriptions and, when auth is on, its token.
+struct ConnState {
+    topics: Vec<String>,
+    identity: Option<Identity>,
 }
 
 // The callback's error type is fixed by tungstenite's `Callback` contract, so it cannot be boxed.
@@ -89,10 +105,17 @@ pub(super) async fn run(stream: TcpStream, ctx: Arc<Context>) {
     serve(&mut ws, &ctx, admitted).await;
 }
 
-/// The shard's admission rules, then a slot and a broadcast receiver. The receiver is taken
-/// before the 101 goes out, so every message published after the client sees it is delivered.
+/// The shards' admission rules (parsing, URL topics, token), then a slot and a broadcast
+/// receiver. The receiver is taken before the 101 goes out, so every message published after the
+/// client sees it is delivered.
 fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection> {
-    let upgrade = upgrade::check(request, &ctx.handshake, ctx.max_subscriptions)?;
+    let mut upgrade = upgrade::parse(request, &ctx.handshake)?;
+    let admission = access::admit(
+        std::mem::take(&mut upgrade.topics),
+        upgrade.token.as_deref(),
+        ctx.verifier.as_deref(),
+        ctx.max_subscriptions,
+    )?;
     if ctx.shared.is_draining() {
         return Err(Rejection::unavailable("the gateway is shutting down"));
     }
@@ -101,16 +124,14 @@ fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection
             "the gateway is at its connection limit",
         ));
     }
-    let mut topics: Vec<String> = Vec::with_capacity(upgrade.topics.len());
-    for t in upgrade.topics {
-        if !topics.contains(&t) {
-            topics.push(t);
-        }
-    }
     Ok((
         upgrade.subprotocol,
         Admitted {
-            topics,
+            conn: ConnState {
+                topics: admission.allowed,
+                identity: admission.identity,
+            },
+            forbidden: admission.forbidden,
             format: upgrade.format,
             messages: ctx.messages.subscribe(),
             slot: Slot(ctx.shared.clone()),
@@ -120,21 +141,31 @@ fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection
 
 async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
     let Admitted {
-        mut topics,
+        mut conn,
+        forbidden,
         format,
         mut messages,
         slot: _slot,
     } = admitted;
+    for t in &forbidden {
+        let reply = SubRefusal::Forbidden.reply(t);
+        if ws.send(WsMessage::Text(reply.into())).await.is_err() {
+            return;
+        }
+    }
     let metrics = &ctx.shared.metrics;
     let mut drain = ctx.drain.clone();
     let period = ctx.ping_interval;
     let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     let mut heard = Instant::now();
+    // Armed only for a token; an anonymous connection never polls it, so never registers it.
+    let expiry = tokio::time::sleep_until(expiry_check(conn.identity.as_ref()));
+    tokio::pin!(expiry);
     loop {
         tokio::select! {
             message = messages.recv() => match message {
                 Ok(message) => {
-                    if !topics.iter().any(|p| topic::matches(p, message.topic())) {
+                    if !conn.topics.iter().any(|p| topic::matches(p, message.topic())) {
                         continue;
                     }
                     let frame = message.frame(format);
@@ -160,7 +191,14 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
                             close(ws, CloseCode::Size, "message too big").await;
                             return;
                         }
-                        for reply in on_op(&text, &mut topics, ctx.max_subscriptions) {
+                        let expires_at = conn.identity.as_ref().map(|i| i.expires_at);
+                        let replies = on_op(&text, &mut conn, ctx);
+                        // A refresh may move `exp` either way; an earlier one must not wait
+                        // for the check already armed.
+                        if conn.identity.as_ref().map(|i| i.expires_at) != expires_at {
+                            expiry.as_mut().reset(expiry_check(conn.identity.as_ref()));
+                        }
+                        for reply in replies {
                             if ws.send(WsMessage::Text(reply.into())).await.is_err() {
                                 return;
                             }
@@ -181,6 +219,14 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
                     None | Some(Err(_)) => return,
                 }
             },
+            () = &mut expiry, if conn.identity.is_some() => {
+                let now = SystemTime::now();
+                if conn.identity.as_ref().is_some_and(|i| i.remaining(now).is_zero()) {
+                    close(ws, CloseCode::Policy, "token expired").await;
+                    return;
+                }
+                expiry.as_mut().reset(expiry_check(conn.identity.as_ref()));
+            }
             _ = drain.changed() => {
                 close(ws, CloseCode::Away, "shutting down").await;
                 return;
@@ -208,25 +254,27 @@ fn to_ws(frame: &bytes::Bytes) -> Option<WsMessage> {
     }
 }
 
-/// Applies one client op to the subscription list and returns the replies.
-fn on_op(text: &str, topics: &mut Vec<String>, max: usize) -> Vec<String> {
+/// When to look at the token's `exp` next: at `exp`, or sooner (see [`MAX_EXPIRY_WAIT`]).
+fn expiry_check(identity: Option<&Identity>) -> Instant {
+    let wait = identity.map_or(MAX_EXPIRY_WAIT, |i| i.remaining(SystemTime::now()));
+    Instant::now() + wait.min(MAX_EXPIRY_WAIT)
+}
+
+/// Applies one client op to the connection's state and returns the replies.
+fn on_op(text: &str, conn: &mut ConnState, ctx: &Context) -> Vec<String> {
     match protocol::parse_op(text) {
         Ok(ClientOp::Sub(wanted)) => {
             let mut replies = Vec::new();
             let mut accepted = Vec::new();
             for t in wanted {
-                if let Err(e) = topic::validate_pattern(&t) {
-                    let code = ErrorCode::for_topic_error(&e);
-                    replies.push(protocol::error(code, Some(&t), &e.to_string()));
-                    continue;
-                }
-                if !topics.contains(&t) {
-                    if topics.len() >= max {
-                        let message = format!("at most {max} subscriptions per connection");
-                        replies.push(protocol::error(ErrorCode::Limit, Some(&t), &message));
+                let identity = conn.identity.as_ref();
+                match access::check_sub(identity, &t, &conn.topics, ctx.max_subscriptions) {
+                    Ok(Sub::Held) => {}
+                    Ok(Sub::New) => conn.topics.push(t.clone()),
+                    Err(refusal) => {
+                        replies.push(refusal.reply(&t));
                         continue;
                     }
-                    topics.push(t.clone());
                 }
                 accepted.push(t);
             }
@@ -237,16 +285,22 @@ fn on_op(text: &str, topics: &mut Vec<String>, max: usize) -> Vec<String> {
             replies
         }
         Ok(ClientOp::Unsub(gone)) => {
-            topics.retain(|t| !gone.contains(t));
+            conn.topics.retain(|t| !gone.contains(t));
             let names: Vec<&str> = gone.iter().map(String::as_str).collect();
             vec![protocol::unsubscribed(&names)]
         }
         Ok(ClientOp::Ping) => vec![protocol::pong()],
-        Ok(ClientOp::Refresh(_)) => vec![protocol::error(
-            ErrorCode::BadRequest,
-            None,
-            "authentication is not enabled on this gateway",
-        )],
+        Ok(ClientOp::Refresh(token)) => {
+            let verifier = ctx.verifier.as_deref();
+            match access::refresh(verifier, conn.identity.as_ref(), &token) {
+                Ok(fresh) => {
+                    let expires_at = fresh.expires_at;
+                    conn.identity = Some(fresh);
+                    vec![protocol::refreshed(expires_at)]
+                }
+                Err(e) => vec![e.reply()],
+            }
+        }
         Err(e) => vec![protocol::error(ErrorCode::BadRequest, None, &e.to_string())],
     }
 }

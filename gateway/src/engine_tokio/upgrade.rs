@@ -3,10 +3,9 @@
 
 use bytes::Bytes;
 use tungstenite::handshake::server::{ErrorResponse, Request};
-use tungstenite::http::StatusCode;
+use tungstenite::http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::handshake::{self, HandshakeConfig, Parsed, Rejection, UpgradeRequest};
-use crate::topic;
 
 #[cfg(test)]
 mod tests;
@@ -30,36 +29,32 @@ pub fn rebuild_head(request: &Request) -> Vec<u8> {
     head
 }
 
-/// The shard's admission rules minus the connection count (checked at accept).
-pub fn check(
-    request: &Request,
-    config: &HandshakeConfig,
-    max_subscriptions: usize,
-) -> Result<UpgradeRequest, Rejection> {
+/// The request as the shards' parser sees it (path, method, headers, origin, query, token).
+/// Topic and token rules come after, from [`crate::access::admit`], as on the shards.
+pub fn parse(request: &Request, config: &HandshakeConfig) -> Result<UpgradeRequest, Rejection> {
     let head = rebuild_head(request);
-    let upgrade = match handshake::parse(&head, config)? {
-        Parsed::Complete { request, .. } => request,
+    match handshake::parse(&head, config)? {
+        Parsed::Complete { request, .. } => Ok(request),
         // The head is complete by construction; a partial parse means it was too large.
-        Parsed::Partial => return Err(Rejection::bad_request("incomplete request head")),
-    };
-    if upgrade.topics.len() > max_subscriptions {
-        return Err(Rejection::bad_request(format!(
-            "at most {max_subscriptions} topics per connection"
-        )));
+        Parsed::Partial => Err(Rejection::bad_request("incomplete request head")),
     }
-    for t in &upgrade.topics {
-        topic::validate_pattern(t)
-            .map_err(|e| Rejection::bad_request(format!("topic `{t}`: {e}")))?;
-    }
-    Ok(upgrade)
 }
 
-/// The HTTP error tungstenite sends for a rejection.
+/// The HTTP error tungstenite sends for a rejection: the shards' status, headers and body.
 pub fn error_response(rejection: &Rejection) -> ErrorResponse {
-    let status =
-        StatusCode::from_u16(rejection.reason().status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let reason = rejection.reason();
+    let status = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = ErrorResponse::new(Some(format!("{}\n", rejection.message())));
     *response.status_mut() = status;
+    for (name, value) in handshake::reject_headers(reason) {
+        // The table is static and valid; the fallible constructors only keep this panic-free.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
     response
 }
 

@@ -2,35 +2,22 @@
 //! client's frames and ops (sub, unsub, ping, refresh) under the per-connection rate limit.
 
 use super::*;
+use crate::access::{self, Sub, SubRefusal};
 
 impl Shard {
     /// Checks an upgrade request against the gateway's state and limits and, if it passes,
     /// answers 101 and subscribes the URL's topics.
-    pub(super) fn admit(&mut self, key: usize, request: UpgradeRequest) -> Result<(), Rejection> {
-        if request.topics.len() > self.config.max_subscriptions {
-            return Err(Rejection::bad_request(format!(
-                "at most {} topics per connection",
-                self.config.max_subscriptions
-            )));
-        }
-        for t in &request.topics {
-            topic::validate_pattern(t)
-                .map_err(|e| Rejection::bad_request(format!("topic `{t}`: {e}")))?;
-        }
-        let identity = match &self.config.verifier {
-            Some(verifier) => {
-                let token = request.token.as_deref().ok_or_else(|| {
-                    Rejection::unauthorized(
-                        "a token is required (?token= or Authorization: Bearer)",
-                    )
-                })?;
-                let identity = verifier
-                    .verify(token)
-                    .map_err(|e| Rejection::unauthorized(e.to_string()))?;
-                Some(Box::new(identity))
-            }
-            None => None,
-        };
+    pub(super) fn admit(
+        &mut self,
+        key: usize,
+        mut request: UpgradeRequest,
+    ) -> Result<(), Rejection> {
+        let admission = access::admit(
+            std::mem::take(&mut request.topics),
+            request.token.as_deref(),
+            self.config.verifier.as_deref(),
+            self.config.max_subscriptions,
+        )?;
         if self.shared.is_draining() {
             return Err(Rejection::unavailable("the gateway is shutting down"));
         }
@@ -64,28 +51,18 @@ impl Shard {
         conn.format = request.format;
         conn.outbox
             .push(Bytes::from(handshake::accept_response(&request)));
-        let mut topics = request.topics;
-        // A user's own topic comes with the token, beyond the per-connection limit.
-        if let Some(own) = identity.as_ref().and_then(|i| i.user_topic()) {
-            topics.push(own);
-        }
-        topics.sort_unstable();
-        topics.dedup();
-        let (allowed, forbidden): (Vec<String>, Vec<String>) = topics
-            .into_iter()
-            .partition(|t| may_subscribe(identity.as_deref(), t));
-        conn.identity = identity;
+        let access::Admission {
+            identity,
+            allowed,
+            forbidden,
+        } = admission;
+        conn.identity = identity.map(Box::new);
         conn.subs = allowed.iter().map(|t| t.as_str().into()).collect();
         for t in &allowed {
             self.index_insert(t, key);
         }
         for t in &forbidden {
-            let reply = protocol::error(
-                ErrorCode::Forbidden,
-                Some(t),
-                "not allowed for this connection",
-            );
-            self.reply(key, reply);
+            self.reply(key, SubRefusal::Forbidden.reply(t));
         }
         // The 101 goes out now: the client waits for it before anything else happens.
         self.write_conn(key);
@@ -250,27 +227,17 @@ impl Shard {
 
     /// `{"op":"refresh","token":..}`: a newer token for the same user extends the connection.
     fn refresh(&mut self, key: usize, token: &str) {
-        let Some(verifier) = self.config.verifier.clone() else {
-            let reply = protocol::error(
-                ErrorCode::BadRequest,
-                None,
-                "authentication is not enabled on this gateway",
-            );
-            return self.reply(key, reply);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
         };
-        let reply = match (verifier.verify(token), self.conns.get_mut(key)) {
-            (Ok(fresh), Some(conn)) => {
-                let same_user = conn.identity.as_ref().map(|i| &i.user) == Some(&fresh.user);
-                if same_user {
-                    let expires_at = fresh.expires_at;
-                    conn.identity = Some(Box::new(fresh));
-                    protocol::refreshed(expires_at)
-                } else {
-                    protocol::error(ErrorCode::Forbidden, None, "the token is for another user")
-                }
+        let verifier = self.config.verifier.as_deref();
+        let reply = match access::refresh(verifier, conn.identity.as_deref(), token) {
+            Ok(fresh) => {
+                let expires_at = fresh.expires_at;
+                conn.identity = Some(Box::new(fresh));
+                protocol::refreshed(expires_at)
             }
-            (Err(e), _) => protocol::error(ErrorCode::BadRequest, None, &e.to_string()),
-            (Ok(_), None) => return,
+            Err(e) => e.reply(),
         };
         self.reply(key, reply);
     }
@@ -281,35 +248,18 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if let Err(e) = topic::validate_pattern(&t) {
-                let reply =
-                    protocol::error(ErrorCode::for_topic_error(&e), Some(&t), &e.to_string());
-                self.reply(key, reply);
-                continue;
+            let max = self.config.max_subscriptions;
+            match access::check_sub(conn.identity.as_deref(), &t, &conn.subs, max) {
+                Ok(Sub::Held) => {}
+                Ok(Sub::New) => {
+                    conn.subs.push(t.as_str().into());
+                    self.index_insert(&t, key);
+                }
+                Err(refusal) => {
+                    self.reply(key, refusal.reply(&t));
+                    continue;
+                }
             }
-            if conn.subs.iter().any(|s| **s == *t) {
-                accepted.push(t);
-                continue;
-            }
-            if !may_subscribe(conn.identity.as_deref(), &t) {
-                let reply = protocol::error(
-                    ErrorCode::Forbidden,
-                    Some(&t),
-                    "not allowed for this connection",
-                );
-                self.reply(key, reply);
-                continue;
-            }
-            if conn.subs.len() >= self.config.max_subscriptions {
-                let message = format!(
-                    "at most {} subscriptions per connection",
-                    self.config.max_subscriptions
-                );
-                self.reply(key, protocol::error(ErrorCode::Limit, Some(&t), &message));
-                continue;
-            }
-            conn.subs.push(t.as_str().into());
-            self.index_insert(&t, key);
             accepted.push(t);
         }
         if !accepted.is_empty() {
@@ -397,10 +347,3 @@ enum Rate {
 
 /// Seconds in a row over the message rate after which a connection is closed.
 const SUSTAINED_RATE_WINDOWS: u8 = 2;
-
-fn may_subscribe(identity: Option<&Identity>, pattern: &str) -> bool {
-    match identity {
-        Some(identity) => identity.may_subscribe(pattern),
-        None => auth::anonymous_may_subscribe(pattern),
-    }
-}

@@ -15,6 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use volley_gateway::config::{Config, Options};
 use volley_gateway::gateway::Gateway;
 
+pub mod jwt;
 pub mod nats;
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;

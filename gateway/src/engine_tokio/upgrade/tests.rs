@@ -2,7 +2,7 @@ use bytes::Bytes;
 use tungstenite::handshake::server::Request;
 
 use super::*;
-use crate::handshake::{Format, RejectReason};
+use crate::handshake::{Format, RejectReason, Rejection};
 use crate::message::Message;
 
 fn request(uri: &str) -> Request {
@@ -20,28 +20,34 @@ fn request(uri: &str) -> Request {
 }
 
 #[test]
-fn query_topics_and_format_come_from_the_shared_parser() {
-    let up = check(
-        &request("/ws?topics=a,b.c&format=raw"),
+fn query_topics_format_and_token_come_from_the_shared_parser() {
+    let up = parse(
+        &request("/ws?topics=a,b.c&format=raw&token=t0k"),
         &HandshakeConfig::default(),
-        10,
     )
     .unwrap();
     assert_eq!(up.topics, vec!["a", "b.c"]);
     assert_eq!(up.format, Format::Raw);
+    assert_eq!(up.token.as_deref(), Some("t0k"));
     assert!(up.subprotocol);
 }
 
 #[test]
-fn bad_topic_path_and_limit_are_rejected_like_the_shards() {
-    let config = HandshakeConfig::default();
-    let e = check(&request("/ws?topics=a..b"), &config, 10).unwrap_err();
-    assert_eq!(e.reason().status(), 400);
-    let e = check(&request("/other"), &config, 10).unwrap_err();
+fn bad_path_is_rejected_like_the_shards() {
+    let e = parse(&request("/other"), &HandshakeConfig::default()).unwrap_err();
     assert_eq!(e.reason(), RejectReason::NotFound);
-    let e = check(&request("/ws?topics=a,b,c"), &config, 2).unwrap_err();
-    assert_eq!(e.reason().status(), 400);
-    assert_eq!(error_response(&e).status(), 400);
+    assert_eq!(error_response(&e).status(), 404);
+}
+
+#[test]
+fn error_responses_carry_the_shards_headers() {
+    let e = Rejection::unauthorized("missing token");
+    let response = error_response(&e);
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_eq!(response.body().as_deref(), Some("missing token\n"));
+    let e = Rejection::unavailable("full");
+    assert_eq!(error_response(&e).headers()["retry-after"], "1");
 }
 
 #[test]
