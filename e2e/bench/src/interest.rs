@@ -12,8 +12,6 @@ use std::ops::Range;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::BenchError;
@@ -103,25 +101,10 @@ pub fn shortfall(
     })
 }
 
-/// `GET /connz?subs=1` from the monitoring port. HTTP/1.0, so the body is neither chunked nor
-/// kept alive: read to the end and parse.
+/// `GET /connz?subs=1` from the monitoring port.
 pub async fn connz(monitor: SocketAddr) -> Result<Connz, BenchError> {
-    let mut stream = TcpStream::connect(monitor).await?;
-    stream
-        .write_all(b"GET /connz?subs=1&limit=4096 HTTP/1.0\r\nHost: bench\r\n\r\n")
-        .await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let body = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| &response[at + 4..])
-        .ok_or_else(|| BenchError::Nats("incomplete /connz response".into()))?;
-    if !response.starts_with(b"HTTP/1.1 200") && !response.starts_with(b"HTTP/1.0 200") {
-        let head = String::from_utf8_lossy(&response[..response.len().min(80)]).into_owned();
-        return Err(BenchError::Nats(format!("/connz answered {head:?}")));
-    }
-    Ok(serde_json::from_slice(body)?)
+    let body = crate::http::get(monitor, "/connz?subs=1&limit=4096").await?;
+    Ok(serde_json::from_slice(&body)?)
 }
 
 /// How the wait for the gateways' subscriptions ended.

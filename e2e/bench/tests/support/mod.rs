@@ -1,0 +1,65 @@
+//! What the bench's end-to-end tests share: finding the gateway binary, starting the same
+//! gateway code in-process when it is not built, and running volley-bench for its JSON.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use volley_gateway::config::{Config, Options};
+use volley_gateway::gateway::Gateway;
+
+/// The workspace's gateway binary, when this `cargo test` built it: tests run from
+/// target/<profile>/deps/, the binaries sit one level up.
+pub fn gateway_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("volley-gateway");
+    path.exists().then_some(path)
+}
+
+/// A one-shard gateway on loopback ports in this process, with `options` on top.
+pub fn in_process(rt: &tokio::runtime::Runtime, options: Options) -> Gateway {
+    let options = Options {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+        shards: Some(1),
+        ..options
+    };
+    let config = Config::from_options(options).unwrap();
+    rt.block_on(Gateway::start(config)).unwrap()
+}
+
+/// `--connect`/`--admin`/`--server-pid` for gateways running in this process.
+pub fn connect_args(gateways: &[&Gateway]) -> Vec<String> {
+    let list = |addr: fn(&Gateway) -> std::net::SocketAddr| {
+        gateways
+            .iter()
+            .map(|g| addr(g).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    vec![
+        "--connect".into(),
+        list(|g| g.client_addr()),
+        "--admin".into(),
+        list(|g| g.admin_addr()),
+        "--server-pid".into(),
+        std::process::id().to_string(),
+    ]
+}
+
+/// Runs volley-bench with `args` and returns the JSON report it wrote.
+pub fn bench(name: &str, args: &[String]) -> String {
+    let out = std::env::temp_dir().join(format!("volley-bench-{name}-{}.json", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_volley-bench"))
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .arg(&out)
+        .status()
+        .expect("run volley-bench");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&out).expect("report written");
+    let _ = std::fs::remove_file(&out);
+    text
+}
