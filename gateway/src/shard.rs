@@ -84,6 +84,8 @@ pub struct Shard {
     epoch: Instant,
     now: Instant,
     last_flush: Instant,
+    /// How long after `last_flush` the next pass may start: see [`pass_gap`].
+    flush_gap: Duration,
     next_sweep: Instant,
     accept_paused_until: Option<Instant>,
     drain: Option<Plan>,
@@ -106,6 +108,8 @@ pub struct InterestChange {
 
 mod closing;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use closing::Plan;
 use session::Action;
@@ -140,6 +144,7 @@ impl Shard {
             epoch: now,
             now,
             last_flush: now,
+            flush_gap: Duration::ZERO,
             next_sweep: now + SWEEP,
             accept_paused_until: None,
             drain: None,
@@ -184,8 +189,7 @@ impl Shard {
                 self.accept_paused_until = None;
                 self.accept();
             }
-            if !self.dirty.is_empty()
-                && self.now.duration_since(self.last_flush) >= self.config.flush_interval
+            if !self.dirty.is_empty() && self.now.duration_since(self.last_flush) >= self.flush_gap
             {
                 self.flush();
             }
@@ -206,7 +210,7 @@ impl Shard {
         let now = Instant::now();
         let mut deadline = self.next_sweep;
         if !self.dirty.is_empty() {
-            deadline = deadline.min(self.last_flush + self.config.flush_interval);
+            deadline = deadline.min(self.last_flush + self.flush_gap);
         }
         if let Some(until) = self.accept_paused_until {
             deadline = deadline.min(until);
@@ -434,6 +438,7 @@ impl Shard {
         self.dirty = dirty;
         self.now = Instant::now();
         self.last_flush = self.now;
+        self.flush_gap = pass_gap(self.config.flush_interval, self.now - started);
         let metrics = &self.shared.metrics;
         metrics
             .flush_duration
@@ -579,4 +584,14 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+/// The pause between the end of one pass and the start of the next: the flush interval, or a
+/// quarter of the pass just made when that is longer. A shard whose passes take many intervals
+/// (10,000 connections × ~12 µs per `writev`) would otherwise spend ~95% of its core on
+/// back-to-back passes of small batches; this caps writing at 80% of the core, leaving room
+/// for reads, handshakes and other shards, and lets the batches grow. Latency moves little: a
+/// message waits at most the current pass plus the gap, and the gap is a quarter of a pass.
+fn pass_gap(interval: Duration, last_pass: Duration) -> Duration {
+    interval.max(last_pass / 4)
 }
