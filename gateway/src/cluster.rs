@@ -123,6 +123,18 @@ pub async fn connect(
                     metrics.nats_disconnects.inc();
                     tracing::warn!("NATS disconnected; clients stay connected, retrying");
                 }
+                // Each failed connect attempt (NATS down, wrong credentials, an untrusted
+                // certificate) comes only as a client error event, and is retried for ever: at
+                // info it would be invisible in a warn-level log while nothing gets delivered.
+                async_nats::Event::ClientError(error) => tracing::warn!(
+                    %error,
+                    "cannot connect to NATS (down, or refusing the credentials or TLS \
+                     settings); clients stay connected, retrying"
+                ),
+                // An -ERR from the server, say a permissions violation on a subscription.
+                async_nats::Event::ServerError(error) => {
+                    tracing::warn!(%error, "NATS server error");
+                }
                 other => tracing::info!(event = %other, "NATS event"),
             }
         }

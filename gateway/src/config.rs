@@ -112,8 +112,9 @@ pub struct Options {
     #[arg(long, env = "VOLLEY_NATS_NKEY", hide_env_values = true)]
     pub nats_nkey: Option<String>,
 
-    /// Require TLS to NATS
-    #[arg(long, env = "VOLLEY_NATS_TLS")]
+    /// Require TLS to NATS (`--nats-tls` alone means true)
+    // A bare `--nats-tls` is what the README documents; `--nats-tls false` still parses.
+    #[arg(long, env = "VOLLEY_NATS_TLS", num_args = 0..=1, default_missing_value = "true")]
     pub nats_tls: Option<bool>,
 
     /// CA certificate (PEM) to verify the NATS server

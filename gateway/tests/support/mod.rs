@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -238,11 +239,27 @@ pub struct GatewayProcess {
     pub child: Child,
     pub client: SocketAddr,
     pub admin: SocketAddr,
+    /// Its stderr so far, when spawned with [`GatewayProcess::spawn_logged`].
+    log: Option<Arc<Mutex<String>>>,
 }
 
 impl GatewayProcess {
     pub fn spawn(args: &[&str]) -> GatewayProcess {
-        Self::spawn_command(Command::new(env!("CARGO_BIN_EXE_volley-gateway")), args)
+        Self::spawn_command(
+            Command::new(env!("CARGO_BIN_EXE_volley-gateway")),
+            args,
+            false,
+        )
+    }
+
+    /// Like [`GatewayProcess::spawn`], but collects the log (stderr at `RUST_LOG=warn`, what an
+    /// operator sees) for [`GatewayProcess::wait_for_log`] instead of passing it through.
+    pub fn spawn_logged(args: &[&str]) -> GatewayProcess {
+        Self::spawn_command(
+            Command::new(env!("CARGO_BIN_EXE_volley-gateway")),
+            args,
+            true,
+        )
     }
 
     /// Runs the binary under a lowered open-file limit (`ulimit -n`), to exercise EMFILE.
@@ -253,18 +270,40 @@ impl GatewayProcess {
             &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
             env!("CARGO_BIN_EXE_volley-gateway"),
         ]);
-        Self::spawn_command(command, args)
+        Self::spawn_command(command, args, false)
     }
 
-    fn spawn_command(mut command: Command, args: &[&str]) -> GatewayProcess {
+    fn spawn_command(mut command: Command, args: &[&str], capture_log: bool) -> GatewayProcess {
+        if capture_log {
+            // Plain text, so a test can look for a phrase without colour codes inside it.
+            command.env("NO_COLOR", "1");
+        }
         let mut child = command
             .args(["--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_log {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn volley-gateway");
+        // A thread drains stderr as it comes, so a chatty gateway never blocks on a full pipe.
+        let log = child.stderr.take().map(|stderr| {
+            let log = Arc::new(Mutex::new(String::new()));
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+            log
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -280,7 +319,35 @@ impl GatewayProcess {
             client: field("client="),
             admin: field("admin="),
             child,
+            log,
         }
+    }
+
+    /// The log so far (only for [`GatewayProcess::spawn_logged`]).
+    pub fn log(&self) -> String {
+        let log = self.log.as_ref().expect("spawned with spawn_logged");
+        log.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `count` log lines contain `needle`; panics with the log after `within`.
+    pub async fn wait_for_log(&self, needle: &str, count: usize, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.lines().filter(|l| l.contains(needle)).count() >= count {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "wanted {count} log lines with {needle:?}, log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the process is still running (it has neither exited nor panicked out).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
     }
 
     pub fn ws_url(&self, query: &str) -> String {

