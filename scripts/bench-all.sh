@@ -6,6 +6,7 @@ set -ex
 B=target/release/volley-bench; G=target/release/volley-gateway; O=${OUT:-/tmp/bench}
 mkdir -p "$O"
 $B run --gateway $G --engines epoll,tokio --gateway-arg=--shards=1 --pin --scenario storm -n 19000 --inflight 1024 --runs 2 --json $O/storm.json > $O/storm.txt 2>&1
+$B run --gateway $G --engines epoll,tokio --gateway-arg=--shards=1 --pin --client-cpus 0,1 --scenario storm -n 19000 --inflight 1024 --runs 2 --json $O/storm-both.json > $O/storm-both.txt 2>&1
 $B run --gateway $G --engines epoll,tokio --gateway-arg=--shards=1 --pin --scenario fanout -n 10000 --rates 2,10,50,200,500 --size 256 --duration 5s --grace 5s --runs 2 --json $O/fanout.json > $O/fanout.txt 2>&1
 $B run --gateway $G --engines epoll,tokio --gateway-arg=--shards=1 --pin --scenario per-user -n 10000 --user-rate 1000 --rates 10 --duration 5s --grace 5s --runs 2 --json $O/per-user.json > $O/per-user.txt 2>&1
 $B run --gateway $G --engines epoll --gateways 3 --gateway-arg=--shards=1 --pin --scenario fanout -n 50000 --per-process 7000 --rates 2,10,40 --size 256 --duration 5s --grace 10s --runs 2 --json $O/three-gateways.json > $O/three-gateways.txt 2>&1

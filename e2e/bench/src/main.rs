@@ -130,6 +130,10 @@ struct RunArgs {
     /// rates where they need little CPU.
     #[arg(long, default_value = run::SERVER_CPU, requires = "pin")]
     server_cpus: String,
+    /// With --pin: the client processes' cores. `0,1` lets clients use what the server leaves
+    /// of its core (the server stays on --server-cpus; its CPU is still measured on its own).
+    #[arg(long, default_value = run::BENCH_CPU, requires = "pin")]
+    client_cpus: String,
     #[arg(long, default_value_t = 1000)]
     zipf_topics: usize,
     #[arg(long, default_value_t = 1.0)]
@@ -210,6 +214,7 @@ async fn run_all(mut a: RunArgs) -> anyhow::Result<()> {
         subject_prefix: a.subject_prefix,
         jwt_secret,
         server_cpus: a.server_cpus,
+        client_cpus: a.client_cpus,
     };
     let gateways = if external {
         a.connect.len()
@@ -223,7 +228,12 @@ async fn run_all(mut a: RunArgs) -> anyhow::Result<()> {
         gateways,
         if clustered { " behind NATS" } else { "" },
         publish_via.name(),
-        run::pinning(settings.pin, &settings.server_cpus, clustered),
+        run::pinning(
+            settings.pin,
+            &settings.server_cpus,
+            &settings.client_cpus,
+            clustered,
+        ),
         a.runs
     );
     let mut reports: Vec<RunReport> = Vec::new();

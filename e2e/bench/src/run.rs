@@ -49,6 +49,8 @@ pub struct Settings {
     pub subject_prefix: String,
     /// The server's cores with `pin` (a taskset list).
     pub server_cpus: String,
+    /// The client processes' cores with `pin`.
+    pub client_cpus: String,
     /// The gateways' HS256 secret: per-user connections sign their `sub` with it.
     pub jwt_secret: Option<String>,
 }
@@ -168,7 +170,7 @@ pub async fn run_once(
         .collect();
     let mut clients = Vec::with_capacity(ranges.len());
     for _ in &ranges {
-        clients.push(ClientProcess::spawn(pin(BENCH_CPU))?);
+        clients.push(ClientProcess::spawn(pin(settings.client_cpus.as_str()))?);
     }
     let cpu0 = fleet.cpu(ticks);
     let started = Instant::now();
@@ -340,7 +342,12 @@ pub async fn run_once(
         run,
         connections: settings.connections,
         processes,
-        pinning: pinning(settings.pin, &settings.server_cpus, clustered),
+        pinning: pinning(
+            settings.pin,
+            &settings.server_cpus,
+            &settings.client_cpus,
+            clustered,
+        ),
         publish_via: settings.publish_via.name().to_owned(),
         connect,
         memory,
@@ -350,7 +357,7 @@ pub async fn run_once(
     })
 }
 
-pub fn pinning(pin: bool, server_cpus: &str, clustered: bool) -> String {
+pub fn pinning(pin: bool, server_cpus: &str, client_cpus: &str, clustered: bool) -> String {
     let server = if clustered {
         "gateways and nats-server"
     } else {
@@ -358,7 +365,7 @@ pub fn pinning(pin: bool, server_cpus: &str, clustered: bool) -> String {
     };
     if pin {
         format!(
-            "{server} on core(s) {server_cpus}; bench parent, publisher and client processes on core {BENCH_CPU} (taskset)"
+            "{server} on core(s) {server_cpus}; bench parent and publisher on core {BENCH_CPU}, client processes on core(s) {client_cpus} (taskset)"
         )
     } else {
         "not pinned".to_owned()
