@@ -53,28 +53,11 @@ fn check(json: &str) {
 }
 
 fn bench(extra: &[String]) -> String {
-    let mut args: Vec<String> = [
-        "-n",
-        "300",
-        "--per-process",
-        "120",
-        "--rates",
-        "10",
-        "--duration",
-        "2s",
-        "--grace",
-        "5s",
-        "--settle",
-        "200ms",
-        "--runs",
-        "1",
-        "--engines",
-        "epoll",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend_from_slice(extra);
-    support::bench("cluster", &args)
+    support::bench(
+        "cluster",
+        "-n 300 --per-process 120 --rates 10 --duration 2s --grace 5s --settle 200ms --runs 1 --engines epoll",
+        extra,
+    )
 }
 
 #[test]

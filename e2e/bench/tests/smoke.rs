@@ -40,26 +40,11 @@ fn check(json: &str, engines: usize) {
 }
 
 fn bench(extra: &[String]) -> String {
-    let mut args: Vec<String> = [
-        "-n",
-        "200",
-        "--per-process",
-        "120",
-        "--rates",
-        "10",
-        "--duration",
-        "2s",
-        "--grace",
-        "5s",
-        "--settle",
-        "200ms",
-        "--runs",
-        "1",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend_from_slice(extra);
-    support::bench("smoke", &args)
+    support::bench(
+        "smoke",
+        "-n 200 --per-process 120 --rates 10 --duration 2s --grace 5s --settle 200ms --runs 1",
+        extra,
+    )
 }
 
 #[test]

@@ -48,12 +48,14 @@ pub fn connect_args(gateways: &[&Gateway]) -> Vec<String> {
     ]
 }
 
-/// Runs volley-bench with `args` and returns the JSON report it wrote.
-pub fn bench(name: &str, args: &[String]) -> String {
+/// Runs `volley-bench run` with the flags in `base` (split at whitespace) and `extra`, and
+/// returns the JSON report it wrote.
+pub fn bench(name: &str, base: &str, extra: &[String]) -> String {
     let out = std::env::temp_dir().join(format!("volley-bench-{name}-{}.json", std::process::id()));
     let status = Command::new(env!("CARGO_BIN_EXE_volley-bench"))
         .arg("run")
-        .args(args)
+        .args(base.split_whitespace())
+        .args(extra)
         .arg("--json")
         .arg(&out)
         .status()
