@@ -32,7 +32,7 @@ pub struct Options {
     #[arg(long, env = "VOLLEY_SHARDS")]
     pub shards: Option<usize>,
 
-    /// How often each shard flushes queued frames with one vectored write per connection [default: 10ms]
+    /// Least pause between two flush passes of a shard (each pass: one vectored write per connection with queued frames; a pass longer than 4 intervals is followed by a quarter of itself) [default: 10ms]
     #[arg(long, env = "VOLLEY_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
     pub flush_interval: Option<Duration>,
