@@ -23,7 +23,6 @@ use prometheus_client::registry::Registry;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{broadcast, watch};
 
-use crate::admin::{self, AdminState};
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::gateway::StartError;
@@ -114,21 +113,13 @@ impl TokioGateway {
             messages: messages.clone(),
             shared: shared.clone(),
         });
-        let (admin_addr, admin_task) = admin::serve(
-            config.admin_addr,
-            AdminState {
-                publisher: crate::admin::Publisher::Local(publisher),
-                shared: shared.clone(),
-                registry: Arc::new(registry),
-                api_key: config.api_key.as_deref().map(Arc::from),
-            },
-            config.max_publish_bytes,
+        let (admin_addr, admin_task) = crate::gateway::serve_admin(
+            &config,
+            crate::admin::Publisher::Local(publisher),
+            shared.clone(),
+            registry,
         )
-        .await
-        .map_err(|source| StartError::Admin {
-            addr: config.admin_addr,
-            source,
-        })?;
+        .await?;
 
         let context = Arc::new(Context {
             shared: shared.clone(),

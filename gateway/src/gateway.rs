@@ -168,21 +168,8 @@ impl Gateway {
             _ => Publisher::Local(hub.clone()),
         };
 
-        let (admin_addr, admin_task) = admin::serve(
-            config.admin_addr,
-            AdminState {
-                publisher,
-                shared: shared.clone(),
-                registry: Arc::new(registry),
-                api_key: config.api_key.as_deref().map(Arc::from),
-            },
-            config.max_publish_bytes,
-        )
-        .await
-        .map_err(|source| StartError::Admin {
-            addr: config.admin_addr,
-            source,
-        })?;
+        let (admin_addr, admin_task) =
+            serve_admin(&config, publisher, shared.clone(), registry).await?;
 
         let threads = shards
             .into_iter()
@@ -250,4 +237,28 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Starts the admin API (both engines): publishing, health, readiness and metrics.
+pub(crate) async fn serve_admin(
+    config: &Config,
+    publisher: Publisher,
+    shared: Arc<Shared>,
+    registry: Registry,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), StartError> {
+    admin::serve(
+        config.admin_addr,
+        AdminState {
+            publisher,
+            shared,
+            registry: Arc::new(registry),
+            api_key: config.api_key.as_deref().map(Arc::from),
+        },
+        config.max_publish_bytes,
+    )
+    .await
+    .map_err(|source| StartError::Admin {
+        addr: config.admin_addr,
+        source,
+    })
 }
