@@ -215,21 +215,10 @@ async fn bad_tokens_get_401_before_the_upgrade() {
     );
     assert_eq!(metric(gw.admin_addr(), "volley_connections", "").await, 0.0);
     // A good token in the Authorization header upgrades.
-    let request = tokio_tungstenite::tungstenite::http::Request::builder()
-        .uri(url(&gw, ""))
-        .header("Host", gw.client_addr().to_string())
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header(
-            "Sec-WebSocket-Key",
-            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-        )
-        .header("Authorization", format!("Bearer {}", token(good)))
-        .body(())
-        .unwrap();
-    let (_client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-    assert_eq!(response.status(), 101);
+    assert_eq!(
+        upgrade_with_bearer(&url(&gw, ""), gw.client_addr(), &token(good)).await,
+        101
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

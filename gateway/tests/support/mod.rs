@@ -41,6 +41,26 @@ pub fn ws_url(gateway: &Gateway, query: &str) -> String {
     format!("ws://{}/ws{}", gateway.client_addr(), query)
 }
 
+/// Upgrades with the token in `Authorization: Bearer` instead of the query string; the
+/// response status of a successful upgrade.
+pub async fn upgrade_with_bearer(url: &str, host: SocketAddr, token: &str) -> u16 {
+    let request = tokio_tungstenite::tungstenite::http::Request::builder()
+        .uri(url)
+        .header("Host", host.to_string())
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .header("Authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    let (_client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    response.status().as_u16()
+}
+
 pub async fn connect(url: &str) -> Client {
     let (client, response) = tokio::time::timeout(
         Duration::from_secs(10),
