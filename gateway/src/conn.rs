@@ -8,6 +8,7 @@ use crate::auth::Identity;
 use crate::frame::Fragments;
 use crate::handshake::Format;
 use crate::outbox::Outbox;
+use crate::rate::RateLimit;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +49,11 @@ pub struct Conn {
     pub identity: Option<Box<Identity>>,
     /// The client address whose per-IP slot this connection holds (when that limit is on).
     pub counted_ip: Option<std::net::IpAddr>,
-    /// Client-message rate limit: the current one-second window, messages in it, and how many
-    /// windows in a row went over.
-    pub rate_window_s: u32,
-    pub rate_count: u16,
-    pub rate_strikes: u8,
+    /// Client-message rate limit (every frame counts, pings and pongs included).
+    pub rate: RateLimit,
+    /// Shard clock (s) of the last write progress while the socket is blocked: a peer that
+    /// stops reading is closed like a slow consumer even when its queue stays under the bound.
+    pub stalled_since_s: u32,
 }
 
 impl Conn {
@@ -74,9 +75,8 @@ impl Conn {
             pinged: false,
             identity: None,
             counted_ip: None,
-            rate_window_s: now_s,
-            rate_count: 0,
-            rate_strikes: 0,
+            rate: RateLimit::default(),
+            stalled_since_s: now_s,
         }
     }
 

@@ -8,8 +8,10 @@
 //! topic matching, ops, the encode-once frames) as the shards, so a benchmark of the two
 //! compares I/O designs only.
 //!
-//! Standalone only (no NATS), and without the per-IP connection limit and the client message
-//! rate limit of the shards.
+//! Standalone only (no NATS), and without the per-IP connection limit of the shards. The client
+//! message rate limit, `maxPendingBytes` (as tungstenite's write-buffer cap) and the slow-consumer
+//! close apply as on the shards; a write that does not complete within the ping interval counts
+//! as a slow consumer too.
 
 mod session;
 mod upgrade;
@@ -48,6 +50,8 @@ struct Context {
     handshake: HandshakeConfig,
     handshake_timeout: Duration,
     max_message_bytes: usize,
+    max_pending_bytes: usize,
+    max_client_messages_per_second: u32,
     max_subscriptions: usize,
     ping_interval: Duration,
     /// JWT verification when auth is on; connections are anonymous otherwise.
@@ -130,6 +134,8 @@ impl TokioGateway {
             },
             handshake_timeout: config.handshake_timeout,
             max_message_bytes: config.max_message_bytes,
+            max_pending_bytes: config.max_pending_bytes,
+            max_client_messages_per_second: config.max_client_messages_per_second,
             max_subscriptions: config.max_subscriptions_per_connection,
             ping_interval: config.ping_interval,
             verifier,

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pace;
 pub mod protocol;
+pub mod rate;
 pub mod shard;
 pub mod state;
 pub mod topic;

@@ -102,7 +102,7 @@ impl Metrics {
         );
         r.register(
             "protocol_closes",
-            "Connections closed for a client protocol violation, by reason",
+            "Connections closed for a client protocol violation or a sustained message rate over the limit (reason=\"rate_limit\"), by reason",
             metrics.protocol_closes.clone(),
         );
         r.register(
@@ -131,6 +131,13 @@ impl Metrics {
             metrics.nats_subscriptions.clone(),
         );
         metrics
+    }
+
+    /// Counts one connection closed for a client protocol violation or its message rate.
+    pub fn protocol_close(&self, reason: &'static str) {
+        self.protocol_closes
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts one handshake outcome.

@@ -10,6 +10,12 @@ use bytes::Bytes;
 /// the stack; a queue longer than this (rare: it means the client fell behind) takes more calls.
 const MAX_IOVECS: usize = 64;
 
+/// What one queued frame costs beyond its bytes: its slot in the queue plus the allocator's
+/// overhead for a frame of its own. Charged to control-path frames (pongs, replies), which are
+/// allocated per connection, so a queue of thousands of tiny ones is bounded by the memory it
+/// really holds, not by its wire bytes alone.
+pub const FRAME_OVERHEAD: usize = 64;
+
 /// Pending frames of one connection. Empty, it owns no heap memory until the first frame arrives.
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -37,6 +43,16 @@ impl Outbox {
 
     pub fn pending_bytes(&self) -> usize {
         self.pending
+    }
+
+    /// Approximate memory the queue holds: its bytes plus [`FRAME_OVERHEAD`] per frame.
+    pub fn footprint(&self) -> usize {
+        self.pending + self.frames.len() * FRAME_OVERHEAD
+    }
+
+    /// What queueing `frame` adds to [`Outbox::footprint`].
+    pub fn cost_of(frame: &Bytes) -> usize {
+        frame.len() + FRAME_OVERHEAD
     }
 
     pub fn is_empty(&self) -> bool {

@@ -413,10 +413,7 @@ impl Shard {
         });
         let mut doomed = std::mem::take(&mut self.doomed);
         for key in doomed.drain(..) {
-            if self.conns.get(key).is_some_and(Conn::is_open) {
-                self.stats.slow_closes += 1;
-                self.close(key, 1008, "slow consumer");
-            }
+            self.slow_consumer(key);
         }
         self.doomed = doomed;
     }
@@ -496,6 +493,9 @@ impl Shard {
             Ok(Flushed::Blocked { bytes, calls }) => {
                 self.stats.bytes += bytes as u64;
                 self.stats.writes += calls as u64;
+                if bytes > 0 || !conn.write_blocked {
+                    conn.stalled_since_s = self.now.duration_since(self.epoch).as_secs() as u32;
+                }
                 if !conn.write_blocked {
                     conn.write_blocked = true;
                     let token = Token(key + FIRST_CONN);
@@ -520,6 +520,7 @@ impl Shard {
         let mut expired = std::mem::take(&mut self.doomed);
         let mut to_ping = Vec::new();
         let mut token_expired = Vec::new();
+        let mut stalled = Vec::new();
         let wall_clock = std::time::SystemTime::now();
         for (key, conn) in self.conns.iter_mut() {
             match conn.phase {
@@ -532,6 +533,14 @@ impl Shard {
                         .is_some_and(|i| i.remaining(wall_clock).is_zero()) =>
                 {
                     token_expired.push(key);
+                }
+                Phase::Open
+                    if conn.write_blocked
+                        && now_s.saturating_sub(conn.stalled_since_s) > 2 * ping_s =>
+                {
+                    // It keeps talking but has not taken a byte for two ping intervals: what
+                    // we send it only piles up. Liveness means reading too.
+                    stalled.push(key);
                 }
                 Phase::Open => {
                     // Whole seconds truncate, so a difference of k+1 is at least k seconds of
@@ -556,6 +565,9 @@ impl Shard {
             self.remove(key);
         }
         self.doomed = expired;
+        for key in stalled {
+            self.slow_consumer(key);
+        }
         for key in token_expired {
             self.close(key, 1008, "token expired");
         }

@@ -10,12 +10,13 @@ use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 use super::Context;
 use super::upgrade;
@@ -24,6 +25,7 @@ use crate::auth::Identity;
 use crate::handshake::{Format, RejectReason, Rejection, SUBPROTOCOL};
 use crate::message::Message;
 use crate::protocol::{self, ClientOp, ErrorCode};
+use crate::rate::{RateLimit, Verdict};
 use crate::state::Shared;
 use crate::topic;
 
@@ -85,7 +87,11 @@ pub(super) async fn run(stream: TcpStream, ctx: Arc<Context>) {
     };
     let accepted = tokio::time::timeout(
         ctx.handshake_timeout,
-        tokio_tungstenite::accept_hdr_async(stream, callback),
+        tokio_tungstenite::accept_hdr_async_with_config(
+            stream,
+            callback,
+            Some(ws_config(ctx.as_ref())),
+        ),
     )
     .await;
     let metrics = &ctx.shared.metrics;
@@ -149,11 +155,13 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
     } = admitted;
     for t in &forbidden {
         let reply = SubRefusal::Forbidden.reply(t);
-        if ws.send(WsMessage::Text(reply.into())).await.is_err() {
+        if !send(ws, ctx, WsMessage::Text(reply.into())).await {
             return;
         }
     }
     let metrics = &ctx.shared.metrics;
+    let opened = Instant::now();
+    let mut rate = RateLimit::default();
     let mut drain = ctx.drain.clone();
     let period = ctx.ping_interval;
     let mut tick = tokio::time::interval_at(Instant::now() + period, period);
@@ -170,7 +178,7 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
                     }
                     let frame = message.frame(format);
                     let Some(out) = to_ws(frame) else { continue };
-                    if ws.send(out).await.is_err() {
+                    if !send(ws, ctx, out).await {
                         return;
                     }
                     metrics.frames_delivered.inc();
@@ -185,6 +193,29 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
             },
             incoming = ws.next() => {
                 heard = Instant::now();
+                // Every client frame counts against the rate, pings and pongs too.
+                if matches!(incoming, Some(Ok(ref m)) if !m.is_close()) {
+                    let now_ms = opened.elapsed().as_millis() as u64;
+                    match rate.check(now_ms, ctx.max_client_messages_per_second) {
+                        Verdict::Allow => {}
+                        Verdict::Deny { first } => {
+                            if first {
+                                let limit = ctx.max_client_messages_per_second;
+                                let message = format!("over {limit} messages per second; slow down");
+                                let reply = protocol::error(ErrorCode::Limit, None, &message);
+                                if !send(ws, ctx, WsMessage::Text(reply.into())).await {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        Verdict::Close => {
+                            ctx.shared.metrics.protocol_close("rate_limit");
+                            close(ws, CloseCode::Policy, "message rate limit").await;
+                            return;
+                        }
+                    }
+                }
                 match incoming {
                     Some(Ok(WsMessage::Text(text))) => {
                         if text.len() > ctx.max_message_bytes {
@@ -199,7 +230,7 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
                             expiry.as_mut().reset(expiry_check(conn.identity.as_ref()));
                         }
                         for reply in replies {
-                            if ws.send(WsMessage::Text(reply.into())).await.is_err() {
+                            if !send(ws, ctx, WsMessage::Text(reply.into())).await {
                                 return;
                             }
                         }
@@ -210,12 +241,24 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
                             None,
                             "binary messages are not part of volley.v1",
                         );
-                        if ws.send(WsMessage::Text(reply.into())).await.is_err() {
+                        if !send(ws, ctx, WsMessage::Text(reply.into())).await {
                             return;
                         }
                     }
-                    // tungstenite answers pings and echoes the close itself.
+                    // tungstenite queues the pong itself (one at a time: a newer pong replaces
+                    // an unsent one); pushing it out under the deadline is how a client that
+                    // pings and never reads gets closed instead of being read forever.
+                    Some(Ok(WsMessage::Ping(_))) => {
+                        if !flush(ws, ctx).await {
+                            return;
+                        }
+                    }
+                    // tungstenite echoes the close itself.
                     Some(Ok(_)) => {}
+                    Some(Err(WsError::Capacity(_))) => {
+                        close(ws, CloseCode::Size, "message too big").await;
+                        return;
+                    }
                     None | Some(Err(_)) => return,
                 }
             },
@@ -236,7 +279,7 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
                 if silent >= period * 2 {
                     return;
                 }
-                if silent >= period && ws.send(WsMessage::Ping(Default::default())).await.is_err() {
+                if silent >= period && !send(ws, ctx, WsMessage::Ping(Default::default())).await {
                     return;
                 }
             }
@@ -302,6 +345,44 @@ fn on_op(text: &str, conn: &mut ConnState, ctx: &Context) -> Vec<String> {
             }
         }
         Err(e) => vec![protocol::error(ErrorCode::BadRequest, None, &e.to_string())],
+    }
+}
+
+/// tungstenite's limits from the gateway's: client messages and frames no larger than
+/// `maxMessageBytes` (1009 past it), and at most `maxPendingBytes` buffered for writing. Without
+/// the write cap tungstenite buffers without bound for a peer that does not read.
+fn ws_config(ctx: &Context) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // Every send is flushed at once anyway; the cap below is the only buffer bound.
+        .write_buffer_size(0)
+        .max_write_buffer_size(ctx.max_pending_bytes.max(1))
+        .max_message_size(Some(ctx.max_message_bytes))
+        .max_frame_size(Some(ctx.max_message_bytes))
+}
+
+/// Sends and flushes one message within the write deadline (the ping interval). A peer that does
+/// not take it in time, or whose buffer is full, is a slow consumer: false, the task ends and the
+/// socket is dropped (a close frame could not get through either).
+async fn send(ws: &mut Ws, ctx: &Context, message: WsMessage) -> bool {
+    match tokio::time::timeout(ctx.ping_interval, ws.send(message)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(WsError::WriteBufferFull(_))) | Err(_) => {
+            ctx.shared.metrics.slow_consumer_closes.inc();
+            false
+        }
+        Ok(Err(_)) => false,
+    }
+}
+
+/// Flushes what tungstenite queued by itself (pongs) within the write deadline; see [`send`].
+async fn flush(ws: &mut Ws, ctx: &Context) -> bool {
+    match tokio::time::timeout(ctx.ping_interval, ws.flush()).await {
+        Ok(Ok(())) => true,
+        Err(_) => {
+            ctx.shared.metrics.slow_consumer_closes.inc();
+            false
+        }
+        Ok(Err(_)) => false,
     }
 }
 

@@ -152,3 +152,17 @@ fn write_zero_is_an_error() {
         io::ErrorKind::WriteZero
     );
 }
+
+#[test]
+fn footprint_charges_each_frame_its_overhead() {
+    let mut outbox = Outbox::default();
+    assert_eq!(outbox.footprint(), 0);
+    let frame = Bytes::from_static(b"pong");
+    assert_eq!(Outbox::cost_of(&frame), 4 + FRAME_OVERHEAD);
+    outbox.push(frame.clone());
+    outbox.push(frame);
+    assert_eq!(outbox.footprint(), 8 + 2 * FRAME_OVERHEAD);
+    let mut w = Throttled::new(usize::MAX, usize::MAX);
+    outbox.write_to(&mut w).unwrap();
+    assert_eq!(outbox.footprint(), 0);
+}

@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::access::{self, Sub, SubRefusal};
+use crate::outbox::Outbox;
+use crate::rate::Verdict;
 
 impl Shard {
     /// Checks an upgrade request against the gateway's state and limits and, if it passes,
@@ -94,7 +96,7 @@ impl Shard {
                 }
                 ClientEvent::Binary(_) => Action::Binary,
                 ClientEvent::Ping(payload) => Action::Ping(Bytes::copy_from_slice(payload)),
-                ClientEvent::Pong(_) => return ControlFlow::Continue(()),
+                ClientEvent::Pong(_) => Action::Pong,
                 ClientEvent::Close { code, .. } => {
                     actions.push(Action::Close(code));
                     return ControlFlow::Break(());
@@ -149,10 +151,12 @@ impl Shard {
             if !self.conns.get(key).is_some_and(Conn::is_open) {
                 break;
             }
-            if matches!(action, Action::Op(_) | Action::Binary) {
+            // Every client frame counts, pings and pongs too: each ping asks for a pong, and a
+            // pong flood costs reads like any other frame.
+            if !matches!(action, Action::Close(_)) {
                 match self.rate(key) {
-                    Rate::Allow => {}
-                    Rate::Deny { first } => {
+                    Verdict::Allow => {}
+                    Verdict::Deny { first } => {
                         if first {
                             let limit = self.config.max_client_messages_per_second;
                             let message = format!("over {limit} messages per second; slow down");
@@ -160,7 +164,8 @@ impl Shard {
                         }
                         continue;
                     }
-                    Rate::Close => {
+                    Verdict::Close => {
+                        self.shared.metrics.protocol_close("rate_limit");
                         self.close(key, 1008, "message rate limit");
                         break;
                     }
@@ -185,6 +190,8 @@ impl Shard {
                 Action::Ping(payload) => {
                     self.enqueue(key, frame::encode(OpCode::Control(Control::Pong), &payload));
                 }
+                // Liveness is already noted (any bytes count); only the rate limit cares.
+                Action::Pong => {}
                 Action::Close(code) => {
                     // Echo the peer's code as RFC 6455 asks; 1005 (no code) is answered with 1000.
                     self.close(key, code.unwrap_or(1000), "");
@@ -195,33 +202,12 @@ impl Shard {
     }
 
     /// Counts one client message against the per-connection rate limit.
-    fn rate(&mut self, key: usize) -> Rate {
-        let now_s = self.now_s();
+    fn rate(&mut self, key: usize) -> Verdict {
+        let now_ms = self.now_ms();
         let limit = self.config.max_client_messages_per_second;
-        let Some(conn) = self.conns.get_mut(key) else {
-            return Rate::Allow;
-        };
-        if conn.rate_window_s != now_s {
-            let went_over = u32::from(conn.rate_count) > limit;
-            let adjacent = now_s == conn.rate_window_s.wrapping_add(1);
-            conn.rate_strikes = if went_over && adjacent {
-                conn.rate_strikes.saturating_add(1)
-            } else {
-                0
-            };
-            conn.rate_window_s = now_s;
-            conn.rate_count = 0;
-        }
-        conn.rate_count = conn.rate_count.saturating_add(1);
-        let count = u32::from(conn.rate_count);
-        if count <= limit {
-            Rate::Allow
-        } else if conn.rate_strikes >= SUSTAINED_RATE_WINDOWS {
-            Rate::Close
-        } else {
-            Rate::Deny {
-                first: count == limit + 1,
-            }
+        match self.conns.get_mut(key) {
+            Some(conn) => conn.rate.check(now_ms, limit),
+            None => Verdict::Allow,
         }
     }
 
@@ -314,14 +300,28 @@ impl Shard {
         );
     }
 
-    /// Queues a control-path frame (reply, pong, ping). These are small and rare, so they are not
-    /// held to the slow-consumer bound: a client that does not read gets caught by its messages.
+    /// Queues a control-path frame (reply, pong, ping) under the same bound as messages: each of
+    /// these is a heap allocation of its own, so a client that asks for replies and never reads
+    /// them would otherwise grow the gateway without limit. Past the bound it is closed as a slow
+    /// consumer (1008).
     pub(super) fn enqueue(&mut self, key: usize, frame: Bytes) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.outbox.footprint() + Outbox::cost_of(&frame) > self.config.max_pending_bytes {
+            self.slow_consumer(key);
+            return;
+        }
         conn.outbox.push(frame);
         mark_dirty(conn, key, &mut self.dirty);
+    }
+
+    /// Closes an open connection that does not keep up with what is queued for it.
+    pub(super) fn slow_consumer(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(Conn::is_open) {
+            self.stats.slow_closes += 1;
+            self.close(key, 1008, "slow consumer");
+        }
     }
 }
 
@@ -331,19 +331,6 @@ pub(super) enum Action {
     Op(Result<ClientOp, String>),
     Binary,
     Ping(Bytes),
+    Pong,
     Close(Option<u16>),
 }
-
-/// What the rate limit says about one client message.
-enum Rate {
-    Allow,
-    /// Over the limit this second: dropped, with an error reply for the first one.
-    Deny {
-        first: bool,
-    },
-    /// Over the limit for several seconds in a row.
-    Close,
-}
-
-/// Seconds in a row over the message rate after which a connection is closed.
-const SUSTAINED_RATE_WINDOWS: u8 = 2;
