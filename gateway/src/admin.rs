@@ -48,6 +48,8 @@ pub struct AdminState {
     pub shared: Arc<Shared>,
     pub registry: Arc<Registry>,
     pub api_key: Option<Arc<str>>,
+    /// `maxPendingBytes`: a message whose frame is larger could never be queued for anyone.
+    pub max_frame_bytes: usize,
 }
 
 /// The admin routes. `max_publish_bytes` bounds a publish body (413 past it).
@@ -134,6 +136,17 @@ async fn publish(
             StatusCode::BAD_REQUEST
         };
         return error(status, &format!("topic `{topic_name}`: {e}"));
+    }
+    // Refused before it is accepted: a frame over the pending bound would close every
+    // subscriber as a slow consumer instead of reaching any of them.
+    let frame = crate::message::largest_frame_len(&topic_name, &body);
+    if frame > state.max_frame_bytes {
+        let message = format!(
+            "the message framed for clients is {frame} bytes, over maxPendingBytes ({}): no \
+             subscriber could queue it",
+            state.max_frame_bytes
+        );
+        return error(StatusCode::PAYLOAD_TOO_LARGE, &message);
     }
     match state.publisher.publish(&topic_name, body).await {
         Ok(()) => (

@@ -189,6 +189,9 @@ pub struct Router {
     linger: Duration,
     hub: Arc<Hub>,
     metrics: Metrics,
+    /// `maxPendingBytes`: a NATS message framed larger than this is dropped, not delivered.
+    max_frame_bytes: usize,
+    oversized: OversizedLog,
     /// Subscription id by pattern. Ids grow, so a smaller id is an older subscription.
     ids: HashMap<Box<str>, u64>,
     held: HashMap<u64, Held>,
@@ -205,6 +208,7 @@ impl Router {
         linger: Duration,
         hub: Arc<Hub>,
         metrics: Metrics,
+        max_frame_bytes: usize,
     ) -> Router {
         Router {
             client,
@@ -212,6 +216,8 @@ impl Router {
             linger,
             hub,
             metrics,
+            max_frame_bytes,
+            oversized: OversizedLog::default(),
             ids: HashMap::new(),
             held: HashMap::new(),
             index: TopicIndex::new(),
@@ -327,9 +333,50 @@ impl Router {
             return;
         }
         let framed = Message::new(topic, message.payload);
+        // A frame over the pending bound fits no subscriber's queue: handing it out would close
+        // every healthy subscriber of the topic as a slow consumer. Counted and logged instead.
+        let frame = framed.largest_frame_len();
+        if frame > self.max_frame_bytes {
+            self.metrics.oversized_messages.inc();
+            self.oversized.note(topic, frame, self.max_frame_bytes);
+            return;
+        }
         let dropped = self.hub.deliver(&framed, shards);
         if dropped > 0 {
             self.metrics.dropped.inc_by(dropped as u64);
         }
+    }
+}
+
+/// Logs oversized NATS messages at most once per [`OVERSIZED_LOG_EVERY`], with how many were
+/// dropped since the last line, so a publisher sending nothing but large messages cannot flood
+/// the log.
+#[derive(Debug, Default)]
+struct OversizedLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+const OVERSIZED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl OversizedLog {
+    fn note(&mut self, topic: &str, frame: usize, limit: usize) {
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < OVERSIZED_LOG_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            topic,
+            frame_bytes = frame,
+            max_pending_bytes = limit,
+            dropped = self.unlogged,
+            "NATS message too large for any client queue; dropped (volley_oversized_messages_total)"
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
     }
 }

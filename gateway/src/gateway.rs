@@ -148,6 +148,7 @@ impl Gateway {
                     nats.linger,
                     hub.clone(),
                     metrics.clone(),
+                    config.max_pending_bytes,
                 );
                 tokio::spawn(router.run(interest_rx));
                 let node = ClusterNode {
@@ -253,6 +254,7 @@ pub(crate) async fn serve_admin(
             shared,
             registry: Arc::new(registry),
             api_key: config.api_key.as_deref().map(Arc::from),
+            max_frame_bytes: config.max_pending_bytes,
         },
         config.max_publish_bytes,
     )

@@ -37,6 +37,14 @@ impl Message {
         &self.payload
     }
 
+    /// The longest frame this message has in any wire format (the envelope: the payload inlined,
+    /// escaped or base64-encoded, plus the topic). Encodes the envelope, which is kept for the
+    /// shards to reuse.
+    pub fn largest_frame_len(&self) -> usize {
+        let raw = self.payload.len() + frame::header_len(self.payload.len());
+        self.frame(Format::Envelope).len().max(raw)
+    }
+
     /// The complete frame for `format`, encoded on first use.
     pub fn frame(&self, format: Format) -> &Bytes {
         match format {
@@ -55,3 +63,14 @@ impl Message {
         }
     }
 }
+
+/// [`Message::largest_frame_len`] without building the message: what a publish of `payload` to
+/// `topic` would put in a subscriber's queue at most.
+pub fn largest_frame_len(topic: &str, payload: &[u8]) -> usize {
+    let envelope = crate::envelope::envelope_len(topic, payload, None);
+    let raw = payload.len() + frame::header_len(payload.len());
+    (envelope + frame::header_len(envelope)).max(raw)
+}
+
+#[cfg(test)]
+mod tests;

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub protocol_closes: Family<ReasonLabel, Counter>,
     pub accept_pauses: Counter,
     pub dropped: Counter,
+    pub oversized_messages: Counter,
     pub nats_connected: Gauge,
     pub nats_disconnects: Counter,
     pub nats_subscriptions: Gauge,
@@ -55,6 +56,7 @@ impl Metrics {
             protocol_closes: Family::default(),
             accept_pauses: Counter::default(),
             dropped: Counter::default(),
+            oversized_messages: Counter::default(),
             nats_connected: Gauge::default(),
             nats_disconnects: Counter::default(),
             nats_subscriptions: Gauge::default(),
@@ -114,6 +116,11 @@ impl Metrics {
             "dropped",
             "Message deliveries to a shard dropped because its inbox was full",
             metrics.dropped.clone(),
+        );
+        r.register(
+            "oversized_messages",
+            "NATS messages dropped because their frame is larger than maxPendingBytes (no client queue could hold it)",
+            metrics.oversized_messages.clone(),
         );
         r.register(
             "nats_connected",
