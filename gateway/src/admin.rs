@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -14,6 +15,8 @@ use crate::cluster::{self, NatsState};
 use crate::hub::{Publish, PublishError};
 use crate::state::Shared;
 use crate::topic;
+
+pub mod server;
 
 /// Where a published message goes.
 #[derive(Clone)]
@@ -50,10 +53,16 @@ pub struct AdminState {
     pub api_key: Option<Arc<str>>,
     /// `maxPendingBytes`: a message whose frame is larger could never be queued for anyone.
     pub max_frame_bytes: usize,
+    /// `maxPublishBytes` (set by [`router`]).
+    pub max_publish_bytes: usize,
 }
 
 /// The admin routes. `max_publish_bytes` bounds a publish body (413 past it).
 pub fn router(state: AdminState, max_publish_bytes: usize) -> Router {
+    let state = AdminState {
+        max_publish_bytes,
+        ..state
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -63,8 +72,6 @@ pub fn router(state: AdminState, max_publish_bytes: usize) -> Router {
         .with_state(state)
 }
 
-/// The process is alive and serving its clients. The NATS state is reported, not judged: a NATS
-/// outage must not get gateways restarted (that would disconnect every client).
 /// Binds `addr` and serves the admin routes in the background; returns the bound address.
 pub async fn serve(
     addr: std::net::SocketAddr,
@@ -74,14 +81,12 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let routes = router(state, max_publish_bytes);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, routes).await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
+    let task = tokio::spawn(server::run(listener, routes));
     Ok((bound, task))
 }
 
+/// The process is alive and serving its clients. The NATS state is reported, not judged: a NATS
+/// outage must not get gateways restarted (that would disconnect every client).
 async fn healthz(State(state): State<AdminState>) -> String {
     match &state.publisher {
         Publisher::Local(_) => "ok\n".to_owned(),
@@ -122,13 +127,33 @@ async fn publish(
     State(state): State<AdminState>,
     Path(topic_name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     if let Some(key) = &state.api_key
         && !api_key_matches(&headers, key)
     {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong API key");
     }
+    // A declared length over the limit is refused before a byte of the body is read; a body
+    // that is slow or never comes is cut off by the server's request deadline.
+    let limit = state.max_publish_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit);
+    }
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(e) if is_length_limit(&e) => return too_large(limit),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            );
+        }
+    };
     if let Err(e) = topic::validate_subject(&topic_name) {
         let status = if e.is_forbidden() {
             StatusCode::FORBIDDEN
@@ -176,6 +201,25 @@ fn api_key_matches(headers: &HeaderMap, key: &str) -> bool {
 /// Compares without an early exit, so response timing does not reveal how much of a key matched.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn too_large(limit: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body is over maxPublishBytes ({limit})"),
+    )
+}
+
+/// Whether reading a body failed because it passed the limit given to `to_bytes`.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

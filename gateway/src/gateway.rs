@@ -255,6 +255,7 @@ pub(crate) async fn serve_admin(
             registry: Arc::new(registry),
             api_key: config.api_key.as_deref().map(Arc::from),
             max_frame_bytes: config.max_pending_bytes,
+            max_publish_bytes: config.max_publish_bytes,
         },
         config.max_publish_bytes,
     )

@@ -254,6 +254,26 @@ impl KeepAlive {
     }
 }
 
+impl KeepAlive {
+    /// Waits for the server to close the connection; panics if it is still open after `within`.
+    pub async fn wait_closed(&mut self, within: Duration) {
+        let mut chunk = [0u8; 1024];
+        let closed = tokio::time::timeout(within, async {
+            loop {
+                match self.0.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "kept-alive connection still open after {within:?}"
+        );
+    }
+}
+
 /// The real `volley-gateway` binary, killed on drop.
 pub struct GatewayProcess {
     pub child: Child,
