@@ -244,6 +244,24 @@ pub fn parse(buf: &[u8], config: &HandshakeConfig) -> Result<Parsed, Rejection> 
             "HTTP/1.1 is required",
         ));
     }
+    // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+    // HTTP/1.1 request message that lacks a Host header field and to any request message that
+    // contains more than one Host header field line". An empty value is allowed.
+    match single(req.headers, "host") {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(Rejection::new(
+                RejectReason::Malformed,
+                "a Host header is required",
+            ));
+        }
+        Err(()) => {
+            return Err(Rejection::new(
+                RejectReason::Malformed,
+                "more than one Host header",
+            ));
+        }
+    }
     if req.method != Some("GET") {
         return Err(Rejection::new(
             RejectReason::MethodNotAllowed,

@@ -121,6 +121,10 @@ async fn bad_upgrades_get_the_same_statuses_as_the_shards() {
     assert_eq!(status, 400);
     let (status, _) = http(gw.client_addr(), head("/nope").as_bytes()).await;
     assert_eq!(status, 404);
+    let no_host = head("/ws").replace("Host: x\r\n", "");
+    let (status, body) = http(gw.client_addr(), no_host.as_bytes()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Host"), "{body}");
     assert_eq!(get(gw.admin_addr(), "/readyz").await.0, 200);
     assert_eq!(
         metric(gw.admin_addr(), "volley_handshakes_total", "not_found").await,

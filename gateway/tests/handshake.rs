@@ -55,6 +55,12 @@ async fn each_bad_request_gets_its_status() {
         ),
         (upgrade("/ws?topics=_secret", ""), 400, "bad_request"),
         (upgrade("/ws?format=xml", ""), 400, "malformed"),
+        // RFC 9112 §3.2: no Host, 400.
+        (
+            upgrade("/ws", "").replace("Host: t\r\n", ""),
+            400,
+            "malformed",
+        ),
         (
             upgrade("/ws", &format!("X-Big: {}\r\n", "a".repeat(9000))),
             431,

@@ -84,6 +84,7 @@ fn header_names_and_tokens_are_case_insensitive() {
 fn connection_list_may_span_headers() {
     let buf = raw(&format!(
         "GET /ws HTTP/1.1\n\
+         Host: example.com\n\
          Upgrade: websocket\n\
          Connection: keep-alive\n\
          Connection: Upgrade\n\
@@ -418,25 +419,30 @@ fn headers_too_large() {
 
 #[test]
 fn check_order() {
+    // No Host comes first (400 for any request, RFC 9112 §3.2).
+    assert_eq!(reason(b"POST /x HTTP/1.1\r\n\r\n"), RejectReason::Malformed);
     // Wrong method, path, and missing upgrade headers: the method is reported.
     assert_eq!(
-        reason(b"POST /x HTTP/1.1\r\n\r\n"),
+        reason(b"POST /x HTTP/1.1\r\nHost: t\r\n\r\n"),
         RejectReason::MethodNotAllowed
     );
-    assert_eq!(reason(b"GET /x HTTP/1.1\r\n\r\n"), RejectReason::NotFound);
     assert_eq!(
-        reason(b"GET /ws HTTP/1.1\r\n\r\n"),
+        reason(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"),
+        RejectReason::NotFound
+    );
+    assert_eq!(
+        reason(b"GET /ws HTTP/1.1\r\nHost: t\r\n\r\n"),
         RejectReason::UpgradeRequired
     );
     assert_eq!(
-        reason(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"),
+        reason(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\r\n"),
         RejectReason::MissingConnectionUpgrade
     );
     assert_eq!(
-        reason(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
+        reason(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
         RejectReason::UnsupportedVersion
     );
-    let no_key = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\
+    let no_key = b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\
                    Sec-WebSocket-Version: 13\r\nOrigin: https://evil.example\r\n\r\n";
     assert_eq!(
         rejected(no_key, &with_origins(&["https://ok.example"])).reason(),
@@ -688,4 +694,30 @@ fn no_panic_on_mutated_input() {
             check(&buf);
         }
     }
+}
+
+#[test]
+fn host_is_required_once() {
+    let without = raw("GET /ws HTTP/1.1\n\
+         Upgrade: websocket\n\
+         Connection: Upgrade\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\n\
+         Sec-WebSocket-Version: 13\n\n");
+    let rejection = rejected(&without, &HandshakeConfig::default());
+    assert_eq!(rejection.reason(), RejectReason::Malformed);
+    assert_eq!(rejection.reason().status(), 400);
+    assert!(
+        rejection.message().contains("Host"),
+        "{}",
+        rejection.message()
+    );
+    let twice = request("/ws", "Host: other.example\r\n");
+    assert_eq!(reason(&twice), RejectReason::Malformed);
+    // An empty Host is what a client sends when the target has no authority: allowed.
+    ok(&raw("GET /ws HTTP/1.1\n\
+         Host:\n\
+         Upgrade: websocket\n\
+         Connection: Upgrade\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\n\
+         Sec-WebSocket-Version: 13\n\n"));
 }
