@@ -17,19 +17,21 @@ use tokio_stream::{StreamExt, StreamMap};
 use crate::hub::{Hub, PublishError};
 use crate::message::Message;
 use crate::metrics::Metrics;
+use crate::secret::{Secret, redact_urls};
 use crate::shard::InterestChange;
 use crate::topic_index::TopicIndex;
 
-/// How to reach NATS.
-#[derive(Debug, Clone, Default)]
+/// How to reach NATS. `Debug` shows no secret: the token, password and nkey seed are
+/// [`Secret`]s and credentials in the URLs are redacted.
+#[derive(Clone, Default)]
 pub struct NatsConfig {
-    /// One or more server URLs, comma-separated.
+    /// One or more server URLs, comma-separated (may carry `user:password@`).
     pub urls: String,
     pub credentials_file: Option<PathBuf>,
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub user: Option<String>,
-    pub password: Option<String>,
-    pub nkey_seed: Option<String>,
+    pub password: Option<Secret>,
+    pub nkey_seed: Option<Secret>,
     pub tls_required: bool,
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
@@ -37,6 +39,25 @@ pub struct NatsConfig {
     pub subject_prefix: String,
     /// How long a subscription outlives its last subscriber.
     pub linger: Duration,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("urls", &redact_urls(&self.urls))
+            .field("credentials_file", &self.credentials_file)
+            .field("token", &self.token)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("nkey_seed", &self.nkey_seed)
+            .field("tls_required", &self.tls_required)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("linger", &self.linger)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,13 +110,13 @@ pub async fn connect(
                 })?;
     }
     if let Some(token) = &config.token {
-        options = options.token(token.clone());
+        options = options.token(token.expose().to_owned());
     }
     if let (Some(user), Some(password)) = (&config.user, &config.password) {
-        options = options.user_and_password(user.clone(), password.clone());
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
     }
     if let Some(seed) = &config.nkey_seed {
-        options = options.nkey(seed.clone());
+        options = options.nkey(seed.expose().to_owned());
     }
     if config.tls_required {
         options = options.require_tls(true);
@@ -139,14 +160,14 @@ pub async fn connect(
             }
         }
     });
-    let urls = config.urls.clone();
-    let client = options
-        .connect(urls.as_str())
-        .await
-        .map_err(|e| ClusterError::Connect {
-            urls,
-            message: e.to_string(),
-        })?;
+    let client =
+        options
+            .connect(config.urls.as_str())
+            .await
+            .map_err(|e| ClusterError::Connect {
+                urls: redact_urls(&config.urls),
+                message: redact_urls(&e.to_string()),
+            })?;
     Ok((client, state))
 }
 

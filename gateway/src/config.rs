@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::secret::Secret;
+
 pub use crate::auth::JwtConfig;
 pub use crate::cluster::NatsConfig;
 
@@ -290,7 +292,7 @@ pub struct Config {
     pub ping_interval: Duration,
     pub drain_timeout: Duration,
     pub allowed_origins: Vec<String>,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     pub max_publish_bytes: usize,
     /// Cluster mode when set.
     pub nats: Option<NatsConfig>,
@@ -405,7 +407,7 @@ impl Config {
             ping_interval: o.ping_interval.unwrap_or(Duration::from_secs(30)),
             drain_timeout: o.drain_timeout.unwrap_or(Duration::from_secs(10)),
             allowed_origins: o.allowed_origins.unwrap_or_default(),
-            api_key: o.api_key.filter(|k| !k.is_empty()),
+            api_key: o.api_key.filter(|k| !k.is_empty()).map(Secret::new),
             max_publish_bytes: o.max_publish_bytes.unwrap_or(1 << 20),
             nats: o
                 .nats
@@ -413,10 +415,10 @@ impl Config {
                 .map(|urls| NatsConfig {
                     urls,
                     credentials_file: o.nats_credentials,
-                    token: o.nats_token,
+                    token: o.nats_token.map(Secret::new),
                     user: o.nats_user,
-                    password: o.nats_password,
-                    nkey_seed: o.nats_nkey,
+                    password: o.nats_password.map(Secret::new),
+                    nkey_seed: o.nats_nkey.map(Secret::new),
                     tls_required: o.nats_tls.unwrap_or(false),
                     tls_ca_file: o.nats_tls_ca,
                     tls_cert_file: o.nats_tls_cert,

@@ -253,7 +253,7 @@ pub(crate) async fn serve_admin(
             publisher,
             shared,
             registry: Arc::new(registry),
-            api_key: config.api_key.as_deref().map(Arc::from),
+            api_key: config.api_key.as_ref().map(|k| Arc::from(k.expose())),
             max_frame_bytes: config.max_pending_bytes,
             max_publish_bytes: config.max_publish_bytes,
         },

@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod pace;
 pub mod protocol;
 pub mod rate;
+pub mod secret;
 pub mod shard;
 pub mod state;
 pub mod topic;

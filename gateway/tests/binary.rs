@@ -160,3 +160,37 @@ async fn sigterm_drains_with_1001_spread_over_the_window() {
     .unwrap();
     assert!(status.success(), "exits 0 after draining: {status:?}");
 }
+
+#[test]
+fn check_config_shows_no_secret() {
+    let secrets = [
+        "k3y-value",
+        "t0ken-value",
+        "pa55-value",
+        "SUAKSEEDVALUE",
+        "urlpa55",
+    ];
+    let output = Command::new(env!("CARGO_BIN_EXE_volley-gateway"))
+        .args(["--check-config", "--api-key", secrets[0]])
+        .args([
+            "--nats",
+            "nats://bob:urlpa55@127.0.0.1:4222,nats://127.0.0.1:4223",
+        ])
+        .args(["--nats-token", secrets[1]])
+        .args(["--nats-user", "bob", "--nats-password", secrets[2]])
+        .args(["--nats-nkey", secrets[3]])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    for secret in secrets {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    // The rest is still there to check.
+    assert!(
+        text.contains("nats://<redacted>@127.0.0.1:4222,nats://127.0.0.1:4223"),
+        "{text}"
+    );
+    assert!(text.contains("\"bob\""), "{text}");
+    assert!(text.matches("<redacted>").count() >= 5, "{text}");
+}
