@@ -235,3 +235,59 @@ async fn reply_flood_is_closed_tokio() {
     })
     .await;
 }
+
+/// Floods `ping` ops at 50/s against a limit of 5/s; returns how long after the first message the
+/// 1008 `message rate limit` close came.
+async fn time_to_rate_close(url: &str) -> Duration {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let client = connect(url).await;
+    let (mut tx, mut rx) = client.split();
+    let started = Instant::now();
+    let flood = tokio::spawn(async move {
+        for _ in 0..500 {
+            if tx
+                .send(WsMessage::Text(r#"{"op":"ping"}"#.into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = rx.next().await {
+            if let WsMessage::Close(frame) = message {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 10 s")
+    .expect("a close frame");
+    let took = started.elapsed();
+    flood.abort();
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(close.reason.as_str(), "message rate limit");
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_closes_in_the_third_full_window_both_engines() {
+    let mut opts = options();
+    opts.max_client_messages_per_second = Some(5);
+    let epoll = start(opts.clone()).await;
+    let tokio_gw = start_tokio(opts).await;
+    for (engine, url) in [
+        ("epoll", ws_url(&epoll, "")),
+        ("tokio", format!("ws://{}/ws", tokio_gw.client_addr())),
+    ] {
+        let took = time_to_rate_close(&url).await;
+        // Documented: over the limit in three one-second windows in a row, the first starting
+        // at the first message, so never before two full seconds.
+        assert!(took >= Duration::from_secs(2), "{engine}: closed after {took:?}");
+        assert!(took < Duration::from_secs(6), "{engine}: closed after {took:?}");
+    }
+}
