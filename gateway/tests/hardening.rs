@@ -291,3 +291,38 @@ async fn rate_limit_closes_in_the_third_full_window_both_engines() {
         assert!(took < Duration::from_secs(6), "{engine}: closed after {took:?}");
     }
 }
+
+/// Connects to `addr` until the connection is refused; panics if that takes over 3 s.
+async fn until_refused(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            _ => {
+                assert!(Instant::now() < deadline, "{addr} still accepts while draining");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_refuses_new_connections_and_closes_old_ones_1001_both_engines() {
+    let mut opts = options();
+    opts.drain_timeout = Some(Duration::from_secs(2));
+    let epoll = start(opts.clone()).await;
+    let (addr, url) = (epoll.client_addr(), ws_url(&epoll, ""));
+    let mut client = connect(&url).await;
+    let draining = tokio::spawn(epoll.drain());
+    until_refused(addr).await;
+    assert_eq!(u16::from(expect_close(&mut client).await.code), 1001);
+    draining.await.unwrap();
+
+    let tokio_gw = start_tokio(opts).await;
+    let addr = tokio_gw.client_addr();
+    let mut client = connect(&format!("ws://{addr}/ws")).await;
+    let draining = tokio::spawn(tokio_gw.drain());
+    until_refused(addr).await;
+    assert_eq!(u16::from(expect_close(&mut client).await.code), 1001);
+    draining.await.unwrap();
+}
