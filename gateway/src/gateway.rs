@@ -34,6 +34,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "client port {addr} is already in use (another gateway on this port?); refusing to share \
+         it, which would split the clients between the two"
+    )]
+    PortInUse { addr: SocketAddr },
     #[error("cannot listen for admin HTTP on {addr}: {source}")]
     Admin {
         addr: SocketAddr,
@@ -109,6 +114,7 @@ impl Gateway {
             None => (None, None),
         };
         let mut client_addr = config.listen;
+        probe_port_is_free(client_addr)?;
         let mut shards = Vec::with_capacity(config.shards);
         let mut senders = Vec::with_capacity(config.shards);
         for id in 0..config.shards {
@@ -227,6 +233,31 @@ impl Gateway {
         }
         self.admin_task.abort();
     }
+}
+
+/// Refuses to start on a client port another process already listens on. The shards bind with
+/// SO_REUSEPORT, which would otherwise let a second gateway (same user) join the first one's
+/// port and silently take half of its new clients. The probe binds *without* SO_REUSEPORT, which
+/// Linux refuses with EADDRINUSE while another socket is bound there: SO_REUSEPORT "must be set
+/// on each socket (including the first socket) prior to calling bind(2)" (socket(7),
+/// https://man7.org/linux/man-pages/man7/socket.7.html). SO_REUSEADDR stays on
+/// so connections in TIME_WAIT from a previous run do not block a restart. Port 0 needs no probe.
+fn probe_port_is_free(addr: SocketAddr) -> Result<(), StartError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = || -> std::io::Result<()> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())
+    };
+    probe().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            StartError::PortInUse { addr }
+        } else {
+            StartError::Listen { addr, source }
+        }
+    })
 }
 
 fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -194,3 +194,21 @@ fn check_config_shows_no_secret() {
     assert!(text.contains("\"bob\""), "{text}");
     assert!(text.matches("<redacted>").count() >= 5, "{text}");
 }
+
+#[test]
+fn a_second_gateway_on_the_same_client_port_is_refused() {
+    let first = GatewayProcess::spawn(&["--shards", "2"]);
+    let output = Command::new(env!("CARGO_BIN_EXE_volley-gateway"))
+        .args(["--listen", &first.client.to_string()])
+        .args(["--admin-addr", "127.0.0.1:0", "--shards", "2"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("already in use"), "{err}");
+    assert!(err.contains(&first.client.to_string()), "{err}");
+    // The first one still has all its clients' port to itself and keeps serving.
+    let mut first = first;
+    assert!(first.is_running());
+}

@@ -287,8 +287,14 @@ async fn rate_limit_closes_in_the_third_full_window_both_engines() {
         let took = time_to_rate_close(&url).await;
         // Documented: over the limit in three one-second windows in a row, the first starting
         // at the first message, so never before two full seconds.
-        assert!(took >= Duration::from_secs(2), "{engine}: closed after {took:?}");
-        assert!(took < Duration::from_secs(6), "{engine}: closed after {took:?}");
+        assert!(
+            took >= Duration::from_secs(2),
+            "{engine}: closed after {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(6),
+            "{engine}: closed after {took:?}"
+        );
     }
 }
 
@@ -299,7 +305,10 @@ async fn until_refused(addr: SocketAddr) {
         match TcpStream::connect(addr).await {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
             _ => {
-                assert!(Instant::now() < deadline, "{addr} still accepts while draining");
+                assert!(
+                    Instant::now() < deadline,
+                    "{addr} still accepts while draining"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
