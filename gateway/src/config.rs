@@ -30,7 +30,7 @@ pub struct Options {
     #[arg(long, env = "VOLLEY_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
 
-    /// Connection shard threads [default: one per core]
+    /// Connection shard threads [default: one per core, at most 64]
     #[arg(long, env = "VOLLEY_SHARDS")]
     pub shards: Option<usize>,
 
@@ -378,10 +378,27 @@ pub fn parse_yaml(text: &str) -> Result<Options, (String, String)> {
     })
 }
 
+/// Most shards in cluster mode: each shard is one bit of the `u64` mask the NATS router keeps per
+/// subscription.
+pub const MAX_CLUSTER_SHARDS: usize = 64;
+
+/// The default shard count: one per core, at most [`MAX_CLUSTER_SHARDS`] so the default is valid
+/// in every mode (a 96-core node would otherwise refuse to start in cluster mode).
+pub fn default_shards(cores: usize) -> usize {
+    cores.clamp(1, MAX_CLUSTER_SHARDS)
+}
+
 impl Config {
     /// Applies defaults and checks values that the types alone do not rule out.
     pub fn from_options(o: Options) -> Result<Config, ConfigError> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::from_options_on(
+            o,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )
+    }
+
+    /// [`Config::from_options`] on a machine with `cores` cores.
+    pub fn from_options_on(o: Options, cores: usize) -> Result<Config, ConfigError> {
         // Flags and env override the file's `auth.jwt` field by field.
         let mut jwt = o.auth.and_then(|a| a.jwt).unwrap_or_default();
         jwt.secret_file = o.jwt_secret_file.or(jwt.secret_file);
@@ -396,7 +413,7 @@ impl Config {
             admin_addr: o
                 .admin_addr
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9090))),
-            shards: o.shards.unwrap_or(cores),
+            shards: o.shards.unwrap_or(default_shards(cores)),
             flush_interval: o.flush_interval.unwrap_or(Duration::from_millis(10)),
             max_pending_bytes: o.max_pending_bytes.unwrap_or(1 << 20),
             max_connections: o.max_connections.unwrap_or(100_000),
@@ -478,7 +495,7 @@ impl Config {
                     "natsTlsCert and natsTlsKey go together",
                 ));
             }
-            if self.shards > 64 {
+            if self.shards > MAX_CLUSTER_SHARDS {
                 return Err(invalid("shards", "at most 64 in cluster mode"));
             }
         }

@@ -145,3 +145,30 @@ fn tokio_engine_takes_auth_but_not_nats() {
         other => panic!("expected an engine error, got {other:?}"),
     }
 }
+
+#[test]
+fn default_shards_are_one_per_core_up_to_the_cluster_maximum() {
+    assert_eq!(default_shards(0), 1);
+    assert_eq!(default_shards(8), 8);
+    assert_eq!(default_shards(64), 64);
+    assert_eq!(default_shards(192), MAX_CLUSTER_SHARDS);
+    // A 192-core node starts in cluster mode with the defaults...
+    let cluster = Options {
+        nats: Some("nats://127.0.0.1:4222".into()),
+        ..Options::default()
+    };
+    let config = Config::from_options_on(cluster.clone(), 192).unwrap();
+    assert_eq!(config.shards, 64);
+    // ...while an explicit count over the maximum is still refused.
+    let too_many = Options {
+        shards: Some(65),
+        ..cluster
+    };
+    assert!(Config::from_options_on(too_many, 192).is_err());
+    assert_eq!(
+        Config::from_options_on(Options::default(), 4)
+            .unwrap()
+            .shards,
+        4
+    );
+}
