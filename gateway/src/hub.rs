@@ -5,8 +5,8 @@
 //! burst of messages costs one eventfd write, not one per message.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +17,9 @@ use crate::metrics::Metrics;
 /// Messages one shard may have waiting before publishers are told to back off. Bounds memory when
 /// publishers outrun the shards.
 const INBOX_CAPACITY: usize = 16 * 1024;
+/// Room kept above [`INBOX_CAPACITY`] for commands (drain, shed), so a backlog of messages never
+/// holds them up, while a flood of control requests is still bounded.
+const COMMAND_HEADROOM: usize = 64;
 
 /// Work for a shard.
 #[derive(Debug)]
@@ -38,13 +41,16 @@ pub enum Command {
 pub struct Inbox {
     rx: Receiver<Command>,
     wake_pending: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Inbox {
     /// Takes the next command without blocking. Call [`Inbox::arm`] before draining so a command
     /// sent during the drain still wakes the shard.
     pub fn try_next(&self) -> Option<Command> {
-        self.rx.try_recv().ok()
+        let command = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(command)
     }
 
     /// Re-enables wake-ups; called by the shard right before it drains the inbox.
@@ -53,12 +59,17 @@ impl Inbox {
     }
 }
 
-/// The sending end of one shard's inbox.
+/// The sending end of one shard's inbox. The channel itself is unbounded so that no send ever
+/// blocks an async task; `queued` bounds it instead, and lets a publisher claim room in every
+/// inbox before it puts a message in any.
 #[derive(Debug)]
 struct Link {
-    tx: SyncSender<Command>,
+    tx: Sender<Command>,
     waker: Arc<mio::Waker>,
     wake_pending: Arc<AtomicBool>,
+    /// Commands sent and not yet taken by the shard (claimed room included).
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
 }
 
 impl Link {
@@ -69,12 +80,45 @@ impl Link {
             tracing::warn!(error = %e, "cannot wake shard");
         }
     }
+
+    /// Claims room for one command if fewer than `limit` are queued.
+    fn claim(&self, limit: usize) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back room claimed and not used.
+    fn unclaim(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Sends a command whose room was claimed; false when the shard has exited.
+    fn send_claimed(&self, command: Command) -> bool {
+        let sent = self.tx.send(command).is_ok();
+        if !sent {
+            self.unclaim();
+        }
+        self.wake();
+        sent
+    }
+
+    /// Sends a control command (never blocks). Returns false when the inbox is full even with
+    /// the headroom, or the shard has exited.
+    fn command(&self, command: Command) -> bool {
+        self.claim(self.capacity + COMMAND_HEADROOM) && self.send_claimed(command)
+    }
 }
 
 /// Publishing failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PublishError {
-    #[error("the gateway is overloaded: a shard inbox is full")]
+    /// Nothing was delivered (all or nothing): retrying cannot duplicate the message.
+    #[error(
+        "the gateway is overloaded (a shard inbox is full); the message was not accepted, retry later"
+    )]
     Overloaded,
     #[error("the gateway is shutting down")]
     Closed,
@@ -97,15 +141,26 @@ pub struct Hub {
 
 /// Builds an inbox for one shard; the waker must be registered on that shard's `Poll`.
 pub fn inbox(waker: Arc<mio::Waker>) -> (InboxSender, Inbox) {
-    let (tx, rx) = mpsc::sync_channel(INBOX_CAPACITY);
+    inbox_with_capacity(waker, INBOX_CAPACITY)
+}
+
+fn inbox_with_capacity(waker: Arc<mio::Waker>, capacity: usize) -> (InboxSender, Inbox) {
+    let (tx, rx) = mpsc::channel();
     let wake_pending = Arc::new(AtomicBool::new(false));
+    let queued = Arc::new(AtomicUsize::new(0));
     (
         InboxSender(Link {
             tx,
             waker,
             wake_pending: wake_pending.clone(),
+            queued: queued.clone(),
+            capacity,
         }),
-        Inbox { rx, wake_pending },
+        Inbox {
+            rx,
+            wake_pending,
+            queued,
+        },
     )
 }
 
@@ -121,42 +176,42 @@ impl Hub {
         }
     }
 
-    /// Tells every shard to drain. Blocks only while an inbox is full, which a live shard empties
-    /// on its next loop.
+    /// Tells every shard to drain. Never blocks: commands have room of their own above the
+    /// message backlog.
     pub fn drain(&self, over: Duration) {
         for link in &self.links {
-            // A shard that already exited has nothing left to drain.
-            let _ = link.tx.send(Command::Drain { over });
-            link.wake();
+            // False only for a shard that already exited (nothing left to drain) or with a
+            // flood of commands queued ahead, which includes a drain already.
+            let _ = link.command(Command::Drain { over });
         }
     }
 
     /// Hands an already framed message to the shards in `shards` (bit i = shard i). Returns how
-    /// many shards could not take it because their inbox was full.
+    /// many shards could not take it because their inbox was full. Each shard takes it or not on
+    /// its own: NATS delivery is at most once anyway, and nobody is told to retry.
     pub fn deliver(&self, message: &Arc<Message>, shards: u64) -> usize {
         let mut dropped = 0;
         for (i, link) in self.links.iter().enumerate() {
             if shards & (1u64 << i.min(63)) == 0 {
                 continue;
             }
-            match link.tx.try_send(Command::Deliver(message.clone())) {
-                Ok(()) => link.wake(),
-                Err(_) => {
-                    link.wake();
-                    dropped += 1;
-                }
+            if !(link.claim(link.capacity) && link.send_claimed(Command::Deliver(message.clone())))
+            {
+                link.wake();
+                dropped += 1;
             }
         }
         self.metrics.messages_published.inc();
         dropped
     }
 
-    /// Asks shard i to shed `counts[i]` connections with 1012, spread over the window.
+    /// Asks shard i to shed `counts[i]` connections with 1012, spread over the window. Never
+    /// blocks; a shard whose inbox is full even for commands skips this round (the operator asks
+    /// again while the counts stay unbalanced).
     pub fn shed(&self, counts: &[usize], over: Duration) {
         for (link, &count) in self.links.iter().zip(counts) {
-            if count > 0 {
-                let _ = link.tx.send(Command::Shed { count, over });
-                link.wake();
+            if count > 0 && !link.command(Command::Shed { count, over }) {
+                tracing::warn!("shard inbox full; shed request skipped");
             }
         }
     }
@@ -167,22 +222,32 @@ impl Hub {
 }
 
 impl Publish for Hub {
-    /// Hands a message to every shard; each delivers it to its own subscribers. The frame bytes are
-    /// encoded once, by whichever shard needs them first.
+    /// Hands a message to every shard, or to none: room is claimed in every inbox first, so an
+    /// `Overloaded` answer means no shard has it and a retry cannot deliver it twice. The frame
+    /// bytes are encoded once, by whichever shard needs them first.
     fn publish(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
-        let message = Message::new(topic, payload);
-        for link in &self.links {
-            match link.tx.try_send(Command::Deliver(message.clone())) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    link.wake();
-                    return Err(PublishError::Overloaded);
+        for (i, link) in self.links.iter().enumerate() {
+            if !link.claim(link.capacity) {
+                for claimed in &self.links[..i] {
+                    claimed.unclaim();
                 }
-                Err(TrySendError::Disconnected(_)) => return Err(PublishError::Closed),
+                link.wake();
+                return Err(PublishError::Overloaded);
             }
-            link.wake();
+        }
+        let message = Message::new(topic, payload);
+        let mut closed = false;
+        for link in &self.links {
+            // A shard only exits after a drain: the gateway is shutting down.
+            closed |= !link.send_claimed(Command::Deliver(message.clone()));
+        }
+        if closed {
+            return Err(PublishError::Closed);
         }
         self.metrics.messages_published.inc();
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
