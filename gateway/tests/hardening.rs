@@ -126,6 +126,10 @@ async fn run(flood: Flood) {
         done.expect("flood task");
     }
     let after = status_kib(pid, "VmHWM:");
+    eprintln!(
+        "{} flood, {} clients: peak RSS {before} KiB before, {after} KiB after",
+        flood.engine, flood.clients
+    );
     let (name, filter) = flood.counted_in;
     assert_eq!(
         metric(gw.admin, name, filter).await,
