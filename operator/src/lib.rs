@@ -11,6 +11,9 @@ pub mod crdgen;
 pub mod gateway_config;
 pub mod leader;
 pub mod metrics;
+#[cfg(test)]
+mod rs_oracle;
+pub mod scaledown;
 pub mod scaling;
 pub mod stats;
 pub mod telemetry;
