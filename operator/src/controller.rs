@@ -7,7 +7,7 @@
 //! field manager, rebalances, and writes the status. Every decision is an Event, a log line and
 //! a metric. It requeues itself every [`RESYNC`] because stats change without Kubernetes events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,11 +27,12 @@ use serde::de::DeserializeOwned;
 use volley_crds::wire::{self, ControlReply, ControlRequest};
 use volley_crds::{AutoscalingMode, PodStatus, PushCluster, PushClusterStatus, condition};
 
+use crate::balancer::{self, Balancer, Command, Timing};
 use crate::build::{self, BuildError, BuildOptions, MANAGER};
 use crate::conditions::{self, Cond};
 use crate::metrics::{DecisionLabel, Metrics, OpLabel, ReasonLabel, ResultLabel};
 use crate::scaledown::{self, DrainWatch, PodFacts};
-use crate::scaling::{self, CloseRequest, History, PodView, ScaleInput, ShedBudget};
+use crate::scaling::{self, CloseRequest, History, PodView, ScaleInput};
 use crate::stats::{self, NatsPool, StatsStore};
 
 /// Periodic re-reconcile: the stats stream is not a Kubernetes watch.
@@ -82,8 +83,6 @@ impl Error {
 struct ClusterMemory {
     /// Scaling recommendations (stabilization windows).
     history: History,
-    /// Shed budget per minute.
-    budget: ShedBudget,
     /// When pods were first seen draining (stuck-drain net).
     drains: DrainWatch,
     /// When the current scale-down started waiting for its victims.
@@ -92,8 +91,8 @@ struct ClusterMemory {
     short_since: Option<u64>,
     /// Recent shed and drain requests (connections in flight).
     closes: Vec<CloseRequest>,
-    /// Pods the balancer paused (accepting=false) and when their shed round has landed (ms).
-    paused: BTreeMap<String, u64>,
+    /// Balancing rounds (created on first use with the context's timing).
+    balancer: Option<Balancer>,
     /// The spec.replicas value last reported as overridden.
     overridden: Option<i32>,
     /// Pods last reported without fresh stats.
@@ -117,9 +116,8 @@ pub struct Context {
     pub stats_max_age: Duration,
     /// Added to drainTimeout before a draining pod counts as stuck (tests shorten it).
     pub drain_stuck_margin: Duration,
-    /// How long a shed round lasts: its spread plus the time for its effect to show in the
-    /// stats (one stats interval plus slack). A shedding pod stays paused that long.
-    pub shed_round: Duration,
+    /// Timing of balancing rounds (tests shorten it).
+    pub balance_timing: Timing,
     /// How long fewer pods than desired may be ready before `Ready` turns False.
     pub ready_grace: Duration,
     /// The one Event recorder of this process: long-lived so repeated events become a series
@@ -146,7 +144,7 @@ impl Context {
             metrics,
             stats_max_age: stats::DEFAULT_MAX_AGE,
             drain_stuck_margin: DRAIN_STUCK_MARGIN,
-            shed_round: Duration::from_millis(SPREAD_MS) + STATS_SETTLE,
+            balance_timing: Timing::default(),
             ready_grace: READY_GRACE,
             memory: Arc::default(),
         }
@@ -158,10 +156,6 @@ impl Context {
         f(memory.entry(key.clone()).or_default())
     }
 }
-
-/// The gateway's default stats interval (5s) plus slack: how long after a shed's spread its
-/// effect is surely in the stats.
-pub const STATS_SETTLE: Duration = Duration::from_secs(7);
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -672,7 +666,7 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         conditions::set(&mut status.conditions, cond, generation, &now_time);
     }
     patch_status(ctx, pc, &ns, status).await?;
-    let paused = ctx.mem(&key, |m| !m.paused.is_empty());
+    let paused = ctx.mem(&key, |m| m.balancer.as_ref().is_some_and(Balancer::busy));
     let requeue = if hold.is_some() || paused {
         FAST_RESYNC
     } else {
@@ -754,10 +748,9 @@ async fn decision(
     }
 }
 
-/// Balancing after a scale-up: the pods above `mean × (1 + tolerance)` stop accepting (readiness
-/// off, so the Service sends reconnects to the emptier pods) and shed down to the mean; they
-/// accept again once their shed has landed. A new round starts only when the previous one has
-/// landed and been measured, so nothing is shed twice. Returns connections asked to shed now.
+/// Balancing (see [`crate::balancer`]): one step of this cluster's balancer, its commands sent
+/// over NATS, each counted, each shed an Event and a close in flight. Returns connections asked
+/// to shed now.
 async fn rebalance(
     ctx: &Context,
     pc: &PushCluster,
@@ -770,70 +763,55 @@ async fn rebalance(
     let name = pc.name_any();
     let key = (ns.clone(), name.clone());
     let balance = &pc.spec.balance;
-    let settle_ms = u64::try_from(ctx.shed_round.as_millis()).unwrap_or(u64::MAX);
-    // Pods whose shed round is over (or that are gone) accept again.
-    let resume: Vec<String> = ctx.mem(&key, |m| {
-        m.paused
-            .iter()
-            .filter(|(pod, until)| **until <= now_ms || !views.iter().any(|v| &v.name == *pod))
-            .map(|(pod, _)| pod.clone())
-            .collect()
+    // Taken out for the awaits (reconciles of one object never overlap), put back after.
+    let mut b = ctx.mem(&key, |m| {
+        m.balancer
+            .take()
+            .unwrap_or_else(|| Balancer::new(ctx.balance_timing))
     });
-    for pod in resume {
-        let req = ControlRequest::Accepting { value: true };
-        // A pod that is gone has no responder; forget it either way.
-        send(ctx, client, &ns, &name, &pod, &req, "accepting").await;
-        ctx.mem(&key, |m| m.paused.remove(&pod));
-    }
-    let busy = ctx.mem(&key, |m| !m.paused.is_empty());
-    if !settled || busy || scaling::is_balanced(views, balance.tolerance) {
-        return 0;
-    }
-    let plan = ctx.mem(&key, |m| {
-        let per_minute = u64::try_from(balance.max_shed_per_minute.max(0)).unwrap_or(0);
-        let budget = m.budget.available(now_ms / 1000, per_minute);
-        let plan = scaling::shed_plan(views, balance.tolerance, budget);
-        m.budget.spend(plan.iter().map(|(_, n)| n).sum());
-        plan
-    });
+    let cmds = b.step(views, settled, balance, now_ms);
+    let results = balancer::execute(&mut b, client, &ns, &name, cmds).await;
+    ctx.mem(&key, |m| m.balancer = Some(b));
     let mut shedding = 0;
-    for (pod, count) in plan {
-        let pause = ControlRequest::Accepting { value: false };
-        if send(ctx, client, &ns, &name, &pod, &pause, "accepting")
-            .await
-            .is_none()
-        {
-            continue;
-        }
-        ctx.mem(&key, |m| m.paused.insert(pod.clone(), now_ms + settle_ms));
-        let req = ControlRequest::Shed {
-            count,
-            over_ms: SPREAD_MS,
+    for (cmd, reply) in results {
+        let label = OpLabel {
+            op: cmd.op(),
+            result: if reply.is_some() { "ok" } else { "error" },
         };
-        if let Some(reply) = send(ctx, client, &ns, &name, &pod, &req, "shed").await {
-            shedding += count;
-            ctx.metrics.shed_connections.inc_by(count);
-            ctx.mem(&key, |m| {
-                m.closes.push(CloseRequest {
-                    pod: pod.clone(),
-                    at_ms: now_ms,
-                    count: reply.closing,
-                    spread_ms: SPREAD_MS,
-                });
+        ctx.metrics.control_requests.get_or_create(&label).inc();
+        let (
+            Command::Shed {
+                pod,
+                count,
+                over_ms,
+            },
+            Some(reply),
+        ) = (&cmd, reply)
+        else {
+            continue;
+        };
+        shedding += count;
+        ctx.metrics.shed_connections.inc_by(*count);
+        ctx.mem(&key, |m| {
+            m.closes.push(CloseRequest {
+                pod: pod.clone(),
+                at_ms: now_ms,
+                count: reply.closing,
+                spread_ms: *over_ms,
             });
-            let from = views
-                .iter()
-                .find(|v| v.name == pod)
-                .map_or(0, |v| v.connections);
-            let note = format!(
-                "{pod}: shedding {count} of {from} connections over {}s with new connections \
-                 paused, towards the mean of {} pods (tolerance {})",
-                SPREAD_MS / 1000,
-                views.iter().filter(|v| !v.draining).count(),
-                balance.tolerance
-            );
-            decision(ctx, pc, EventType::Normal, "Shedding", "Shed", note).await;
-        }
+        });
+        let from = views
+            .iter()
+            .find(|v| &v.name == pod)
+            .map_or(0, |v| v.connections);
+        let note = format!(
+            "{pod}: shedding {count} of {from} connections over {}s with new connections \
+             paused, towards the mean of {} pods (tolerance {})",
+            over_ms / 1000,
+            views.iter().filter(|v| !v.draining).count(),
+            balance.tolerance
+        );
+        decision(ctx, pc, EventType::Normal, "Shedding", "Shed", note).await;
     }
     shedding
 }

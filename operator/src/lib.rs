@@ -4,6 +4,7 @@
 //! Pure parts ([`gateway_config`], [`build`], [`scaling`], [`conditions`]) are plain functions;
 //! [`controller`] is the thin IO shell around them.
 
+pub mod balancer;
 pub mod build;
 pub mod conditions;
 pub mod controller;

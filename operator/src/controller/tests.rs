@@ -721,7 +721,9 @@ async fn balances_a_settled_cluster_over_real_nats() {
         Some(deployment_json(2)),
         vec![pod_json("web-a"), pod_json("web-b")],
     );
-    let c = ctx(client);
+    let mut c = ctx(client);
+    // No endpoints to update here: shed right after the pause.
+    Arc::get_mut(&mut c).unwrap().balance_timing.lead = Duration::ZERO;
     // First reconcile connects to NATS; stats arrive afterwards.
     reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
     wait_for_stats(&c, 2).await;
