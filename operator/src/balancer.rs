@@ -29,6 +29,9 @@ pub struct Timing {
     pub spread: Duration,
     /// After the spread, until the stats surely show the result (a stats interval + slack).
     pub settle: Duration,
+    /// Pause the shedding pods (the low-churn rule). Off only to measure what it saves: shed
+    /// clients then come back through the Service at random, often to the pod that shed them.
+    pub pause: bool,
 }
 
 impl Default for Timing {
@@ -39,6 +42,7 @@ impl Default for Timing {
             lead: Duration::from_secs(4),
             spread: Duration::from_secs(10),
             settle: Duration::from_secs(7),
+            pause: true,
         }
     }
 }
@@ -165,7 +169,9 @@ impl Balancer {
         let ended = !finished.is_empty();
         for pod in finished {
             self.rounds.remove(&pod);
-            out.push(Command::Resume(pod));
+            if self.timing.pause {
+                out.push(Command::Resume(pod));
+            }
         }
         if ended
             || self.busy()
@@ -179,11 +185,18 @@ impl Balancer {
         let budget = self.budget.available(now_ms / 1000, per_minute);
         let plan = scaling::shed_plan(views, spec.tolerance, budget);
         self.budget.spend(plan.iter().map(|(_, n)| n).sum());
-        let shed_at = now_ms + ms(self.timing.lead);
-        // Without a lead (no endpoints to update, as in tests) the shed follows the pause at once.
-        let at_once = self.timing.lead.is_zero();
+        // Without a lead (no endpoints to update, as in tests) or without pausing, the shed goes
+        // out at once.
+        let at_once = self.timing.lead.is_zero() || !self.timing.pause;
+        let shed_at = if at_once {
+            now_ms
+        } else {
+            now_ms + ms(self.timing.lead)
+        };
         for (pod, count) in plan {
-            out.push(Command::Pause(pod.clone()));
+            if self.timing.pause {
+                out.push(Command::Pause(pod.clone()));
+            }
             if at_once {
                 out.push(Command::Shed {
                     pod: pod.clone(),

@@ -297,6 +297,9 @@ pub struct Args {
     /// Give up after this long.
     #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
     pub deadline: Duration,
+    /// Do not pause the shedding pods (to measure what pausing saves).
+    #[arg(long)]
+    pub no_pause: bool,
     /// Also write the outcome as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -318,6 +321,7 @@ impl Args {
                 lead: self.lead,
                 spread: self.spread,
                 settle,
+                pause: !self.no_pause,
             },
             probe_every: self.probe_every,
             stats_max_age: self.stats_interval * 4,

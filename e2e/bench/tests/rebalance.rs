@@ -92,6 +92,7 @@ async fn scale_up_from_2_to_4_moves_close_to_the_minimum() {
         lead: Duration::from_millis(600),
         spread: Duration::from_secs(2),
         settle: Duration::from_secs(1),
+        pause: true,
     };
     let plan = Plan {
         clients: 600,

@@ -17,6 +17,7 @@ fn timing() -> Timing {
         lead: Duration::from_millis(500),
         spread: Duration::from_millis(2000),
         settle: Duration::from_millis(1000),
+        pause: true,
     }
 }
 
@@ -127,4 +128,24 @@ fn disabled_balancing_and_the_budget_bound_the_rounds() {
         })
         .sum();
     assert_eq!(total, 600);
+}
+
+#[test]
+fn without_pausing_the_round_only_sheds() {
+    let mut b = Balancer::new(Timing {
+        pause: false,
+        ..timing()
+    });
+    let pods = [pod("a", 400), pod("b", 0)];
+    assert_eq!(
+        b.step(&pods, true, &spec(), 0),
+        [Command::Shed {
+            pod: "a".into(),
+            count: 200,
+            over_ms: 2000
+        }]
+    );
+    assert!(b.busy());
+    assert!(b.step(&pods, true, &spec(), 3000).is_empty());
+    assert!(!b.busy());
 }
