@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ObjectReference, Pod, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -413,7 +415,17 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
             "pod {pod} has been draining for more than {stuck_limit}s (drainTimeout {drain_secs}s + \
              margin) without being deleted; deleted it so the ReplicaSet replaces or removes it"
         );
-        decision(ctx, pc, EventType::Warning, "DrainStuck", "Delete", note).await;
+        let on = Some(pod_ref(&ns, pod));
+        decision(
+            ctx,
+            pc,
+            EventType::Warning,
+            "DrainStuck",
+            "Delete".into(),
+            on,
+            note,
+        )
+        .await;
     }
     facts.retain(|f| !stuck.contains(&f.name));
 
@@ -439,7 +451,17 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
             ctx.stats_max_age.as_secs(),
             stale.join(", ")
         );
-        decision(ctx, pc, EventType::Warning, "StatsStale", "Observe", note).await;
+        let on = stale.first().map(|p| pod_ref(&ns, p));
+        decision(
+            ctx,
+            pc,
+            EventType::Warning,
+            "StatsStale",
+            "Observe".into(),
+            on,
+            note,
+        )
+        .await;
     }
 
     // Connections closed after their pod's last stats may be counted twice (there and where the
@@ -497,7 +519,17 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
              replicas for {total} connections at {target} per pod; set autoscaling.mode to \
              Manual or External to choose the count by hand"
         );
-        decision(ctx, pc, EventType::Normal, "ScaleOverridden", "Scale", note).await;
+        let action = format!("Override{r}");
+        decision(
+            ctx,
+            pc,
+            EventType::Normal,
+            "ScaleOverridden",
+            action,
+            None,
+            note,
+        )
+        .await;
     }
     let inputs = format!(
         "{total} connections, target {target} per pod, {} of {} pods reporting",
@@ -544,7 +576,9 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
                 "draining {} before scaling {current} -> {desired} ({inputs})",
                 drained.join(", ")
             );
-            decision(ctx, pc, EventType::Normal, "Draining", "Drain", note).await;
+            let action = format!("Drain{current}To{desired}");
+            let on = drained.first().map(|p| pod_ref(&ns, p));
+            decision(ctx, pc, EventType::Normal, "Draining", action, on, note).await;
         }
         let since = ctx.mem(&key, |m| *m.scale_down_since.get_or_insert(now));
         let waited_out = now.saturating_sub(since) > stuck_limit;
@@ -568,7 +602,17 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
                     "scaling down {current} -> {desired}, removing {} ({inputs})",
                     victims.join(", ")
                 );
-                decision(ctx, pc, EventType::Normal, "ScalingDown", "Scale", note).await;
+                let action = format!("Scale{current}To{desired}");
+                decision(
+                    ctx,
+                    pc,
+                    EventType::Normal,
+                    "ScalingDown",
+                    action,
+                    None,
+                    note,
+                )
+                .await;
             }
             Err(why) => {
                 apply_replicas = current;
@@ -579,7 +623,8 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         ctx.mem(&key, |m| m.scale_down_since = None);
         if desired > current && existing.is_some() {
             let note = format!("scaling up {current} -> {desired} ({inputs})");
-            decision(ctx, pc, EventType::Normal, "ScalingUp", "Scale", note).await;
+            let action = format!("Scale{current}To{desired}");
+            decision(ctx, pc, EventType::Normal, "ScalingUp", action, None, note).await;
         }
     }
 
@@ -609,6 +654,12 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         }
         _ => 0,
     };
+    let paused = ctx.mem(&key, |m| {
+        m.balancer
+            .as_ref()
+            .map(Balancer::paused)
+            .unwrap_or_default()
+    });
 
     status.replicas = replicas;
     status.ready_replicas = ready;
@@ -649,6 +700,7 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         current,
         balanced,
         shedding,
+        paused: paused.clone(),
         balance_enabled: balance.enabled,
         not_ready: not_ready_pods(&facts, desired),
         hold: hold.as_deref(),
@@ -666,8 +718,7 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         conditions::set(&mut status.conditions, cond, generation, &now_time);
     }
     patch_status(ctx, pc, &ns, status).await?;
-    let paused = ctx.mem(&key, |m| m.balancer.as_ref().is_some_and(Balancer::busy));
-    let requeue = if hold.is_some() || paused {
+    let requeue = if hold.is_some() || !paused.is_empty() {
         FAST_RESYNC
     } else {
         RESYNC
@@ -715,14 +766,31 @@ async fn delete_pod(api: &Api<Pod>, listed: &[Pod], name: &str) -> Result<(), Er
     }
 }
 
+/// A reference to a gateway pod, as an Event's `related` object.
+fn pod_ref(ns: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(ns.into()),
+        name: Some(name.into()),
+        ..ObjectReference::default()
+    }
+}
+
 /// Publishes one decision: an Event on the PushCluster through the long-lived recorder, an
 /// info (or warn) log line with the same text, and `volley_operator_decisions_total{reason}`.
+///
+/// The recorder folds Events with the same (type, reason, action, regarding, related) into one
+/// series and keeps the FIRST note (kube-runtime `Recorder::publish`, `EventKey`), so the
+/// `action` names the transition (`Scale2To4`, `Drain4To2`, `Override5`) and `related` the pod:
+/// a new decision is a new Event with its own note, the same one repeated is a series.
 async fn decision(
     ctx: &Context,
     pc: &PushCluster,
     type_: EventType,
     reason: &'static str,
-    action: &str,
+    action: String,
+    related: Option<ObjectReference>,
     note: String,
 ) {
     let cluster = pc.name_any();
@@ -739,8 +807,8 @@ async fn decision(
         type_,
         reason: reason.into(),
         note: Some(note),
-        action: action.into(),
-        secondary: None,
+        action,
+        secondary: related,
     };
     // The decision is already taken and logged; a lost Event is logged, not retried.
     if let Err(err) = ctx.recorder.publish(&event, &pc.object_ref(&())).await {
@@ -811,7 +879,17 @@ async fn rebalance(
             views.iter().filter(|v| !v.draining).count(),
             balance.tolerance
         );
-        decision(ctx, pc, EventType::Normal, "Shedding", "Shed", note).await;
+        let on = Some(pod_ref(&ns, pod));
+        decision(
+            ctx,
+            pc,
+            EventType::Normal,
+            "Shedding",
+            "Shed".into(),
+            on,
+            note,
+        )
+        .await;
     }
     shedding
 }
@@ -825,6 +903,8 @@ struct Facts<'a> {
     current: i32,
     balanced: bool,
     shedding: u64,
+    /// Pods paused by a balancing round in progress.
+    paused: Vec<String>,
     balance_enabled: bool,
     /// Pods not serving (for the Ready message).
     not_ready: Vec<String>,
@@ -897,6 +977,16 @@ fn status_conditions(f: &Facts<'_>) -> Vec<Cond<'static>> {
             status: false,
             reason: "Shedding",
             message: format!("shedding {n} connections from the fullest pods"),
+        },
+        (false, _, _) if !f.paused.is_empty() => Cond {
+            type_: condition::BALANCED,
+            status: false,
+            reason: "Shedding",
+            message: format!(
+                "balancing round in progress: {} not accepting new connections while shedding \
+                 towards the mean",
+                f.paused.join(", ")
+            ),
         },
         (false, _, false) => Cond {
             type_: condition::BALANCED,

@@ -475,6 +475,7 @@ fn facts<'a>(nats: &'a NatsState, desired: i32, replicas: i32, ready: i32) -> Fa
         current: replicas,
         balanced: true,
         shedding: 0,
+        paused: Vec::new(),
         balance_enabled: true,
         not_ready: Vec::new(),
         hold: None,
@@ -504,6 +505,18 @@ fn condition_table() {
     assert_eq!(
         ready.message,
         "1/2 gateway pods ready; not serving: web-b (not ready), web-c (draining)"
+    );
+    // Between the pause and the shed of a round, Balanced says so.
+    let mut f = facts(&NatsState::Standalone, 4, 4, 4);
+    f.balanced = false;
+    f.paused = vec!["web-a".into(), "web-b".into()];
+    let conds = status_conditions(&f);
+    let balanced = conds.iter().find(|c| c.type_ == "Balanced").unwrap();
+    assert_eq!(balanced.reason, "Shedding");
+    assert!(
+        balanced.message.contains("web-a, web-b not accepting"),
+        "{}",
+        balanced.message
     );
     // A held scale-down and an overridden spec.replicas are explained in Scaling.
     let mut f = facts(&NatsState::Standalone, 2, 4, 4);
@@ -757,6 +770,20 @@ async fn balances_a_settled_cluster_over_real_nats() {
     assert_eq!(get("Balanced")["reason"], "Shedding");
     assert_eq!(get("Ready")["status"], "True");
     assert!(c.metrics.encode().contains("shed_connections_total 400"));
+    let shed = seen
+        .iter()
+        .find(|s| s.path.ends_with("/events") && s.body["reason"] == "Shedding")
+        .unwrap();
+    assert_eq!(shed.body["related"]["kind"], "Pod");
+    assert_eq!(shed.body["related"]["name"], "web-a");
+    assert!(
+        shed.body["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("web-a: shedding 400 of 900 connections"),
+        "{}",
+        shed.body["note"]
+    );
 }
 
 fn cluster_spec(url: &str) -> PushClusterSpec {
@@ -1187,4 +1214,30 @@ async fn unreachable_nats_is_a_condition_not_an_error() {
         .clone();
     assert_eq!(nats["status"], "False");
     assert_eq!(nats["reason"], "ConnectFailed");
+}
+
+#[tokio::test]
+async fn a_pod_without_fresh_stats_is_a_stats_stale_event_once() {
+    let nats = nats_server().await;
+    fake_gateway(&nats.url, "web-a", 10).await;
+    let mut spec = cluster_spec(&nats.url);
+    spec.autoscaling.min_replicas = 2;
+    let pc = stored(spec);
+    let (client, seen) = mock_world(
+        &pc,
+        Some(deployment_json(2)),
+        vec![pod_json("web-a"), pod_json("web-b")],
+    );
+    let c = ctx(client);
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    wait_for_stats(&c, 1).await;
+    seen.lock().unwrap().clear();
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    reconcile(Arc::new(pc), c.clone()).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let stale = events(&seen, "StatsStale");
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert!(stale[0].contains("from web-b"), "{stale:?}");
+    // Without web-b's count the operator does not scale down.
+    assert_eq!(deployment_replicas(&seen), 2);
 }
