@@ -540,8 +540,22 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
     // Scale-down: the pods drained are exactly the pods that go (see `scaledown`).
     let mut apply_replicas = desired;
     let mut hold = None;
-    // Without live pods there is nothing to drain or protect.
-    if desired < current && existing.is_some() && !facts.is_empty() {
+    // The protocol needs the gateways' stats and control (NATS) and live pods. Standalone
+    // gateways are never sent a drain, so nothing can be left draining: the count is lowered at
+    // once and the ReplicaSet's pick drains through the preStop hook.
+    let protocol = desired < current && existing.is_some() && !facts.is_empty() && connected;
+    let settled = replicas == current
+        && updated == current
+        && facts.len() == usize::try_from(current).unwrap_or(0);
+    if protocol && !settled {
+        // Mid-rollout the Deployment scales several ReplicaSets; drain nothing until it settles.
+        apply_replicas = current;
+        hold = Some(format!(
+            "{current} -> {desired}: waiting for the Deployment to settle ({} live pods, \
+             {replicas} replicas, {updated} updated, {current} wanted)",
+            facts.len()
+        ));
+    } else if protocol {
         let count = usize::try_from(current - desired).unwrap_or(0);
         let victims = scaledown::choose_victims(&facts, count);
         for (pod, cost) in scaledown::cost_patches(&facts, &victims) {
@@ -582,20 +596,7 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         }
         let since = ctx.mem(&key, |m| *m.scale_down_since.get_or_insert(now));
         let waited_out = now.saturating_sub(since) > stuck_limit;
-        let settled = replicas == current
-            && updated == current
-            && facts.len() == usize::try_from(current).unwrap_or(0);
-        let gate = if settled {
-            scaledown::may_shrink(&facts, &victims, connected, waited_out)
-                .map_err(|h| h.to_string())
-        } else {
-            Err(format!(
-                "waiting for the Deployment to settle ({} live pods, {replicas} replicas, \
-                 {updated} updated, {current} wanted)",
-                facts.len()
-            ))
-        };
-        match gate {
+        match scaledown::may_shrink(&facts, &victims, true, waited_out) {
             Ok(()) => {
                 ctx.mem(&key, |m| m.scale_down_since = None);
                 let note = format!(
@@ -621,10 +622,15 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         }
     } else {
         ctx.mem(&key, |m| m.scale_down_since = None);
-        if desired > current && existing.is_some() {
-            let note = format!("scaling up {current} -> {desired} ({inputs})");
+        if desired != current && existing.is_some() {
+            let (reason, verb) = if desired > current {
+                ("ScalingUp", "up")
+            } else {
+                ("ScalingDown", "down")
+            };
+            let note = format!("scaling {verb} {current} -> {desired} ({inputs})");
             let action = format!("Scale{current}To{desired}");
-            decision(ctx, pc, EventType::Normal, "ScalingUp", action, None, note).await;
+            decision(ctx, pc, EventType::Normal, reason, action, None, note).await;
         }
     }
 

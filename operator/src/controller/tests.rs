@@ -1241,3 +1241,39 @@ async fn a_pod_without_fresh_stats_is_a_stats_stale_event_once() {
     // Without web-b's count the operator does not scale down.
     assert_eq!(deployment_replicas(&seen), 2);
 }
+
+#[tokio::test]
+async fn a_rollout_in_progress_holds_the_scale_down_without_draining() {
+    let nats = nats_server().await;
+    let a = fake_gateway(&nats.url, "web-a", 5).await;
+    let b = fake_gateway(&nats.url, "web-b", 3).await;
+    let mut spec = cluster_spec(&nats.url);
+    spec.autoscaling.min_replicas = 1;
+    spec.autoscaling.target_connections_per_pod = 1000;
+    let pc = stored(spec);
+    // Two ReplicaSets mid-rollout: only one pod is of the new template.
+    let mut deployment = deployment_json(2);
+    deployment["status"]["updatedReplicas"] = 1.into();
+    let pods: Pods = Arc::new(Mutex::new(vec![
+        running_pod("web-a", 1),
+        running_pod("web-b", 2),
+    ]));
+    let (client, seen) = mock_pods(&pc, Some(deployment), pods, Store::default());
+    let c = ctx(client);
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    wait_for_stats(&c, 2).await;
+    seen.lock().unwrap().clear();
+    reconcile(Arc::new(pc), c.clone()).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(a.lock().unwrap().is_empty() && b.lock().unwrap().is_empty());
+    assert!(writes(&seen, "/pods/").is_empty());
+    assert_eq!(deployment_replicas(&seen), 2);
+    let scaling = condition(&last_status(&seen), "Scaling");
+    assert!(
+        scaling["message"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for the Deployment to settle"),
+        "{scaling}"
+    );
+}
