@@ -8,7 +8,7 @@ fn minimum_moves_for_an_even_spread() {
     assert_eq!(minimum_moves(&[300, 300, 0, 0]), 300);
     assert_eq!(minimum_moves(&[150, 150, 150, 150]), 0);
     // Remainders go to the fullest pods: 601 over 4 = 151,150,150,150.
-    assert_eq!(minimum_moves(&[301, 300, 0, 0]), 301);
+    assert_eq!(minimum_moves(&[301, 300, 0, 0]), 300);
     assert_eq!(minimum_moves(&[10, 0, 0]), 6);
     assert_eq!(minimum_moves(&[]), 0);
 }
