@@ -136,7 +136,8 @@ impl Balancer {
     }
 
     /// What to send now. `settled`: no scaling in progress and every pod reporting; a new round
-    /// starts only then, while a running round always finishes (pods are never left paused).
+    /// starts only then, while a running round always finishes on time (pods are never left
+    /// paused).
     pub fn step(
         &mut self,
         views: &[PodView],
@@ -149,8 +150,10 @@ impl Balancer {
         let done_after = over_ms + ms(self.timing.settle);
         let mut finished = Vec::new();
         for (pod, round) in &mut self.rounds {
-            if round.aborted || !views.iter().any(|v| &v.name == pod) {
-                // Gone (or stats stale): ask it to resume anyway and forget it.
+            // A pod missing from the views (stats late, or gone) keeps its round: resuming it
+            // early would let its shed clients come straight back; a gone pod's requests just
+            // fail and the round ends on time.
+            if round.aborted {
                 finished.push(pod.clone());
             } else if !round.shed_sent {
                 if now_ms >= round.shed_at {

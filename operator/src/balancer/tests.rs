@@ -99,11 +99,24 @@ fn failures_never_leave_a_pod_paused_or_shed_it_while_accepting() {
         b.step(&pods, true, &spec(), 600),
         [Command::Resume("a".into())]
     );
-    // A paused pod that disappears is resumed (best effort) and forgotten.
-    b.step(&pods, true, &spec(), 10_000);
-    assert!(b.busy());
+    // A paused pod whose stats go missing keeps its round (no early resume), and is resumed on
+    // time (best effort if it is gone).
     assert_eq!(
-        b.step(&[pod("b", 0)], true, &spec(), 10_100),
+        b.step(&pods, true, &spec(), 10_000),
+        [Command::Pause("a".into())]
+    );
+    let only_b = [pod("b", 0)];
+    assert_eq!(
+        b.step(&only_b, true, &spec(), 10_500),
+        [Command::Shed {
+            pod: "a".into(),
+            count: 200,
+            over_ms: 2000
+        }]
+    );
+    assert!(b.step(&only_b, true, &spec(), 12_000).is_empty());
+    assert_eq!(
+        b.step(&only_b, true, &spec(), 13_500),
         [Command::Resume("a".into())]
     );
     assert!(!b.busy());
