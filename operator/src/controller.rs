@@ -99,6 +99,8 @@ struct ClusterMemory {
     overridden: Option<i32>,
     /// Pods last reported without fresh stats.
     stale: Vec<String>,
+    /// Since when each live pod has had no fresh stats.
+    missing_since: HashMap<String, u64>,
 }
 
 /// Everything reconcile needs.
@@ -435,15 +437,29 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         .collect();
     let views: Vec<PodView> = seen.iter().map(stats::pod_view).collect();
     let stats_complete = connected && !facts.is_empty() && views.len() == facts.len();
-    let stale: Vec<String> = facts
-        .iter()
-        .filter(|f| f.connections.is_none())
-        .map(|f| f.name.clone())
-        .collect();
-    let newly_stale = ctx.mem(&key, |m| {
+    // A pod counts as stale once it has been without fresh stats for longer than the stats max
+    // age: a pod that just started has not published yet, which is no news.
+    let max_age = ctx.stats_max_age.as_secs();
+    let (stale, newly_stale) = ctx.mem(&key, |m| {
+        let missing: Vec<&str> = facts
+            .iter()
+            .filter(|f| f.connections.is_none())
+            .map(|f| f.name.as_str())
+            .collect();
+        m.missing_since.retain(|p, _| missing.contains(&p.as_str()));
+        let mut stale: Vec<String> = missing
+            .iter()
+            .filter(|p| {
+                let since = *m.missing_since.entry((*p).to_string()).or_insert(now);
+                now.saturating_sub(since) >= max_age
+            })
+            .map(|p| (*p).to_string())
+            .collect();
+        stale.sort();
         let changed = m.stale != stale;
         m.stale.clone_from(&stale);
-        changed && !stale.is_empty()
+        let newly = changed && !stale.is_empty();
+        (stale, newly)
     });
     if connected && newly_stale {
         let note = format!(

@@ -1228,16 +1228,30 @@ async fn a_pod_without_fresh_stats_is_a_stats_stale_event_once() {
         Some(deployment_json(2)),
         vec![pod_json("web-a"), pod_json("web-b")],
     );
-    let c = ctx(client);
+    let mut c = ctx(client);
+    // Stale after 1s without stats (30s in production).
+    Arc::get_mut(&mut c).unwrap().stats_max_age = Duration::from_secs(1);
     reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
     wait_for_stats(&c, 1).await;
-    seen.lock().unwrap().clear();
+    // Not yet: a pod that just appeared has not had time to publish.
     reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    assert!(events(&seen.lock().unwrap(), "StatsStale").is_empty());
+    let started = Instant::now();
+    while events(&seen.lock().unwrap(), "StatsStale").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no StatsStale event"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    }
+    // Reported once, not on every reconcile.
     reconcile(Arc::new(pc), c.clone()).await.unwrap();
     let seen = seen.lock().unwrap().clone();
     let stale = events(&seen, "StatsStale");
     assert_eq!(stale.len(), 1, "{stale:?}");
     assert!(stale[0].contains("from web-b"), "{stale:?}");
+    assert!(!stale[0].contains("web-a"), "{stale:?}");
     // Without web-b's count the operator does not scale down.
     assert_eq!(deployment_replicas(&seen), 2);
 }
