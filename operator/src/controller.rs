@@ -101,6 +101,8 @@ struct ClusterMemory {
     stale: Vec<String>,
     /// Since when each live pod has had no fresh stats.
     missing_since: HashMap<String, u64>,
+    /// When each victim was last asked to drain.
+    drain_sent: HashMap<String, u64>,
 }
 
 /// Everything reconcile needs.
@@ -582,11 +584,21 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
                 .await?;
         }
         let mut drained = Vec::new();
-        if let NatsState::Connected(client) = &nats {
-            for f in facts
+        // A drain already sent is not sent again while the stats (every few seconds) have not
+        // caught up: it would count its connections in flight twice.
+        let resend_after = ctx.stats_max_age.as_secs();
+        let due: Vec<String> = ctx.mem(&key, |m| {
+            m.drain_sent
+                .retain(|p, at| facts.iter().any(|f| &f.name == p) && now < *at + resend_after);
+            facts
                 .iter()
                 .filter(|f| victims.contains(&f.name) && !f.draining)
-            {
+                .filter(|f| !m.drain_sent.contains_key(&f.name))
+                .map(|f| f.name.clone())
+                .collect()
+        });
+        if let NatsState::Connected(client) = &nats {
+            for f in facts.iter().filter(|f| due.contains(&f.name)) {
                 let req = ControlRequest::Drain { over_ms: SPREAD_MS };
                 if let Some(reply) = send(ctx, client, &ns, &name, &f.name, &req, "drain").await {
                     ctx.mem(&key, |m| {
@@ -597,6 +609,7 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
                             spread_ms: SPREAD_MS,
                         });
                     });
+                    ctx.mem(&key, |m| m.drain_sent.insert(f.name.clone(), now));
                     drained.push(f.name.clone());
                 }
             }

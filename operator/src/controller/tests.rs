@@ -918,6 +918,20 @@ async fn scale_down_at_zero_connections_removes_exactly_the_drained_pods() {
     assert!(draining[0].contains("4 -> 2"), "{draining:?}");
     assert!(draining[0].contains("target 150 per pod"), "{draining:?}");
 
+    // An immediate second reconcile (stats may not show the drain yet) holds and drains no one
+    // twice.
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    assert_eq!(deployment_replicas(&seen.lock().unwrap()), 4);
+    for g in &gateways {
+        let drains = g
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| matches!(r, ControlRequest::Drain { .. }))
+            .count();
+        assert!(drains <= 1, "{:?}", g.lock().unwrap());
+    }
+
     // The kubelet sees the drained pods' readiness fail; their stats say draining.
     set_not_ready(&pods, &drained);
     wait_until("draining stats", || {
