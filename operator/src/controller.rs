@@ -97,6 +97,8 @@ struct ClusterMemory {
     balancer: Option<Balancer>,
     /// The spec.replicas value last reported as overridden.
     overridden: Option<i32>,
+    /// spec.replicas as last seen (`None`: never looked).
+    spec_replicas_seen: Option<Option<i32>>,
     /// Pods last reported without fresh stats.
     stale: Vec<String>,
     /// Since when each live pod has had no fresh stats.
@@ -521,15 +523,21 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
     };
 
     // `kubectl scale` writes spec.replicas; in mode Operator the autoscaler owns the count, so
-    // the request is overridden: say so once per value (Event) and in the Scaling condition.
-    let overridden = match (pc.spec.autoscaling.mode, pc.spec.replicas) {
-        (AutoscalingMode::Operator, Some(r)) if r != desired && existing.is_some() => Some(r),
-        _ => None,
-    };
-    let announce = ctx.mem(&key, |m| {
-        let new = overridden.is_some() && m.overridden != overridden;
-        m.overridden = overridden;
-        new
+    // the request is overridden: say so (Event) when the value changes to one the autoscaler
+    // does not keep, and in the Scaling condition while it differs. The starting count written
+    // with the object is not a request, so the first value seen is only remembered.
+    let operator_mode = pc.spec.autoscaling.mode == AutoscalingMode::Operator;
+    let (overridden, announce) = ctx.mem(&key, |m| {
+        let previous = m.spec_replicas_seen.replace(pc.spec.replicas);
+        let changed = matches!(previous, Some(p) if p != pc.spec.replicas);
+        let differs = pc.spec.replicas.filter(|r| *r != desired);
+        if !operator_mode || existing.is_none() || differs.is_none() {
+            m.overridden = None;
+        } else if changed {
+            m.overridden = differs;
+            return (differs, true);
+        }
+        (m.overridden.filter(|_| m.overridden == differs), false)
     });
     if let (Some(r), true) = (overridden, announce) {
         let note = format!(

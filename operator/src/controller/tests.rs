@@ -1165,9 +1165,9 @@ async fn kubectl_scale_in_operator_mode_is_overridden_and_said_once() {
     let mut spec = cluster_spec(&nats.url);
     spec.autoscaling.min_replicas = 2;
     spec.autoscaling.target_connections_per_pod = 100;
-    // What `kubectl scale pushc/web --replicas=5` writes.
-    spec.replicas = Some(5);
-    let pc = stored(spec);
+    // The starting count written with the object is not a request.
+    spec.replicas = Some(3);
+    let mut pc = stored(spec);
     let (client, seen) = mock_world(
         &pc,
         Some(deployment_json(2)),
@@ -1176,6 +1176,10 @@ async fn kubectl_scale_in_operator_mode_is_overridden_and_said_once() {
     let c = ctx(client);
     reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
     wait_for_stats(&c, 2).await;
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    assert!(events(&seen.lock().unwrap(), "ScaleOverridden").is_empty());
+    // What `kubectl scale pushc/web --replicas=5` writes.
+    pc.spec.replicas = Some(5);
     reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
     reconcile(Arc::new(pc), c.clone()).await.unwrap();
     let seen = seen.lock().unwrap().clone();
