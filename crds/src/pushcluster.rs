@@ -67,9 +67,10 @@ pub mod condition {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PushClusterSpec {
-    /// Gateway pod count. Written by the operator when `autoscaling.mode` is `Operator`, by an
-    /// HPA (through the scale subresource) when `External`, by hand when `Off`. Unset means
-    /// `autoscaling.minReplicas` (or 1).
+    /// Gateway pod count: written by an HPA (through the scale subresource) when
+    /// `autoscaling.mode` is `External`, by hand (e.g. `kubectl scale`) when `Manual`. In mode
+    /// `Operator` it is only the starting count: the autoscaler owns the count and a different
+    /// value is overridden (Event `ScaleOverridden`). Unset means `autoscaling.minReplicas` (or 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
@@ -98,15 +99,63 @@ pub struct PushClusterSpec {
 }
 
 /// Who decides the replica count.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+///
+/// Serialized as `Operator`, `External` or `Manual`: names no YAML reader mistakes for
+/// something else. The former fixed mode was called `Off`, which a YAML 1.1 reader (the API
+/// server's, kubectl's, PyYAML) reads as the boolean `false` when unquoted, so it could never be
+/// stored. Reading is lenient where old spellings can still arrive through this type (files,
+/// tests, other tools): `"Off"` and the boolean `false` both mean `Manual`. The CRD schema lists
+/// only the three strings, so the API server rejects `Off` with a message naming them.
+#[derive(Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum AutoscalingMode {
     /// The operator scales from the gateway stats stream.
     #[default]
     Operator,
     /// Something else (e.g. an HPA on the scale subresource) writes `spec.replicas`.
     External,
-    /// Fixed at `spec.replicas`.
-    Off,
+    /// Fixed at `spec.replicas`, changed by hand (e.g. `kubectl scale`).
+    Manual,
+}
+
+impl AutoscalingMode {
+    /// The spelling in the CRD.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "Operator",
+            Self::External => "External",
+            Self::Manual => "Manual",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AutoscalingMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = AutoscalingMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("one of \"Operator\", \"External\", \"Manual\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "Operator" => Ok(AutoscalingMode::Operator),
+                    "External" => Ok(AutoscalingMode::External),
+                    // The old name of Manual.
+                    "Manual" | "Off" => Ok(AutoscalingMode::Manual),
+                    _ => Err(E::unknown_variant(v, &["Operator", "External", "Manual"])),
+                }
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                // What a YAML 1.1 reader makes of an unquoted `Off` (or `no`, `false`).
+                if v {
+                    Err(E::invalid_value(serde::de::Unexpected::Bool(v), &self))
+                } else {
+                    Ok(AutoscalingMode::Manual)
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// Operator autoscaling settings.
@@ -136,6 +185,18 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_scale_down_stabilization")]
     #[schemars(range(min = 0))]
     pub scale_down_stabilization_seconds: i64,
+    /// A scale-up only happens when every recommendation in this window asked for more pods, so
+    /// a transient (clients counted on two pods while they reconnect) shorter than a few stats
+    /// intervals never adds a pod. 0 scales up on the first look.
+    #[serde(default = "default_scale_up_stabilization")]
+    #[schemars(range(min = 0))]
+    pub scale_up_stabilization_seconds: i64,
+    /// No change while total connections are within this fraction of
+    /// `replicas × targetConnectionsPerPod` (like the HorizontalPodAutoscaler's tolerance),
+    /// e.g. `0.1` = ±10%.
+    #[serde(default = "default_autoscaling_tolerance")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub tolerance: f64,
 }
 
 fn default_min_replicas() -> i32 {
@@ -150,6 +211,12 @@ fn default_target_connections() -> i64 {
 fn default_scale_down_stabilization() -> i64 {
     300
 }
+fn default_scale_up_stabilization() -> i64 {
+    15
+}
+fn default_autoscaling_tolerance() -> f64 {
+    0.1
+}
 
 impl Default for AutoscalingSpec {
     fn default() -> Self {
@@ -159,6 +226,8 @@ impl Default for AutoscalingSpec {
             max_replicas: default_max_replicas(),
             target_connections_per_pod: default_target_connections(),
             scale_down_stabilization_seconds: default_scale_down_stabilization(),
+            scale_up_stabilization_seconds: default_scale_up_stabilization(),
+            tolerance: default_autoscaling_tolerance(),
         }
     }
 }

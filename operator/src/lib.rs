@@ -4,6 +4,7 @@
 //! Pure parts ([`gateway_config`], [`build`], [`scaling`], [`conditions`]) are plain functions;
 //! [`controller`] is the thin IO shell around them.
 
+pub mod balancer;
 pub mod build;
 pub mod conditions;
 pub mod controller;
@@ -11,6 +12,9 @@ pub mod crdgen;
 pub mod gateway_config;
 pub mod leader;
 pub mod metrics;
+#[cfg(test)]
+mod rs_oracle;
+pub mod scaledown;
 pub mod scaling;
 pub mod stats;
 pub mod telemetry;

@@ -34,10 +34,17 @@ pub struct ReasonLabel {
 /// Label set of control requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabel {
-    /// `shed` or `drain`.
+    /// `shed`, `drain` or `accepting`.
     pub op: &'static str,
     /// `ok` or `error`.
     pub result: &'static str,
+}
+
+/// Label set of decisions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabel {
+    /// The Event reason: `ScalingUp`, `ScalingDown`, `Draining`, `Shedding`, ...
+    pub reason: &'static str,
 }
 
 /// All operator metrics.
@@ -55,6 +62,10 @@ pub struct Metrics {
     pub shed_connections: Counter,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// Decisions taken (each also an Event), by reason.
+    pub decisions: Family<DecisionLabel, Counter>,
+    /// Pods deleted because they drained for longer than drainTimeout + margin.
+    pub stuck_drains: Counter,
     registry: Arc<Registry>,
 }
 
@@ -67,6 +78,18 @@ impl Default for Metrics {
         let control_requests = Family::<OpLabel, Counter>::default();
         let shed_connections = Counter::default();
         let leader = Gauge::default();
+        let decisions = Family::<DecisionLabel, Counter>::default();
+        let stuck_drains = Counter::default();
+        registry.register(
+            "decisions",
+            "Scaling and balancing decisions (each also an Event), by reason",
+            decisions.clone(),
+        );
+        registry.register(
+            "stuck_drains",
+            "Pods deleted because they drained past drainTimeout plus a margin without going away",
+            stuck_drains.clone(),
+        );
         registry.register(
             "reconciles",
             "PushCluster reconciles by result",
@@ -104,6 +127,8 @@ impl Default for Metrics {
             control_requests,
             shed_connections,
             leader,
+            decisions,
+            stuck_drains,
             registry: Arc::new(registry),
         }
     }

@@ -1,5 +1,6 @@
-//! The scaling plan: a pure function of (spec, stats, history) → desired replicas, with
-//! scale-down stabilization, plus the scale-down victim choice and the balancing (shed) plan.
+//! The scaling plan: a pure function of (spec, stats, history) → desired replicas, with a
+//! tolerance band, scale-up and scale-down stabilization and in-flight correction, plus the
+//! balancing (shed) plan.
 
 use std::collections::VecDeque;
 
@@ -26,10 +27,27 @@ pub fn recommend(spec: &AutoscalingSpec, total: u64) -> i32 {
     raw.clamp(min, spec.max_replicas.max(min))
 }
 
-/// Recent recommendations, for scale-down stabilization.
+/// Whether `total` connections on `current` pods is within `spec.tolerance` of the target, the
+/// HorizontalPodAutoscaler's rule: no change while `|total / (current × target) − 1| ≤
+/// tolerance`, so a count hovering at a boundary (601 for 4 × 150) does not flap.
+pub fn within_tolerance(spec: &AutoscalingSpec, current: i32, total: u64) -> bool {
+    if current <= 0 {
+        return false;
+    }
+    // |total / capacity − 1| ≤ tolerance, multiplied out so 660 vs 600 at 10% is not lost to
+    // rounding.
+    #[allow(clippy::cast_precision_loss)] // connection counts are far below 2^52
+    let capacity = f64::from(current) * spec.target_connections_per_pod.max(1) as f64;
+    #[allow(clippy::cast_precision_loss)]
+    let off = (total as f64 - capacity).abs();
+    off <= spec.tolerance.max(0.0) * capacity + 1e-9 * capacity
+}
+
+/// Recent recommendations, for stabilization.
 #[derive(Debug, Clone, Default)]
 pub struct History {
-    /// (unix seconds, recommendation), oldest first.
+    /// (unix seconds, recommendation), oldest first; one sample older than the longest window is
+    /// kept, as the value in force when the window began.
     recs: VecDeque<(u64, i32)>,
     /// When this history started; scale-down waits until it covers a whole window, so an
     /// operator restart cannot shrink a cluster on a few seconds of data.
@@ -46,6 +64,33 @@ impl History {
     pub fn is_empty(&self) -> bool {
         self.recs.is_empty()
     }
+
+    fn record(&mut self, now: u64, rec: i32, keep: u64) -> u64 {
+        let started = *self.started.get_or_insert(now);
+        self.recs.push_back((now, rec));
+        // Drop samples older than the window, but keep the newest of those.
+        while self.recs.len() >= 2 && self.recs[1].0 + keep <= now {
+            self.recs.pop_front();
+        }
+        started
+    }
+
+    /// Recommendations covering the last `window` seconds: those inside it plus the one in
+    /// force when it began.
+    fn over(&self, now: u64, window: u64) -> impl Iterator<Item = i32> + '_ {
+        let from = now.saturating_sub(window);
+        let first_inside = self.recs.iter().position(|&(t, _)| t >= from);
+        // The sample before the first one inside was in force at `from`, unless that first one
+        // sits exactly on `from`.
+        let skip = first_inside.map_or(self.recs.len().saturating_sub(1), |i| {
+            if self.recs[i].0 == from {
+                i
+            } else {
+                i.saturating_sub(1)
+            }
+        });
+        self.recs.iter().skip(skip).map(|&(_, r)| r)
+    }
 }
 
 /// Inputs of one scaling decision.
@@ -57,6 +102,10 @@ pub struct ScaleInput<'a> {
     pub current: i32,
     /// Pods with fresh stats.
     pub pods: &'a [PodView],
+    /// Connections counted on a pod that closed them after its stats were taken (shed or drain
+    /// in flight, see [`in_flight`]): those clients may already be counted again on the pod they
+    /// reconnected to, so they are subtracted once.
+    pub in_flight: u64,
     /// Whether every current pod has fresh stats; if not, the total is only a lower bound and
     /// the decision may only go up.
     pub stats_complete: bool,
@@ -64,62 +113,108 @@ pub struct ScaleInput<'a> {
     pub now: u64,
 }
 
-/// Desired replicas: scale up at once, scale down only to the highest recommendation seen in the
-/// stabilization window (as the HPA does), and never below bounds.
+/// Total connections the decision uses: the reported sum minus what is in flight.
+pub fn effective_total(input: &ScaleInput<'_>) -> u64 {
+    input
+        .pods
+        .iter()
+        .map(|p| p.connections)
+        .sum::<u64>()
+        .saturating_sub(input.in_flight)
+}
+
+/// Desired replicas. Within the tolerance band the count stays. Scale-up happens as soon as
+/// every recommendation of the last `scaleUpStabilizationSeconds` asked for more (the lowest of
+/// them wins), so transients shorter than that never add pods; scale-down goes to the highest
+/// recommendation of the last `scaleDownStabilizationSeconds` (as the HPA does), only on complete
+/// stats and once the history covers that window. Always within bounds.
 pub fn desired_replicas(input: ScaleInput<'_>, history: &mut History) -> i32 {
     let spec = input.spec;
-    let total: u64 = input.pods.iter().map(|p| p.connections).sum();
-    let rec = recommend(spec, total);
-    let window = u64::try_from(spec.scale_down_stabilization_seconds.max(0)).unwrap_or(0);
-    let started = *history.started.get_or_insert(input.now);
-    history.recs.push_back((input.now, rec));
-    while let Some(&(t, _)) = history.recs.front() {
-        if t + window < input.now {
-            history.recs.pop_front();
-        } else {
-            break;
-        }
-    }
+    let total = effective_total(&input);
     let min = spec.min_replicas.max(0);
     let max = spec.max_replicas.max(min);
     let current = input.current;
+    let rec = if within_tolerance(spec, current, total) {
+        current.clamp(min, max)
+    } else {
+        recommend(spec, total)
+    };
+    let down = u64::try_from(spec.scale_down_stabilization_seconds.max(0)).unwrap_or(0);
+    let up = u64::try_from(spec.scale_up_stabilization_seconds.max(0)).unwrap_or(0);
+    let started = history.record(input.now, rec, down.max(up));
     // Out-of-bounds counts (bounds edited) move into the bounds at once.
     if current < min || current > max {
         return current.clamp(min, max);
     }
-    if rec >= current {
-        return rec;
+    if rec > current {
+        if up == 0 {
+            return rec;
+        }
+        if input.now < started + up {
+            return current;
+        }
+        let lowest = history.over(input.now, up).min().unwrap_or(rec);
+        return lowest.max(current);
     }
-    if !input.stats_complete || input.now < started + window {
+    if rec == current || !input.stats_complete || input.now < started + down {
         return current;
     }
-    let stabilized = history.recs.iter().map(|&(_, r)| r).max().unwrap_or(rec);
+    if down == 0 {
+        return rec;
+    }
+    let stabilized = history.over(input.now, down).max().unwrap_or(rec);
     stabilized.min(current)
 }
 
-/// The `count` pods to remove on scale-down: the emptiest first (name breaks ties so repeated
-/// reconciles pick the same ones).
-pub fn scale_down_victims(pods: &[PodView], count: usize) -> Vec<String> {
-    let mut sorted: Vec<_> = pods.iter().collect();
-    sorted.sort_by(|a, b| a.connections.cmp(&b.connections).then(a.name.cmp(&b.name)));
-    sorted
-        .into_iter()
-        .take(count)
-        .map(|p| p.name.clone())
-        .collect()
+/// One close request the operator sent: `count` connections closed by `pod`, spread evenly over
+/// `[at_ms, at_ms + spread_ms]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// Pod asked to close.
+    pub pod: String,
+    /// When it was asked, unix milliseconds.
+    pub at_ms: u64,
+    /// Connections it was asked to close.
+    pub count: u64,
+    /// Spread window.
+    pub spread_ms: u64,
 }
 
-/// `controller.kubernetes.io/pod-deletion-cost` for a pod: its connection count, so the
-/// ReplicaSet removes the emptiest pods first.
-pub fn deletion_cost(connections: u64) -> i32 {
-    i32::try_from(connections).unwrap_or(i32::MAX)
+/// Connections a pod has closed since its last stats (taken at `stats_ms[pod]`) up to `now_ms`:
+/// still counted on it, and possibly counted again where the clients reconnected.
+pub fn in_flight(
+    requests: &[CloseRequest],
+    stats_ms: &dyn Fn(&str) -> Option<u64>,
+    now_ms: u64,
+) -> u64 {
+    requests
+        .iter()
+        .map(|r| {
+            let Some(seen) = stats_ms(&r.pod) else {
+                return 0;
+            };
+            let from = seen.max(r.at_ms);
+            let to = now_ms.min(r.at_ms + r.spread_ms);
+            if to <= from {
+                return 0;
+            }
+            if r.spread_ms == 0 {
+                return r.count;
+            }
+            // Closes are spread evenly, so the share closed in [from, to] is proportional.
+            let share = u128::from(to - from) * u128::from(r.count) / u128::from(r.spread_ms);
+            u64::try_from(share).unwrap_or(r.count).min(r.count)
+        })
+        .sum()
 }
 
+/// Pods that take part in balancing: every pod not draining. A pod the balancer paused
+/// (`accepting=false` while it sheds) still counts: it is the one being balanced.
 fn candidates(pods: &[PodView]) -> Vec<&PodView> {
-    pods.iter().filter(|p| p.accepting && !p.draining).collect()
+    pods.iter().filter(|p| !p.draining).collect()
 }
 
-/// Whether every accepting pod is within `tolerance` (relative) of the mean.
+/// Whether every pod that is not draining is within `tolerance` (relative) of the mean.
 pub fn is_balanced(pods: &[PodView], tolerance: f64) -> bool {
     let pods = candidates(pods);
     if pods.len() < 2 {

@@ -200,6 +200,13 @@ fn crd_schema_carries_defaults() {
     assert_eq!(auto["maxReplicas"]["default"], 10);
     assert_eq!(auto["targetConnectionsPerPod"]["default"], 10_000);
     assert_eq!(auto["scaleDownStabilizationSeconds"]["default"], 300);
+    assert_eq!(auto["scaleUpStabilizationSeconds"]["default"], 15);
+    assert_eq!(auto["tolerance"]["default"], 0.1);
+    // Only strings no YAML reader turns into booleans (issue 8: `- Off` became `false`).
+    assert_eq!(
+        auto["mode"]["enum"],
+        serde_json::json!(["Operator", "External", "Manual"])
+    );
     let balance = &spec["balance"]["properties"];
     assert_eq!(balance["enabled"]["default"], true);
     assert_eq!(balance["tolerance"]["default"], 0.2);
@@ -208,4 +215,26 @@ fn crd_schema_carries_defaults() {
         spec["service"]["properties"]["type"]["default"],
         "ClusterIP"
     );
+}
+
+#[test]
+fn manual_mode_also_reads_the_old_spelling_and_yaml_1_1_false() {
+    let mode = |json: &str| serde_json::from_str::<AutoscalingMode>(json);
+    assert_eq!(mode("\"Manual\"").unwrap(), AutoscalingMode::Manual);
+    assert_eq!(mode("\"Off\"").unwrap(), AutoscalingMode::Manual);
+    // A YAML 1.1 reader turns an unquoted `Off` into `false`.
+    assert_eq!(mode("false").unwrap(), AutoscalingMode::Manual);
+    assert_eq!(mode("\"External\"").unwrap(), AutoscalingMode::External);
+    let err = mode("true").unwrap_err().to_string();
+    assert!(err.contains("Manual"), "{err}");
+    let err = mode("\"Auto\"").unwrap_err().to_string();
+    assert!(err.contains("Operator") && err.contains("Manual"), "{err}");
+    // Written back as the new name.
+    assert_eq!(
+        serde_json::to_string(&AutoscalingMode::Manual).unwrap(),
+        "\"Manual\""
+    );
+    let spec: PushClusterSpec =
+        serde_yaml::from_str("autoscaling: {mode: Off}\nreplicas: 2").unwrap();
+    assert_eq!(spec.autoscaling.mode, AutoscalingMode::Manual);
 }

@@ -15,6 +15,7 @@ pub mod payload;
 pub mod plan;
 pub mod procfs;
 pub mod publisher;
+pub mod rebalance;
 pub mod report;
 pub mod run;
 pub mod server;

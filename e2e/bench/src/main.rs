@@ -27,6 +27,8 @@ struct Cli {
 enum Cmd {
     /// Run a scenario (each engine, each run) and report.
     Run(Box<RunArgs>),
+    /// Scale-up rebalance: moves, minimum moves, ratio and time to balance.
+    Rebalance(Box<volley_bench::rebalance::Args>),
     /// Client process (used internally).
     #[command(name = "__child", hide = true)]
     Child,
@@ -165,6 +167,13 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(run_all(*args))
+        }
+        Cmd::Rebalance(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(volley_bench::rebalance::main(*args))
         }
     }
 }

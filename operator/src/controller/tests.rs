@@ -30,13 +30,16 @@ fn mock_client(pc: &PushCluster) -> (Client, Arc<Mutex<Vec<Seen>>>) {
 /// Objects the mock API server holds, by path: applies store, deletes remove, GETs read.
 type Store = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
 
+/// Gateway pods the mock API server holds: listed, merge-patched and deleted like the real one.
+type Pods = Arc<Mutex<Vec<serde_json::Value>>>;
+
 /// Like [`mock_client`], with an existing Deployment and gateway pods.
 fn mock_world(
     pc: &PushCluster,
     deployment: Option<serde_json::Value>,
     pods: Vec<serde_json::Value>,
 ) -> (Client, Arc<Mutex<Vec<Seen>>>) {
-    mock_stateful(pc, deployment, pods, Store::default())
+    mock_pods(pc, deployment, Arc::new(Mutex::new(pods)), Store::default())
 }
 
 /// The mock API server over a shared [`Store`], so tests can delete a child between reconciles.
@@ -44,6 +47,34 @@ fn mock_stateful(
     pc: &PushCluster,
     deployment: Option<serde_json::Value>,
     pods: Vec<serde_json::Value>,
+    store: Store,
+) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    mock_pods(pc, deployment, Arc::new(Mutex::new(pods)), store)
+}
+
+/// Merges a pod patch's annotations into the stored pod, as the API server does.
+fn patch_pod(pods: &Pods, name: &str, patch: &serde_json::Value) -> serde_json::Value {
+    let mut pods = pods.lock().unwrap();
+    let Some(pod) = pods.iter_mut().find(|p| p["metadata"]["name"] == name) else {
+        return serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}});
+    };
+    if let Some(add) = patch["metadata"]["annotations"].as_object() {
+        let meta = pod["metadata"].as_object_mut().unwrap();
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| serde_json::json!({}));
+        for (k, v) in add {
+            annotations[k] = v.clone();
+        }
+    }
+    pod.clone()
+}
+
+/// The mock API server over shared pods and children.
+fn mock_pods(
+    pc: &PushCluster,
+    deployment: Option<serde_json::Value>,
+    pods: Pods,
     store: Store,
 ) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -66,13 +97,25 @@ fn mock_stateful(
             let (code, reply) = match method.as_str() {
                 "GET" if path.ends_with("/pods") => (
                     StatusCode::OK,
-                    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}),
+                    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+                        "items": *pods.lock().unwrap()}),
                 ),
                 "GET" if path.ends_with("/deployments/web") && deployment.is_some() => {
                     (StatusCode::OK, deployment.clone().unwrap())
                 }
                 "GET" if store.lock().unwrap().contains_key(&path) => {
                     (StatusCode::OK, store.lock().unwrap()[&path].clone())
+                }
+                "DELETE" if path.contains("/pods/") => {
+                    let name = path.rsplit('/').next().unwrap().to_string();
+                    pods.lock()
+                        .unwrap()
+                        .retain(|p| p["metadata"]["name"] != name);
+                    (
+                        StatusCode::OK,
+                        serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Success",
+                            "code": 200, "metadata": {}}),
+                    )
                 }
                 "DELETE" => {
                     store.lock().unwrap().remove(&path);
@@ -93,7 +136,7 @@ fn mock_stateful(
                 "PATCH" if path.ends_with("/status") => (StatusCode::OK, pc_json.clone()),
                 "PATCH" if path.contains("/pods/") => (
                     StatusCode::OK,
-                    serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+                    patch_pod(&pods, path.rsplit('/').next().unwrap(), &body),
                 ),
                 "PATCH" => {
                     store.lock().unwrap().insert(path.clone(), body.clone());
@@ -133,7 +176,7 @@ fn ctx(client: Client) -> Arc<Context> {
 async fn first_reconcile_applies_every_child_then_patches_status() {
     let mut spec = PushClusterSpec::default();
     spec.replicas = Some(3);
-    spec.autoscaling.mode = volley_crds::AutoscalingMode::Off;
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
     let pc = stored(spec);
     let (client, seen) = mock_client(&pc);
     let action = reconcile(Arc::new(pc), ctx(client)).await.unwrap();
@@ -263,7 +306,7 @@ async fn repeated_invalid_spec_events_go_through_one_recorder() {
 async fn a_deleted_child_is_re_applied() {
     let mut spec = PushClusterSpec::default();
     spec.replicas = Some(2);
-    spec.autoscaling.mode = volley_crds::AutoscalingMode::Off;
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
     let pc = Arc::new(stored(spec));
     let store = Store::default();
     let (client, seen) = mock_stateful(&pc, None, Vec::new(), store.clone());
@@ -287,7 +330,7 @@ async fn a_deleted_child_is_re_applied() {
 async fn a_child_the_spec_no_longer_yields_is_pruned() {
     let mut spec = PushClusterSpec::default();
     spec.replicas = Some(2);
-    spec.autoscaling.mode = volley_crds::AutoscalingMode::Off;
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
     let mut pc = stored(spec);
     let store = Store::default();
     let (client, seen) = mock_stateful(&pc, None, Vec::new(), store.clone());
@@ -423,28 +466,71 @@ async fn operator_mode_without_stats_keeps_the_count_within_bounds() {
     assert_eq!(deploy.body["spec"]["replicas"], 2);
 }
 
+fn facts<'a>(nats: &'a NatsState, desired: i32, replicas: i32, ready: i32) -> Facts<'a> {
+    Facts {
+        nats,
+        desired,
+        replicas,
+        ready,
+        current: replicas,
+        balanced: true,
+        shedding: 0,
+        paused: Vec::new(),
+        balance_enabled: true,
+        not_ready: Vec::new(),
+        hold: None,
+        overridden: None,
+    }
+}
+
 #[test]
 fn condition_table() {
-    let conds = status_conditions(&NatsState::Standalone, 3, 3, 3, 3, true, 0, true);
+    let conds = status_conditions(&facts(&NatsState::Standalone, 3, 3, 3));
     let by_type = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();
     assert!(by_type("Ready").status);
     assert!(!by_type("Scaling").status);
     assert!(by_type("Balanced").status);
-    let conds = status_conditions(
-        &NatsState::Failed("boom".into()),
-        2,
-        3,
-        3,
-        3,
-        false,
-        40,
-        true,
-    );
+    let failed = NatsState::Failed("boom".into());
+    let mut f = facts(&failed, 2, 3, 1);
+    f.balanced = false;
+    f.shedding = 40;
+    f.not_ready = vec!["web-b (not ready)".into(), "web-c (draining)".into()];
+    let conds = status_conditions(&f);
     let by_type = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();
     assert_eq!(by_type("Scaling").reason, "ScalingDown");
     assert_eq!(by_type("Balanced").reason, "Shedding");
     assert_eq!(by_type("NatsConnected").message, "boom");
-    assert!(!by_type("Ready").status);
+    let ready = by_type("Ready");
+    assert!(!ready.status);
+    assert_eq!(
+        ready.message,
+        "1/2 gateway pods ready; not serving: web-b (not ready), web-c (draining)"
+    );
+    // Between the pause and the shed of a round, Balanced says so.
+    let mut f = facts(&NatsState::Standalone, 4, 4, 4);
+    f.balanced = false;
+    f.paused = vec!["web-a".into(), "web-b".into()];
+    let conds = status_conditions(&f);
+    let balanced = conds.iter().find(|c| c.type_ == "Balanced").unwrap();
+    assert_eq!(balanced.reason, "Shedding");
+    assert!(
+        balanced.message.contains("web-a, web-b not accepting"),
+        "{}",
+        balanced.message
+    );
+    // A held scale-down and an overridden spec.replicas are explained in Scaling.
+    let mut f = facts(&NatsState::Standalone, 2, 4, 4);
+    f.current = 4;
+    f.hold = Some("4 -> 2: waiting for web-a to turn NotReady");
+    f.overridden = Some(7);
+    let conds = status_conditions(&f);
+    let scaling = conds.iter().find(|c| c.type_ == "Scaling").unwrap();
+    assert!(scaling.status);
+    assert_eq!(
+        scaling.message,
+        "4 -> 2: waiting for web-a to turn NotReady; spec.replicas=7 is overridden by the \
+         autoscaler (mode Operator)"
+    );
 }
 
 /// A real nats-server on a free loopback port, killed on drop.
@@ -487,8 +573,18 @@ async fn nats_server() -> NatsServer {
     }
 }
 
-/// A fake gateway pod: publishes stats and answers control requests, recording them.
+/// A fake gateway pod: publishes stats every 50ms and answers control requests, recording
+/// them. A drain makes it report `draining`, `accepting` flips what it reports.
 async fn fake_gateway(url: &str, pod: &str, connections: u64) -> Arc<Mutex<Vec<ControlRequest>>> {
+    fake_gateway_with(url, pod, connections, false).await
+}
+
+async fn fake_gateway_with(
+    url: &str,
+    pod: &str,
+    connections: u64,
+    draining: bool,
+) -> Arc<Mutex<Vec<ControlRequest>>> {
     let client = async_nats::connect(url).await.unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
     let mut sub = client
@@ -497,19 +593,29 @@ async fn fake_gateway(url: &str, pod: &str, connections: u64) -> Arc<Mutex<Vec<C
         .unwrap();
     let log = got.clone();
     let replier = client.clone();
+    let state = Arc::new(Mutex::new((true, draining)));
+    let flags = state.clone();
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
             let req: ControlRequest = serde_json::from_slice(&msg.payload).unwrap();
             let closing = match &req {
                 ControlRequest::Shed { count, .. } => *count,
-                ControlRequest::Drain { .. } => connections,
-                ControlRequest::Accepting { .. } => 0,
+                ControlRequest::Drain { .. } => {
+                    *flags.lock().unwrap() = (false, true);
+                    connections
+                }
+                ControlRequest::Accepting { value } => {
+                    flags.lock().unwrap().0 = *value;
+                    0
+                }
             };
             log.lock().unwrap().push(req);
+            let (accepting, draining) = *flags.lock().unwrap();
             let reply = wire::ControlReply {
                 ok: true,
                 closing,
-                accepting: true,
+                accepting,
+                draining,
                 ..Default::default()
             };
             if let Some(to) = msg.reply {
@@ -520,18 +626,21 @@ async fn fake_gateway(url: &str, pod: &str, connections: u64) -> Arc<Mutex<Vec<C
             }
         }
     });
-    let stats = wire::GatewayStats {
-        namespace: "apps".into(),
-        cluster: "web".into(),
-        pod: pod.into(),
-        connections,
-        accepting: true,
-        ..Default::default()
-    };
     let subject = wire::stats_subject("apps", "web", pod);
+    let pod = pod.to_string();
     tokio::spawn(async move {
         // Every 50ms, like a (fast) stats interval.
-        for _ in 0..200 {
+        for _ in 0..600 {
+            let (accepting, draining) = *state.lock().unwrap();
+            let stats = wire::GatewayStats {
+                namespace: "apps".into(),
+                cluster: "web".into(),
+                pod: pod.clone(),
+                connections,
+                accepting,
+                draining,
+                ..Default::default()
+            };
             let body = serde_json::to_vec(&stats).unwrap();
             if client.publish(subject.clone(), body.into()).await.is_err() {
                 break;
@@ -542,16 +651,54 @@ async fn fake_gateway(url: &str, pod: &str, connections: u64) -> Arc<Mutex<Vec<C
     got
 }
 
-fn pod_json(name: &str) -> serde_json::Value {
+/// A Running, Ready pod on a node, created at minute `created` (the ReplicaSet prefers to delete
+/// newer pods when nothing else differs).
+fn running_pod(name: &str, created: u32) -> serde_json::Value {
     serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "apps"}})
+        "metadata": {"name": name, "namespace": "apps", "uid": format!("uid-{name}"),
+            "creationTimestamp": format!("2026-01-01T00:{created:02}:00Z")},
+        "spec": {"nodeName": "node-1", "containers": []},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True",
+            "lastTransitionTime": format!("2026-01-01T00:{created:02}:30Z")}]}})
+}
+
+fn pod_json(name: &str) -> serde_json::Value {
+    running_pod(name, 1)
 }
 
 fn deployment_json(replicas: i32) -> serde_json::Value {
     serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "apps"},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {}}, "template": {}},
-        "status": {"replicas": replicas, "readyReplicas": replicas}})
+        "status": {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}})
+}
+
+/// What the kubelet does once a drained gateway's readiness probe fails.
+fn set_not_ready(pods: &Pods, names: &[String]) {
+    for p in pods.lock().unwrap().iter_mut() {
+        if names.iter().any(|n| p["metadata"]["name"] == n.as_str()) {
+            p["status"]["conditions"][0]["status"] = "False".into();
+        }
+    }
+}
+
+fn typed_pods(pods: &Pods) -> Vec<Pod> {
+    pods.lock()
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::from_value(p.clone()).unwrap())
+        .collect()
+}
+
+/// Polls `check` every 20ms for up to 5s.
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..250 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 async fn wait_for_stats(ctx: &Context, pods: usize) {
@@ -587,19 +734,25 @@ async fn balances_a_settled_cluster_over_real_nats() {
         Some(deployment_json(2)),
         vec![pod_json("web-a"), pod_json("web-b")],
     );
-    let c = ctx(client);
+    let mut c = ctx(client);
+    // No endpoints to update here: shed right after the pause.
+    Arc::get_mut(&mut c).unwrap().balance_timing.lead = Duration::ZERO;
     // First reconcile connects to NATS; stats arrive afterwards.
     reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
     wait_for_stats(&c, 2).await;
     reconcile(Arc::new(pc), c.clone()).await.unwrap();
 
     // Mean 500: web-a sheds 400 (within the per-minute budget of 1000), web-b nothing.
+    // It stops accepting first, so the shed clients reconnect to the emptier pod.
     assert_eq!(
         *full.lock().unwrap(),
-        [ControlRequest::Shed {
-            count: 400,
-            over_ms: SPREAD_MS
-        }]
+        [
+            ControlRequest::Accepting { value: false },
+            ControlRequest::Shed {
+                count: 400,
+                over_ms: SPREAD_MS
+            }
+        ]
     );
     assert!(empty.lock().unwrap().is_empty());
     let seen = seen.lock().unwrap().clone();
@@ -617,26 +770,224 @@ async fn balances_a_settled_cluster_over_real_nats() {
     assert_eq!(get("Balanced")["reason"], "Shedding");
     assert_eq!(get("Ready")["status"], "True");
     assert!(c.metrics.encode().contains("shed_connections_total 400"));
+    let shed = seen
+        .iter()
+        .find(|s| s.path.ends_with("/events") && s.body["reason"] == "Shedding")
+        .unwrap();
+    assert_eq!(shed.body["related"]["kind"], "Pod");
+    assert_eq!(shed.body["related"]["name"], "web-a");
+    assert!(
+        shed.body["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("web-a: shedding 400 of 900 connections"),
+        "{}",
+        shed.body["note"]
+    );
+}
+
+fn cluster_spec(url: &str) -> PushClusterSpec {
+    let mut spec = PushClusterSpec::default();
+    spec.nats = Some(volley_crds::NatsSpec {
+        url: url.into(),
+        ..Default::default()
+    });
+    spec.autoscaling.scale_down_stabilization_seconds = 0;
+    spec.autoscaling.scale_up_stabilization_seconds = 0;
+    spec
+}
+
+/// Index of every write (PATCH/DELETE) whose path matches, in request order.
+fn writes(seen: &[Seen], part: &str) -> Vec<usize> {
+    seen.iter()
+        .enumerate()
+        .filter(|(_, s)| (s.method == "PATCH" || s.method == "DELETE") && s.path.contains(part))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn deployment_replicas(seen: &[Seen]) -> serde_json::Value {
+    seen.iter()
+        .rev()
+        .find(|s| s.method == "PATCH" && s.path.ends_with("/deployments/web"))
+        .unwrap()
+        .body["spec"]["replicas"]
+        .clone()
+}
+
+fn events(seen: &[Seen], reason: &str) -> Vec<String> {
+    seen.iter()
+        .filter(|s| s.path.ends_with("/events") && s.body["reason"] == reason)
+        .map(|s| s.body["note"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn last_status(seen: &[Seen]) -> serde_json::Value {
+    seen.iter()
+        .rev()
+        .find(|s| s.path.ends_with("/status"))
+        .unwrap()
+        .body["status"]
+        .clone()
+}
+
+fn condition(status: &serde_json::Value, type_: &str) -> serde_json::Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+        .clone()
 }
 
 #[tokio::test]
-async fn scale_down_costs_pods_and_drains_the_emptiest_over_real_nats() {
+async fn scale_down_at_zero_connections_removes_exactly_the_drained_pods() {
+    // Issue 8, item 1: 4 pods with 0 connections each, no deletion cost, the newest pods last:
+    // left alone, the ReplicaSet removes the two newest, whatever the operator drained.
+    let nats = nats_server().await;
+    let names = ["web-a", "web-b", "web-c", "web-d"];
+    let mut gateways = Vec::new();
+    for n in names {
+        gateways.push(fake_gateway(&nats.url, n, 0).await);
+    }
+    let mut spec = cluster_spec(&nats.url);
+    spec.autoscaling.min_replicas = 2;
+    spec.autoscaling.target_connections_per_pod = 150;
+    let pc = stored(spec);
+    let pods: Pods = Arc::new(Mutex::new(
+        names
+            .iter()
+            .zip(1..)
+            .map(|(n, minute)| running_pod(n, minute))
+            .collect(),
+    ));
+    let (client, seen) = mock_pods(
+        &pc,
+        Some(deployment_json(4)),
+        pods.clone(),
+        Store::default(),
+    );
+    let c = ctx(client);
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    wait_for_stats(&c, 4).await;
+    assert_eq!(
+        crate::rs_oracle::replicaset_deletes(&typed_pods(&pods), 2),
+        ["web-c", "web-d"],
+        "without the operator's costs the ReplicaSet removes the newest"
+    );
+
+    // Reconcile 1 of the scale-down: costs and drains, the replica count stays.
+    seen.lock().unwrap().clear();
+    let action = reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(FAST_RESYNC));
+    let first = seen.lock().unwrap().clone();
+    let drained: Vec<String> = names
+        .iter()
+        .zip(&gateways)
+        .filter(|(_, g)| {
+            g.lock()
+                .unwrap()
+                .contains(&ControlRequest::Drain { over_ms: SPREAD_MS })
+        })
+        .map(|(n, _)| (*n).to_string())
+        .collect();
+    assert_eq!(drained.len(), 2, "{drained:?}");
+    assert_eq!(deployment_replicas(&first), 4);
+    let cost_writes = writes(&first, "/pods/");
+    let deploy_write = writes(&first, "/deployments/web")[0];
+    assert!(!cost_writes.is_empty());
+    assert!(
+        cost_writes.iter().all(|&i| i < deploy_write),
+        "costs before replicas"
+    );
+    let status = last_status(&first);
+    assert_eq!(status["desiredReplicas"], 2);
+    let scaling = condition(&status, "Scaling");
+    assert_eq!(scaling["reason"], "ScalingDown");
+    assert!(
+        scaling["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("4 -> 2: setting deletion cost on "),
+        "{scaling}"
+    );
+    let draining = events(&first, "Draining");
+    assert_eq!(draining.len(), 1, "{first:?}");
+    assert!(draining[0].contains(&drained.join(", ")), "{draining:?}");
+    assert!(draining[0].contains("4 -> 2"), "{draining:?}");
+    assert!(draining[0].contains("target 150 per pod"), "{draining:?}");
+
+    // An immediate second reconcile (stats may not show the drain yet) holds and drains no one
+    // twice.
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    assert_eq!(deployment_replicas(&seen.lock().unwrap()), 4);
+    for g in &gateways {
+        let drains = g
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| matches!(r, ControlRequest::Drain { .. }))
+            .count();
+        assert!(drains <= 1, "{:?}", g.lock().unwrap());
+    }
+
+    // The kubelet sees the drained pods' readiness fail; their stats say draining.
+    set_not_ready(&pods, &drained);
+    wait_until("draining stats", || {
+        c.stats
+            .snapshot("apps", "web", c.stats_max_age, SystemTime::now())
+            .iter()
+            .filter(|s| s.stats.draining)
+            .count()
+            == 2
+    })
+    .await;
+
+    // Reconcile 2: the victims rank first by the ReplicaSet's rules: lower the count.
+    seen.lock().unwrap().clear();
+    reconcile(Arc::new(pc), c.clone()).await.unwrap();
+    let second = seen.lock().unwrap().clone();
+    assert_eq!(deployment_replicas(&second), 2);
+    assert!(
+        writes(&second, "/pods/").is_empty(),
+        "nothing left to mark: {second:?}"
+    );
+    assert_eq!(events(&second, "ScalingDown").len(), 1);
+    // Exactly the drained pods go, by the ReplicaSet's own ranking; no survivor was drained.
+    assert_eq!(
+        crate::rs_oracle::replicaset_deletes(&typed_pods(&pods), 2),
+        drained
+    );
+    for (n, g) in names.iter().zip(&gateways) {
+        if !drained.contains(&(*n).to_string()) {
+            assert!(
+                g.lock().unwrap().is_empty(),
+                "{n} got {:?}",
+                g.lock().unwrap()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn scale_down_picks_the_emptiest_and_costs_survivors_by_connections() {
     let nats = nats_server().await;
     let busy = fake_gateway(&nats.url, "web-a", 150).await;
     let idle = fake_gateway(&nats.url, "web-b", 3).await;
-    let mut spec = PushClusterSpec::default();
-    spec.nats = Some(volley_crds::NatsSpec {
-        url: nats.url.clone(),
-        ..Default::default()
-    });
+    let mut spec = cluster_spec(&nats.url);
     spec.autoscaling.min_replicas = 1;
     spec.autoscaling.target_connections_per_pod = 1000;
-    spec.autoscaling.scale_down_stabilization_seconds = 0;
     let pc = stored(spec);
-    let (client, seen) = mock_world(
+    let pods: Pods = Arc::new(Mutex::new(vec![
+        running_pod("web-a", 2),
+        running_pod("web-b", 1),
+    ]));
+    let (client, seen) = mock_pods(
         &pc,
         Some(deployment_json(2)),
-        vec![pod_json("web-a"), pod_json("web-b")],
+        pods.clone(),
+        Store::default(),
     );
     let c = ctx(client);
     reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
@@ -664,21 +1015,190 @@ async fn scale_down_costs_pods_and_drains_the_emptiest_over_real_nats() {
         costs,
         [
             ("web-a".to_string(), serde_json::json!("150")),
-            ("web-b".to_string(), serde_json::json!("3"))
+            ("web-b".to_string(), serde_json::json!("-1"))
         ]
     );
-    let deploy = seen
-        .iter()
-        .find(|s| s.method == "PATCH" && s.path.ends_with("/deployments/web"))
-        .unwrap();
-    assert_eq!(deploy.body["spec"]["replicas"], 1);
-    let status = &seen
-        .iter()
-        .rev()
-        .find(|s| s.path.ends_with("/status"))
-        .unwrap()
-        .body["status"];
-    assert_eq!(status["desiredReplicas"], 1);
+    // web-b is still Ready in the API: the count waits.
+    assert_eq!(deployment_replicas(&seen), 2);
+    assert_eq!(last_status(&seen)["desiredReplicas"], 1);
+    assert_eq!(
+        crate::rs_oracle::replicaset_deletes(&typed_pods(&pods), 1),
+        ["web-b"]
+    );
+}
+
+#[tokio::test]
+async fn a_pod_stuck_draining_is_deleted_with_an_event() {
+    let nats = nats_server().await;
+    fake_gateway(&nats.url, "web-a", 10).await;
+    fake_gateway_with(&nats.url, "web-b", 10, true).await;
+    let mut spec = cluster_spec(&nats.url);
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    spec.gateway.drain_timeout = Some("1s".into());
+    let pc = stored(spec);
+    let pods: Pods = Arc::new(Mutex::new(vec![
+        running_pod("web-a", 1),
+        running_pod("web-b", 2),
+    ]));
+    let (client, seen) = mock_pods(
+        &pc,
+        Some(deployment_json(2)),
+        pods.clone(),
+        Store::default(),
+    );
+    let mut c = ctx(client);
+    Arc::get_mut(&mut c).unwrap().drain_stuck_margin = Duration::ZERO;
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    wait_for_stats(&c, 2).await;
+    // First seen draining now; stuck once more than drainTimeout (1s) + margin (0) has passed.
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    assert_eq!(pods.lock().unwrap().len(), 2);
+    let started = Instant::now();
+    while pods.lock().unwrap().len() == 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let seen = seen.lock().unwrap().clone();
+    let deletes: Vec<_> = seen.iter().filter(|s| s.method == "DELETE").collect();
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0].path, "/api/v1/namespaces/apps/pods/web-b");
+    // Only the pod we looked at: uid precondition.
+    assert_eq!(deletes[0].body["preconditions"]["uid"], "uid-web-b");
+    let stuck = events(&seen, "DrainStuck");
+    assert_eq!(stuck.len(), 1);
+    assert!(stuck[0].contains("web-b"), "{stuck:?}");
+    let metrics = c.metrics.encode();
+    assert!(metrics.contains("stuck_drains_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("decisions_total{reason=\"DrainStuck\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn ready_goes_false_after_the_grace_naming_the_pods() {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    let mut pc = stored(spec);
+    // The last status said Ready.
+    pc.status = Some(volley_crds::PushClusterStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "AllReplicasReady".into(),
+            message: "2/2 gateway pods ready".into(),
+            last_transition_time: Time(Timestamp::now()),
+            observed_generation: Some(4),
+        }],
+        ..Default::default()
+    });
+    // One of two pods is not ready.
+    let world = || {
+        let mut deployment = deployment_json(2);
+        deployment["status"]["readyReplicas"] = 1.into();
+        let pods: Pods = Arc::new(Mutex::new(vec![
+            running_pod("web-a", 1),
+            running_pod("web-b", 2),
+        ]));
+        set_not_ready(&pods, &["web-b".to_string()]);
+        mock_pods(&pc, Some(deployment), pods, Store::default())
+    };
+    let (client, seen) = world();
+    // Within the grace: Ready keeps its last state.
+    reconcile(Arc::new(pc.clone()), ctx(client)).await.unwrap();
+    let status = last_status(&seen.lock().unwrap());
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    // Past the grace: False, naming the pod.
+    let (client, seen2) = world();
+    let mut c = ctx(client);
+    Arc::get_mut(&mut c).unwrap().ready_grace = Duration::ZERO;
+    reconcile(Arc::new(pc.clone()), c).await.unwrap();
+    let ready = condition(&last_status(&seen2.lock().unwrap()), "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ReplicasNotReady");
+    assert_eq!(
+        ready["message"],
+        "1/2 gateway pods ready; not serving: web-b (not ready)"
+    );
+}
+
+#[tokio::test]
+async fn scaling_up_is_an_event_with_its_inputs() {
+    let nats = nats_server().await;
+    fake_gateway(&nats.url, "web-a", 900).await;
+    fake_gateway(&nats.url, "web-b", 900).await;
+    let mut spec = cluster_spec(&nats.url);
+    spec.autoscaling.target_connections_per_pod = 300;
+    let pc = stored(spec);
+    let (client, seen) = mock_world(
+        &pc,
+        Some(deployment_json(2)),
+        vec![pod_json("web-a"), pod_json("web-b")],
+    );
+    let c = ctx(client);
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    wait_for_stats(&c, 2).await;
+    reconcile(Arc::new(pc), c.clone()).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(deployment_replicas(&seen), 6);
+    let up = events(&seen, "ScalingUp");
+    assert_eq!(
+        up,
+        ["scaling up 2 -> 6 (1800 connections, target 300 per pod, 2 of 2 pods reporting)"]
+    );
+    assert!(
+        c.metrics
+            .encode()
+            .contains("decisions_total{reason=\"ScalingUp\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn kubectl_scale_in_operator_mode_is_overridden_and_said_once() {
+    let nats = nats_server().await;
+    fake_gateway(&nats.url, "web-a", 100).await;
+    fake_gateway(&nats.url, "web-b", 100).await;
+    let mut spec = cluster_spec(&nats.url);
+    spec.autoscaling.min_replicas = 2;
+    spec.autoscaling.target_connections_per_pod = 100;
+    // The starting count written with the object is not a request.
+    spec.replicas = Some(3);
+    let mut pc = stored(spec);
+    let (client, seen) = mock_world(
+        &pc,
+        Some(deployment_json(2)),
+        vec![pod_json("web-a"), pod_json("web-b")],
+    );
+    let c = ctx(client);
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    wait_for_stats(&c, 2).await;
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    assert!(events(&seen.lock().unwrap(), "ScaleOverridden").is_empty());
+    // What `kubectl scale pushc/web --replicas=5` writes.
+    pc.spec.replicas = Some(5);
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    reconcile(Arc::new(pc), c.clone()).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(deployment_replicas(&seen), 2);
+    let notes = events(&seen, "ScaleOverridden");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("spec.replicas=5 is overridden"),
+        "{notes:?}"
+    );
+    assert!(notes[0].contains("Manual or External"), "{notes:?}");
+    let scaling = condition(&last_status(&seen), "Scaling");
+    assert!(
+        scaling["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.replicas=5 is overridden by the autoscaler"),
+        "{scaling}"
+    );
 }
 
 #[tokio::test]
@@ -712,4 +1232,80 @@ async fn unreachable_nats_is_a_condition_not_an_error() {
         .clone();
     assert_eq!(nats["status"], "False");
     assert_eq!(nats["reason"], "ConnectFailed");
+}
+
+#[tokio::test]
+async fn a_pod_without_fresh_stats_is_a_stats_stale_event_once() {
+    let nats = nats_server().await;
+    fake_gateway(&nats.url, "web-a", 10).await;
+    let mut spec = cluster_spec(&nats.url);
+    spec.autoscaling.min_replicas = 2;
+    let pc = stored(spec);
+    let (client, seen) = mock_world(
+        &pc,
+        Some(deployment_json(2)),
+        vec![pod_json("web-a"), pod_json("web-b")],
+    );
+    let mut c = ctx(client);
+    // Stale after 1s without stats (30s in production).
+    Arc::get_mut(&mut c).unwrap().stats_max_age = Duration::from_secs(1);
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    wait_for_stats(&c, 1).await;
+    // Not yet: a pod that just appeared has not had time to publish.
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    assert!(events(&seen.lock().unwrap(), "StatsStale").is_empty());
+    let started = Instant::now();
+    while events(&seen.lock().unwrap(), "StatsStale").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no StatsStale event"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    }
+    // Reported once, not on every reconcile.
+    reconcile(Arc::new(pc), c.clone()).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let stale = events(&seen, "StatsStale");
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert!(stale[0].contains("from web-b"), "{stale:?}");
+    assert!(!stale[0].contains("web-a"), "{stale:?}");
+    // Without web-b's count the operator does not scale down.
+    assert_eq!(deployment_replicas(&seen), 2);
+}
+
+#[tokio::test]
+async fn a_rollout_in_progress_holds_the_scale_down_without_draining() {
+    let nats = nats_server().await;
+    let a = fake_gateway(&nats.url, "web-a", 5).await;
+    let b = fake_gateway(&nats.url, "web-b", 3).await;
+    let mut spec = cluster_spec(&nats.url);
+    spec.autoscaling.min_replicas = 1;
+    spec.autoscaling.target_connections_per_pod = 1000;
+    let pc = stored(spec);
+    // Two ReplicaSets mid-rollout: only one pod is of the new template.
+    let mut deployment = deployment_json(2);
+    deployment["status"]["updatedReplicas"] = 1.into();
+    let pods: Pods = Arc::new(Mutex::new(vec![
+        running_pod("web-a", 1),
+        running_pod("web-b", 2),
+    ]));
+    let (client, seen) = mock_pods(&pc, Some(deployment), pods, Store::default());
+    let c = ctx(client);
+    reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
+    wait_for_stats(&c, 2).await;
+    seen.lock().unwrap().clear();
+    reconcile(Arc::new(pc), c.clone()).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(a.lock().unwrap().is_empty() && b.lock().unwrap().is_empty());
+    assert!(writes(&seen, "/pods/").is_empty());
+    assert_eq!(deployment_replicas(&seen), 2);
+    let scaling = condition(&last_status(&seen), "Scaling");
+    assert!(
+        scaling["message"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for the Deployment to settle"),
+        "{scaling}"
+    );
 }

@@ -4,12 +4,15 @@ use volley_crds::AutoscalingSpec;
 
 use super::*;
 
+/// A spec with no up-window and no tolerance: the plain recommendation rules.
 fn spec(min: i32, max: i32, target: i64, window: i64) -> AutoscalingSpec {
     AutoscalingSpec {
         min_replicas: min,
         max_replicas: max,
         target_connections_per_pod: target,
         scale_down_stabilization_seconds: window,
+        scale_up_stabilization_seconds: 0,
+        tolerance: 0.0,
         ..Default::default()
     }
 }
@@ -30,6 +33,7 @@ fn decide(s: &AutoscalingSpec, current: i32, total: u64, now: u64, h: &mut Histo
             spec: s,
             current,
             pods: &pods,
+            in_flight: 0,
             stats_complete: true,
             now,
         },
@@ -63,8 +67,10 @@ fn scale_down_waits_for_a_full_window_then_takes_the_window_max() {
     assert_eq!(decide(&s, 5, 300, 1030, &mut h), 5);
     // Window covered: the highest recommendation within 60s (3 at t=1030) wins.
     assert_eq!(decide(&s, 5, 100, 1060, &mut h), 3);
-    // Once the 300 sample ages out, go to the current recommendation.
-    assert_eq!(decide(&s, 3, 100, 1100, &mut h), 1);
+    // The 300 sample was in force until t=1060, inside the window at t=1100: still 3.
+    assert_eq!(decide(&s, 3, 100, 1100, &mut h), 3);
+    // Once the window holds only the low recommendation, go to it.
+    assert_eq!(decide(&s, 3, 100, 1121, &mut h), 1);
 }
 
 #[test]
@@ -76,6 +82,7 @@ fn incomplete_stats_never_scale_down() {
         spec: &s,
         current: 4,
         pods: &pods,
+        in_flight: 0,
         stats_complete: false,
         now: 10,
     };
@@ -97,16 +104,7 @@ fn history_is_pruned_to_the_window() {
     for t in 0..100 {
         decide(&s, 1, 0, t, &mut h);
     }
-    assert!(h.len() <= 11, "{}", h.len());
-}
-
-#[test]
-fn victims_are_the_emptiest() {
-    let pods = [pod("c", 5), pod("a", 50), pod("b", 5), pod("d", 0)];
-    assert_eq!(scale_down_victims(&pods, 2), ["d", "b"]);
-    assert_eq!(scale_down_victims(&pods, 0), Vec::<String>::new());
-    assert_eq!(deletion_cost(7), 7);
-    assert_eq!(deletion_cost(u64::MAX), i32::MAX);
+    assert!(h.len() <= 12, "{}", h.len());
 }
 
 #[test]
@@ -155,4 +153,129 @@ fn shed_budget_refills_every_minute() {
     b.spend(30);
     assert_eq!(b.available(130, 50), 0);
     assert_eq!(b.available(160, 50), 50);
+}
+
+/// The issue's defaults: tolerance 10%, up-window 15s (three 5s stats intervals).
+fn defaults(min: i32, max: i32, target: i64) -> AutoscalingSpec {
+    AutoscalingSpec {
+        min_replicas: min,
+        max_replicas: max,
+        target_connections_per_pod: target,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn tolerance_band_like_the_hpa() {
+    let s = defaults(1, 10, 150);
+    assert!(within_tolerance(&s, 4, 600));
+    assert!(within_tolerance(&s, 4, 601));
+    assert!(within_tolerance(&s, 4, 660));
+    assert!(!within_tolerance(&s, 4, 661));
+    assert!(within_tolerance(&s, 4, 540));
+    assert!(!within_tolerance(&s, 4, 539));
+    assert!(!within_tolerance(&s, 2, 600));
+    assert!(!within_tolerance(&s, 0, 0));
+}
+
+#[test]
+fn the_600_over_150_boundary_is_one_step_from_2_to_4() {
+    // Issue 8: 600 clients, target 150, started on 2 pods. Every 5s a reconcile sees the total
+    // (reconnect storms count some clients on two pods: 601, 640, one 700 spike).
+    let s = defaults(1, 10, 150);
+    let mut h = History::default();
+    let totals = [
+        600, 600, 600, 600, 601, 640, 700, 620, 601, 600, 600, 601, 600, 599, 600, 660, 600,
+    ];
+    let mut current = 2;
+    let mut path = vec![current];
+    for (i, total) in totals.iter().enumerate() {
+        let now = 1000 + 5 * i as u64;
+        let next = decide(&s, current, *total, now, &mut h);
+        if next != current {
+            path.push(next);
+            current = next;
+        }
+    }
+    assert_eq!(path, [2, 4], "replica path");
+    // Keep going past the scale-down window at 601: still 4 (inside the band).
+    for i in 0..80 {
+        let now = 1100 + 5 * i;
+        assert_eq!(decide(&s, current, 601, now, &mut h), 4);
+    }
+}
+
+#[test]
+fn a_transient_shorter_than_the_up_window_never_scales_up() {
+    let s = defaults(1, 10, 100);
+    let mut h = History::default();
+    // Settled at 4 × 100.
+    for t in (0..30).step_by(5) {
+        assert_eq!(decide(&s, 4, 400, t, &mut h), 4);
+    }
+    // Double counts during a rebalance: 520 for 10s (two stats intervals).
+    assert_eq!(decide(&s, 4, 520, 30, &mut h), 4);
+    assert_eq!(decide(&s, 4, 520, 35, &mut h), 4);
+    assert_eq!(decide(&s, 4, 400, 40, &mut h), 4);
+    // Real growth held for the whole window scales up, to the lowest recommendation seen.
+    assert_eq!(decide(&s, 4, 700, 45, &mut h), 4);
+    assert_eq!(decide(&s, 4, 900, 50, &mut h), 4);
+    assert_eq!(decide(&s, 4, 700, 55, &mut h), 4);
+    assert_eq!(decide(&s, 4, 700, 60, &mut h), 7);
+}
+
+#[test]
+fn a_fresh_operator_waits_one_up_window_before_scaling_up() {
+    let s = defaults(1, 10, 100);
+    let mut h = History::default();
+    assert_eq!(decide(&s, 2, 1000, 100, &mut h), 2);
+    assert_eq!(decide(&s, 2, 1000, 110, &mut h), 2);
+    assert_eq!(decide(&s, 2, 1000, 115, &mut h), 10);
+}
+
+#[test]
+fn connections_in_flight_are_counted_once() {
+    let s = defaults(1, 10, 150);
+    let mut h = History::default();
+    // 4 pods settled at 600; a drain of 150 is in flight and counted on both sides.
+    let pods = [pod("a", 150), pod("b", 150), pod("c", 225), pod("d", 225)];
+    for t in [0, 5, 10, 15, 20] {
+        let input = ScaleInput {
+            spec: &s,
+            current: 4,
+            pods: &pods,
+            in_flight: 150,
+            stats_complete: true,
+            now: t,
+        };
+        assert_eq!(effective_total(&input), 600);
+        assert_eq!(desired_replicas(input, &mut h), 4);
+    }
+}
+
+#[test]
+fn in_flight_is_what_closed_after_the_pods_last_stats() {
+    let req = |pod: &str, at_ms, count| CloseRequest {
+        pod: pod.into(),
+        at_ms,
+        count,
+        spread_ms: 10_000,
+    };
+    let reqs = [req("a", 1_000, 300), req("b", 1_000, 100)];
+    // a's stats are from before the shed, b's from halfway through it.
+    let stats = |p: &str| match p {
+        "a" => Some(500),
+        "b" => Some(6_000),
+        _ => None,
+    };
+    // At 6s: a closed half of 300 since its stats; b nothing since its stats.
+    assert_eq!(in_flight(&reqs, &stats, 6_000), 150);
+    // At 11s (spread over): all of a's 300, and b's second half (50).
+    assert_eq!(in_flight(&reqs, &stats, 11_000), 350);
+    // Stats taken after the spread ended count nothing in flight.
+    let fresh = |_: &str| Some(12_000);
+    assert_eq!(in_flight(&reqs, &fresh, 13_000), 0);
+    // A pod without stats counts nothing (its connections are not in the total either).
+    let none = |_: &str| None;
+    assert_eq!(in_flight(&reqs, &none, 13_000), 0);
 }

@@ -1,0 +1,164 @@
+//! Tests for the balancing rounds: pause, shed after the lead, resume after the round, one round
+//! at a time, nothing shed twice.
+
+use super::*;
+
+fn pod(name: &str, connections: u64) -> PodView {
+    PodView {
+        name: name.into(),
+        connections,
+        accepting: true,
+        draining: false,
+    }
+}
+
+fn timing() -> Timing {
+    Timing {
+        lead: Duration::from_millis(500),
+        spread: Duration::from_millis(2000),
+        settle: Duration::from_millis(1000),
+        pause: true,
+    }
+}
+
+fn spec() -> BalanceSpec {
+    BalanceSpec::default()
+}
+
+#[test]
+fn a_round_pauses_then_sheds_after_the_lead_then_resumes() {
+    let mut b = Balancer::new(timing());
+    // 2 × 300 after a scale-up to 4: the two full pods shed 150 each.
+    let pods = [pod("a", 300), pod("b", 300), pod("c", 0), pod("d", 0)];
+    let cmds = b.step(&pods, true, &spec(), 10_000);
+    assert_eq!(
+        cmds,
+        [Command::Pause("a".into()), Command::Pause("b".into())]
+    );
+    assert_eq!(b.paused(), ["a", "b"]);
+    // Within the lead: nothing more, and no second plan while the round runs.
+    assert!(b.step(&pods, true, &spec(), 10_400).is_empty());
+    let shed = |p: &str| Command::Shed {
+        pod: p.into(),
+        count: 150,
+        over_ms: 2000,
+    };
+    assert_eq!(b.step(&pods, true, &spec(), 10_500), [shed("a"), shed("b")]);
+    // The stats are mid-way (still out of tolerance): no new shed.
+    let mid = [pod("a", 200), pod("b", 220), pod("c", 90), pod("d", 90)];
+    assert!(b.step(&mid, true, &spec(), 12_000).is_empty());
+    // spread + settle after the shed: resume, and the balanced cluster starts no new round.
+    let done = [pod("a", 150), pod("b", 152), pod("c", 149), pod("d", 149)];
+    assert_eq!(
+        b.step(&done, true, &spec(), 13_500),
+        [Command::Resume("a".into()), Command::Resume("b".into())]
+    );
+    assert!(!b.busy());
+    assert!(b.step(&done, true, &spec(), 14_000).is_empty());
+}
+
+#[test]
+fn an_unsettled_cluster_starts_no_round_but_finishes_a_running_one() {
+    let mut b = Balancer::new(timing());
+    let pods = [pod("a", 400), pod("b", 0)];
+    assert!(b.step(&pods, false, &spec(), 0).is_empty());
+    assert_eq!(
+        b.step(&pods, true, &spec(), 0),
+        [Command::Pause("a".into())]
+    );
+    assert_eq!(
+        b.step(&pods, false, &spec(), 500),
+        [Command::Shed {
+            pod: "a".into(),
+            count: 200,
+            over_ms: 2000
+        }]
+    );
+    assert_eq!(
+        b.step(&pods, false, &spec(), 3500),
+        [Command::Resume("a".into())]
+    );
+}
+
+#[test]
+fn failures_never_leave_a_pod_paused_or_shed_it_while_accepting() {
+    let mut b = Balancer::new(timing());
+    let pods = [pod("a", 400), pod("b", 0)];
+    let cmds = b.step(&pods, true, &spec(), 0);
+    // The pause did not happen: the round is cancelled, nothing is shed.
+    b.failed(&cmds[0]);
+    assert!(!b.busy());
+    assert_eq!(
+        b.step(&pods, true, &spec(), 0),
+        [Command::Pause("a".into())]
+    );
+    let shed = b.step(&pods, true, &spec(), 500);
+    // The shed failed: resumed on the next step.
+    b.failed(&shed[0]);
+    assert_eq!(
+        b.step(&pods, true, &spec(), 600),
+        [Command::Resume("a".into())]
+    );
+    // A paused pod whose stats go missing keeps its round (no early resume), and is resumed on
+    // time (best effort if it is gone).
+    assert_eq!(
+        b.step(&pods, true, &spec(), 10_000),
+        [Command::Pause("a".into())]
+    );
+    let only_b = [pod("b", 0)];
+    assert_eq!(
+        b.step(&only_b, true, &spec(), 10_500),
+        [Command::Shed {
+            pod: "a".into(),
+            count: 200,
+            over_ms: 2000
+        }]
+    );
+    assert!(b.step(&only_b, true, &spec(), 12_000).is_empty());
+    assert_eq!(
+        b.step(&only_b, true, &spec(), 13_500),
+        [Command::Resume("a".into())]
+    );
+    assert!(!b.busy());
+}
+
+#[test]
+fn disabled_balancing_and_the_budget_bound_the_rounds() {
+    let mut b = Balancer::new(timing());
+    let pods = [pod("a", 1000), pod("b", 1000), pod("c", 0), pod("d", 0)];
+    let mut off = spec();
+    off.enabled = false;
+    assert!(b.step(&pods, true, &off, 0).is_empty());
+    let mut small = spec();
+    small.max_shed_per_minute = 600;
+    b.step(&pods, true, &small, 0);
+    let sheds = b.step(&pods, true, &small, 500);
+    let total: u64 = sheds
+        .iter()
+        .map(|c| match c {
+            Command::Shed { count, .. } => *count,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(total, 600);
+}
+
+#[test]
+fn without_pausing_the_round_only_sheds() {
+    let mut b = Balancer::new(Timing {
+        pause: false,
+        ..timing()
+    });
+    let pods = [pod("a", 400), pod("b", 0)];
+    assert_eq!(
+        b.step(&pods, true, &spec(), 0),
+        [Command::Shed {
+            pod: "a".into(),
+            count: 200,
+            over_ms: 2000
+        }]
+    );
+    assert!(b.busy());
+    assert!(b.step(&pods, true, &spec(), 3000).is_empty());
+    assert!(!b.busy());
+}
