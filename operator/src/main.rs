@@ -12,9 +12,17 @@ use volley_operator::controller::{self, Context};
 use volley_operator::metrics::{self, Health, Metrics};
 use volley_operator::{leader, telemetry};
 
+/// `--version`: the crate version and the git revision it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("VOLLEY_REVISION"),
+    ")"
+);
+
 /// Command line; every flag can also be given as `VOLLEY_OPERATOR_<UPPER_SNAKE>`.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
