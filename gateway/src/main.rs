@@ -56,6 +56,15 @@ fn main() -> ExitCode {
         let shards = config.shards;
         let cluster = config.nats.is_some();
         let engine = config.engine;
+        // Handlers first: a supervisor may send SIGTERM as soon as it sees the listening line
+        // below, and without a handler that would kill the process instead of draining it.
+        let shutdown = match shutdown_signals() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("volley-gateway: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let gateway = match Running::start(config).await {
             Ok(gateway) => gateway,
             Err(e) => {
@@ -78,10 +87,7 @@ fn main() -> ExitCode {
             gateway.admin_addr()
         );
         let _ = std::io::stdout().flush();
-        if let Err(e) = wait_for_signal().await {
-            eprintln!("volley-gateway: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
+        shutdown.await;
         tracing::info!("shutdown requested; draining");
         gateway.drain().await;
         tracing::info!("drained; bye");
@@ -125,12 +131,14 @@ impl Running {
     }
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Installs the SIGTERM and SIGINT handlers now; the returned future completes on either.
+fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

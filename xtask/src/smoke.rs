@@ -32,9 +32,17 @@ pub enum SmokeError {
     Unexpected { what: String, message: String },
 }
 
+/// The host's chroot (coreutils), found before the environment is replaced with the image's.
+fn chroot_program() -> &'static str {
+    ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("chroot")
+}
+
 /// `chroot --userspec=65532:65532 ROOTFS <path> <args…>`.
 pub fn command(rootfs: &Path, path: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new("chroot");
+    let mut cmd = Command::new(chroot_program());
     cmd.arg(format!("--userspec={NONROOT}:{NONROOT}"))
         .arg(rootfs)
         .arg(path)

@@ -124,6 +124,7 @@ fn ctx(client: Client) -> Arc<Context> {
         client,
         BuildOptions {
             default_image: "example/gw:1".into(),
+            ..Default::default()
         },
         Metrics::default(),
     ))
