@@ -30,7 +30,7 @@ use futures_util::{SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use kube::{Api, Client, ResourceExt};
@@ -308,13 +308,7 @@ async fn user_story() {
             l.insert(volley_operator::build::CLUSTER_LABEL.into(), NAME.into());
         }
     }
-    pcs.patch(
-        NAME,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&pc),
-    )
-    .await
-    .unwrap();
+    pcs.create(&PostParams::default(), &pc).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let first = wait_ready(&pcs, &pods, 2).await;
 

@@ -171,38 +171,7 @@ pub fn gateway_healthz(rootfs: &Path, image: &Image) -> Result<String, SmokeErro
             .read_to_string(&mut s);
         s
     });
-    let result = (|| {
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(a) = admin_addr(&line) {
-                        break a;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(SmokeError::Timeout(what.clone()));
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(SmokeError::Unexpected {
-                        what: what.clone(),
-                        message: "exited before it listened".into(),
-                    });
-                }
-            }
-        };
-        let status = http_get(addr, "/healthz").map_err(|e| SmokeError::Unexpected {
-            what: format!("{what}: GET /healthz"),
-            message: e.to_string(),
-        })?;
-        if !status.starts_with("HTTP/1.1 200") {
-            return Err(SmokeError::Unexpected {
-                what: format!("{what}: GET /healthz"),
-                message: status,
-            });
-        }
-        Ok(status)
-    })();
+    let result = healthy(&rx, deadline, &what);
     // Stop it either way: SIGTERM (the gateway drains and exits 0), SIGKILL at the deadline.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -222,6 +191,42 @@ pub fn gateway_healthz(rootfs: &Path, image: &Image) -> Result<String, SmokeErro
             what: format!("{what}: exit after SIGTERM"),
             status: exit.to_string(),
             output: log,
+        });
+    }
+    Ok(status)
+}
+
+/// Waits for the listening line on `rx`, then expects `GET /healthz` to answer 200.
+fn healthy(
+    rx: &mpsc::Receiver<String>,
+    deadline: Instant,
+    what: &str,
+) -> Result<String, SmokeError> {
+    let addr = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(a) = admin_addr(&line) {
+                    break a;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => return Err(SmokeError::Timeout(what.into())),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(SmokeError::Unexpected {
+                    what: what.into(),
+                    message: "exited before it listened".into(),
+                });
+            }
+        }
+    };
+    let status = http_get(addr, "/healthz").map_err(|e| SmokeError::Unexpected {
+        what: format!("{what}: GET /healthz"),
+        message: e.to_string(),
+    })?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(SmokeError::Unexpected {
+            what: format!("{what}: GET /healthz"),
+            message: status,
         });
     }
     Ok(status)

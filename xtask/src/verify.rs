@@ -175,7 +175,7 @@ pub fn verify(path: &Path) -> Result<Verified, VerifyError> {
             .read_to_end(&mut raw)
             .map_err(io(path))?;
         let actual = sha256(&raw);
-        if &actual != diff_id {
+        if actual != *diff_id {
             return Err(VerifyError::Digest {
                 what: format!("layer {i} diff_id"),
                 expected: diff_id.clone(),

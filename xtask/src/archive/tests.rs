@@ -44,7 +44,7 @@ fn config_runs_the_fixed_path_as_nonroot_with_labels() {
     let labels = cfg.labels().clone().unwrap();
     assert_eq!(labels["org.opencontainers.image.version"], "9.8.7");
     assert_eq!(labels["org.opencontainers.image.revision"], "deadbeef");
-    assert_eq!(c.rootfs().diff_ids(), &[layer.diff_id.clone()]);
+    assert_eq!(c.rootfs().diff_ids(), std::slice::from_ref(&layer.diff_id));
     assert_eq!(c.created().as_deref(), Some("1970-01-01T00:00:00Z"));
     assert_eq!(
         config(&IMAGES[0], &meta(None), &layer).unwrap().created(),
