@@ -35,7 +35,8 @@ enum Task {
         skip_build: bool,
     },
     /// Verify every archive (layout, digests, config) and run each binary from its unpacked
-    /// root filesystem as 65532:65532 (chroot: needs root).
+    /// root filesystem as 65532:65532 (chroot: needs root); a failed image's root filesystem
+    /// stays in <out>/rootfs/<name> for inspection.
     CheckImages,
     /// Load every archive into a cluster: ctr (VOLLEY_E2E_CTR overrides the program), kind or
     /// k3d (VOLLEY_E2E_CLUSTER names the cluster).
@@ -78,6 +79,9 @@ fn run(cli: Cli) -> Result<(), String> {
                         smoke::gateway_healthz(&rootfs, &image).map_err(|e| e.to_string())?;
                     println!("{}: standalone start, GET /healthz: {status}", image.name);
                 }
+                // Passed: the unpacked copy is only worth its disk space when a check fails.
+                std::fs::remove_dir_all(&rootfs)
+                    .map_err(|e| format!("{}: {e}", rootfs.display()))?;
             }
         }
         Task::Load { loader } => {
