@@ -40,6 +40,15 @@ pub fn build_release(root: &Path) -> Result<(), BuildError> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
         .args(["build", "--release", "--locked"]);
+    // Run from `cargo run` or `cargo test`, this process carries the package variables cargo
+    // sets for its own crate. Build scripts that watch one of them would see a different value
+    // than in a plain `cargo build --release` and rebuild everything above them each time the
+    // caller changes, so the nested build gets none of them.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(inherited_package_var) {
+            cmd.env_remove(&key);
+        }
+    }
     for image in IMAGES {
         cmd.args(["-p", image.package, "--bin", image.name]);
     }
@@ -48,6 +57,22 @@ pub fn build_release(root: &Path) -> Result<(), BuildError> {
         return Err(BuildError::Cargo(status.to_string()));
     }
     Ok(())
+}
+
+/// Variables cargo sets for the crate it runs (not configuration the user chose).
+pub fn inherited_package_var(key: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+        || key == "OUT_DIR"
 }
 
 /// SOURCE_DATE_EPOCH (reproducible-builds.org), if set.
@@ -89,3 +114,6 @@ pub fn build_all(root: &Path, out_dir: &Path, skip_build: bool) -> Result<Vec<Bu
         .map(|image| pack(image, &release.join(image.name), root, out_dir))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
