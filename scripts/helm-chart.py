@@ -7,7 +7,8 @@ for `install`) on stdout and exit non-zero with a message on stderr on failure.
   lint                       strict lint, JSON report
   render [VALUES_JSON]       rendered templates as {path: manifest}
   schema-check VALUES_JSON   exit 0 if the values pass values.schema.json, 1 otherwise
-  install                    the plain-YAML install bundle (namespace + the chart rendered with defaults)
+  install                    the plain-YAML install bundle (namespace + the chart rendered with
+                             defaults, without the `helm test` hooks)
 """
 
 import json
@@ -57,7 +58,10 @@ def install():
     with helm.Chart.load(CHART) as chart:
         rendered = chart.render(None, name=RELEASE, namespace=NAMESPACE, is_install=True)
     docs = [f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}"]
-    paths = sorted(p for p in rendered if not p.endswith("NOTES.txt"))
+    # `helm test` hooks (templates/tests/) are not part of an install.
+    paths = sorted(
+        p for p in rendered if not p.endswith("NOTES.txt") and "/templates/tests/" not in p
+    )
     paths.sort(key=lambda p: not p.endswith("/crd.yaml"))
     for path in paths:
         docs.extend(documents(rendered[path]))

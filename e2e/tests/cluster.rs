@@ -66,6 +66,7 @@ fn start_operator(client: Client, ns: &str) -> tokio::sync::oneshot::Sender<()> 
         client,
         BuildOptions {
             default_image: image,
+            ..Default::default()
         },
         Metrics::default(),
     );

@@ -4,14 +4,23 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tokio::signal::unix::{SignalKind, signal};
 use volley_gateway::config::{Cli, Engine};
 use volley_gateway::engine_tokio::TokioGateway;
 use volley_gateway::gateway::{Gateway, StartError};
 
+/// `--version`: the crate version and the git revision it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("VOLLEY_REVISION"),
+    ")"
+);
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().version(VERSION).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -47,6 +56,15 @@ fn main() -> ExitCode {
         let shards = config.shards;
         let cluster = config.nats.is_some();
         let engine = config.engine;
+        // Handlers first: a supervisor may send SIGTERM as soon as it sees the listening line
+        // below, and without a handler that would kill the process instead of draining it.
+        let shutdown = match shutdown_signals() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("volley-gateway: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let gateway = match Running::start(config).await {
             Ok(gateway) => gateway,
             Err(e) => {
@@ -69,10 +87,7 @@ fn main() -> ExitCode {
             gateway.admin_addr()
         );
         let _ = std::io::stdout().flush();
-        if let Err(e) = wait_for_signal().await {
-            eprintln!("volley-gateway: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
+        shutdown.await;
         tracing::info!("shutdown requested; draining");
         gateway.drain().await;
         tracing::info!("drained; bye");
@@ -116,12 +131,14 @@ impl Running {
     }
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Installs the SIGTERM and SIGINT handlers now; the returned future completes on either.
+fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

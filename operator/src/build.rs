@@ -8,10 +8,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, SleepAction, Volume,
-    VolumeMount,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, LocalObjectReference,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -44,12 +44,18 @@ pub const PDB_MIN_REPLICAS: i32 = 2;
 pub struct BuildOptions {
     /// Image used when `spec.image` is unset.
     pub default_image: String,
+    /// `imagePullPolicy` of gateway containers; `None` leaves the Kubernetes default.
+    pub pull_policy: Option<String>,
+    /// `imagePullSecrets` of gateway pods: Secret names in each PushCluster's namespace.
+    pub pull_secrets: Vec<String>,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
         Self {
             default_image: default_gateway_image(),
+            pull_policy: None,
+            pull_secrets: Vec::new(),
         }
     }
 }
@@ -231,6 +237,7 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
                 .clone()
                 .unwrap_or_else(|| opts.default_image.clone()),
         ),
+        image_pull_policy: opts.pull_policy.clone(),
         args: Some(vec![
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_KEY}"),
@@ -294,6 +301,12 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
             ..Default::default()
         }),
         containers: vec![container],
+        image_pull_secrets: (!opts.pull_secrets.is_empty()).then(|| {
+            opts.pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
+        }),
         volumes: Some(volumes),
         node_selector: (!t.node_selector.is_empty()).then(|| t.node_selector.clone()),
         tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),

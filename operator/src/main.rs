@@ -12,9 +12,17 @@ use volley_operator::controller::{self, Context};
 use volley_operator::metrics::{self, Health, Metrics};
 use volley_operator::{leader, telemetry};
 
+/// `--version`: the crate version and the git revision it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("VOLLEY_REVISION"),
+    ")"
+);
+
 /// Command line; every flag can also be given as `VOLLEY_OPERATOR_<UPPER_SNAKE>`.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
@@ -29,6 +37,21 @@ struct Args {
     /// Gateway image for PushClusters that set no `spec.image`.
     #[arg(long, env = "VOLLEY_OPERATOR_GATEWAY_IMAGE", default_value_t = default_gateway_image())]
     gateway_image: String,
+    /// imagePullPolicy of gateway containers; unset leaves the Kubernetes default.
+    #[arg(
+        long,
+        env = "VOLLEY_OPERATOR_GATEWAY_IMAGE_PULL_POLICY",
+        value_parser = ["Always", "IfNotPresent", "Never"]
+    )]
+    gateway_image_pull_policy: Option<String>,
+    /// Secrets (comma-separated names) gateway pods pull their image with; each must exist in
+    /// the PushCluster's namespace.
+    #[arg(
+        long,
+        env = "VOLLEY_OPERATOR_GATEWAY_IMAGE_PULL_SECRETS",
+        value_delimiter = ','
+    )]
+    gateway_image_pull_secrets: Vec<String>,
     /// Compete for a Lease and reconcile only while holding it.
     #[arg(long, env = "VOLLEY_OPERATOR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -133,6 +156,8 @@ async fn main() -> anyhow::Result<()> {
         client,
         BuildOptions {
             default_image: args.gateway_image,
+            pull_policy: args.gateway_image_pull_policy,
+            pull_secrets: args.gateway_image_pull_secrets,
         },
         metrics.clone(),
     );

@@ -45,9 +45,12 @@ fn helm_ok(args: &[&str]) -> String {
 }
 
 fn values_file(name: &str, values: &serde_json::Value) -> PathBuf {
+    // Tests run in parallel: every file gets its own name, or one test renders another's values.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("volley-chart-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+    let path = dir.join(format!("{n}-{name}"));
     std::fs::write(&path, serde_json::to_vec(values).unwrap()).unwrap();
     path
 }
@@ -79,6 +82,12 @@ fn parse_typed(kind: &str, v: serde_json::Value) {
         "Role" => p::<Role>(kind, v),
         "RoleBinding" => p::<RoleBinding>(kind, v),
         "CustomResourceDefinition" => p::<CustomResourceDefinition>(kind, v),
+        "Pod" => p::<k8s_openapi::api::core::v1::Pod>(kind, v),
+        // Prometheus Operator kinds have no k8s-openapi type: check the group and a spec.
+        "ServiceMonitor" | "PodMonitor" => {
+            assert_eq!(v["apiVersion"], "monitoring.coreos.com/v1", "{v:#}");
+            assert!(v["spec"]["selector"]["matchLabels"].is_object(), "{v:#}");
+        }
         other => panic!("unexpected kind {other:?} in chart output"),
     }
 }
@@ -130,6 +139,7 @@ fn default_render_parses_and_is_hardened() {
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
+            "Pod",
             "Role",
             "RoleBinding",
             "Service",
@@ -435,5 +445,245 @@ fn examples_parse() {
             "Service" => drop(serde_json::from_value::<Service>(v).unwrap()),
             other => panic!("unexpected {other}"),
         }
+    }
+}
+
+/// The objects of one kind in a render.
+fn of_kind(objects: &[(String, serde_json::Value)], kind: &str) -> Vec<serde_json::Value> {
+    objects
+        .iter()
+        .filter(|(k, _)| k == kind)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[test]
+fn helm_test_pod_fetches_readyz_through_the_metrics_service() {
+    let objects = all_objects(&render(None));
+    let [pod] = of_kind(&objects, "Pod").try_into().expect("one test pod");
+    assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    let cmd = spec.containers[0].command.clone().unwrap();
+    assert_eq!(
+        cmd.last().unwrap(),
+        "http://volley-metrics.volley-system.svc:8080/readyz"
+    );
+    // The metrics Service selects the operator pods, not the test pod.
+    let svc: Service = serde_json::from_value(of_kind(&objects, "Service")[0].clone()).unwrap();
+    let selector = svc.spec.unwrap().selector.unwrap();
+    let labels = pod.metadata.labels.unwrap();
+    assert!(
+        !selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "{selector:?} selects the test pod {labels:?}"
+    );
+    assert_eq!(
+        svc.metadata.name.as_deref(),
+        Some("volley-metrics"),
+        "the URL names this Service"
+    );
+    assert_eq!(spec.security_context.unwrap().run_as_non_root, Some(true));
+
+    let custom = all_objects(&render(Some(&serde_json::json!({
+        "metrics": {"port": 9100},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "tests": {"image": "registry.example/busybox:1"}
+    }))));
+    let pod: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(of_kind(&custom, "Pod")[0].clone()).unwrap();
+    let spec = pod.spec.unwrap();
+    assert!(
+        spec.containers[0]
+            .command
+            .as_ref()
+            .unwrap()
+            .last()
+            .unwrap()
+            .ends_with(":9100/readyz")
+    );
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some("registry.example/busybox:1")
+    );
+    assert_eq!(spec.image_pull_secrets.unwrap()[0].name, "regcred");
+
+    // Not part of the plain install bundle.
+    let bundle = std::fs::read_to_string(root().join("manifests/install.yaml")).unwrap();
+    assert!(!documents(&bundle).iter().any(|(k, _)| k == "Pod"));
+}
+
+#[test]
+fn monitors_render_only_when_enabled_and_select_what_exists() {
+    let objects = all_objects(&render(None));
+    assert!(of_kind(&objects, "ServiceMonitor").is_empty());
+    assert!(of_kind(&objects, "PodMonitor").is_empty());
+
+    let objects = all_objects(&render(Some(&serde_json::json!({
+        "metrics": {
+            "serviceMonitor": {"enabled": true, "interval": "30s", "labels": {"release": "prom"}},
+            "podMonitor": {"enabled": true, "interval": "15s", "labels": {"release": "prom"}}
+        }
+    }))));
+    for (kind, v) in &objects {
+        parse_typed(kind, v.clone());
+    }
+    let [sm] = of_kind(&objects, "ServiceMonitor")
+        .try_into()
+        .expect("one ServiceMonitor");
+    assert_eq!(sm["metadata"]["labels"]["release"], "prom");
+    assert_eq!(sm["spec"]["endpoints"][0]["interval"], "30s");
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+    // It selects the metrics Service by its labels and scrapes a port the Service has.
+    let svc: Service = serde_json::from_value(of_kind(&objects, "Service")[0].clone()).unwrap();
+    let svc_labels = svc.metadata.labels.unwrap();
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(svc_labels.get(k).map(String::as_str), v.as_str(), "{k}");
+    }
+    let port = sm["spec"]["endpoints"][0]["port"].as_str().unwrap();
+    assert!(
+        svc.spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .iter()
+            .any(|p| p.name.as_deref() == Some(port))
+    );
+
+    let [pm] = of_kind(&objects, "PodMonitor")
+        .try_into()
+        .expect("one PodMonitor");
+    assert_eq!(pm["spec"]["namespaceSelector"]["any"], true);
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["interval"], "15s");
+    // It selects the gateway pods the operator builds, on a port they expose.
+    let mut pc = volley_crds::PushCluster::new("demo", Default::default());
+    pc.metadata.uid = Some("u".into());
+    pc.metadata.namespace = Some("apps".into());
+    let built = volley_operator::build::build(&pc, 2, &Default::default()).unwrap();
+    let template = built.deployment.spec.unwrap().template;
+    let pod_labels = template.metadata.unwrap().labels.unwrap();
+    for (k, v) in pm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(pod_labels.get(k).map(String::as_str), v.as_str(), "{k}");
+    }
+    let port = pm["spec"]["podMetricsEndpoints"][0]["port"]
+        .as_str()
+        .unwrap();
+    assert!(
+        template.spec.unwrap().containers[0]
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|p| p.name.as_deref() == Some(port)),
+        "gateway pods have no port {port}"
+    );
+
+    // Narrowed to the watched namespace, or to an explicit list.
+    let scoped = all_objects(&render(Some(&serde_json::json!({
+        "watchNamespace": "apps", "metrics": {"podMonitor": {"enabled": true}}
+    }))));
+    assert_eq!(
+        of_kind(&scoped, "PodMonitor")[0]["spec"]["namespaceSelector"],
+        serde_json::json!({"matchNames": ["apps"]})
+    );
+    let listed = all_objects(&render(Some(&serde_json::json!({
+        "metrics": {"podMonitor": {"enabled": true, "namespaces": ["a", "b"]}}
+    }))));
+    assert_eq!(
+        of_kind(&listed, "PodMonitor")[0]["spec"]["namespaceSelector"],
+        serde_json::json!({"matchNames": ["a", "b"]})
+    );
+    // A ServiceMonitor needs the Service it scrapes.
+    let no_svc = all_objects(&render(Some(&serde_json::json!({
+        "metrics": {"service": {"enabled": false}, "serviceMonitor": {"enabled": true}}
+    }))));
+    assert!(of_kind(&no_svc, "ServiceMonitor").is_empty());
+}
+
+fn operator_args(objects: &[(String, serde_json::Value)]) -> Vec<String> {
+    let d: Deployment = serde_json::from_value(of_kind(objects, "Deployment")[0].clone()).unwrap();
+    d.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap()
+}
+
+#[test]
+fn gateway_pull_policy_and_secrets_are_passed_to_the_operator() {
+    let default = operator_args(&all_objects(&render(None)));
+    assert!(
+        !default
+            .iter()
+            .any(|a| a.starts_with("--gateway-image-pull")),
+        "{default:?}"
+    );
+    let objects = all_objects(&render(Some(&serde_json::json!({
+        "image": {"repository": "r/op", "pullPolicy": "Never"},
+        "gatewayImage": {"repository": "r/gw", "pullPolicy": "Always", "pullSecrets": ["regcred", "other"]}
+    }))));
+    let args = operator_args(&objects);
+    assert!(
+        args.contains(&"--gateway-image-pull-policy=Always".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--gateway-image-pull-secrets=regcred,other".to_string()),
+        "{args:?}"
+    );
+    let d: Deployment = serde_json::from_value(of_kind(&objects, "Deployment")[0].clone()).unwrap();
+    assert_eq!(
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image_pull_policy
+            .as_deref(),
+        Some("Never")
+    );
+
+    // The real binary accepts exactly these arguments: it gets past flag parsing and stops at
+    // the missing cluster (exit 1), where a rejected flag would exit 2 with a usage error.
+    let out = Command::new(env!("CARGO_BIN_EXE_volley-operator"))
+        .args(&args)
+        .env("KUBECONFIG", "/nonexistent/volley-kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    assert!(!stderr.contains("invalid value"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+}
+
+#[test]
+fn schema_rejects_bad_new_values() {
+    for (name, bad) in [
+        (
+            "gw-pull.json",
+            serde_json::json!({"gatewayImage": {"repository": "x", "pullPolicy": "Sometimes"}}),
+        ),
+        (
+            "gw-secret.json",
+            serde_json::json!({"gatewayImage": {"repository": "x", "pullSecrets": ["Bad_Name"]}}),
+        ),
+        (
+            "secret-extra.json",
+            serde_json::json!({"imagePullSecrets": [{"name": "a", "namespace": "b"}]}),
+        ),
+        (
+            "sm-interval.json",
+            serde_json::json!({"metrics": {"serviceMonitor": {"interval": "soon"}}}),
+        ),
+        (
+            "pm-typo.json",
+            serde_json::json!({"metrics": {"podMonitor": {"enable": true}}}),
+        ),
+        (
+            "tests-image.json",
+            serde_json::json!({"tests": {"image": ""}}),
+        ),
+    ] {
+        let f = values_file(name, &bad);
+        let (ok, _, stderr) = helm(&["schema-check", f.to_str().unwrap()]);
+        assert!(!ok, "schema accepted {bad}");
+        assert!(!stderr.is_empty());
     }
 }

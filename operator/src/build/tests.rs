@@ -17,6 +17,7 @@ fn stored(spec: PushClusterSpec) -> PushCluster {
 fn opts() -> BuildOptions {
     BuildOptions {
         default_image: "example/gw:1".into(),
+        ..Default::default()
     }
 }
 
@@ -345,4 +346,31 @@ fn pods_carry_prometheus_scrape_annotations() {
         .annotations
         .unwrap();
     assert_eq!(a["prometheus.io/scrape"], "false");
+}
+
+#[test]
+fn gateway_pull_policy_and_secrets_come_from_the_options() {
+    let plain = build(&stored(PushClusterSpec::default()), 2, &opts()).unwrap();
+    let pod = plain.deployment.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.containers[0].image_pull_policy, None);
+    assert_eq!(pod.image_pull_secrets, None);
+
+    let o = BuildOptions {
+        pull_policy: Some("Always".into()),
+        pull_secrets: vec!["regcred".into(), "mirror".into()],
+        ..opts()
+    };
+    let c = build(&stored(PushClusterSpec::default()), 2, &o).unwrap();
+    let pod = c.deployment.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.containers[0].image_pull_policy.as_deref(),
+        Some("Always")
+    );
+    let names: Vec<_> = pod
+        .image_pull_secrets
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["regcred", "mirror"]);
 }

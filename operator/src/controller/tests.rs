@@ -167,6 +167,7 @@ fn ctx(client: Client) -> Arc<Context> {
         client,
         BuildOptions {
             default_image: "example/gw:1".into(),
+            ..Default::default()
         },
         Metrics::default(),
     ))
