@@ -58,7 +58,7 @@ fn camel(long: &str) -> String {
 /// The `[default: X]` the help text states, if any.
 fn help_default(help: &str) -> Option<&str> {
     let start = help.rfind("[default: ")? + "[default: ".len();
-    Some(help[start..].strip_suffix(']')?)
+    help[start..].strip_suffix(']')
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! (`volley_gateway::config`), not compared with a hand-copied key list: every rendered config
 //! parses (the loader rejects unknown keys), validates, and carries the spec's values.
 
+// The spec is built from its default one field at a time, as in the operator's unit tests.
+#![allow(clippy::field_reassign_with_default)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
