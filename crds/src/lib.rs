@@ -1,10 +1,10 @@
-//! Volley API crate: the `PushCluster` custom resource (group `volley.dev`) and the wire
-//! messages gateways and the operator exchange over NATS.
+//! Volley API crate: the `PushCluster` custom resource (group `volley.dev`).
 //!
-//! Kept deliberately light (serde, schemars, kube's derive, k8s-openapi) because the gateway
-//! depends on it for the cluster protocol.
+//! The gateway does not depend on this crate: the messages gateways and the operator exchange
+//! over NATS live in `volley-wire`, which has no Kubernetes dependency. They are re-exported
+//! here as [`wire`] so operator code names one API crate.
 
 pub mod pushcluster;
-pub mod wire;
 
 pub use pushcluster::*;
+pub use volley_wire as wire;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::Client;
 use tokio_stream::StreamExt;
-use volley_crds::wire::{self, ControlReply, ControlRequest, GatewayStats};
+use volley_wire::{self as wire, ControlReply, ControlRequest, GatewayStats};
 
 use crate::config::Identity;
 use crate::hub::Hub;

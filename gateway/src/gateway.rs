@@ -208,14 +208,6 @@ impl Gateway {
         self.admin_addr
     }
 
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// Graceful shutdown: readiness off, stop accepting, close every connection with 1001 spread
     /// over the drain window, then wait for the shards to finish.
     pub async fn drain(self) {

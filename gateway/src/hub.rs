@@ -215,10 +215,6 @@ impl Hub {
             }
         }
     }
-
-    pub fn shards(&self) -> usize {
-        self.links.len()
-    }
 }
 
 impl Publish for Hub {

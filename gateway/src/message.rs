@@ -33,10 +33,6 @@ impl Message {
         &self.topic
     }
 
-    pub fn payload(&self) -> &Bytes {
-        &self.payload
-    }
-
     /// The longest frame this message has in any wire format (the envelope: the payload inlined,
     /// escaped or base64-encoded, plus the topic). Encodes the envelope, which is kept for the
     /// shards to reuse.

@@ -85,8 +85,13 @@ async fn user_topics_and_allowed_patterns() {
     // The connection stays and keeps receiving.
     publish_ok(gw.admin_addr(), "stocks.AAPL", b"1").await;
     assert_eq!(next_json(&mut client).await["data"], 1);
+    // Refused means not delivered: a leaked `user.bob` would arrive before the sentinel.
     publish_ok(gw.admin_addr(), "user.bob", b"2").await;
-    expect_silence(&mut client, Duration::from_millis(200)).await;
+    publish_ok(gw.admin_addr(), "stocks.MSFT", b"3").await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"stocks.MSFT","data":3})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,11 +120,19 @@ async fn expiry_closes_1008_unless_refreshed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_connections_cannot_read_user_topics() {
     let gw = start(options()).await;
-    let mut client = connect(&ws_url(&gw, "")).await;
+    let mut client = connect(&ws_url(&gw, "?topics=news")).await;
     send_json(&mut client, json!({"op":"sub","topics":["user.alice"]})).await;
     assert_eq!(next_json(&mut client).await["code"], "forbidden");
     send_json(&mut client, json!({"op":"sub","topics":[">"]})).await;
     assert_eq!(next_json(&mut client).await["code"], "forbidden");
+    // Not only refused but not delivered: published in this order, a leaked `user.alice` would
+    // arrive before the `news` sentinel.
+    publish_ok(gw.admin_addr(), "user.alice", b"1").await;
+    publish_ok(gw.admin_addr(), "news", b"2").await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"news","data":2})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,15 +64,36 @@ async fn nats_message_reaches_subscribers_on_three_gateways_once() {
             json!({"topic":"news","data":{"n":1}})
         );
     }
-    for client in subscribers.iter_mut().chain(others.iter_mut()) {
-        expect_silence(client, Duration::from_millis(100)).await;
+    // Sentinels, one at a time (messages that come through different NATS subscriptions of the
+    // gateway are not ordered among themselves): a second copy of `news` 1 would reach a
+    // subscriber before `news` 2, and a leaked `news` would reach an `others` client before its
+    // `sports`.
+    publisher
+        .publish("push.news", r#"{"n":2}"#.into())
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    for client in &mut subscribers {
+        assert_eq!(
+            next_json(client).await,
+            json!({"topic":"news","data":{"n":2}})
+        );
+    }
+    publisher.publish("push.sports", "3".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    for client in &mut others {
+        assert_eq!(next_json(client).await, json!({"topic":"sports","data":3}));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_follow_interest_with_a_linger() {
     let nats = NatsServer::start();
-    let gw = start(cluster_options(&nats, "gw-0")).await;
+    // Long enough that the few WebSocket round trips below fit in it on a loaded machine.
+    let linger = Duration::from_secs(2);
+    let mut opts = cluster_options(&nats, "gw-0");
+    opts.subscription_linger = Some(linger);
+    let gw = start(opts).await;
     wait_nats_connected(&gw).await;
     assert!(
         !nats
@@ -85,19 +106,40 @@ async fn subscriptions_follow_interest_with_a_linger() {
     let mut a = connect(&ws_url(&gw, "?topics=t")).await;
     let mut b = connect(&ws_url(&gw, "?topics=t")).await;
     nats.wait_for_subscriptions("push.t", 1).await;
+    let first = nats.subscription_ids("push.t").await;
+    assert_eq!(first.len(), 1, "one NATS subscription for two subscribers");
     send_json(&mut a, json!({"op":"unsub","topics":["t"]})).await;
     assert_eq!(next_json(&mut a).await["op"], "unsubscribed");
-    // One subscriber left: still held, exactly once.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    nats.wait_for_subscriptions("push.t", 1).await;
+    // One subscriber left: the same subscription is still held past a linger.
+    tokio::time::sleep(linger + Duration::from_millis(500)).await;
+    assert_eq!(nats.subscription_ids("push.t").await, first);
+    // The last subscriber leaves: released, but not before the linger. The clock starts before
+    // the unsub is sent, so the bound holds however slow the machine is.
+    let last_unsub = tokio::time::Instant::now();
     send_json(&mut b, json!({"op":"unsub","topics":["t"]})).await;
     assert_eq!(next_json(&mut b).await["op"], "unsubscribed");
-    // Released after the linger.
     nats.wait_for_subscriptions("push.t", 0).await;
-    // A quick re-subscribe within the linger keeps the same subscription.
+    let held_for = last_unsub.elapsed();
+    assert!(
+        held_for >= linger,
+        "released {held_for:?} after the last unsub, before the {linger:?} linger"
+    );
+    // Interest that comes back within the linger keeps the subscription it had.
     send_json(&mut a, json!({"op":"sub","topics":["t"]})).await;
     assert_eq!(next_json(&mut a).await["op"], "subscribed");
     nats.wait_for_subscriptions("push.t", 1).await;
+    let second = nats.subscription_ids("push.t").await;
+    assert_ne!(second, first, "a new subscription after the release");
+    send_json(&mut a, json!({"op":"unsub","topics":["t"]})).await;
+    assert_eq!(next_json(&mut a).await["op"], "unsubscribed");
+    send_json(&mut a, json!({"op":"sub","topics":["t"]})).await;
+    assert_eq!(next_json(&mut a).await["op"], "subscribed");
+    tokio::time::sleep(linger + Duration::from_millis(500)).await;
+    assert_eq!(
+        nats.subscription_ids("push.t").await,
+        second,
+        "a re-subscribe within the linger keeps the same NATS subscription"
+    );
     drop(a);
     drop(b);
     nats.wait_for_subscriptions("push.t", 0).await;
@@ -215,7 +257,7 @@ async fn stats_are_published_and_parse() {
             message.subject.as_str(),
             "volley.stats.default.volley.gw-stats"
         );
-        let parsed: volley_crds::wire::GatewayStats =
+        let parsed: volley_wire::GatewayStats =
             serde_json::from_slice(&message.payload).expect("stats parse");
         assert_eq!(parsed.pod, "gw-stats");
         assert_eq!(parsed.connections_per_shard.len(), 2);

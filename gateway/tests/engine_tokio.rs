@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use serde_json::json;
 use support::jwt::*;
@@ -33,12 +31,18 @@ async fn url_subscription_gets_envelopes_over_http_publish() {
         next_json(&mut client).await,
         json!({"topic":"stocks.AAPL","data":"plain"})
     );
+    // Not subscribed: a leaked `other` would arrive before the sentinel.
     publish_ok(gw.admin_addr(), "other", b"1").await;
-    expect_silence(&mut client, Duration::from_millis(200)).await;
+    publish_ok(gw.admin_addr(), "news", b"2").await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"news","data":2})
+    );
     assert_eq!(metric(gw.admin_addr(), "volley_connections", "").await, 1.0);
     assert_eq!(
         metric(gw.admin_addr(), "volley_frames_delivered_total", "").await,
-        2.0
+        3.0,
+        "news, stocks.AAPL and the sentinel; not `other`"
     );
 }
 
@@ -105,7 +109,12 @@ async fn overlapping_patterns_deliver_once_per_connection() {
         next_json(&mut client).await,
         json!({"topic":"a.c","data":2})
     );
-    expect_silence(&mut client, Duration::from_millis(200)).await;
+    // A second copy of either would arrive before the sentinel.
+    publish_ok(gw.admin_addr(), "a.d", b"3").await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"a.d","data":3})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

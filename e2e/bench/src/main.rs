@@ -304,12 +304,10 @@ fn targets(a: &RunArgs, clustered: bool) -> anyhow::Result<Vec<Target0>> {
     let Some(binary) = &a.gateway else {
         anyhow::bail!("give --gateway PATH or --connect ADDR");
     };
-    if clustered {
-        if let Some(e) = a.engines.iter().find(|e| e.as_str() != "epoll") {
-            anyhow::bail!(
-                "engine {e} serves standalone clients only; gateways behind NATS need --engines epoll"
-            );
-        }
+    if clustered && let Some(e) = a.engines.iter().find(|e| e.as_str() != "epoll") {
+        anyhow::bail!(
+            "engine {e} serves standalone clients only; gateways behind NATS need --engines epoll"
+        );
     }
     Ok(a.engines
         .iter()

@@ -93,10 +93,10 @@ impl HttpPublisher {
         stream.write_all(request).await?;
         self.buf.clear();
         loop {
-            if let Some((status, head, body)) = parse_response(&self.buf) {
-                if self.buf.len() >= head + body {
-                    return Ok(status);
-                }
+            if let Some((status, head, body)) = parse_response(&self.buf)
+                && self.buf.len() >= head + body
+            {
+                return Ok(status);
             }
             let mut chunk = [0u8; 2048];
             let n = stream.read(&mut chunk).await?;

@@ -1,5 +1,5 @@
 //! End to end in cluster mode: volley-bench with three gateways behind a real nats-server,
-//! publishing through NATS — the gateway binary when it is built next to this test (the bench
+//! publishing through NATS — the gateway binary named by `VOLLEY_BENCH_GATEWAY` (the bench
 //! starts nats-server and the gateways itself), else three in-process gateways of the same code
 //! against a nats-server this test starts. 300 connections for about 2 s, checking only the
 //! report's accounting and the spread over the gateways — never speed.
@@ -73,7 +73,7 @@ fn three_gateways_behind_nats_account_for_every_delivery() {
             check(&json);
         }
         None => {
-            // Not built by this `cargo test` invocation: the same gateway code in-process, three
+            // No binary named: the same gateway code in-process, three
             // times over, behind a nats-server started here.
             let rt = tokio::runtime::Runtime::new().unwrap();
             let nats = rt

@@ -1,5 +1,5 @@
-//! End to end: volley-bench against the real gateway (the binary when it is built next to this
-//! test, else the same gateway code in-process), 200 connections for about 2 s, checking only the
+//! End to end: volley-bench against the real gateway (the binary named by `VOLLEY_BENCH_GATEWAY`,
+//! else the same gateway code in-process), 200 connections for about 2 s, checking only the
 //! report's accounting — never speed.
 
 mod support;
@@ -60,7 +60,7 @@ fn two_hundred_connections_are_accounted_exactly() {
             check(&json, 2);
         }
         None => {
-            // Not built by this `cargo test` invocation: run the same gateway code in-process.
+            // No binary named: run the same gateway code in-process.
             let rt = tokio::runtime::Runtime::new().unwrap();
             let gateway = support::in_process(&rt, Default::default());
             let json = bench(&support::connect_args(&[&gateway]));

@@ -101,6 +101,32 @@ impl NatsServer {
             .collect()
     }
 
+    /// The ids (`sid`) of the server's subscriptions on `subject`, sorted: the same ids before
+    /// and after mean the same subscriptions, not ones released and made again.
+    pub async fn subscription_ids(&self, subject: &str) -> Vec<String> {
+        let (_, body) = super::http(
+            self.monitor,
+            b"GET /connz?subs=detail&limit=1024 HTTP/1.0\r\n\r\n",
+        )
+        .await;
+        let json: serde_json::Value = serde_json::from_str(&body).expect("connz JSON");
+        let mut ids: Vec<String> = json["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| {
+                c["subscriptions_list_detail"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|s| s["subject"] == subject)
+            .map(|s| format!("{}:{}", s["cid"], s["sid"]))
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Waits until the server holds `count` subscriptions on `subject`.
     pub async fn wait_for_subscriptions(&self, subject: &str, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -10,7 +10,7 @@ struct Fake {
 impl Publisher for Fake {
     async fn publish(&mut self, topic: &str, _payload: &[u8]) -> Result<bool, BenchError> {
         assert!(topic.starts_with("t"));
-        Ok(self.calls.fetch_add(1, Ordering::Relaxed) % 2 == 0)
+        Ok(self.calls.fetch_add(1, Ordering::Relaxed).is_multiple_of(2))
     }
 }
 

@@ -1,5 +1,6 @@
-//! What the bench's end-to-end tests share: finding the gateway binary, starting the same
-//! gateway code in-process when it is not built, and running volley-bench for its JSON.
+//! What the bench's end-to-end tests share: the gateway binary named by `VOLLEY_BENCH_GATEWAY`
+//! (`scripts/test.sh` builds it just before and sets it), else the same gateway code in-process,
+//! and running volley-bench for its JSON.
 
 #![allow(dead_code)] // each test file uses its own part
 
@@ -9,12 +10,22 @@ use std::process::Command;
 use volley_gateway::config::{Config, Options};
 use volley_gateway::gateway::Gateway;
 
-/// The workspace's gateway binary, when this `cargo test` built it: tests run from
-/// target/<profile>/deps/, the binaries sit one level up.
+/// The gateway binary to run, named by `VOLLEY_BENCH_GATEWAY`; `None` runs the gateway code
+/// in-process. Chosen explicitly, never guessed from what happens to lie in the target dir (a
+/// binary there may be older than the code under test), and said on stderr either way.
 pub fn gateway_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("volley-gateway");
-    path.exists().then_some(path)
+    let Some(path) = std::env::var_os("VOLLEY_BENCH_GATEWAY").filter(|p| !p.is_empty()) else {
+        eprintln!("gateway: in-process (set VOLLEY_BENCH_GATEWAY to run a built binary)");
+        return None;
+    };
+    let path = PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "VOLLEY_BENCH_GATEWAY={} is not a file",
+        path.display()
+    );
+    eprintln!("gateway: the binary {}", path.display());
+    Some(path)
 }
 
 /// A one-shard gateway on loopback ports in this process, with `options` on top.

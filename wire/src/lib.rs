@@ -1,4 +1,8 @@
-//! Cluster protocol between gateways and the operator over NATS (design §5).
+//! Volley's wire contract: the cluster protocol between gateways and the operator over NATS
+//! (README, "Cluster protocol"; docs/operator.md).
+//!
+//! A crate of its own with serde as its only dependency, so the gateway builds without
+//! Kubernetes: the `PushCluster` custom resource stays in `volley-crds`.
 //!
 //! Gateways publish [`GatewayStats`] to [`stats_subject`] every few seconds; the operator sends
 //! [`ControlRequest`]s to [`control_subject`] as NATS requests and gets a [`ControlReply`] back.
