@@ -10,7 +10,7 @@ use volley_gateway::config::{Cli, Engine};
 use volley_gateway::engine_tokio::TokioGateway;
 use volley_gateway::gateway::{Gateway, StartError};
 
-/// `--version`: the crate version and the git revision it was built from (see build.rs).
+/// `--version`: the crate version and the git revision it was built from (see build/revision.rs).
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (",

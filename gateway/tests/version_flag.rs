@@ -1,5 +1,5 @@
 //! `volley-gateway --version` names the crate version and the git revision it was built from
-//! (build.rs: VOLLEY_REVISION, else `git rev-parse HEAD`, else "unknown").
+//! (build/revision.rs: VOLLEY_REVISION, else `git rev-parse HEAD`, else "unknown").
 
 use std::process::Command;
 

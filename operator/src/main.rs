@@ -12,7 +12,7 @@ use volley_operator::controller::{self, Context};
 use volley_operator::metrics::{self, Health, Metrics};
 use volley_operator::{leader, telemetry};
 
-/// `--version`: the crate version and the git revision it was built from (see build.rs).
+/// `--version`: the crate version and the git revision it was built from (see build/revision.rs).
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (",

@@ -125,7 +125,7 @@ fn dockerfile_labels_and_install_bundle_use_the_workspace_version() {
     )));
 }
 
-/// The revision the binaries embed (same rule as build.rs).
+/// The revision the binaries embed (same rule as build/revision.rs).
 fn expected_revision() -> String {
     if let Ok(r) = std::env::var("VOLLEY_REVISION")
         && !r.trim().is_empty()

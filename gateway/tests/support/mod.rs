@@ -136,7 +136,12 @@ pub async fn send_json<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// A raw socket that has completed the upgrade (the 101 head is read), for sending crafted frames.
 pub async fn raw_upgrade(addr: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    upgrade_stream(TcpStream::connect(addr).await.expect("connect")).await
+}
+
+/// Completes the upgrade on an already connected socket (one the caller has tuned) and reads the
+/// 101 head.
+pub async fn upgrade_stream(mut stream: TcpStream) -> TcpStream {
     stream
         .write_all(
             b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -1,4 +1,5 @@
-//! Build script: embeds the git revision as `VOLLEY_REVISION` for `--version`.
+//! Build script of both binaries (`build = "../build/revision.rs"`): embeds the git revision as
+//! `VOLLEY_REVISION` for `--version`.
 //!
 //! Order: the `VOLLEY_REVISION` environment variable (release and Docker builds, where there is
 //! no .git), else `git rev-parse HEAD`, else "unknown". Reruns only when that variable or the
