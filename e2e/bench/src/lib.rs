@@ -18,7 +18,9 @@ pub mod publisher;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod soak;
 pub mod token;
+pub mod trend;
 pub mod wire;
 pub mod zipf;
 

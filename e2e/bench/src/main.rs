@@ -27,6 +27,9 @@ struct Cli {
 enum Cmd {
     /// Run a scenario (each engine, each run) and report.
     Run(Box<RunArgs>),
+    /// Soak one gateway: connection churn, pings, publishes and slow consumers for a long
+    /// time, sampling its RSS and descriptors.
+    Soak(Box<volley_bench::soak::cli::SoakArgs>),
     /// Client process (used internally).
     #[command(name = "__child", hide = true)]
     Child,
@@ -165,6 +168,12 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(run_all(*args))
+        }
+        Cmd::Soak(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(volley_bench::soak::cli::main(*args))
         }
     }
 }
