@@ -6,6 +6,8 @@
 #
 # Environment:
 #   FUZZ_SANITIZER   address (default) or none (faster build, for CI smoke runs)
+#   FUZZ_PROFILE     release (default: optimised, with debug assertions) or dev (unoptimised,
+#                    much faster to build; for CI smoke runs)
 #   FUZZ_TARGET_DIR  build dir for the instrumented build [target/fuzz]
 #   FUZZ_CORPUS_DIR  where libFuzzer keeps the inputs it finds [target/fuzz-corpus]; the
 #                    committed seeds in fuzz/corpus/<target>/ are read, never written
@@ -33,6 +35,9 @@ else
     mapfile -t targets < <(cargo fuzz list)
 fi
 build=(--sanitizer "$sanitizer" --target-dir "$target_dir")
+if [ "${FUZZ_PROFILE:-release}" = dev ]; then
+    build+=(--dev)
+fi
 cargo fuzz build "${build[@]}"
 
 mkdir -p "$log_dir"
