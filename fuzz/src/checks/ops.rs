@@ -68,7 +68,11 @@ fn replies(op: &ClientOp) {
     let mut held: Vec<&str> = Vec::new();
     for t in topics {
         match access::check_sub(None, t, &held, 3) {
-            Ok(_) => held.push(t),
+            Ok(access::Sub::New) => {
+                assert!(!held.contains(&t.as_str()), "{t:?} is new twice");
+                held.push(t);
+            }
+            Ok(access::Sub::Held) => assert!(held.contains(&t.as_str()), "{t:?} held, not new"),
             Err(refusal) => {
                 let v: Value = serde_json::from_str(&refusal.reply(t)).expect("JSON");
                 assert_eq!(v["op"], "error");
