@@ -466,6 +466,13 @@ impl KeyEntry {
 /// True when the backend can build a verifier for `alg` from `key` (checks EC/Ed key bytes;
 /// RSA keys are only parsed when a token is verified).
 fn usable(key: &DecodingKey, alg: Algorithm) -> bool {
+    // jsonwebtoken 10.3 slices an Ed25519 key to 32 bytes without checking its length, so a
+    // short JWK `x` or PEM bit string would panic there (found by the `jwt` fuzz target). An
+    // Ed25519 public key is exactly 32 bytes (RFC 8032 §5.1.5).
+    if alg == Algorithm::EdDSA && key.family() == AlgorithmFamily::Ed && key.as_bytes().len() != 32
+    {
+        return false;
+    }
     jsonwebtoken::crypto::verify("", b"", key, alg).is_ok()
 }
 

@@ -19,7 +19,9 @@ pub mod rebalance;
 pub mod report;
 pub mod run;
 pub mod server;
+pub mod soak;
 pub mod token;
+pub mod trend;
 pub mod wire;
 pub mod zipf;
 

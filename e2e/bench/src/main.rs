@@ -29,6 +29,9 @@ enum Cmd {
     Run(Box<RunArgs>),
     /// Scale-up rebalance: moves, minimum moves, ratio and time to balance.
     Rebalance(Box<volley_bench::rebalance::Args>),
+    /// Soak one gateway: connection churn, pings, publishes and slow consumers for a long
+    /// time, sampling its RSS and descriptors.
+    Soak(Box<volley_bench::soak::cli::SoakArgs>),
     /// Client process (used internally).
     #[command(name = "__child", hide = true)]
     Child,
@@ -174,6 +177,12 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(volley_bench::rebalance::main(*args))
+        }
+        Cmd::Soak(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(volley_bench::soak::cli::main(*args))
         }
     }
 }

@@ -677,3 +677,29 @@ fn covers_matches_brute_force() {
         }
     }
 }
+
+/// Found by the `jwt` fuzz target: jsonwebtoken panicked on an Ed25519 key shorter than 32 bytes
+/// (fuzz/corpus/jwt/crash-*-short-ed25519). Such a key file is now refused with a message.
+#[test]
+fn short_ed25519_keys_are_refused_not_a_panic() {
+    // 24 bytes instead of 32, as a JWK and as a PEM SubjectPublicKeyInfo.
+    let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "short",
+        "x": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYX"}]});
+    let err = Verifier::from_config(&JwtConfig {
+        jwks_file: Some(temp_file(jwks.to_string().as_bytes())),
+        ..JwtConfig::default()
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("invalid Ed25519 public key"),
+        "{err}"
+    );
+
+    let pem = b"-----BEGIN PUBLIC KEY-----\nMCIwBQYDK2VwAxkAAAECAwQFBgcICQoLDA0ODxAREhMUFRYX\n-----END PUBLIC KEY-----\n";
+    let err = Verifier::from_config(&JwtConfig {
+        public_key_file: Some(temp_file(pem)),
+        ..JwtConfig::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("Ed25519"), "{err}");
+}
