@@ -42,16 +42,9 @@ async fn setup(ns: &str) -> Client {
     )
     .await
     .unwrap();
-    eventually("CRD established", LIMIT, || async {
-        let crd = crds.get("pushclusters.volley.dev").await.ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    volley_e2e::crd::wait_established(&client, LIMIT)
+        .await
+        .unwrap();
     let nss: Api<Namespace> = Api::all(client.clone());
     let mut n = Namespace::default();
     n.metadata.name = Some(ns.into());

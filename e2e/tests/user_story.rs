@@ -29,7 +29,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
@@ -257,17 +256,9 @@ async fn user_story() {
     // The operator, as a user installs it.
     let install = read("manifests/install.yaml");
     apply_all(&client, &install).await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    eventually("CRD established", LIMIT, || async {
-        let crd = crds.get("pushclusters.volley.dev").await.ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    volley_e2e::crd::wait_established(&client, LIMIT)
+        .await
+        .unwrap();
     let operator_deployments: Api<Deployment> = Api::namespaced(client.clone(), "volley-system");
     eventually("operator Deployment available", SLOW, || {
         deployment_available(&operator_deployments, "volley")
