@@ -19,6 +19,7 @@ use crate::control::ClusterNode;
 use crate::handshake::HandshakeConfig;
 use crate::hub::{self, Hub};
 use crate::metrics::Metrics;
+use crate::session::Limits;
 use crate::shard::{Shard, ShardConfig};
 use crate::state::Shared;
 
@@ -93,15 +94,17 @@ impl Gateway {
             },
             handshake_timeout: config.handshake_timeout,
             flush_interval: config.flush_interval,
-            max_pending_bytes: config.max_pending_bytes,
             max_message_bytes: config.max_message_bytes,
-            max_subscriptions: config.max_subscriptions_per_connection,
-            ping_interval: config.ping_interval,
-            verifier: match &config.jwt {
-                Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
-                None => None,
+            limits: Limits {
+                max_pending_bytes: config.max_pending_bytes,
+                max_subscriptions: config.max_subscriptions_per_connection,
+                max_client_messages_per_second: config.max_client_messages_per_second,
+                ping_interval: config.ping_interval,
+                verifier: match &config.jwt {
+                    Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
+                    None => None,
+                },
             },
-            max_client_messages_per_second: config.max_client_messages_per_second,
         };
 
         // Cluster mode: shards report which patterns they want; the router holds NATS
