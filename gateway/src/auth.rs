@@ -39,6 +39,25 @@
 #[cfg(test)]
 mod tests;
 
+/// A verifier for HS256 tokens signed with `secret`, for the unit tests of the modules that
+/// take one (the key goes through a file, as in production).
+#[cfg(test)]
+pub(crate) fn hs256_test_verifier(secret: &[u8]) -> Verifier {
+    use std::io::Write;
+    static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("volley-test-key-{}-{n}", std::process::id()));
+    let mut file = std::fs::File::create(&path).expect("temp key file");
+    file.write_all(secret).expect("temp key written");
+    let cfg = JwtConfig {
+        secret_file: Some(path.clone()),
+        ..JwtConfig::default()
+    };
+    let verifier = Verifier::from_config(&cfg).expect("a valid test key");
+    let _ = std::fs::remove_file(path);
+    verifier
+}
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

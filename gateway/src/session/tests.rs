@@ -1,14 +1,12 @@
 //! The protocol rules without a socket: events in, effects and queued frames out.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::auth::JwtConfig;
 use crate::outbox::FRAME_OVERHEAD;
 
 const SECRET: &[u8] = b"session-test-secret";
@@ -35,22 +33,7 @@ fn unix_now() -> u64 {
 }
 
 fn verifier() -> Arc<Verifier> {
-    let path: PathBuf = std::env::temp_dir().join(format!(
-        "volley-session-test-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(SECRET)
-        .unwrap();
-    let cfg = JwtConfig {
-        secret_file: Some(path.clone()),
-        ..JwtConfig::default()
-    };
-    let verifier = Verifier::from_config(&cfg).unwrap();
-    let _ = std::fs::remove_file(path);
-    Arc::new(verifier)
+    Arc::new(crate::auth::hs256_test_verifier(SECRET))
 }
 
 fn token(claims: Value) -> String {
