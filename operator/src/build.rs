@@ -155,7 +155,7 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
         owner_references: Some(vec![owner.clone()]),
         ..Default::default()
     };
-    let config_yaml = validated.config.to_yaml();
+    let config_yaml = gateway_config::to_yaml(&validated.config);
     let spec = &pc.spec;
 
     let service_account = ServiceAccount {
