@@ -257,7 +257,7 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
 }
 
 /// The build step (pure): the children for the planned replica count.
-#[tracing::instrument(name = "build", skip_all, fields(replicas))]
+#[tracing::instrument(name = "build", skip_all, fields(replicas = replicas))]
 fn build_children(valid: &Valid<'_>, replicas: i32, options: &BuildOptions) -> build::Children {
     build::children(valid, replicas, options)
 }

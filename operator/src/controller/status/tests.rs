@@ -68,3 +68,83 @@ fn condition_table() {
          autoscaler (mode Operator)"
     );
 }
+
+fn inputs(desired: i32, ready: i32, short_for: u64) -> StatusInputs {
+    StatusInputs {
+        desired,
+        current: desired,
+        replicas: desired,
+        ready,
+        seen: Vec::new(),
+        views: Vec::new(),
+        balanced: true,
+        not_ready: vec!["web-b (not ready)".into()],
+        hold: None,
+        overridden: None,
+        short_for,
+    }
+}
+
+fn was_ready() -> PushCluster {
+    let mut pc = PushCluster::new("web", volley_crds::PushClusterSpec::default());
+    pc.metadata.generation = Some(4);
+    let now = Time(Timestamp::now());
+    let mut status = PushClusterStatus::default();
+    let cond = Cond {
+        type_: condition::READY,
+        status: true,
+        reason: "AllReplicasReady",
+        message: "2/2 gateway pods ready".into(),
+    };
+    conditions::set(&mut status.conditions, cond, Some(3), &now);
+    pc.status = Some(status);
+    pc
+}
+
+#[test]
+fn ready_keeps_its_state_within_the_grace_then_names_the_pods() {
+    let pc = was_ready();
+    let now = Time(Timestamp::now());
+    let grace = std::time::Duration::from_secs(20);
+    // (seconds short) -> Ready status
+    for (short_for, ready) in [(0, "True"), (19, "True"), (20, "False")] {
+        let s = status(
+            &pc,
+            &NatsView::Standalone,
+            &inputs(2, 1, short_for),
+            &Outcome::default(),
+            grace,
+            &now,
+        );
+        let cond = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(cond.status, ready, "{short_for}s short");
+        if ready == "False" {
+            assert_eq!(
+                cond.message,
+                "1/2 gateway pods ready; not serving: web-b (not ready)"
+            );
+        }
+        assert_eq!(
+            (s.desired_replicas, s.ready_replicas, s.observed_generation),
+            (2, 1, Some(4))
+        );
+    }
+}
+
+#[test]
+fn an_invalid_spec_only_turns_ready_false() {
+    let pc = was_ready();
+    let now = Time(Timestamp::now());
+    let s = invalid(&pc, "nats.url is bad".into(), &now);
+    assert_eq!(s.conditions.len(), 1);
+    let ready = &s.conditions[0];
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", INVALID_SPEC)
+    );
+    assert_eq!(ready.message, "nats.url is bad");
+    assert_eq!(
+        s.selector,
+        "app.kubernetes.io/name=volley-gateway,volley.dev/cluster=web"
+    );
+}
