@@ -27,7 +27,7 @@ use super::memory::Key;
 use super::plan::{Now, Plan};
 use super::status::Outcome;
 use super::{Context, control};
-use crate::build::{Children, MANAGER, Valid};
+use crate::build::{self, Children, MANAGER, Valid};
 use crate::scaledown;
 
 /// The one field manager, forced: the operator owns these fields.
@@ -126,14 +126,16 @@ async fn scale(
 async fn apply_children(client: &Client, v: &Valid<'_>, c: &Children) -> Result<(), kube::Error> {
     let (ns, name, pc) = (&v.namespace, &v.name, v.pc);
     apply_or_prune(client, ns, name, Some(&c.service_account), pc).await?;
-    apply_or_prune(client, ns, name, Some(&c.config_map), pc).await?;
+    let config_map = build::config_map_name(name);
+    apply_or_prune(client, ns, &config_map, Some(&c.config_map), pc).await?;
     apply_or_prune(client, ns, name, Some(&c.deployment), pc).await?;
     apply_or_prune(client, ns, name, Some(&c.service), pc).await?;
     apply_or_prune(client, ns, name, c.pdb.as_ref(), pc).await
 }
 
-/// Server-side applies `child`, or, when there is none, deletes the existing object `name` of
-/// kind `K` if `owner` is its controller. Objects owned by someone else are never touched.
+/// Server-side applies `child`, or, when the spec yields none, deletes the existing object of
+/// kind `K` named `name` (the name the child has when built) if `owner` is its controller.
+/// Objects owned by someone else are never touched.
 async fn apply_or_prune<K>(
     client: &Client,
     ns: &str,
