@@ -34,6 +34,9 @@ mod tests;
 /// How long a closing connection may take to finish the close handshake.
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
+/// Longest wait [`Session::next_tick`] asks for while a token is held; see there.
+pub(crate) const MAX_TICK_WAIT: Duration = Duration::from_secs(60);
+
 /// The per-connection limits, shared by every session of an engine (not stored per session).
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
@@ -490,6 +493,39 @@ impl Session {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// When [`Session::on_tick`] next has something to do, for an engine that sleeps per
+    /// connection instead of sweeping all of them every second: the handshake or close deadline,
+    /// or the second at which the silence (or a stalled write) crosses its limit, or the token's
+    /// `exp`. Waits on `exp` are cut at [`MAX_TICK_WAIT`]: it is wall-clock time and the wait runs
+    /// on the monotonic clock.
+    pub(crate) fn next_tick(&self, clock: &Clock, wall: SystemTime, limits: &Limits) -> Instant {
+        let at_s = |s: u32| clock.epoch + Duration::from_secs(u64::from(s));
+        let ping_s = limits.ping_interval.as_secs().max(1) as u32;
+        match self.phase() {
+            Phase::Handshake { deadline_ms } | Phase::Closing { deadline_ms, .. } => {
+                clock.epoch + Duration::from_millis(deadline_ms)
+            }
+            Phase::Open => {
+                // `on_tick` compares whole seconds with `>`: the first second that counts is the
+                // limit plus one.
+                let silence = if self.pinged { 2 * ping_s } else { ping_s };
+                let mut next = at_s(self.last_seen_s.saturating_add(silence + 1));
+                if self.write_blocked {
+                    next = next.min(at_s(self.stalled_since_s.saturating_add(2 * ping_s + 1)));
+                }
+                let token = self
+                    .identity
+                    .as_ref()
+                    .map_or(MAX_TICK_WAIT, |i| i.remaining(wall));
+                // Like the shards' sweep, expiry is looked at on the session's whole seconds:
+                // never sooner than the next one (a token accepted within the verifier's leeway
+                // has already passed its `exp`, and still gets that second to be refreshed).
+                let token_due = (clock.now + token.min(MAX_TICK_WAIT)).max(at_s(clock.s() + 1));
+                next.min(token_due)
+            }
         }
     }
 
