@@ -88,24 +88,11 @@ impl Gateway {
                 .with_ip_limit(config.max_connections_per_ip),
         );
         let shard_config = ShardConfig {
-            handshake: HandshakeConfig {
-                path: "/ws".to_owned(),
-                max_header_bytes: config.max_header_bytes,
-                allowed_origins: config.allowed_origins.clone(),
-            },
+            handshake: handshake_config(&config),
             handshake_timeout: config.handshake_timeout,
             flush_interval: config.flush_interval,
             max_message_bytes: config.max_message_bytes,
-            limits: Limits {
-                max_pending_bytes: config.max_pending_bytes,
-                max_subscriptions: config.max_subscriptions_per_connection,
-                max_client_messages_per_second: config.max_client_messages_per_second,
-                ping_interval: config.ping_interval,
-                verifier: match &config.jwt {
-                    Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
-                    None => None,
-                },
-            },
+            limits: session_limits(&config)?,
         };
 
         // Cluster mode: shards report which patterns they want; the router holds NATS
@@ -282,29 +269,15 @@ impl TokioGateway {
     /// Binds the client and admin listeners and starts accepting on the current runtime.
     pub async fn start(config: Config) -> Result<TokioGateway, StartError> {
         // Before binding anything: a bad key file is a configuration error, not a half start.
-        let verifier = match &config.jwt {
-            Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
-            None => None,
+        let engine_config = TokioConfig {
+            handshake: handshake_config(&config),
+            handshake_timeout: config.handshake_timeout,
+            max_message_bytes: config.max_message_bytes,
+            limits: session_limits(&config)?,
         };
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let shared = Arc::new(Shared::new(metrics, config.max_connections, 1));
-        let engine_config = TokioConfig {
-            handshake: HandshakeConfig {
-                path: "/ws".to_owned(),
-                max_header_bytes: config.max_header_bytes,
-                allowed_origins: config.allowed_origins.clone(),
-            },
-            handshake_timeout: config.handshake_timeout,
-            max_message_bytes: config.max_message_bytes,
-            limits: Limits {
-                max_pending_bytes: config.max_pending_bytes,
-                max_subscriptions: config.max_subscriptions_per_connection,
-                max_client_messages_per_second: config.max_client_messages_per_second,
-                ping_interval: config.ping_interval,
-                verifier,
-            },
-        };
         let (engine, publisher) = TokioEngine::start(config.listen, engine_config, shared.clone())
             .map_err(|source| StartError::Listen {
                 addr: config.listen,
@@ -345,6 +318,29 @@ impl TokioGateway {
         }
         self.admin_task.abort();
     }
+}
+
+/// The upgrade rules both engines apply, from the config.
+fn handshake_config(config: &Config) -> HandshakeConfig {
+    HandshakeConfig {
+        path: "/ws".to_owned(),
+        max_header_bytes: config.max_header_bytes,
+        allowed_origins: config.allowed_origins.clone(),
+    }
+}
+
+/// What every session is held to on both engines, from the config (reads the JWT key file).
+fn session_limits(config: &Config) -> Result<Limits, StartError> {
+    Ok(Limits {
+        max_pending_bytes: config.max_pending_bytes,
+        max_subscriptions: config.max_subscriptions_per_connection,
+        max_client_messages_per_second: config.max_client_messages_per_second,
+        ping_interval: config.ping_interval,
+        verifier: match &config.jwt {
+            Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
+            None => None,
+        },
+    })
 }
 
 /// Starts the admin API (both engines): publishing, health, readiness and metrics.

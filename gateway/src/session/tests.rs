@@ -3,7 +3,6 @@
 use std::io::{self, Write};
 use std::time::UNIX_EPOCH;
 
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
 use super::*;
@@ -37,12 +36,7 @@ fn verifier() -> Arc<Verifier> {
 }
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
+    crate::auth::hs256_test_token(&claims, SECRET)
 }
 
 fn identity(user: &str, expires_at: u64) -> Identity {
