@@ -16,7 +16,7 @@ use crate::topic::{self, TopicError};
 
 /// An upgrade that may go ahead (gateway-wide limits and draining are the caller's to check).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admission {
+pub(crate) struct Admission {
     /// The verified token; `None` for an anonymous connection (auth off).
     pub identity: Option<Identity>,
     /// The URL's topics plus the user's own `user.<sub>`, sorted and deduplicated: subscribe
@@ -33,7 +33,7 @@ pub struct Admission {
 /// Too many or invalid topics are a 400 and, with a `verifier`, a missing or invalid token a
 /// 401, both before the upgrade. Without one the connection is anonymous and any token is
 /// ignored.
-pub fn admit(
+pub(crate) fn admit(
     topics: Vec<String>,
     token: Option<&str>,
     verifier: Option<&Verifier>,
@@ -79,7 +79,7 @@ pub fn admit(
 
 /// May this connection subscribe to `pattern`? A verified identity's rules, or the anonymous
 /// ones (never the `user.` space).
-pub fn may_subscribe(identity: Option<&Identity>, pattern: &str) -> bool {
+pub(crate) fn may_subscribe(identity: Option<&Identity>, pattern: &str) -> bool {
     match identity {
         Some(identity) => identity.may_subscribe(pattern),
         None => auth::anonymous_may_subscribe(pattern),
@@ -141,7 +141,7 @@ pub fn check_sub<S: AsRef<str>>(
 
 /// Why a `refresh` op was refused; the connection keeps its current token (and its `exp`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RefreshError {
+pub(crate) enum RefreshError {
     #[error("authentication is not enabled on this gateway")]
     AuthDisabled,
     #[error(transparent)]
@@ -153,7 +153,7 @@ pub enum RefreshError {
 
 impl RefreshError {
     /// The `{"op":"error",..}` reply.
-    pub fn reply(&self) -> String {
+    pub(crate) fn reply(&self) -> String {
         let code = match self {
             RefreshError::AuthDisabled | RefreshError::Invalid(_) => ErrorCode::BadRequest,
             RefreshError::OtherUser => ErrorCode::Forbidden,
@@ -164,7 +164,7 @@ impl RefreshError {
 
 /// `{"op":"refresh","token":..}`: the identity that replaces `current` when `token` is valid
 /// and for the same user. Subscriptions are kept as they are: the user is the same.
-pub fn refresh(
+pub(crate) fn refresh(
     verifier: Option<&Verifier>,
     current: Option<&Identity>,
     token: &str,

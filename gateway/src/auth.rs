@@ -39,6 +39,13 @@
 #[cfg(test)]
 mod tests;
 
+/// An HS256 token for `claims` signed with `secret`, for unit tests.
+#[cfg(test)]
+pub(crate) fn hs256_test_token(claims: &serde_json::Value, secret: &[u8]) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).expect("a test token")
+}
+
 /// A verifier for HS256 tokens signed with `secret`, for the unit tests of the modules that
 /// take one (the key goes through a file, as in production).
 #[cfg(test)]

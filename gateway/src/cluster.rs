@@ -14,11 +14,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use tokio_stream::{StreamExt, StreamMap};
 
-use crate::hub::{Hub, PublishError};
+use crate::hub::{Hub, InterestChange, PublishError};
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::secret::{Secret, redact_urls};
-use crate::shard::InterestChange;
 use crate::topic_index::TopicIndex;
 
 /// How to reach NATS. `Debug` shows no secret: the token, password and nkey seed are

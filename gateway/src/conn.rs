@@ -9,7 +9,7 @@ use crate::frame::Fragments;
 use crate::session::{Clock, Session};
 
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     pub socket: TcpStream,
     /// Bytes of an incomplete handshake or client frame; empty (no heap) otherwise.
     pub inbuf: Vec<u8>,
@@ -25,7 +25,11 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, clock: &Clock, handshake_timeout: std::time::Duration) -> Conn {
+    pub(crate) fn new(
+        socket: TcpStream,
+        clock: &Clock,
+        handshake_timeout: std::time::Duration,
+    ) -> Conn {
         Conn {
             socket,
             inbuf: Vec::new(),
@@ -37,13 +41,13 @@ impl Conn {
         }
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.session.is_open()
     }
 
     /// Keeps the unconsumed tail of `buf` for the next read. Frees the buffer once nothing is
     /// pending so an idle connection holds no heap memory.
-    pub fn keep_tail_of_inbuf(&mut self, consumed: usize) {
+    pub(crate) fn keep_tail_of_inbuf(&mut self, consumed: usize) {
         if consumed >= self.inbuf.len() {
             self.inbuf = Vec::new();
         } else {

@@ -22,17 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use prometheus_client::registry::Registry;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{broadcast, watch};
 
-use crate::auth::Verifier;
-use crate::config::Config;
-use crate::gateway::StartError;
 use crate::handshake::HandshakeConfig;
 use crate::hub::{Publish, PublishError};
 use crate::message::Message;
-use crate::metrics::Metrics;
 use crate::session::Limits;
 use crate::state::Shared;
 
@@ -60,7 +55,7 @@ struct Context {
 
 /// The publishing side: one broadcast send per message; tasks do the filtering.
 #[derive(Debug)]
-pub struct Broadcaster {
+pub(crate) struct Broadcaster {
     messages: broadcast::Sender<Arc<Message>>,
     shared: Arc<Shared>,
 }
@@ -77,105 +72,68 @@ impl Publish for Broadcaster {
     }
 }
 
-/// A running tokio-engine gateway.
-#[derive(Debug)]
-pub struct TokioGateway {
-    client_addr: SocketAddr,
-    admin_addr: SocketAddr,
-    shared: Arc<Shared>,
-    drain: watch::Sender<bool>,
-    drain_timeout: Duration,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+/// What the tokio engine needs to know, derived once from the gateway config.
+#[derive(Debug, Clone)]
+pub(crate) struct TokioConfig {
+    pub(crate) handshake: HandshakeConfig,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_message_bytes: usize,
+    /// What every session is held to, as on the shards.
+    pub(crate) limits: Limits,
 }
 
-impl TokioGateway {
-    /// Binds the client and admin listeners and starts accepting on the current runtime.
-    pub async fn start(config: Config) -> Result<TokioGateway, StartError> {
-        // Before binding anything: a bad key file is a configuration error, not a half start.
-        let verifier = match &config.jwt {
-            Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
-            None => None,
-        };
-        let mut registry = Registry::default();
-        let metrics = Metrics::register(&mut registry);
-        let shared = Arc::new(Shared::new(metrics, config.max_connections, 1));
+/// The running engine: its listener's accept task and the signal that drains its connections.
+/// The admin server and the configuration are the caller's (`gateway.rs`): the data plane does
+/// not reach into the control plane.
+#[derive(Debug)]
+pub(crate) struct TokioEngine {
+    client_addr: SocketAddr,
+    drain: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TokioEngine {
+    /// Binds `listen` and starts accepting on the current runtime; the [`Broadcaster`] is how
+    /// messages come in.
+    pub(crate) fn start(
+        listen: SocketAddr,
+        config: TokioConfig,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<(TokioEngine, Arc<Broadcaster>)> {
+        let listener = bind(listen)?;
+        let client_addr = listener.local_addr()?;
         let (messages, _) = broadcast::channel(BROADCAST_CAPACITY);
         let (drain_tx, drain_rx) = watch::channel(false);
-
-        let listener = bind(config.listen).map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-        let client_addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-
         let publisher = Arc::new(Broadcaster {
             messages: messages.clone(),
             shared: shared.clone(),
         });
-        let (admin_addr, admin_task) = crate::gateway::serve_admin(
-            &config,
-            crate::admin::Publisher::Local(publisher),
-            shared.clone(),
-            registry,
-        )
-        .await?;
-
         let context = Arc::new(Context {
-            shared: shared.clone(),
-            handshake: HandshakeConfig {
-                path: "/ws".to_owned(),
-                max_header_bytes: config.max_header_bytes,
-                allowed_origins: config.allowed_origins.clone(),
-            },
+            shared,
+            handshake: config.handshake,
             handshake_timeout: config.handshake_timeout,
             max_message_bytes: config.max_message_bytes,
-            limits: Limits {
-                max_pending_bytes: config.max_pending_bytes,
-                max_subscriptions: config.max_subscriptions_per_connection,
-                max_client_messages_per_second: config.max_client_messages_per_second,
-                ping_interval: config.ping_interval,
-                verifier,
-            },
+            limits: config.limits,
             messages,
             drain: drain_rx,
         });
-        let accept_task = tokio::spawn(accept_loop(listener, context));
-        Ok(TokioGateway {
+        let accept = tokio::spawn(accept_loop(listener, context));
+        let engine = TokioEngine {
             client_addr,
-            admin_addr,
-            shared,
             drain: drain_tx,
-            drain_timeout: config.drain_timeout,
-            tasks: vec![accept_task, admin_task],
-        })
+            accept,
+        };
+        Ok((engine, publisher))
     }
 
-    pub fn client_addr(&self) -> SocketAddr {
+    pub(crate) fn client_addr(&self) -> SocketAddr {
         self.client_addr
     }
 
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
-    }
-
-    /// Readiness off, stop accepting, close every connection with 1001, and wait (bounded by
-    /// the drain timeout) for the tasks to finish.
-    pub async fn drain(self) {
-        self.shared.start_draining();
+    /// Stops accepting and has every connection close with 1001.
+    pub(crate) fn drain(&self) {
+        self.accept.abort();
         let _ = self.drain.send(true);
-        if let Some(accept) = self.tasks.first() {
-            accept.abort();
-        }
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        while self.shared.open_connections() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for task in self.tasks {
-            task.abort();
-        }
     }
 }
 

@@ -16,6 +16,7 @@ use crate::auth::{AuthConfigError, Verifier};
 use crate::cluster::{self, ClusterError, Router};
 use crate::config::Config;
 use crate::control::ClusterNode;
+use crate::engine_tokio::{TokioConfig, TokioEngine};
 use crate::handshake::HandshakeConfig;
 use crate::hub::{self, Hub};
 use crate::metrics::Metrics;
@@ -87,24 +88,11 @@ impl Gateway {
                 .with_ip_limit(config.max_connections_per_ip),
         );
         let shard_config = ShardConfig {
-            handshake: HandshakeConfig {
-                path: "/ws".to_owned(),
-                max_header_bytes: config.max_header_bytes,
-                allowed_origins: config.allowed_origins.clone(),
-            },
+            handshake: handshake_config(&config),
             handshake_timeout: config.handshake_timeout,
             flush_interval: config.flush_interval,
             max_message_bytes: config.max_message_bytes,
-            limits: Limits {
-                max_pending_bytes: config.max_pending_bytes,
-                max_subscriptions: config.max_subscriptions_per_connection,
-                max_client_messages_per_second: config.max_client_messages_per_second,
-                ping_interval: config.ping_interval,
-                verifier: match &config.jwt {
-                    Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
-                    None => None,
-                },
-            },
+            limits: session_limits(&config)?,
         };
 
         // Cluster mode: shards report which patterns they want; the router holds NATS
@@ -264,6 +252,95 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// A running tokio-engine gateway (`--engine tokio`): the baseline engine, standalone only (no
+/// NATS), with the same admin API.
+#[derive(Debug)]
+pub struct TokioGateway {
+    admin_addr: SocketAddr,
+    shared: Arc<Shared>,
+    engine: TokioEngine,
+    drain_timeout: Duration,
+    admin_task: tokio::task::JoinHandle<()>,
+}
+
+impl TokioGateway {
+    /// Binds the client and admin listeners and starts accepting on the current runtime.
+    pub async fn start(config: Config) -> Result<TokioGateway, StartError> {
+        // Before binding anything: a bad key file is a configuration error, not a half start.
+        let engine_config = TokioConfig {
+            handshake: handshake_config(&config),
+            handshake_timeout: config.handshake_timeout,
+            max_message_bytes: config.max_message_bytes,
+            limits: session_limits(&config)?,
+        };
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let shared = Arc::new(Shared::new(metrics, config.max_connections, 1));
+        let (engine, publisher) = TokioEngine::start(config.listen, engine_config, shared.clone())
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let (admin_addr, admin_task) = serve_admin(
+            &config,
+            Publisher::Local(publisher),
+            shared.clone(),
+            registry,
+        )
+        .await?;
+        Ok(TokioGateway {
+            admin_addr,
+            shared,
+            engine,
+            drain_timeout: config.drain_timeout,
+            admin_task,
+        })
+    }
+
+    pub fn client_addr(&self) -> SocketAddr {
+        self.engine.client_addr()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Readiness off, stop accepting, close every connection with 1001, and wait (bounded by
+    /// the drain timeout) for the connections to finish.
+    pub async fn drain(self) {
+        self.shared.start_draining();
+        self.engine.drain();
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        while self.shared.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.admin_task.abort();
+    }
+}
+
+/// The upgrade rules both engines apply, from the config.
+fn handshake_config(config: &Config) -> HandshakeConfig {
+    HandshakeConfig {
+        path: "/ws".to_owned(),
+        max_header_bytes: config.max_header_bytes,
+        allowed_origins: config.allowed_origins.clone(),
+    }
+}
+
+/// What every session is held to on both engines, from the config (reads the JWT key file).
+fn session_limits(config: &Config) -> Result<Limits, StartError> {
+    Ok(Limits {
+        max_pending_bytes: config.max_pending_bytes,
+        max_subscriptions: config.max_subscriptions_per_connection,
+        max_client_messages_per_second: config.max_client_messages_per_second,
+        ping_interval: config.ping_interval,
+        verifier: match &config.jwt {
+            Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
+            None => None,
+        },
+    })
 }
 
 /// Starts the admin API (both engines): publishing, health, readiness and metrics.

@@ -352,7 +352,7 @@ pub fn accept_response(request: &UpgradeRequest) -> Vec<u8> {
 }
 
 /// Headers a rejection carries besides its body, for both engines' responses.
-pub fn reject_headers(reason: RejectReason) -> &'static [(&'static str, &'static str)] {
+pub(crate) fn reject_headers(reason: RejectReason) -> &'static [(&'static str, &'static str)] {
     match reason {
         RejectReason::MethodNotAllowed => &[("Allow", "GET")],
         RejectReason::UpgradeRequired | RejectReason::UnsupportedVersion => {

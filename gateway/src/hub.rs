@@ -1,5 +1,6 @@
-//! The control plane's path into the shards: per-shard inboxes of messages and commands, each
-//! paired with a waker so a shard blocked in epoll notices new work.
+//! The seam between the shards and the control plane, both ways: per-shard inboxes of messages
+//! and commands (each paired with a waker so a shard blocked in epoll notices new work) going in,
+//! and [`InterestChange`]s coming out.
 //!
 //! Wake-ups are coalesced: a sender wakes the shard only when no wake-up is already pending, so a
 //! burst of messages costs one eventfd write, not one per message.
@@ -23,7 +24,7 @@ const COMMAND_HEADROOM: usize = 64;
 
 /// Work for a shard.
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     Deliver(Arc<Message>),
     /// Stop accepting, close every connection with 1001 spread evenly over the window, then exit.
     Drain {
@@ -36,9 +37,21 @@ pub enum Command {
     },
 }
 
+/// Where a shard reports the first and last local subscriber of a pattern, so the control plane
+/// holds a NATS subscription exactly while some connection on some shard wants it.
+pub(crate) type InterestSink = tokio::sync::mpsc::UnboundedSender<InterestChange>;
+
+/// A shard's first subscriber of `pattern` arrived (`wanted`) or its last one left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InterestChange {
+    pub shard: usize,
+    pub pattern: Box<str>,
+    pub wanted: bool,
+}
+
 /// The shard's end of its inbox.
 #[derive(Debug)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     rx: Receiver<Command>,
     wake_pending: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
@@ -47,14 +60,14 @@ pub struct Inbox {
 impl Inbox {
     /// Takes the next command without blocking. Call [`Inbox::arm`] before draining so a command
     /// sent during the drain still wakes the shard.
-    pub fn try_next(&self) -> Option<Command> {
+    pub(crate) fn try_next(&self) -> Option<Command> {
         let command = self.rx.try_recv().ok()?;
         self.queued.fetch_sub(1, Ordering::AcqRel);
         Some(command)
     }
 
     /// Re-enables wake-ups; called by the shard right before it drains the inbox.
-    pub fn arm(&self) {
+    pub(crate) fn arm(&self) {
         self.wake_pending.store(false, Ordering::Release);
     }
 }
@@ -134,13 +147,13 @@ pub trait Publish: Send + Sync {
 
 /// Fans messages and commands out to every shard.
 #[derive(Debug)]
-pub struct Hub {
+pub(crate) struct Hub {
     links: Vec<Link>,
     metrics: Metrics,
 }
 
 /// Builds an inbox for one shard; the waker must be registered on that shard's `Poll`.
-pub fn inbox(waker: Arc<mio::Waker>) -> (InboxSender, Inbox) {
+pub(crate) fn inbox(waker: Arc<mio::Waker>) -> (InboxSender, Inbox) {
     inbox_with_capacity(waker, INBOX_CAPACITY)
 }
 
@@ -166,10 +179,10 @@ fn inbox_with_capacity(waker: Arc<mio::Waker>, capacity: usize) -> (InboxSender,
 
 /// What [`Hub::new`] takes for each shard.
 #[derive(Debug)]
-pub struct InboxSender(Link);
+pub(crate) struct InboxSender(Link);
 
 impl Hub {
-    pub fn new(senders: Vec<InboxSender>, metrics: Metrics) -> Hub {
+    pub(crate) fn new(senders: Vec<InboxSender>, metrics: Metrics) -> Hub {
         Hub {
             links: senders.into_iter().map(|s| s.0).collect(),
             metrics,
@@ -178,7 +191,7 @@ impl Hub {
 
     /// Tells every shard to drain. Never blocks: commands have room of their own above the
     /// message backlog.
-    pub fn drain(&self, over: Duration) {
+    pub(crate) fn drain(&self, over: Duration) {
         for link in &self.links {
             // False only for a shard that already exited (nothing left to drain) or with a
             // flood of commands queued ahead, which includes a drain already.
@@ -189,7 +202,7 @@ impl Hub {
     /// Hands an already framed message to the shards in `shards` (bit i = shard i). Returns how
     /// many shards could not take it because their inbox was full. Each shard takes it or not on
     /// its own: NATS delivery is at most once anyway, and nobody is told to retry.
-    pub fn deliver(&self, message: &Arc<Message>, shards: u64) -> usize {
+    pub(crate) fn deliver(&self, message: &Arc<Message>, shards: u64) -> usize {
         let mut dropped = 0;
         for (i, link) in self.links.iter().enumerate() {
             if shards & (1u64 << i.min(63)) == 0 {
@@ -208,7 +221,7 @@ impl Hub {
     /// Asks shard i to shed `counts[i]` connections with 1012, spread over the window. Never
     /// blocks; a shard whose inbox is full even for commands skips this round (the operator asks
     /// again while the counts stay unbalanced).
-    pub fn shed(&self, counts: &[usize], over: Duration) {
+    pub(crate) fn shed(&self, counts: &[usize], over: Duration) {
         for (link, &count) in self.links.iter().zip(counts) {
             if count > 0 && !link.command(Command::Shed { count, over }) {
                 tracing::warn!("shard inbox full; shed request skipped");

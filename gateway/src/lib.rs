@@ -1,28 +1,40 @@
 //! Volley gateway: holds client WebSocket connections in epoll shards and fans published
 //! messages out to them with one encode per message and one vectored write per connection.
+//!
+//! Modules are crate-private unless something outside needs them: the binary and the tests start
+//! gateways (`gateway`, `config`, `admin`'s limits), and the fuzz crate reaches the pure codecs
+//! through [`fuzzing`]. `unreachable_pub` keeps a `pub` item from claiming more than that.
+#![deny(unreachable_pub)]
 
-pub mod access;
+pub(crate) mod access;
 pub mod admin;
+/// Public while `config::Config` names its types (`JwtConfig`).
 pub mod auth;
-pub mod cluster;
+// `cluster.rs` and `control.rs` are being reworked on another branch; their items' visibility
+// is narrowed once that lands.
+#[allow(unreachable_pub)]
+pub(crate) mod cluster;
 pub mod config;
-pub mod conn;
-pub mod control;
-pub mod engine_tokio;
-pub mod envelope;
-pub mod frame;
+pub(crate) mod conn;
+#[allow(unreachable_pub)]
+pub(crate) mod control;
+pub(crate) mod engine_tokio;
+pub(crate) mod envelope;
+pub(crate) mod frame;
+pub mod fuzzing;
 pub mod gateway;
-pub mod handshake;
-pub mod hub;
-pub mod message;
-pub mod metrics;
-pub mod outbox;
-pub mod pace;
-pub mod protocol;
-pub mod rate;
+pub(crate) mod handshake;
+pub(crate) mod hub;
+pub(crate) mod message;
+pub(crate) mod metrics;
+pub(crate) mod outbox;
+pub(crate) mod pace;
+pub(crate) mod protocol;
+pub(crate) mod rate;
+/// Public while `config::Config` names its types (`Secret`).
 pub mod secret;
-pub mod session;
-pub mod shard;
-pub mod state;
-pub mod topic;
-pub mod topic_index;
+pub(crate) mod session;
+pub(crate) mod shard;
+pub(crate) mod state;
+pub(crate) mod topic;
+pub(crate) mod topic_index;

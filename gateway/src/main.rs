@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 use tokio::signal::unix::{SignalKind, signal};
 use volley_gateway::config::{Cli, Engine};
-use volley_gateway::engine_tokio::TokioGateway;
+use volley_gateway::gateway::TokioGateway;
 use volley_gateway::gateway::{Gateway, StartError};
 
 /// `--version`: the crate version and the git revision it was built from (see build/revision.rs).

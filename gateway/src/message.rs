@@ -11,7 +11,7 @@ use crate::frame;
 use crate::handshake::Format;
 
 #[derive(Debug)]
-pub struct Message {
+pub(crate) struct Message {
     topic: Box<str>,
     payload: Bytes,
     // Lazily built: a gateway whose clients all use one format never encodes the other.
@@ -20,7 +20,7 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(topic: &str, payload: Bytes) -> Arc<Message> {
+    pub(crate) fn new(topic: &str, payload: Bytes) -> Arc<Message> {
         Arc::new(Message {
             topic: topic.into(),
             payload,
@@ -29,20 +29,20 @@ impl Message {
         })
     }
 
-    pub fn topic(&self) -> &str {
+    pub(crate) fn topic(&self) -> &str {
         &self.topic
     }
 
     /// The longest frame this message has in any wire format (the envelope: the payload inlined,
     /// escaped or base64-encoded, plus the topic). Encodes the envelope, which is kept for the
     /// shards to reuse.
-    pub fn largest_frame_len(&self) -> usize {
+    pub(crate) fn largest_frame_len(&self) -> usize {
         let raw = self.payload.len() + frame::header_len(self.payload.len());
         self.frame(Format::Envelope).len().max(raw)
     }
 
     /// The complete frame for `format`, encoded on first use.
-    pub fn frame(&self, format: Format) -> &Bytes {
+    pub(crate) fn frame(&self, format: Format) -> &Bytes {
         match format {
             Format::Envelope => self.envelope.get_or_init(|| {
                 let envelope = Envelope::new(&self.topic, &self.payload, None);
@@ -62,7 +62,7 @@ impl Message {
 
 /// [`Message::largest_frame_len`] without building the message: what a publish of `payload` to
 /// `topic` would put in a subscriber's queue at most.
-pub fn largest_frame_len(topic: &str, payload: &[u8]) -> usize {
+pub(crate) fn largest_frame_len(topic: &str, payload: &[u8]) -> usize {
     let envelope = crate::envelope::envelope_len(topic, payload, None);
     let raw = payload.len() + frame::header_len(payload.len());
     (envelope + frame::header_len(envelope)).max(raw)

@@ -175,7 +175,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// Encodes the registry as OpenMetrics text.
-pub fn encode(registry: &Registry) -> String {
+pub(crate) fn encode(registry: &Registry) -> String {
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, registry);

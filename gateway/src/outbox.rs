@@ -14,11 +14,11 @@ const MAX_IOVECS: usize = 64;
 /// overhead for a frame of its own. Charged to control-path frames (pongs, replies), which are
 /// allocated per connection, so a queue of thousands of tiny ones is bounded by the memory it
 /// really holds, not by its wire bytes alone.
-pub const FRAME_OVERHEAD: usize = 64;
+pub(crate) const FRAME_OVERHEAD: usize = 64;
 
 /// Pending frames of one connection. Empty, it owns no heap memory until the first frame arrives.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     frames: VecDeque<Bytes>,
     /// Bytes of the front frame already written.
     offset: usize,
@@ -28,7 +28,7 @@ pub struct Outbox {
 
 /// What a write attempt left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flushed {
+pub(crate) enum Flushed {
     /// Everything queued was written, in `calls` vectored writes.
     All { bytes: usize, calls: usize },
     /// The socket buffer is full; the rest waits for writability.
@@ -36,32 +36,33 @@ pub enum Flushed {
 }
 
 impl Outbox {
-    pub fn push(&mut self, frame: Bytes) {
+    pub(crate) fn push(&mut self, frame: Bytes) {
         self.pending += frame.len();
         self.frames.push_back(frame);
     }
 
-    pub fn pending_bytes(&self) -> usize {
+    pub(crate) fn pending_bytes(&self) -> usize {
         self.pending
     }
 
     /// Approximate memory the queue holds: its bytes plus [`FRAME_OVERHEAD`] per frame.
-    pub fn footprint(&self) -> usize {
+    pub(crate) fn footprint(&self) -> usize {
         self.pending + self.frames.len() * FRAME_OVERHEAD
     }
 
     /// What queueing `frame` adds to [`Outbox::footprint`].
-    pub fn cost_of(frame: &Bytes) -> usize {
+    pub(crate) fn cost_of(frame: &Bytes) -> usize {
         frame.len() + FRAME_OVERHEAD
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
     /// Drops every frame not yet started, keeping the rest of a partly written one: cutting a frame
     /// in the middle would corrupt the stream the close frame that follows must travel on.
-    pub fn discard_unstarted(&mut self) {
+    pub(crate) fn discard_unstarted(&mut self) {
         let keep = usize::from(self.offset > 0);
         while self.frames.len() > keep {
             if let Some(frame) = self.frames.pop_back() {
@@ -72,7 +73,7 @@ impl Outbox {
 
     /// Takes the front frame whole, for an engine that hands frames one by one to a WebSocket
     /// library (the tokio engine); `None` when empty or when the front frame is partly written.
-    pub fn pop(&mut self) -> Option<Bytes> {
+    pub(crate) fn pop(&mut self) -> Option<Bytes> {
         if self.offset > 0 {
             return None;
         }
@@ -82,7 +83,7 @@ impl Outbox {
     }
 
     /// Writes as much as the writer takes, one vectored write per up to [`MAX_IOVECS`] frames.
-    pub fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flushed> {
+    pub(crate) fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flushed> {
         let mut written = 0;
         let mut calls = 0;
         while !self.frames.is_empty() {

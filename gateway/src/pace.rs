@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
-pub struct Pace {
+pub(crate) struct Pace {
     pub start: Instant,
     pub over: Duration,
     pub total: usize,
@@ -13,7 +13,7 @@ pub struct Pace {
 
 impl Pace {
     /// How many closes should have happened by `now` (never more than `total`).
-    pub fn target(&self, now: Instant) -> usize {
+    pub(crate) fn target(&self, now: Instant) -> usize {
         let elapsed = now.saturating_duration_since(self.start);
         if elapsed >= self.over || self.over.is_zero() {
             return self.total;
@@ -23,7 +23,7 @@ impl Pace {
     }
 
     /// Whether the window, plus `grace`, is over.
-    pub fn expired(&self, now: Instant, grace: Duration) -> bool {
+    pub(crate) fn expired(&self, now: Instant, grace: Duration) -> bool {
         now.saturating_duration_since(self.start) >= self.over + grace
     }
 }

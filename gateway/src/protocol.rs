@@ -154,11 +154,11 @@ pub fn unsubscribed(topics: &[&str]) -> String {
 
 /// `{"op":"pong"}`
 /// `{"op":"refreshed","exp":N}`: the connection now lives until the new token's `exp`.
-pub fn refreshed(expires_at: u64) -> String {
+pub(crate) fn refreshed(expires_at: u64) -> String {
     serde_json::json!({ "op": "refreshed", "exp": expires_at }).to_string()
 }
 
-pub fn pong() -> String {
+pub(crate) fn pong() -> String {
     r#"{"op":"pong"}"#.to_owned()
 }
 

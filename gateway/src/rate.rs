@@ -14,7 +14,7 @@ const WINDOW_MS: u32 = 1_000;
 
 /// Rate state of one connection: 8 bytes, no heap.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     /// Start of the current window on the caller's millisecond clock (wrapping; only
     /// differences are used, and a connection is never silent for 49 days and still open).
     start_ms: u32,
@@ -26,7 +26,7 @@ pub struct RateLimit {
 
 /// What the limit says about one client message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allow,
     /// Over the limit in this window: drop it; `first` is true for the first one dropped, which
     /// gets an error reply.
@@ -39,7 +39,7 @@ pub enum Verdict {
 
 impl RateLimit {
     /// Counts one message arriving at `now_ms` against `limit` messages per second.
-    pub fn check(&mut self, now_ms: u64, limit: u32) -> Verdict {
+    pub(crate) fn check(&mut self, now_ms: u64, limit: u32) -> Verdict {
         let now = now_ms as u32;
         if self.count == 0 {
             self.start_ms = now;

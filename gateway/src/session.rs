@@ -32,11 +32,14 @@ use crate::topic;
 mod tests;
 
 /// How long a closing connection may take to finish the close handshake.
-pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Longest wait [`Session::next_tick`] asks for while a token is held; see there.
+pub(crate) const MAX_TICK_WAIT: Duration = Duration::from_secs(60);
 
 /// The per-connection limits, shared by every session of an engine (not stored per session).
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Bound on a connection's queued bytes (plus [`crate::outbox::FRAME_OVERHEAD`] per
     /// control-path frame); past it the connection is closed as a slow consumer (1008).
     pub max_pending_bytes: usize,
@@ -51,22 +54,22 @@ pub struct Limits {
 /// The engine's monotonic time as sessions see it: `now` relative to an `epoch`, so a session
 /// keeps 4- and 8-byte times instead of 16-byte `Instant`s.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     epoch: Instant,
     now: Instant,
 }
 
 impl Clock {
-    pub fn new(epoch: Instant) -> Clock {
+    pub(crate) fn new(epoch: Instant) -> Clock {
         Clock { epoch, now: epoch }
     }
 
     /// The same clock at `now` (never before its epoch).
-    pub fn at(self, now: Instant) -> Clock {
+    pub(crate) fn at(self, now: Instant) -> Clock {
         Clock { now, ..self }
     }
 
-    pub fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Instant {
         self.now
     }
 
@@ -81,7 +84,7 @@ impl Clock {
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Waiting for the HTTP upgrade request; dropped at the deadline (clock ms).
     Handshake { deadline_ms: u64 },
     /// Upgraded: receives messages, sends client ops.
@@ -122,7 +125,7 @@ pub enum Cause {
 
 /// Why a connection is dropped without another byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gone {
+pub(crate) enum Gone {
     /// No complete upgrade request in the handshake timeout.
     HandshakeTimeout,
     /// The peer did not finish the close handshake within [`CLOSE_LINGER`].
@@ -133,7 +136,7 @@ pub enum Gone {
 
 /// What the engine must do for a session. Pushed in the order they must happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Deliver messages matching this pattern to the connection (topic index add; the first
     /// holder on an engine raises NATS interest).
     Subscribe(Box<str>),
@@ -152,7 +155,7 @@ pub enum Effect {
 
 /// What a write did to the session, for the engine's readiness registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Written {
+pub(crate) struct Written {
     /// `write_blocked` changed: watch (or stop watching) for writability.
     pub blocked_changed: bool,
     /// The last bytes before a close are out: shut down the write side.
@@ -163,7 +166,7 @@ pub struct Written {
 /// connection is this plus the engine's socket, and holds no heap memory while anonymous, not
 /// subscribed and with nothing queued.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     /// The [`Phase`] stored in two fields so its deadline shares no padding with its flags: the
     /// slab slot of an idle connection is a checked number (see `conn/tests.rs`).
     stage: Stage,
@@ -190,7 +193,7 @@ pub struct Session {
 
 impl Session {
     /// A connection just accepted, waiting for its upgrade request until `handshake_timeout`.
-    pub fn new(clock: &Clock, handshake_timeout: Duration) -> Session {
+    pub(crate) fn new(clock: &Clock, handshake_timeout: Duration) -> Session {
         Session {
             stage: Stage::Handshake,
             deadline_ms: clock.ms() + handshake_timeout.as_millis() as u64,
@@ -206,7 +209,7 @@ impl Session {
         }
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         let deadline_ms = self.deadline_ms;
         match self.stage {
             Stage::Handshake => Phase::Handshake { deadline_ms },
@@ -222,7 +225,7 @@ impl Session {
         }
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.stage == Stage::Open
     }
 
@@ -244,34 +247,37 @@ impl Session {
         };
     }
 
-    pub fn format(&self) -> Format {
+    pub(crate) fn format(&self) -> Format {
         self.format
     }
 
-    pub fn subscriptions(&self) -> &[Box<str>] {
+    #[cfg(test)]
+    pub(crate) fn subscriptions(&self) -> &[Box<str>] {
         &self.subs
     }
 
-    pub fn identity(&self) -> Option<&Identity> {
+    #[cfg(test)]
+    pub(crate) fn identity(&self) -> Option<&Identity> {
         self.identity.as_deref()
     }
 
-    pub fn write_blocked(&self) -> bool {
+    pub(crate) fn write_blocked(&self) -> bool {
         self.write_blocked
     }
 
-    pub fn outbox(&self) -> &Outbox {
+    #[cfg(test)]
+    pub(crate) fn outbox(&self) -> &Outbox {
         &self.outbox
     }
 
     /// For the engine's writes; queueing goes through the session so the bound holds.
-    pub fn outbox_mut(&mut self) -> &mut Outbox {
+    pub(crate) fn outbox_mut(&mut self) -> &mut Outbox {
         &mut self.outbox
     }
 
     /// Does an open session hold a pattern matching `topic`? (The shards ask their topic index
     /// instead; the tokio engine filters every message through this.)
-    pub fn wants(&self, topic: &str) -> bool {
+    pub(crate) fn wants(&self, topic: &str) -> bool {
         self.is_open() && self.subs.iter().any(|p| topic::matches(p, topic))
     }
 
@@ -279,7 +285,7 @@ impl Session {
 
     /// The upgrade was admitted: the session opens with the admission's identity and topics.
     /// An engine that writes its own 101 queues it before calling this, so it goes out first.
-    pub fn open(
+    pub(crate) fn open(
         &mut self,
         admission: Admission,
         format: Format,
@@ -303,19 +309,19 @@ impl Session {
     }
 
     /// The upgrade was refused: `response` (an HTTP error) is the last thing sent.
-    pub fn reject(&mut self, response: Bytes, clock: &Clock, out: &mut Vec<Effect>) {
+    pub(crate) fn reject(&mut self, response: Bytes, clock: &Clock, out: &mut Vec<Effect>) {
         self.start_closing(response, Cause::Rejected, clock, out);
     }
 
     /// Bytes arrived: the peer is alive.
-    pub fn on_received(&mut self, clock: &Clock) {
+    pub(crate) fn on_received(&mut self, clock: &Clock) {
         self.last_seen_s = clock.s();
         self.pinged = false;
     }
 
     /// One complete client frame. `Break` when nothing more from this peer should be read
     /// (the session is no longer open).
-    pub fn on_frame(
+    pub(crate) fn on_frame(
         &mut self,
         event: ClientEvent<'_>,
         clock: &Clock,
@@ -370,7 +376,7 @@ impl Session {
     }
 
     /// The peer broke the framing rules: close with the violation's code.
-    pub fn on_violation(
+    pub(crate) fn on_violation(
         &mut self,
         violation: &ProtocolError,
         clock: &Clock,
@@ -389,7 +395,7 @@ impl Session {
     /// the queue over `maxPendingBytes` (the engine then calls [`Session::slow_consumer`] once
     /// it is done walking its index). Message frames are shared by every recipient, so only
     /// their bytes count, not the per-frame charge of control-path frames.
-    pub fn offer(&mut self, frame: &Bytes, limits: &Limits) -> bool {
+    pub(crate) fn offer(&mut self, frame: &Bytes, limits: &Limits) -> bool {
         if self.outbox.pending_bytes() + frame.len() > limits.max_pending_bytes {
             return false;
         }
@@ -398,14 +404,14 @@ impl Session {
     }
 
     /// Closes an open session that does not keep up with what is queued for it (1008).
-    pub fn slow_consumer(&mut self, clock: &Clock, out: &mut Vec<Effect>) {
+    pub(crate) fn slow_consumer(&mut self, clock: &Clock, out: &mut Vec<Effect>) {
         if self.is_open() {
             self.close(1008, "slow consumer", Cause::SlowConsumer, clock, out);
         }
     }
 
     /// The engine wrote from the outbox.
-    pub fn on_written(&mut self, flushed: Flushed, clock: &Clock) -> Written {
+    pub(crate) fn on_written(&mut self, flushed: Flushed, clock: &Clock) -> Written {
         let mut written = Written::default();
         match flushed {
             Flushed::All { .. } => {
@@ -441,7 +447,7 @@ impl Session {
 
     /// The engine's timer (about once a second): handshake deadline, close linger, token expiry,
     /// a peer that stopped reading, liveness pings. `wall` is for the token's `exp`.
-    pub fn on_tick(
+    pub(crate) fn on_tick(
         &mut self,
         clock: &Clock,
         wall: SystemTime,
@@ -490,8 +496,41 @@ impl Session {
         }
     }
 
+    /// When [`Session::on_tick`] next has something to do, for an engine that sleeps per
+    /// connection instead of sweeping all of them every second: the handshake or close deadline,
+    /// or the second at which the silence (or a stalled write) crosses its limit, or the token's
+    /// `exp`. Waits on `exp` are cut at [`MAX_TICK_WAIT`]: it is wall-clock time and the wait runs
+    /// on the monotonic clock.
+    pub(crate) fn next_tick(&self, clock: &Clock, wall: SystemTime, limits: &Limits) -> Instant {
+        let at_s = |s: u32| clock.epoch + Duration::from_secs(u64::from(s));
+        let ping_s = limits.ping_interval.as_secs().max(1) as u32;
+        match self.phase() {
+            Phase::Handshake { deadline_ms } | Phase::Closing { deadline_ms, .. } => {
+                clock.epoch + Duration::from_millis(deadline_ms)
+            }
+            Phase::Open => {
+                // `on_tick` compares whole seconds with `>`: the first second that counts is the
+                // limit plus one.
+                let silence = if self.pinged { 2 * ping_s } else { ping_s };
+                let mut next = at_s(self.last_seen_s.saturating_add(silence + 1));
+                if self.write_blocked {
+                    next = next.min(at_s(self.stalled_since_s.saturating_add(2 * ping_s + 1)));
+                }
+                let token = self
+                    .identity
+                    .as_ref()
+                    .map_or(MAX_TICK_WAIT, |i| i.remaining(wall));
+                // Like the shards' sweep, expiry is looked at on the session's whole seconds:
+                // never sooner than the next one (a token accepted within the verifier's leeway
+                // has already passed its `exp`, and still gets that second to be refreshed).
+                let token_due = (clock.now + token.min(MAX_TICK_WAIT)).max(at_s(clock.s() + 1));
+                next.min(token_due)
+            }
+        }
+    }
+
     /// Starts the close handshake with `code` (no-op once closing).
-    pub fn close(
+    pub(crate) fn close(
         &mut self,
         code: u16,
         reason: &str,
@@ -507,7 +546,7 @@ impl Session {
 
     /// Unsubscribes an open session and gives back its slot; the engine calls it before it
     /// drops the connection (and [`Session::close`] does on the way to closing).
-    pub fn leave(&mut self, out: &mut Vec<Effect>) {
+    pub(crate) fn leave(&mut self, out: &mut Vec<Effect>) {
         if !self.is_open() {
             return;
         }

@@ -16,7 +16,7 @@ use crate::access;
 use crate::conn::Conn;
 use crate::frame::{self, ClientEvent};
 use crate::handshake::{self, HandshakeConfig, Parsed, RejectReason, Rejection, UpgradeRequest};
-use crate::hub::{Command, Inbox};
+use crate::hub::{Command, Inbox, InterestChange, InterestSink};
 use crate::message::Message;
 use crate::outbox::Flushed;
 use crate::session::{Cause, Clock, Effect, Gone, Limits, Phase};
@@ -39,7 +39,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(3);
 
 /// What a shard needs to know, derived once from the gateway config.
 #[derive(Debug, Clone)]
-pub struct ShardConfig {
+pub(crate) struct ShardConfig {
     pub handshake: HandshakeConfig,
     pub handshake_timeout: Duration,
     pub flush_interval: Duration,
@@ -61,7 +61,7 @@ struct LocalStats {
 
 /// The IO loop around the sessions: the slab, epoll, the topic index, the timer and the flush.
 /// The protocol itself lives in [`crate::session::Session`].
-pub struct Shard {
+pub(crate) struct Shard {
     poll: Poll,
     listener: Option<TcpListener>,
     inbox: Inbox,
@@ -90,17 +90,6 @@ pub struct Shard {
     stats: LocalStats,
 }
 
-/// Where a shard reports the first and last local subscriber of a pattern, so the control plane
-/// holds a NATS subscription exactly while some connection on some shard wants it.
-pub type InterestSink = tokio::sync::mpsc::UnboundedSender<InterestChange>;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterestChange {
-    pub shard: usize,
-    pub pattern: Box<str>,
-    pub wanted: bool,
-}
-
 mod plan;
 #[cfg(test)]
 mod tests;
@@ -109,7 +98,7 @@ use plan::Plan;
 
 impl Shard {
     /// A shard over `listener`; `poll` must be the one the inbox's waker was created on.
-    pub fn new(
+    pub(crate) fn new(
         id: usize,
         poll: Poll,
         mut listener: TcpListener,
@@ -149,7 +138,7 @@ impl Shard {
     }
 
     /// Runs until a drain completes.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();

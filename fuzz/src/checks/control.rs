@@ -2,7 +2,7 @@
 //! with a reply that itself encodes; a parsed request round-trips through JSON; the shed split
 //! never asks a shard for more than it has and adds up to what was asked (or all there is).
 
-use volley_gateway::control::split_shed;
+use volley_gateway::fuzzing::control::split_shed;
 use volley_wire::{ControlReply, ControlRequest};
 
 use super::input::Input;

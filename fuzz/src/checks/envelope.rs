@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use serde_json::Value;
-use volley_gateway::envelope::{self, Envelope};
+use volley_gateway::fuzzing::envelope::{self, Envelope};
 
 use super::input::Input;
 

@@ -10,7 +10,9 @@
 
 use std::ops::ControlFlow;
 
-use volley_gateway::frame::{self, ClientEvent, Fragments, MAX_CONTROL_PAYLOAD, ProtocolError};
+use volley_gateway::fuzzing::frame::{
+    self, ClientEvent, Fragments, MAX_CONTROL_PAYLOAD, ProtocolError,
+};
 
 use super::input::Input;
 

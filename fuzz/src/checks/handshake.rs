@@ -8,7 +8,7 @@
 //!   exactly those values, and every strict prefix of it is `Partial`.
 
 use base64::Engine as _;
-use volley_gateway::handshake::{self, Format, HandshakeConfig, Parsed};
+use volley_gateway::fuzzing::handshake::{self, Format, HandshakeConfig, Parsed};
 
 use super::input::Input;
 

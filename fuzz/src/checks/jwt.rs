@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use volley_gateway::auth::{AuthError, JwtConfig, Verifier};
+use volley_gateway::fuzzing::auth::{AuthError, JwtConfig, Verifier};
 
 use super::input::Input;
 

@@ -9,8 +9,8 @@
 //!   that reads back to the same values.
 
 use serde_json::{Value, json};
-use volley_gateway::access;
-use volley_gateway::protocol::{self, ClientOp, ErrorCode};
+use volley_gateway::fuzzing::access;
+use volley_gateway::fuzzing::protocol::{self, ClientOp, ErrorCode};
 
 use super::input::Input;
 

@@ -10,9 +10,9 @@
 
 use std::collections::BTreeSet;
 
-use volley_gateway::auth::{self, Identity};
-use volley_gateway::topic::{self, MAX_TOPIC_LEN, TopicError};
-use volley_gateway::topic_index::TopicIndex;
+use volley_gateway::fuzzing::auth::{self, Identity};
+use volley_gateway::fuzzing::topic::TopicIndex;
+use volley_gateway::fuzzing::topic::{self, MAX_TOPIC_LEN, TopicError};
 
 use super::input::Input;
 

@@ -1,6 +1,5 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
 use super::*;
@@ -16,12 +15,7 @@ fn now() -> u64 {
 }
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
+    crate::auth::hs256_test_token(&claims, SECRET)
 }
 
 fn verifier() -> Verifier {

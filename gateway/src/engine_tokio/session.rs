@@ -28,9 +28,8 @@ use crate::message::Message;
 use crate::session::{CLOSE_LINGER, Cause, Clock, Effect, Session};
 use crate::state::Shared;
 
-/// How often a connection's session gets a tick: the shards' sweep period, so liveness and token
-/// expiry keep the same (whole-second) timing on both engines.
-const TICK: Duration = Duration::from_secs(1);
+/// See the end of the loop in [`serve`]: the shards' sweep period.
+const RECHECK: Duration = Duration::from_secs(1);
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -148,9 +147,13 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
         return;
     }
     let mut drain = ctx.drain.clone();
-    let start = tokio::time::Instant::now() + TICK;
-    let mut tick = tokio::time::interval_at(start, TICK);
+    // One timer per connection, set to when the session next has something to do (not a fixed
+    // period: 19,000 idle connections ticking every second would cost a core's worth of wake-ups).
+    let mut due = session.next_tick(&clock, SystemTime::now(), limits);
+    let tick = tokio::time::sleep_until(due.into());
+    tokio::pin!(tick);
     loop {
+        let mut fired = false;
         tokio::select! {
             message = messages.recv() => match message {
                 Ok(message) => {
@@ -202,13 +205,24 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
             _ = drain.changed() => {
                 session.close(1001, "server shutting down", Cause::Planned, &clock, &mut effects);
             }
-            _ = tick.tick() => {
+            () = &mut tick => {
+                fired = true;
                 clock = clock.at(std::time::Instant::now());
                 session.on_tick(&clock, SystemTime::now(), limits, &mut effects);
             }
         }
         if pump(ws, ctx, &mut session, &mut effects).await.is_break() {
             return;
+        }
+        let mut next = session.next_tick(&clock, SystemTime::now(), limits);
+        if fired && next <= clock.now() {
+            // Nothing was due after all (a token's `exp` read off the wall clock a moment
+            // early): look again a sweep period later rather than spin on a spent timer.
+            next = clock.now() + RECHECK;
+        }
+        if fired || next != due {
+            due = next;
+            tick.as_mut().reset(due.into());
         }
     }
 }

@@ -17,7 +17,7 @@ mod tests;
 
 /// Serializes the request tungstenite parsed back into an HTTP/1.1 head, so the gateway's own
 /// [`handshake::parse`] decides (query, topics, format, origin) exactly as for the shards.
-pub fn rebuild_head(request: &Request) -> Vec<u8> {
+pub(crate) fn rebuild_head(request: &Request) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(request.method().as_str().as_bytes());
     head.push(b' ');
@@ -36,7 +36,10 @@ pub fn rebuild_head(request: &Request) -> Vec<u8> {
 
 /// The request as the shards' parser sees it (path, method, headers, origin, query, token).
 /// Topic and token rules come after, from [`crate::access::admit`], as on the shards.
-pub fn parse(request: &Request, config: &HandshakeConfig) -> Result<UpgradeRequest, Rejection> {
+pub(crate) fn parse(
+    request: &Request,
+    config: &HandshakeConfig,
+) -> Result<UpgradeRequest, Rejection> {
     let head = rebuild_head(request);
     match handshake::parse(&head, config)? {
         Parsed::Complete { request, .. } => Ok(request),
@@ -46,7 +49,7 @@ pub fn parse(request: &Request, config: &HandshakeConfig) -> Result<UpgradeReque
 }
 
 /// The HTTP error tungstenite sends for a rejection: the shards' status, headers and body.
-pub fn error_response(rejection: &Rejection) -> ErrorResponse {
+pub(crate) fn error_response(rejection: &Rejection) -> ErrorResponse {
     let reason = rejection.reason();
     let status = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = ErrorResponse::new(Some(format!("{}\n", rejection.message())));
@@ -65,7 +68,7 @@ pub fn error_response(rejection: &Rejection) -> ErrorResponse {
 
 /// Splits a complete, unmasked, single-frame server message (as built by
 /// [`crate::message::Message::frame`]) into (is_text, payload), sharing the bytes.
-pub fn payload_of(frame: &Bytes) -> Option<(bool, Bytes)> {
+pub(crate) fn payload_of(frame: &Bytes) -> Option<(bool, Bytes)> {
     let first = *frame.first()?;
     let len_byte = *frame.get(1)? & 0x7f;
     let header = match len_byte {
@@ -82,7 +85,7 @@ pub fn payload_of(frame: &Bytes) -> Option<(bool, Bytes)> {
 
 /// Turns a complete server frame (a shared message frame, or one the session queued: reply,
 /// ping, pong, close) back into a tungstenite message without copying the payload.
-pub fn message_of(frame: &Bytes) -> Option<WsMessage> {
+pub(crate) fn message_of(frame: &Bytes) -> Option<WsMessage> {
     let opcode = *frame.first()? & 0x0f;
     let (_, payload) = payload_of(frame)?;
     match opcode {
@@ -107,7 +110,7 @@ pub fn message_of(frame: &Bytes) -> Option<WsMessage> {
 
 /// A message tungstenite decoded, as the session's frame event (the shards get the same from
 /// [`crate::frame::decode`]).
-pub fn event_of(message: &WsMessage) -> Option<ClientEvent<'_>> {
+pub(crate) fn event_of(message: &WsMessage) -> Option<ClientEvent<'_>> {
     Some(match message {
         WsMessage::Text(text) => ClientEvent::Text(text.as_str()),
         WsMessage::Binary(data) => ClientEvent::Binary(data),

@@ -3,7 +3,6 @@
 use std::io::{self, Write};
 use std::time::UNIX_EPOCH;
 
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
 use super::*;
@@ -37,12 +36,7 @@ fn verifier() -> Arc<Verifier> {
 }
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
+    crate::auth::hs256_test_token(&claims, SECRET)
 }
 
 fn identity(user: &str, expires_at: u64) -> Identity {
@@ -797,5 +791,72 @@ fn leaving_an_open_session_releases_every_pattern_and_its_slot() {
             Effect::Unsubscribe("b".into()),
             Effect::Left
         ]
+    );
+}
+
+#[test]
+fn next_tick_is_when_the_timer_has_something_to_do() {
+    let clock = Clock::new(Instant::now());
+    let limits = limits(); // ping interval 2 s
+    let wall = SystemTime::now();
+    let handshaking = Session::new(&clock, Duration::from_millis(1_500));
+    assert_eq!(
+        handshaking.next_tick(&clock, wall, &limits),
+        clock.now() + Duration::from_millis(1_500)
+    );
+
+    let (mut session, _) = open_with(&clock, &limits, None, &[], &[]);
+    // Silent since 0: the ping is due in the first second where idle > 2, i.e. at 3 s.
+    let due = session.next_tick(&clock, wall, &limits);
+    assert_eq!(due, clock.now() + Duration::from_secs(3));
+    let mut out = Vec::new();
+    session.on_tick(
+        &clock.at(due - Duration::from_millis(1)),
+        wall,
+        &limits,
+        &mut out,
+    );
+    assert!(out.is_empty(), "nothing to do just before");
+    let at = clock.at(due);
+    session.on_tick(&at, wall, &limits, &mut out);
+    assert_eq!(out, [Effect::Queued], "the ping, at the tick asked for");
+    // Pinged: the drop is due at 5 s.
+    let due = session.next_tick(&at, wall, &limits);
+    assert_eq!(due, clock.now() + Duration::from_secs(5));
+    out.clear();
+    session.on_tick(&clock.at(due), wall, &limits, &mut out);
+    assert_eq!(out, [Effect::Drop(Gone::Silent)]);
+
+    // A token ending in 10 s comes first when the silence is longer; a far one waits at most
+    // MAX_TICK_WAIT.
+    let limits = Limits {
+        ping_interval: Duration::from_secs(60),
+        ..limits
+    };
+    let exp = unix_now() + 10;
+    let wall = UNIX_EPOCH + Duration::from_secs(exp - 10);
+    let (session, _) = open_with(&clock, &limits, Some(identity("alice", exp)), &[], &[]);
+    assert_eq!(
+        session.next_tick(&clock, wall, &limits),
+        clock.now() + Duration::from_secs(10)
+    );
+    let (session, _) = open_with(
+        &clock,
+        &limits,
+        Some(identity("bob", exp + 3_600)),
+        &[],
+        &[],
+    );
+    assert_eq!(
+        session.next_tick(&clock, wall, &limits),
+        clock.now() + MAX_TICK_WAIT
+    );
+    // A token already past its `exp` (accepted within the leeway) is looked at on the next
+    // whole second, as the shards' sweep would.
+    let (session, _) = open_with(&clock, &limits, Some(identity("carol", exp - 20)), &[], &[]);
+    let at = clock_at(&clock, 300);
+    assert_eq!(
+        session.next_tick(&at, wall, &limits),
+        clock.now() + Duration::from_secs(1)
     );
 }

@@ -33,9 +33,13 @@ pub fn signed(claims: &serde_json::Value, secret: &[u8]) -> String {
 
 /// Test options with HS256 auth on ([`SECRET`]) and audience `volley`.
 pub fn auth_options() -> Options {
+    // One file per call: tests run in parallel in one process, and rewriting a shared file
+    // truncates it under a gateway that is reading it.
+    static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("volley-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let secret = dir.join("secret");
+    let secret = dir.join(format!("secret-{n}"));
     std::fs::write(&secret, SECRET).unwrap();
     Options {
         auth: Some(Auth {

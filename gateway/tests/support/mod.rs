@@ -417,10 +417,10 @@ impl Drop for GatewayProcess {
 }
 
 /// Starts the baseline `--engine tokio` gateway in-process on the current runtime.
-pub async fn start_tokio(mut options: Options) -> volley_gateway::engine_tokio::TokioGateway {
+pub async fn start_tokio(mut options: Options) -> volley_gateway::gateway::TokioGateway {
     options.engine = Some(volley_gateway::config::Engine::Tokio);
     let config = Config::from_options(options).expect("valid test config");
-    volley_gateway::engine_tokio::TokioGateway::start(config)
+    volley_gateway::gateway::TokioGateway::start(config)
         .await
         .expect("tokio engine starts")
 }
@@ -435,7 +435,7 @@ pub enum Engine {
 /// A running in-process gateway of either engine.
 pub enum AnyGateway {
     Epoll(Gateway),
-    Tokio(volley_gateway::engine_tokio::TokioGateway),
+    Tokio(volley_gateway::gateway::TokioGateway),
 }
 
 /// Starts `engine` in-process on the current runtime.
