@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 
 use crate::cluster::{self, NatsState};
+use crate::history::store::Store;
 use crate::hub::{Publish, PublishError};
 use crate::state::Shared;
 use crate::topic;
@@ -28,6 +29,8 @@ pub enum Publisher {
         client: async_nats::Client,
         state: Arc<NatsState>,
         prefix: Arc<str>,
+        /// Topics with history are published through JetStream (202 means stored).
+        history: Option<Store>,
     },
 }
 
@@ -36,9 +39,14 @@ impl Publisher {
         match self {
             Publisher::Local(local) => local.publish(topic, payload),
             Publisher::Nats {
+                history: Some(store),
+                ..
+            } if store.config().covers_topic(topic) => store.publish(topic, payload).await,
+            Publisher::Nats {
                 client,
                 state,
                 prefix,
+                ..
             } => cluster::publish(client, state, prefix, topic, payload).await,
         }
     }
@@ -90,13 +98,24 @@ pub async fn serve(
 async fn healthz(State(state): State<AdminState>) -> String {
     match &state.publisher {
         Publisher::Local(_) => "ok\n".to_owned(),
-        Publisher::Nats { state, .. } => {
+        Publisher::Nats { state, history, .. } => {
             let nats = if state.is_connected() {
                 "connected"
             } else {
                 "disconnected"
             };
-            format!("ok\nnats: {nats}\n")
+            let history = match history {
+                None => String::new(),
+                Some(store) if store.state().is_available() => "history: available\n".to_owned(),
+                Some(store) => format!(
+                    "history: unavailable ({}); history topics are served live only\n",
+                    store
+                        .state()
+                        .problem()
+                        .unwrap_or_else(|| "not checked yet".to_owned())
+                ),
+            };
+            format!("ok\nnats: {nats}\n{history}")
         }
     }
 }

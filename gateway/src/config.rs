@@ -16,6 +16,7 @@ use crate::secret::Secret;
 
 pub use crate::auth::JwtConfig;
 pub use crate::cluster::NatsConfig;
+pub use crate::history::{HistoryConfig, HistoryFile};
 
 /// Every option, each optional so the sources can be layered. The same struct is parsed from the
 /// command line (with environment fallbacks) and from the YAML file, so the two cannot drift.
@@ -194,6 +195,16 @@ pub struct Options {
     /// NATS subject prefix: topic `t` is subject `<prefix>.t` [default: push]
     #[arg(long, env = "VOLLEY_SUBJECT_PREFIX")]
     pub subject_prefix: Option<String>,
+
+    /// Topic patterns kept in JetStream history, comma-separated (`news.>,scores.*`); needs --nats [default: none]
+    #[arg(long, env = "VOLLEY_HISTORY_TOPICS", value_delimiter = ',')]
+    #[serde(skip)]
+    pub history_topics: Option<Vec<String>>,
+
+    /// In the YAML file: `history: {topics, stream, maxMessagesPerTopic, maxAge, storage, replicas, replayMaxMessages, replayMaxBytes, replayTimeout}`
+    #[arg(skip)]
+    #[serde(default)]
+    pub history: Option<HistoryFile>,
 }
 
 impl Options {
@@ -244,6 +255,8 @@ impl Options {
                 .or(lower.max_client_messages_per_second),
             max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
             subject_prefix: self.subject_prefix.or(lower.subject_prefix),
+            history_topics: self.history_topics.or(lower.history_topics),
+            history: self.history.or(lower.history),
         }
     }
 }
@@ -303,6 +316,8 @@ pub struct Config {
     pub max_client_messages_per_second: u32,
     pub max_connections_per_ip: usize,
     pub engine: Engine,
+    /// JetStream history, when topics are configured for it (cluster mode only).
+    pub history: Option<HistoryConfig>,
 }
 
 /// Who this gateway is in the cluster protocol.
@@ -340,6 +355,8 @@ pub enum ConfigError {
     },
     #[error("invalid `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error(transparent)]
+    History(#[from] crate::history::config::HistoryConfigError),
 }
 
 impl Cli {
@@ -456,6 +473,7 @@ impl Config {
                 pod: o.pod_name.unwrap_or_else(host_name),
             },
             engine: o.engine.unwrap_or_default(),
+            history: HistoryConfig::resolve(o.history, o.history_topics)?,
         };
         config.validate()?;
         Ok(config)
@@ -515,6 +533,20 @@ impl Config {
             return Err(invalid(
                 "engine",
                 "the tokio baseline engine serves standalone clients only (no nats)",
+            ));
+        }
+        if self.history.is_some() && self.nats.is_none() {
+            return Err(invalid(
+                "history",
+                "history is kept in NATS JetStream: it needs cluster mode (nats)",
+            ));
+        }
+        if let Some(history) = &self.history
+            && history.replay_max_bytes > self.max_pending_bytes
+        {
+            return Err(invalid(
+                "history",
+                "history.replayMaxBytes must not exceed maxPendingBytes (a replay is queued for one client)",
             ));
         }
         positive("statsInterval", self.stats_interval.as_millis())?;

@@ -7,6 +7,8 @@ use mio::net::TcpStream;
 use crate::auth::Identity;
 use crate::frame::Fragments;
 use crate::handshake::Format;
+use crate::history::merge::Merge;
+use crate::message::Message;
 use crate::outbox::Outbox;
 use crate::rate::RateLimit;
 
@@ -54,6 +56,13 @@ pub struct Conn {
     /// Shard clock (s) of the last write progress while the socket is blocked: a peer that
     /// stops reading is closed like a slow consumer even when its queue stays under the bound.
     pub stalled_since_s: u32,
+    /// Unique per shard for the connection's life (slab keys are reused): replay results are
+    /// matched on it.
+    pub serial: u64,
+    /// Replay-then-live merge, only for a connection that resumed.
+    pub merge: Option<Box<Merge<std::sync::Arc<Message>>>>,
+    /// Shard clock (s) by which the replays in flight must have answered.
+    pub replay_deadline_s: u32,
 }
 
 impl Conn {
@@ -77,6 +86,9 @@ impl Conn {
             counted_ip: None,
             rate: RateLimit::default(),
             stalled_since_s: now_s,
+            serial: 0,
+            merge: None,
+            replay_deadline_s: 0,
         }
     }
 

@@ -17,6 +17,8 @@ use crate::cluster::{self, ClusterError, Router};
 use crate::config::Config;
 use crate::control::ClusterNode;
 use crate::handshake::HandshakeConfig;
+use crate::history::ShardHistory;
+use crate::history::store::{HistoryState, Store};
 use crate::hub::{self, Hub};
 use crate::metrics::Metrics;
 use crate::shard::{Shard, ShardConfig};
@@ -102,7 +104,16 @@ impl Gateway {
                 None => None,
             },
             max_client_messages_per_second: config.max_client_messages_per_second,
+            history: None,
         };
+        let mut shard_config = shard_config;
+        // History: its state is shared by the shards (epoch for replies), the router (live
+        // consumers, replays) and the admin server (publish with ack, /healthz).
+        let history = config.history.clone().map(|h| ShardHistory {
+            config: Arc::new(h),
+            state: Arc::new(HistoryState::default()),
+        });
+        shard_config.history = history.clone();
 
         // Cluster mode: shards report which patterns they want; the router holds NATS
         // subscriptions for exactly those.
@@ -148,7 +159,7 @@ impl Gateway {
         let publisher = match (&config.nats, interest_rx) {
             (Some(nats), Some(interest_rx)) => {
                 let (client, state) = cluster::connect(nats, metrics.clone()).await?;
-                let router = Router::new(
+                let mut router = Router::new(
                     client.clone(),
                     nats.subject_prefix.clone(),
                     nats.linger,
@@ -156,6 +167,20 @@ impl Gateway {
                     metrics.clone(),
                     config.max_pending_bytes,
                 );
+                let store = history.map(|h| {
+                    Store::new(
+                        client.clone(),
+                        h.config,
+                        Arc::from(nats.subject_prefix.as_str()),
+                        h.state,
+                        metrics.clone(),
+                    )
+                });
+                if let Some(store) = &store {
+                    let (generation_tx, generation_rx) = tokio::sync::watch::channel(0u64);
+                    tokio::spawn(store.clone().maintain(generation_tx));
+                    router = router.with_history(store.clone(), generation_rx);
+                }
                 tokio::spawn(router.run(interest_rx));
                 let node = ClusterNode {
                     client: client.clone(),
@@ -170,6 +195,7 @@ impl Gateway {
                     client,
                     state,
                     prefix: Arc::from(nats.subject_prefix.as_str()),
+                    history: store,
                 }
             }
             _ => Publisher::Local(hub.clone()),

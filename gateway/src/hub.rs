@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::history::ReplayDone;
 use crate::message::Message;
 use crate::metrics::Metrics;
 
@@ -34,6 +35,8 @@ pub enum Command {
         count: usize,
         over: Duration,
     },
+    /// The stored messages a resuming connection missed (or why there are none).
+    Replayed(Box<ReplayDone>),
 }
 
 /// The shard's end of its inbox.
@@ -203,6 +206,19 @@ impl Hub {
         }
         self.metrics.messages_published.inc();
         dropped
+    }
+
+    /// Hands a replay result to the shard of the connection that asked. Never blocks; with the
+    /// inbox full even for commands the result is dropped, and the connection's hold buffer
+    /// overflows into live delivery with `recovered:false` (reason `overflow`).
+    pub fn replay_done(&self, shard: usize, done: ReplayDone) {
+        let sent = self
+            .links
+            .get(shard)
+            .is_some_and(|link| link.command(Command::Replayed(Box::new(done))));
+        if !sent {
+            tracing::warn!(shard, "shard inbox full; replay result dropped");
+        }
     }
 
     /// Asks shard i to shed `counts[i]` connections with 1012, spread over the window. Never

@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod frame;
 pub mod gateway;
 pub mod handshake;
+pub mod history;
 pub mod hub;
 pub mod message;
 pub mod metrics;

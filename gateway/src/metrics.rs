@@ -38,6 +38,11 @@ pub struct Metrics {
     pub nats_connected: Gauge,
     pub nats_disconnects: Counter,
     pub nats_subscriptions: Gauge,
+    pub history_available: Gauge,
+    pub history_consumers: Gauge,
+    pub recoveries: Family<ResultLabel, Counter>,
+    pub replayed_messages: Counter,
+    pub replay_duration: Histogram,
 }
 
 impl Metrics {
@@ -60,6 +65,12 @@ impl Metrics {
             nats_connected: Gauge::default(),
             nats_disconnects: Counter::default(),
             nats_subscriptions: Gauge::default(),
+            history_available: Gauge::default(),
+            history_consumers: Gauge::default(),
+            recoveries: Family::default(),
+            replayed_messages: Counter::default(),
+            // 1 ms .. ~16 s: a replay from a local JetStream up to one at its timeout.
+            replay_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
         };
         let r = registry.sub_registry_with_prefix("volley");
         r.register(
@@ -137,6 +148,31 @@ impl Metrics {
             "NATS subscriptions held for the patterns clients want",
             metrics.nats_subscriptions.clone(),
         );
+        r.register(
+            "history_available",
+            "1 while the history stream (JetStream) is in place and reachable; 0 means history topics are served live only",
+            metrics.history_available.clone(),
+        );
+        r.register(
+            "history_consumers",
+            "Patterns consumed through JetStream (their messages carry a stream sequence)",
+            metrics.history_consumers.clone(),
+        );
+        r.register(
+            "recoveries",
+            "Resume requests by result: recovered, or the reason they were not",
+            metrics.recoveries.clone(),
+        );
+        r.register(
+            "replayed_messages",
+            "Stored messages fetched for resuming clients",
+            metrics.replayed_messages.clone(),
+        );
+        r.register(
+            "replay_duration_seconds",
+            "Time one replay takes, from the request to the last stored message",
+            metrics.replay_duration.clone(),
+        );
         metrics
     }
 
@@ -145,6 +181,11 @@ impl Metrics {
         self.protocol_closes
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// Counts one resume outcome (`recovered` or the reason it was not).
+    pub fn recovery(&self, result: &'static str) {
+        self.recoveries.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// Counts one handshake outcome.

@@ -18,6 +18,8 @@ use crate::auth::Verifier;
 use crate::conn::{Conn, Phase};
 use crate::frame::{self, ClientEvent};
 use crate::handshake::{self, HandshakeConfig, Parsed, RejectReason, Rejection, UpgradeRequest};
+use crate::history::merge::Live;
+use crate::history::{NotRecovered, ReplayDone, ReplayRequest, ShardHistory};
 use crate::hub::{Command, Inbox};
 use crate::message::Message;
 use crate::outbox::Flushed;
@@ -55,6 +57,8 @@ pub struct ShardConfig {
     /// JWT verification when auth is on; connections are anonymous otherwise.
     pub verifier: Option<Arc<Verifier>>,
     pub max_client_messages_per_second: u32,
+    /// History, when configured (cluster mode only).
+    pub history: Option<ShardHistory>,
 }
 
 /// Counts kept locally and added to the shared metrics once per flush pass (or per loop turn
@@ -93,11 +97,23 @@ pub struct Shard {
     interest: Option<InterestSink>,
     id: usize,
     stats: LocalStats,
+    next_serial: u64,
 }
 
 /// Where a shard reports the first and last local subscriber of a pattern, so the control plane
 /// holds a NATS subscription exactly while some connection on some shard wants it.
-pub type InterestSink = tokio::sync::mpsc::UnboundedSender<InterestChange>;
+/// Also carries replay requests, on the same channel so that a connection's interest change
+/// reaches the router before its replay request. Unbounded so a shard never blocks on it; what
+/// it carries is bounded by the connections' subscriptions (one change per first and last
+/// subscriber of a pattern, one replay in flight per resumed pattern per connection).
+pub type InterestSink = tokio::sync::mpsc::UnboundedSender<ToRouter>;
+
+/// What a shard tells the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToRouter {
+    Interest(InterestChange),
+    Replay(ReplayRequest),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterestChange {
@@ -107,6 +123,7 @@ pub struct InterestChange {
 }
 
 mod closing;
+mod resume;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -152,6 +169,7 @@ impl Shard {
             interest,
             id,
             stats: LocalStats::default(),
+            next_serial: 1,
         })
     }
 
@@ -378,13 +396,15 @@ impl Shard {
                 Command::Deliver(message) => self.deliver(&message),
                 Command::Drain { over } => self.start_drain(over),
                 Command::Shed { count, over } => self.start_shed(count, over),
+                Command::Replayed(done) => self.on_replayed(*done),
             }
         }
     }
 
-    fn deliver(&mut self, message: &Message) {
+    fn deliver(&mut self, message: &Arc<Message>) {
         self.seq += 1;
         let seq = self.seq;
+        let mut overflows = Vec::new();
         let Shard {
             index,
             conns,
@@ -403,6 +423,19 @@ impl Shard {
             }
             conn.stamp = seq;
             let frame = message.frame(conn.format);
+            // A resumed connection: held while its replay runs, dropped when replayed.
+            if let Some(merge) = conn.merge.as_deref_mut()
+                && merge.is_active()
+            {
+                match merge.on_live(message.clone(), frame.len()) {
+                    Live::Deliver(_) => {}
+                    Live::Held | Live::Duplicate => return,
+                    Live::Overflow { abandoned, deliver } => {
+                        overflows.push((key, abandoned, deliver));
+                        return;
+                    }
+                }
+            }
             if conn.outbox.pending_bytes() + frame.len() > config.max_pending_bytes {
                 doomed.push(key);
                 return;
@@ -416,6 +449,9 @@ impl Shard {
             self.slow_consumer(key);
         }
         self.doomed = doomed;
+        for (key, abandoned, deliver) in overflows {
+            self.give_up_replays(key, abandoned, deliver, NotRecovered::Overflow);
+        }
     }
 
     // ---- writing ----
@@ -521,8 +557,15 @@ impl Shard {
         let mut to_ping = Vec::new();
         let mut token_expired = Vec::new();
         let mut stalled = Vec::new();
+        let mut overdue = Vec::new();
         let wall_clock = std::time::SystemTime::now();
         for (key, conn) in self.conns.iter_mut() {
+            if conn.replay_deadline_s != 0
+                && now_s > conn.replay_deadline_s
+                && conn.merge.as_ref().is_some_and(|m| m.is_replaying())
+            {
+                overdue.push(key);
+            }
             match conn.phase {
                 Phase::Handshake { deadline_ms } if now_ms >= deadline_ms => expired.push(key),
                 Phase::Closing { deadline_ms, .. } if now_ms >= deadline_ms => expired.push(key),
@@ -573,6 +616,13 @@ impl Shard {
         }
         for key in to_ping {
             self.enqueue(key, frame::encode(OpCode::Control(Control::Ping), b""));
+        }
+        for key in overdue {
+            let Some(merge) = self.conns.get_mut(key).and_then(|c| c.merge.as_deref_mut()) else {
+                continue;
+            };
+            let (abandoned, deliver) = merge.abandon();
+            self.give_up_replays(key, abandoned, deliver, NotRecovered::Timeout);
         }
         self.pace_closes();
         let period = if self.drain.is_some() || self.shed.is_some() {

@@ -306,24 +306,23 @@ fn expiry_check(identity: Option<&Identity>) -> Instant {
 /// Applies one client op to the connection's state and returns the replies.
 fn on_op(text: &str, conn: &mut ConnState, ctx: &Context) -> Vec<String> {
     match protocol::parse_op(text) {
-        Ok(ClientOp::Sub(wanted)) => {
-            let mut replies = Vec::new();
-            let mut accepted = Vec::new();
-            for t in wanted {
-                let identity = conn.identity.as_ref();
-                match access::check_sub(identity, &t, &conn.topics, ctx.max_subscriptions) {
-                    Ok(Sub::Held) => {}
-                    Ok(Sub::New) => conn.topics.push(t.clone()),
-                    Err(refusal) => {
-                        replies.push(refusal.reply(&t));
-                        continue;
-                    }
+        Ok(ClientOp::Sub(wanted)) => subscribe(wanted, conn, ctx).0,
+        // The baseline engine serves standalone clients only, where no topic has history: the
+        // subscription is made and each resumed pattern is told it gets live messages only.
+        Ok(ClientOp::Resume(resume)) => {
+            let (mut replies, accepted) = subscribe(resume.topics.clone(), conn, ctx);
+            for (pattern, _) in &resume.since {
+                if accepted.contains(pattern) {
+                    let reason = crate::history::NotRecovered::NoHistory;
+                    replies.push(protocol::resumed(
+                        pattern,
+                        None,
+                        protocol::Recovery::NotRecovered {
+                            reason: reason.label(),
+                            message: reason.message(),
+                        },
+                    ));
                 }
-                accepted.push(t);
-            }
-            if !accepted.is_empty() {
-                let names: Vec<&str> = accepted.iter().map(String::as_str).collect();
-                replies.push(protocol::subscribed(&names));
             }
             replies
         }
@@ -346,6 +345,33 @@ fn on_op(text: &str, conn: &mut ConnState, ctx: &Context) -> Vec<String> {
         }
         Err(e) => vec![protocol::error(ErrorCode::BadRequest, None, &e.to_string())],
     }
+}
+
+/// Subscribes `wanted`; returns the replies and the topics accepted.
+fn subscribe(
+    wanted: Vec<String>,
+    conn: &mut ConnState,
+    ctx: &Context,
+) -> (Vec<String>, Vec<String>) {
+    let mut replies = Vec::new();
+    let mut accepted = Vec::new();
+    for t in wanted {
+        let identity = conn.identity.as_ref();
+        match access::check_sub(identity, &t, &conn.topics, ctx.max_subscriptions) {
+            Ok(Sub::Held) => {}
+            Ok(Sub::New) => conn.topics.push(t.clone()),
+            Err(refusal) => {
+                replies.push(refusal.reply(&t));
+                continue;
+            }
+        }
+        accepted.push(t);
+    }
+    if !accepted.is_empty() {
+        let names: Vec<&str> = accepted.iter().map(String::as_str).collect();
+        replies.push(protocol::subscribed(&names));
+    }
+    (replies, accepted)
 }
 
 /// tungstenite's limits from the gateway's: client messages and frames no larger than

@@ -14,6 +14,12 @@ impl Shard {
         key: usize,
         mut request: UpgradeRequest,
     ) -> Result<(), Rejection> {
+        // A URL position names one topic's place in history: with several it is ambiguous.
+        if request.since.is_some() && request.topics.len() != 1 {
+            return Err(Rejection::bad_request(
+                "since needs exactly one topic in the URL (resume several with the sub op)",
+            ));
+        }
         let admission = access::admit(
             std::mem::take(&mut request.topics),
             request.token.as_deref(),
@@ -50,6 +56,8 @@ impl Shard {
         }
         self.shared.metrics.handshake("ok");
         conn.phase = Phase::Open;
+        conn.serial = self.next_serial;
+        self.next_serial += 1;
         conn.format = request.format;
         conn.outbox
             .push(Bytes::from(handshake::accept_response(&request)));
@@ -65,6 +73,18 @@ impl Shard {
         }
         for t in &forbidden {
             self.reply(key, SubRefusal::Forbidden.reply(t));
+        }
+        // URL topics get no reply, except those with history: their clients need the epoch.
+        match (request.since, allowed.first()) {
+            (Some(since), Some(topic)) => {
+                self.start_resume(key, topic.as_str(), since, request.epoch.take());
+            }
+            _ => {
+                let names: Vec<&str> = allowed.iter().map(|t| t.as_str()).collect();
+                if let Some(epoch) = self.epoch_for(names.iter().copied()) {
+                    self.reply(key, protocol::subscribed_with_epoch(&names, Some(&epoch)));
+                }
+            }
         }
         // The 101 goes out now: the client waits for it before anything else happens.
         self.write_conn(key);
@@ -172,7 +192,11 @@ impl Shard {
                 }
             }
             match action {
-                Action::Op(Ok(ClientOp::Sub(topics))) => self.subscribe(key, topics),
+                Action::Op(Ok(ClientOp::Sub(topics))) => self.subscribe(key, topics, None),
+                Action::Op(Ok(ClientOp::Resume(resume))) => {
+                    let topics = resume.topics.clone();
+                    self.subscribe(key, topics, Some(resume));
+                }
                 Action::Op(Ok(ClientOp::Unsub(topics))) => self.unsubscribe(key, topics),
                 Action::Op(Ok(ClientOp::Ping)) => self.reply(key, protocol::pong()),
                 Action::Op(Ok(ClientOp::Refresh(token))) => self.refresh(key, &token),
@@ -228,7 +252,9 @@ impl Shard {
         self.reply(key, reply);
     }
 
-    fn subscribe(&mut self, key: usize, topics: Vec<String>) {
+    /// Subscribes `topics`; those with a position in `resume` are then resumed (their reply
+    /// comes when the replay is done), the others answered at once.
+    fn subscribe(&mut self, key: usize, topics: Vec<String>, resume: Option<protocol::Resume>) {
         let mut accepted: Vec<String> = Vec::new();
         for t in topics {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -248,9 +274,27 @@ impl Shard {
             }
             accepted.push(t);
         }
+        let mut resumed = Vec::new();
+        if let Some(resume) = &resume {
+            accepted.retain(|t| match resume.since(t) {
+                Some(since) => {
+                    resumed.push((t.clone(), since));
+                    false
+                }
+                None => true,
+            });
+        }
         if !accepted.is_empty() {
             let names: Vec<&str> = accepted.iter().map(String::as_str).collect();
-            self.reply(key, protocol::subscribed(&names));
+            let epoch = self.epoch_for(names.iter().copied());
+            self.reply(
+                key,
+                protocol::subscribed_with_epoch(&names, epoch.as_deref()),
+            );
+        }
+        let epoch = resume.and_then(|r| r.epoch);
+        for (pattern, since) in resumed {
+            self.start_resume(key, &pattern, since, epoch.clone());
         }
     }
 
@@ -259,6 +303,9 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
+            if let Some(merge) = conn.merge.as_deref_mut() {
+                merge.forget(t);
+            }
             if let Some(i) = conn.subs.iter().position(|s| **s == **t) {
                 conn.subs.swap_remove(i);
                 self.index_remove(t, key);
@@ -285,11 +332,11 @@ impl Shard {
     pub(super) fn report_interest(&self, pattern: &str, wanted: bool) {
         if let Some(sink) = &self.interest {
             // The receiver is gone only when the gateway is shutting down.
-            let _ = sink.send(InterestChange {
+            let _ = sink.send(ToRouter::Interest(InterestChange {
                 shard: self.id,
                 pattern: pattern.into(),
                 wanted,
-            });
+            }));
         }
     }
 
