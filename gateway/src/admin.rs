@@ -30,7 +30,7 @@ pub enum Publisher {
         state: Arc<NatsState>,
         prefix: Arc<str>,
         /// Topics with history are published through JetStream (202 means stored).
-        history: Option<Store>,
+        history: Option<Box<Store>>,
     },
 }
 

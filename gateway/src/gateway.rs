@@ -195,7 +195,7 @@ impl Gateway {
                     client,
                     state,
                     prefix: Arc::from(nats.subject_prefix.as_str()),
-                    history: store,
+                    history: store.map(Box::new),
                 }
             }
             _ => Publisher::Local(hub.clone()),
