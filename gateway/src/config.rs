@@ -198,7 +198,6 @@ pub struct Options {
 
     /// Topic patterns kept in JetStream history, comma-separated (`news.>,scores.*`); needs --nats [default: none]
     #[arg(long, env = "VOLLEY_HISTORY_TOPICS", value_delimiter = ',')]
-    #[serde(skip)]
     pub history_topics: Option<Vec<String>>,
 
     /// In the YAML file: `history: {topics, stream, maxMessagesPerTopic, maxAge, storage, replicas, replayMaxMessages, replayMaxBytes, replayTimeout}`
