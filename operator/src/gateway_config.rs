@@ -68,6 +68,14 @@ pub enum SpecError {
     /// Subject prefix must be a plain subject.
     #[error("nats.subjectPrefix {0:?} must be dot-separated tokens without wildcards or spaces")]
     BadSubjectPrefix(String),
+    /// `spec.history` is not usable as given.
+    #[error("history.{field}: {message}")]
+    BadHistory {
+        /// Key under `history`.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// Replica bounds inverted.
     #[error("autoscaling: minReplicas {min} is greater than maxReplicas {max}")]
     ReplicaBounds {
@@ -116,6 +124,9 @@ pub struct GatewayConfig {
     /// Client authentication.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
+    /// JetStream history (`spec.history`, rendered as is after validation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<volley_crds::HistorySpec>,
 }
 
 /// `auth:` section.
@@ -331,6 +342,7 @@ pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
         }
         None => (None, None),
     };
+    let history = history::validate(spec.history.as_ref(), nats.is_some())?;
     let config = GatewayConfig {
         listen: format!("0.0.0.0:{CLIENT_PORT}"),
         admin_addr: format!("0.0.0.0:{ADMIN_PORT}"),
@@ -348,6 +360,7 @@ pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
         nats,
         subject_prefix,
         auth,
+        history,
     };
     Ok(Validated {
         config,
@@ -364,5 +377,6 @@ impl GatewayConfig {
     }
 }
 
+mod history;
 #[cfg(test)]
 mod tests;
