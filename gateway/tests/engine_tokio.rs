@@ -148,6 +148,7 @@ async fn drain_closes_clients_with_1001() {
     let drained = tokio::spawn(gw.drain());
     let close = expect_close(&mut client).await;
     assert_eq!(u16::from(close.code), 1001);
+    assert!(close.reason.contains("resume"), "{close:?}");
     drained.await.unwrap();
 }
 

@@ -313,7 +313,12 @@ async fn draining_refuses_new_connections_and_closes_old_ones_1001_both_engines(
     let mut client = connect(&url).await;
     let draining = tokio::spawn(epoll.drain());
     until_refused(addr).await;
-    assert_eq!(u16::from(expect_close(&mut client).await.code), 1001);
+    let close = expect_close(&mut client).await;
+    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(
+        close.reason.as_str(),
+        "server shutting down; reconnect and resume"
+    );
     draining.await.unwrap();
 
     let tokio_gw = start_tokio(opts).await;

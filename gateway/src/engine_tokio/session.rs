@@ -271,7 +271,7 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
                 expiry.as_mut().reset(expiry_check(conn.identity.as_ref()));
             }
             _ = drain.changed() => {
-                close(ws, CloseCode::Away, "shutting down").await;
+                close(ws, CloseCode::Away, "shutting down; reconnect and resume").await;
                 return;
             }
             _ = tick.tick() => {

@@ -2,6 +2,12 @@
 
 use super::*;
 
+/// Close reason of a shed (1012): the client should reconnect (the Service steers it to a less
+/// loaded pod) and resume with `since`, losing nothing (docs/history.md).
+pub const SHED_REASON: &str = "rebalance; reconnect and resume";
+/// Close reason of a drain (1001, SIGTERM or the operator's drain before a scale-down).
+pub const DRAIN_REASON: &str = "server shutting down; reconnect and resume";
+
 impl Shard {
     /// Starts the close handshake: pending messages not yet started are dropped, the close frame
     /// goes out next.
@@ -65,7 +71,7 @@ impl Shard {
         }
         self.accept_paused_until = None;
         self.shed = None;
-        self.drain = Some(self.plan(usize::MAX, over, 1001, "server shutting down"));
+        self.drain = Some(self.plan(usize::MAX, over, 1001, DRAIN_REASON));
         // Handshakes in flight will not complete into a draining gateway.
         let pending: Vec<usize> = self
             .conns
@@ -83,7 +89,7 @@ impl Shard {
         if self.drain.is_some() || count == 0 {
             return;
         }
-        self.shed = Some(self.plan(count, over, 1012, "rebalance"));
+        self.shed = Some(self.plan(count, over, 1012, SHED_REASON));
         self.next_sweep = self.now;
     }
 
