@@ -12,6 +12,7 @@ use crate::message::Message;
 
 pub mod config;
 pub mod merge;
+pub mod positions;
 pub mod store;
 
 pub use config::{HistoryConfig, HistoryFile, Storage};
