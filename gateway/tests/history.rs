@@ -15,17 +15,8 @@ use volley_gateway::gateway::Gateway;
 
 const STREAM: &str = "VOLLEY_HISTORY";
 
-/// A JetStream server with a store directory of its own (tests run in parallel).
 fn js_server() -> NatsServer {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "volley-js-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    NatsServer::start_with(&["-js", "--store_dir", dir.to_str().expect("utf-8 temp dir")])
+    NatsServer::start_js()
 }
 
 fn history_options(nats: &NatsServer, topics: &str, file: HistoryFile) -> Options {
