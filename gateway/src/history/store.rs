@@ -225,8 +225,9 @@ impl Store {
     }
 
     /// Keeps the stream in place for as long as the gateway runs, and tells the router (by
-    /// bumping `generation`) when its live consumers must be opened again: history became
-    /// available, or the stream was recreated (a new epoch).
+    /// bumping `generation`) when the feeds of history patterns must be opened again: history
+    /// became available (JetStream consumers), unavailable (core subscriptions, live only), or
+    /// the stream was recreated (a new epoch).
     pub async fn maintain(self, generation: watch::Sender<u64>) {
         let mut last_epoch: Option<Arc<str>> = None;
         let mut was_available = false;
@@ -253,6 +254,11 @@ impl Store {
                             error = %e,
                             "history unavailable; history topics are served live only"
                         );
+                    }
+                    if was_available {
+                        // Live delivery must not hang on consumers of a stream that is gone:
+                        // the router reopens those patterns as core subscriptions.
+                        generation.send_modify(|g| *g += 1);
                     }
                     self.state.set_unavailable(e.to_string());
                     self.metrics.history_available.set(0);
