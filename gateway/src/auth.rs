@@ -39,6 +39,25 @@
 #[cfg(test)]
 mod tests;
 
+/// A verifier for HS256 tokens signed with `secret`, for the unit tests of the modules that
+/// take one (the key goes through a file, as in production).
+#[cfg(test)]
+pub(crate) fn hs256_test_verifier(secret: &[u8]) -> Verifier {
+    use std::io::Write;
+    static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("volley-test-key-{}-{n}", std::process::id()));
+    let mut file = std::fs::File::create(&path).expect("temp key file");
+    file.write_all(secret).expect("temp key written");
+    let cfg = JwtConfig {
+        secret_file: Some(path.clone()),
+        ..JwtConfig::default()
+    };
+    let verifier = Verifier::from_config(&cfg).expect("a valid test key");
+    let _ = std::fs::remove_file(path);
+    verifier
+}
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,38 +69,28 @@ use serde::Deserialize;
 use crate::topic::{MAX_TOPIC_LEN, is_wildcard, matches, validate_pattern};
 
 /// Default allowed clock skew for `exp` and `nbf`, in seconds.
-pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
+pub const DEFAULT_LEEWAY_SECONDS: u64 = volley_wire::config::defaults::JWT_LEEWAY_SECONDS;
 
 /// First token of the per-user topic namespace.
 const USER_NS: &str = "user";
 
-/// The `auth.jwt` section of the configuration. Exactly one of `secretFile`, `publicKeyFile` and
-/// `jwksFile` must be set.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// The resolved `auth.jwt` section of the configuration (the file type is
+/// [`volley_wire::config::Jwt`]). Exactly one of `secretFile`, `publicKeyFile` and `jwksFile` must
+/// be set.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtConfig {
     /// File holding the HMAC shared secret (HS256/384/512); one trailing newline is trimmed.
-    #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// PEM file with one RSA, EC (P-256/P-384) or Ed25519 public key.
-    #[serde(default)]
     pub public_key_file: Option<PathBuf>,
     /// JWKS JSON file; the token's `kid` picks the key.
-    #[serde(default)]
     pub jwks_file: Option<PathBuf>,
     /// Required `iss` value, when set.
-    #[serde(default)]
     pub issuer: Option<String>,
     /// Required `aud` value (one of the token's audiences), when set.
-    #[serde(default)]
     pub audience: Option<String>,
-    /// Clock skew allowed for `exp` and `nbf` [default: 30].
-    #[serde(default = "default_leeway")]
+    /// Clock skew allowed for `exp` and `nbf`, in seconds.
     pub leeway_seconds: u64,
-}
-
-fn default_leeway() -> u64 {
-    DEFAULT_LEEWAY_SECONDS
 }
 
 impl Default for JwtConfig {

@@ -1,272 +1,24 @@
 //! Gateway configuration: command-line flags, an optional YAML file and `VOLLEY_*` environment
 //! variables, merged into one validated [`Config`].
 //!
-//! Precedence, highest first: a flag, its `VOLLEY_*` environment variable, the YAML file given with
-//! `--config`, the built-in default. The YAML file uses the flag names in camelCase
-//! (`--flush-interval` → `flushInterval`) and rejects unknown keys, so a typo fails at start-up
-//! instead of being silently ignored.
+//! The options themselves, their file syntax and their defaults are written once, in
+//! [`volley_wire::config`] (the operator renders the same type). This module layers the sources,
+//! highest first: a flag, its `VOLLEY_*` environment variable, the YAML file given with
+//! `--config`, the built-in default; then it resolves and checks the result.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use volley_wire::config::defaults;
 
 use crate::secret::Secret;
 
 pub use crate::auth::JwtConfig;
 pub use crate::cluster::NatsConfig;
 pub use crate::history::{HistoryConfig, HistoryFile};
-
-/// Every option, each optional so the sources can be layered. The same struct is parsed from the
-/// command line (with environment fallbacks) and from the YAML file, so the two cannot drift.
-#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Options {
-    /// Client WebSocket address [default: 0.0.0.0:8080]
-    #[arg(long, env = "VOLLEY_LISTEN")]
-    pub listen: Option<SocketAddr>,
-
-    /// Admin HTTP address: /healthz, /readyz, /metrics, POST /v1/publish/{topic} [default: 0.0.0.0:9090]
-    #[arg(long, env = "VOLLEY_ADMIN_ADDR")]
-    pub admin_addr: Option<SocketAddr>,
-
-    /// Connection shard threads [default: one per core, at most 64]
-    #[arg(long, env = "VOLLEY_SHARDS")]
-    pub shards: Option<usize>,
-
-    /// Least pause between two flush passes of a shard (each pass: one vectored write per connection with queued frames; a pass longer than 4 intervals is followed by a quarter of itself) [default: 10ms]
-    #[arg(long, env = "VOLLEY_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde")]
-    pub flush_interval: Option<Duration>,
-
-    /// Bytes queued for one connection before it is closed as a slow consumer (1008) [default: 1048576]
-    #[arg(long, env = "VOLLEY_MAX_PENDING_BYTES")]
-    pub max_pending_bytes: Option<usize>,
-
-    /// Open WebSocket connections this gateway accepts; over it new clients get 503 [default: 100000]
-    #[arg(long, env = "VOLLEY_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-
-    /// Subscriptions one connection may hold [default: 100]
-    #[arg(long, env = "VOLLEY_MAX_SUBSCRIPTIONS_PER_CONNECTION")]
-    pub max_subscriptions_per_connection: Option<usize>,
-
-    /// Largest client message (after reassembly of fragments); larger closes with 1009 [default: 4096]
-    #[arg(long, env = "VOLLEY_MAX_MESSAGE_BYTES")]
-    pub max_message_bytes: Option<usize>,
-
-    /// Deadline for the whole HTTP upgrade, from accept to the 101 response [default: 5s]
-    #[arg(long, env = "VOLLEY_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde")]
-    pub handshake_timeout: Option<Duration>,
-
-    /// Largest upgrade request head; larger gets 431 [default: 8192]
-    #[arg(long, env = "VOLLEY_MAX_HEADER_BYTES")]
-    pub max_header_bytes: Option<usize>,
-
-    /// Idle time after which the server pings a connection; silent for two intervals closes it [default: 30s]
-    #[arg(long, env = "VOLLEY_PING_INTERVAL", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde")]
-    pub ping_interval: Option<Duration>,
-
-    /// On SIGTERM/SIGINT, connections are closed with 1001 spread evenly over this window [default: 10s]
-    #[arg(long, env = "VOLLEY_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde")]
-    pub drain_timeout: Option<Duration>,
-
-    /// Allowed browser origins, comma-separated; empty allows any. Requests without Origin are allowed.
-    #[arg(long, env = "VOLLEY_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub allowed_origins: Option<Vec<String>>,
-
-    /// API key required by POST /v1/publish (as `Authorization: Bearer KEY` or `X-Api-Key: KEY`) [default: none]
-    #[arg(long, env = "VOLLEY_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-
-    /// Largest body accepted by POST /v1/publish; larger gets 413 [default: 1048576]
-    #[arg(long, env = "VOLLEY_MAX_PUBLISH_BYTES")]
-    pub max_publish_bytes: Option<usize>,
-
-    /// Data-plane engine: `epoll` (the shards) or `tokio` (the baseline kept for benchmarks) [default: epoll]
-    #[arg(long, env = "VOLLEY_ENGINE", value_enum)]
-    pub engine: Option<Engine>,
-
-    /// NATS server URL(s), comma-separated: turns on cluster mode [default: standalone]
-    #[arg(long, env = "VOLLEY_NATS")]
-    pub nats: Option<String>,
-
-    /// NATS credentials file (JWT + nkey seed, as written by `nsc`)
-    #[arg(long, env = "VOLLEY_NATS_CREDENTIALS")]
-    pub nats_credentials: Option<PathBuf>,
-
-    /// NATS token
-    #[arg(long, env = "VOLLEY_NATS_TOKEN", hide_env_values = true)]
-    pub nats_token: Option<String>,
-
-    /// NATS user (with --nats-password)
-    #[arg(long, env = "VOLLEY_NATS_USER")]
-    pub nats_user: Option<String>,
-
-    /// NATS password
-    #[arg(long, env = "VOLLEY_NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
-
-    /// NATS nkey seed
-    #[arg(long, env = "VOLLEY_NATS_NKEY", hide_env_values = true)]
-    pub nats_nkey: Option<String>,
-
-    /// Require TLS to NATS (`--nats-tls` alone means true)
-    // A bare `--nats-tls` is what the README documents; `--nats-tls false` still parses.
-    #[arg(long, env = "VOLLEY_NATS_TLS", num_args = 0..=1, default_missing_value = "true")]
-    pub nats_tls: Option<bool>,
-
-    /// CA certificate (PEM) to verify the NATS server
-    #[arg(long, env = "VOLLEY_NATS_TLS_CA")]
-    pub nats_tls_ca: Option<PathBuf>,
-
-    /// Client certificate (PEM) for NATS mutual TLS (with --nats-tls-key)
-    #[arg(long, env = "VOLLEY_NATS_TLS_CERT")]
-    pub nats_tls_cert: Option<PathBuf>,
-
-    /// Client key (PEM) for NATS mutual TLS
-    #[arg(long, env = "VOLLEY_NATS_TLS_KEY")]
-    pub nats_tls_key: Option<PathBuf>,
-
-    /// How long a NATS subscription outlives its last subscriber, so churn does not flap [default: 2s]
-    #[arg(long, env = "VOLLEY_SUBSCRIPTION_LINGER", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde")]
-    pub subscription_linger: Option<Duration>,
-
-    /// How often cluster stats are published on volley.stats.<namespace>.<cluster>.<pod> [default: 5s]
-    #[arg(long, env = "VOLLEY_STATS_INTERVAL", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde")]
-    pub stats_interval: Option<Duration>,
-
-    /// JWT auth: file with the HS256 shared secret
-    #[arg(long, env = "VOLLEY_JWT_SECRET_FILE")]
-    #[serde(skip)]
-    pub jwt_secret_file: Option<PathBuf>,
-
-    /// JWT auth: PEM file with the RS256/ES256 public key
-    #[arg(long, env = "VOLLEY_JWT_PUBLIC_KEY_FILE")]
-    #[serde(skip)]
-    pub jwt_public_key_file: Option<PathBuf>,
-
-    /// JWT auth: JWKS file (the token's `kid` picks the key)
-    #[arg(long, env = "VOLLEY_JWT_JWKS_FILE")]
-    #[serde(skip)]
-    pub jwt_jwks_file: Option<PathBuf>,
-
-    /// JWT auth: required `iss`
-    #[arg(long, env = "VOLLEY_JWT_ISSUER")]
-    #[serde(skip)]
-    pub jwt_issuer: Option<String>,
-
-    /// JWT auth: required `aud`
-    #[arg(long, env = "VOLLEY_JWT_AUDIENCE")]
-    #[serde(skip)]
-    pub jwt_audience: Option<String>,
-
-    /// In the YAML file, auth is nested: `auth: {jwt: {secretFile | publicKeyFile | jwksFile, issuer, audience}}`
-    #[arg(skip)]
-    #[serde(default)]
-    pub auth: Option<AuthFile>,
-
-    /// Client messages per second per connection; over it an error reply, sustained a 1008 close [default: 20]
-    #[arg(long, env = "VOLLEY_MAX_CLIENT_MESSAGES_PER_SECOND")]
-    pub max_client_messages_per_second: Option<u32>,
-
-    /// Open connections per client IP; 0 turns the limit off [default: 0]
-    #[arg(long, env = "VOLLEY_MAX_CONNECTIONS_PER_IP")]
-    pub max_connections_per_ip: Option<usize>,
-
-    /// This gateway's pod name, for the cluster protocol [default: the host name]
-    #[arg(long, env = "POD_NAME")]
-    pub pod_name: Option<String>,
-
-    /// This gateway's namespace, for the cluster protocol [default: default]
-    #[arg(long, env = "POD_NAMESPACE")]
-    pub pod_namespace: Option<String>,
-
-    /// The PushCluster this gateway belongs to [default: volley]
-    #[arg(long, env = "VOLLEY_CLUSTER")]
-    pub cluster: Option<String>,
-
-    /// NATS subject prefix: topic `t` is subject `<prefix>.t` [default: push]
-    #[arg(long, env = "VOLLEY_SUBJECT_PREFIX")]
-    pub subject_prefix: Option<String>,
-
-    /// Topic patterns kept in JetStream history, comma-separated (`news.>,scores.*`); needs --nats [default: none]
-    #[arg(long, env = "VOLLEY_HISTORY_TOPICS", value_delimiter = ',')]
-    pub history_topics: Option<Vec<String>>,
-
-    /// In the YAML file: `history: {topics, stream, maxMessagesPerTopic, maxAge, storage, replicas, replayMaxMessages, replayMaxBytes, replayTimeout}`
-    #[arg(skip)]
-    #[serde(default)]
-    pub history: Option<HistoryFile>,
-}
-
-impl Options {
-    /// Fills every option unset in `self` from `lower`.
-    fn or(self, lower: Options) -> Options {
-        Options {
-            listen: self.listen.or(lower.listen),
-            admin_addr: self.admin_addr.or(lower.admin_addr),
-            shards: self.shards.or(lower.shards),
-            flush_interval: self.flush_interval.or(lower.flush_interval),
-            max_pending_bytes: self.max_pending_bytes.or(lower.max_pending_bytes),
-            max_connections: self.max_connections.or(lower.max_connections),
-            max_subscriptions_per_connection: self
-                .max_subscriptions_per_connection
-                .or(lower.max_subscriptions_per_connection),
-            max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
-            handshake_timeout: self.handshake_timeout.or(lower.handshake_timeout),
-            max_header_bytes: self.max_header_bytes.or(lower.max_header_bytes),
-            ping_interval: self.ping_interval.or(lower.ping_interval),
-            drain_timeout: self.drain_timeout.or(lower.drain_timeout),
-            allowed_origins: self.allowed_origins.or(lower.allowed_origins),
-            api_key: self.api_key.or(lower.api_key),
-            max_publish_bytes: self.max_publish_bytes.or(lower.max_publish_bytes),
-            engine: self.engine.or(lower.engine),
-            nats: self.nats.or(lower.nats),
-            nats_credentials: self.nats_credentials.or(lower.nats_credentials),
-            nats_token: self.nats_token.or(lower.nats_token),
-            nats_user: self.nats_user.or(lower.nats_user),
-            nats_password: self.nats_password.or(lower.nats_password),
-            nats_nkey: self.nats_nkey.or(lower.nats_nkey),
-            nats_tls: self.nats_tls.or(lower.nats_tls),
-            nats_tls_ca: self.nats_tls_ca.or(lower.nats_tls_ca),
-            nats_tls_cert: self.nats_tls_cert.or(lower.nats_tls_cert),
-            nats_tls_key: self.nats_tls_key.or(lower.nats_tls_key),
-            subscription_linger: self.subscription_linger.or(lower.subscription_linger),
-            stats_interval: self.stats_interval.or(lower.stats_interval),
-            pod_name: self.pod_name.or(lower.pod_name),
-            pod_namespace: self.pod_namespace.or(lower.pod_namespace),
-            cluster: self.cluster.or(lower.cluster),
-            jwt_secret_file: self.jwt_secret_file.or(lower.jwt_secret_file),
-            jwt_public_key_file: self.jwt_public_key_file.or(lower.jwt_public_key_file),
-            jwt_jwks_file: self.jwt_jwks_file.or(lower.jwt_jwks_file),
-            jwt_issuer: self.jwt_issuer.or(lower.jwt_issuer),
-            jwt_audience: self.jwt_audience.or(lower.jwt_audience),
-            auth: self.auth.or(lower.auth),
-            max_client_messages_per_second: self
-                .max_client_messages_per_second
-                .or(lower.max_client_messages_per_second),
-            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
-            subject_prefix: self.subject_prefix.or(lower.subject_prefix),
-            history_topics: self.history_topics.or(lower.history_topics),
-            history: self.history.or(lower.history),
-        }
-    }
-}
-
-/// The `auth` section of the YAML file.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AuthFile {
-    #[serde(default)]
-    pub jwt: Option<JwtConfig>,
-}
+pub use volley_wire::config::defaults::MAX_CLUSTER_SHARDS;
+pub use volley_wire::config::{Auth, Engine, Jwt, Options};
 
 /// The command line of `volley-gateway`.
 #[derive(Debug, clap::Parser)]
@@ -286,6 +38,10 @@ pub struct Cli {
 
     #[command(flatten)]
     pub options: Options,
+
+    /// The `--jwt-*` flags; in the file they are `auth.jwt.*`.
+    #[command(flatten)]
+    pub jwt: Jwt,
 }
 
 /// The resolved configuration the gateway runs with.
@@ -327,17 +83,6 @@ pub struct Identity {
     pub pod: String,
 }
 
-/// Which data plane serves clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// Epoll shards: encode once, timed batched writev (the real gateway).
-    #[default]
-    Epoll,
-    /// Baseline: tokio-tungstenite, one task per connection, a write per message.
-    Tokio,
-}
-
 /// Why a configuration was refused; each names the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -365,7 +110,13 @@ impl Cli {
             Some(path) => read_file(path)?,
             None => Options::default(),
         };
-        Config::from_options(self.options.or(file))
+        let mut options = self.options.or(file);
+        // The `--jwt-*` flags override the file's `auth.jwt` key by key.
+        let file_jwt = options.auth.take().and_then(|a| a.jwt).unwrap_or_default();
+        options.auth = Some(Auth {
+            jwt: Some(self.jwt.or(file_jwt)),
+        });
+        Config::from_options(options)
     }
 }
 
@@ -394,14 +145,9 @@ pub fn parse_yaml(text: &str) -> Result<Options, (String, String)> {
     })
 }
 
-/// Most shards in cluster mode: each shard is one bit of the `u64` mask the NATS router keeps per
-/// subscription.
-pub const MAX_CLUSTER_SHARDS: usize = 64;
-
-/// The default shard count: one per core, at most [`MAX_CLUSTER_SHARDS`] so the default is valid
-/// in every mode (a 96-core node would otherwise refuse to start in cluster mode).
+/// The default shard count on a machine with `cores` cores ([`defaults::shards`]).
 pub fn default_shards(cores: usize) -> usize {
-    cores.clamp(1, MAX_CLUSTER_SHARDS)
+    defaults::shards(cores)
 }
 
 impl Config {
@@ -413,35 +159,29 @@ impl Config {
         )
     }
 
-    /// [`Config::from_options`] on a machine with `cores` cores.
+    /// [`Config::from_options`] on a machine with `cores` cores. Every unset option takes its
+    /// value from [`defaults`].
     pub fn from_options_on(o: Options, cores: usize) -> Result<Config, ConfigError> {
-        // Flags and env override the file's `auth.jwt` field by field.
-        let mut jwt = o.auth.and_then(|a| a.jwt).unwrap_or_default();
-        jwt.secret_file = o.jwt_secret_file.or(jwt.secret_file);
-        jwt.public_key_file = o.jwt_public_key_file.or(jwt.public_key_file);
-        jwt.jwks_file = o.jwt_jwks_file.or(jwt.jwks_file);
-        jwt.issuer = o.jwt_issuer.or(jwt.issuer);
-        jwt.audience = o.jwt_audience.or(jwt.audience);
-        let jwt_enabled =
-            jwt.secret_file.is_some() || jwt.public_key_file.is_some() || jwt.jwks_file.is_some();
+        use defaults as d;
+        let jwt = o.auth.and_then(|a| a.jwt).unwrap_or_default();
         let config = Config {
-            listen: o.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
-            admin_addr: o
-                .admin_addr
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9090))),
-            shards: o.shards.unwrap_or(default_shards(cores)),
-            flush_interval: o.flush_interval.unwrap_or(Duration::from_millis(10)),
-            max_pending_bytes: o.max_pending_bytes.unwrap_or(1 << 20),
-            max_connections: o.max_connections.unwrap_or(100_000),
-            max_subscriptions_per_connection: o.max_subscriptions_per_connection.unwrap_or(100),
-            max_message_bytes: o.max_message_bytes.unwrap_or(4096),
-            handshake_timeout: o.handshake_timeout.unwrap_or(Duration::from_secs(5)),
-            max_header_bytes: o.max_header_bytes.unwrap_or(8192),
-            ping_interval: o.ping_interval.unwrap_or(Duration::from_secs(30)),
-            drain_timeout: o.drain_timeout.unwrap_or(Duration::from_secs(10)),
+            listen: o.listen.unwrap_or(d::LISTEN),
+            admin_addr: o.admin_addr.unwrap_or(d::ADMIN_ADDR),
+            shards: o.shards.unwrap_or_else(|| d::shards(cores)),
+            flush_interval: o.flush_interval.unwrap_or(d::FLUSH_INTERVAL),
+            max_pending_bytes: o.max_pending_bytes.unwrap_or(d::MAX_PENDING_BYTES),
+            max_connections: o.max_connections.unwrap_or(d::MAX_CONNECTIONS),
+            max_subscriptions_per_connection: o
+                .max_subscriptions_per_connection
+                .unwrap_or(d::MAX_SUBSCRIPTIONS_PER_CONNECTION),
+            max_message_bytes: o.max_message_bytes.unwrap_or(d::MAX_MESSAGE_BYTES),
+            handshake_timeout: o.handshake_timeout.unwrap_or(d::HANDSHAKE_TIMEOUT),
+            max_header_bytes: o.max_header_bytes.unwrap_or(d::MAX_HEADER_BYTES),
+            ping_interval: o.ping_interval.unwrap_or(d::PING_INTERVAL),
+            drain_timeout: o.drain_timeout.unwrap_or(d::DRAIN_TIMEOUT),
             allowed_origins: o.allowed_origins.unwrap_or_default(),
             api_key: o.api_key.filter(|k| !k.is_empty()).map(Secret::new),
-            max_publish_bytes: o.max_publish_bytes.unwrap_or(1 << 20),
+            max_publish_bytes: o.max_publish_bytes.unwrap_or(d::MAX_PUBLISH_BYTES),
             nats: o
                 .nats
                 .filter(|u| !u.trim().is_empty())
@@ -452,23 +192,35 @@ impl Config {
                     user: o.nats_user,
                     password: o.nats_password.map(Secret::new),
                     nkey_seed: o.nats_nkey.map(Secret::new),
-                    tls_required: o.nats_tls.unwrap_or(false),
+                    tls_required: o.nats_tls.unwrap_or(d::NATS_TLS),
                     tls_ca_file: o.nats_tls_ca,
                     tls_cert_file: o.nats_tls_cert,
                     tls_key_file: o.nats_tls_key,
                     subject_prefix: o
                         .subject_prefix
-                        .clone()
-                        .unwrap_or_else(|| "push".to_owned()),
-                    linger: o.subscription_linger.unwrap_or(Duration::from_secs(2)),
+                        .unwrap_or_else(|| d::SUBJECT_PREFIX.to_owned()),
+                    linger: o.subscription_linger.unwrap_or(d::SUBSCRIPTION_LINGER),
                 }),
-            stats_interval: o.stats_interval.unwrap_or(Duration::from_secs(5)),
-            jwt: jwt_enabled.then_some(jwt),
-            max_client_messages_per_second: o.max_client_messages_per_second.unwrap_or(20),
-            max_connections_per_ip: o.max_connections_per_ip.unwrap_or(0),
+            stats_interval: o.stats_interval.unwrap_or(d::STATS_INTERVAL),
+            jwt: jwt.has_key_source().then(|| JwtConfig {
+                secret_file: jwt.secret_file,
+                public_key_file: jwt.public_key_file,
+                jwks_file: jwt.jwks_file,
+                issuer: jwt.issuer,
+                audience: jwt.audience,
+                leeway_seconds: jwt.leeway_seconds.unwrap_or(d::JWT_LEEWAY_SECONDS),
+            }),
+            max_client_messages_per_second: o
+                .max_client_messages_per_second
+                .unwrap_or(d::MAX_CLIENT_MESSAGES_PER_SECOND),
+            max_connections_per_ip: o
+                .max_connections_per_ip
+                .unwrap_or(d::MAX_CONNECTIONS_PER_IP),
             identity: Identity {
-                namespace: o.pod_namespace.unwrap_or_else(|| "default".to_owned()),
-                cluster: o.cluster.unwrap_or_else(|| "volley".to_owned()),
+                namespace: o
+                    .pod_namespace
+                    .unwrap_or_else(|| d::POD_NAMESPACE.to_owned()),
+                cluster: o.cluster.unwrap_or_else(|| d::CLUSTER.to_owned()),
                 pod: o.pod_name.unwrap_or_else(host_name),
             },
             engine: o.engine.unwrap_or_default(),
@@ -557,13 +309,13 @@ impl Config {
     }
 }
 
-/// The kernel's host name (a pod's name in Kubernetes), or `volley-gateway`.
+/// The kernel's host name (a pod's name in Kubernetes), or [`defaults::POD_NAME_FALLBACK`].
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "volley-gateway".to_owned())
+        .unwrap_or_else(|| defaults::POD_NAME_FALLBACK.to_owned())
 }
 
 fn positive(key: &'static str, value: u128) -> Result<(), ConfigError> {

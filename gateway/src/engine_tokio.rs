@@ -3,10 +3,11 @@
 //!
 //! tokio-tungstenite with its default buffers, one task per connection, and one
 //! `tokio::sync::broadcast` of every published message that each task filters against its own
-//! subscriptions and writes as it comes (send + flush per message). It speaks the same protocol
-//! and reuses the same pure modules (handshake parsing, access rules and JWT auth, envelope,
-//! topic matching, ops, the encode-once frames) as the shards, so a benchmark of the two
-//! compares I/O designs only.
+//! subscriptions and writes as it comes (send + flush per message). Each task drives the same
+//! sans-IO [`crate::session::Session`] as the shards (ops, subscribe checks, refresh, rate limit,
+//! liveness, the close) and reuses the same pure modules (handshake parsing, access rules and
+//! JWT auth, envelope, the encode-once frames), so a benchmark of the two compares I/O designs
+//! only.
 //!
 //! Standalone only (no NATS), and without the per-IP connection limit of the shards. The client
 //! message rate limit, `maxPendingBytes` (as tungstenite's write-buffer cap) and the slow-consumer
@@ -32,6 +33,7 @@ use crate::handshake::HandshakeConfig;
 use crate::hub::{Publish, PublishError};
 use crate::message::Message;
 use crate::metrics::Metrics;
+use crate::session::Limits;
 use crate::state::Shared;
 
 /// Messages the broadcast channel keeps for a lagging task; a task that falls further behind
@@ -50,12 +52,8 @@ struct Context {
     handshake: HandshakeConfig,
     handshake_timeout: Duration,
     max_message_bytes: usize,
-    max_pending_bytes: usize,
-    max_client_messages_per_second: u32,
-    max_subscriptions: usize,
-    ping_interval: Duration,
-    /// JWT verification when auth is on; connections are anonymous otherwise.
-    verifier: Option<Arc<Verifier>>,
+    /// What every session is held to, as on the shards.
+    limits: Limits,
     messages: broadcast::Sender<Arc<Message>>,
     drain: watch::Receiver<bool>,
 }
@@ -134,11 +132,15 @@ impl TokioGateway {
             },
             handshake_timeout: config.handshake_timeout,
             max_message_bytes: config.max_message_bytes,
-            max_pending_bytes: config.max_pending_bytes,
-            max_client_messages_per_second: config.max_client_messages_per_second,
-            max_subscriptions: config.max_subscriptions_per_connection,
-            ping_interval: config.ping_interval,
-            verifier,
+            limits: Limits {
+                max_pending_bytes: config.max_pending_bytes,
+                max_subscriptions: config.max_subscriptions_per_connection,
+                max_client_messages_per_second: config.max_client_messages_per_second,
+                ping_interval: config.ping_interval,
+                verifier,
+                // The baseline is standalone only: no history.
+                history: None,
+            },
             messages,
             drain: drain_rx,
         });

@@ -21,6 +21,7 @@ use crate::history::ShardHistory;
 use crate::history::store::{HistoryState, Store};
 use crate::hub::{self, Hub};
 use crate::metrics::Metrics;
+use crate::session::Limits;
 use crate::shard::{Shard, ShardConfig};
 use crate::state::Shared;
 
@@ -87,6 +88,12 @@ impl Gateway {
             Shared::new(metrics.clone(), config.max_connections, config.shards)
                 .with_ip_limit(config.max_connections_per_ip),
         );
+        // History: its state is shared by the sessions (epoch for replies), the router (live
+        // consumers, replays) and the admin server (publish with ack, /healthz).
+        let history = config.history.clone().map(|h| ShardHistory {
+            config: Arc::new(h),
+            state: Arc::new(HistoryState::default()),
+        });
         let shard_config = ShardConfig {
             handshake: HandshakeConfig {
                 path: "/ws".to_owned(),
@@ -95,25 +102,19 @@ impl Gateway {
             },
             handshake_timeout: config.handshake_timeout,
             flush_interval: config.flush_interval,
-            max_pending_bytes: config.max_pending_bytes,
             max_message_bytes: config.max_message_bytes,
-            max_subscriptions: config.max_subscriptions_per_connection,
-            ping_interval: config.ping_interval,
-            verifier: match &config.jwt {
-                Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
-                None => None,
+            limits: Limits {
+                max_pending_bytes: config.max_pending_bytes,
+                max_subscriptions: config.max_subscriptions_per_connection,
+                max_client_messages_per_second: config.max_client_messages_per_second,
+                ping_interval: config.ping_interval,
+                verifier: match &config.jwt {
+                    Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
+                    None => None,
+                },
+                history: history.clone(),
             },
-            max_client_messages_per_second: config.max_client_messages_per_second,
-            history: None,
         };
-        let mut shard_config = shard_config;
-        // History: its state is shared by the shards (epoch for replies), the router (live
-        // consumers, replays) and the admin server (publish with ack, /healthz).
-        let history = config.history.clone().map(|h| ShardHistory {
-            config: Arc::new(h),
-            state: Arc::new(HistoryState::default()),
-        });
-        shard_config.history = history.clone();
 
         // Cluster mode: shards report which patterns they want; the router holds NATS
         // subscriptions for exactly those.

@@ -22,6 +22,7 @@ pub mod pace;
 pub mod protocol;
 pub mod rate;
 pub mod secret;
+pub mod session;
 pub mod shard;
 pub mod state;
 pub mod topic;

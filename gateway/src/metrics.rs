@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::session::Cause;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
@@ -186,6 +188,19 @@ impl Metrics {
     /// Counts one resume outcome (`recovered` or the reason it was not).
     pub fn recovery(&self, result: &'static str) {
         self.recoveries.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts a session closed for a protocol violation, its message rate or as a slow consumer
+    /// (the shards batch slow-consumer closes themselves; see `LocalStats`).
+    pub fn session_closed(&self, cause: Cause) {
+        match cause {
+            Cause::Violation(label) => self.protocol_close(label),
+            Cause::RateLimit => self.protocol_close("rate_limit"),
+            Cause::SlowConsumer => {
+                self.slow_consumer_closes.inc();
+            }
+            Cause::Peer | Cause::TokenExpired | Cause::Planned | Cause::Rejected => {}
+        }
     }
 
     /// Counts one handshake outcome.

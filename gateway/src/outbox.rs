@@ -70,6 +70,17 @@ impl Outbox {
         }
     }
 
+    /// Takes the front frame whole, for an engine that hands frames one by one to a WebSocket
+    /// library (the tokio engine); `None` when empty or when the front frame is partly written.
+    pub fn pop(&mut self) -> Option<Bytes> {
+        if self.offset > 0 {
+            return None;
+        }
+        let frame = self.frames.pop_front()?;
+        self.pending -= frame.len();
+        Some(frame)
+    }
+
     /// Writes as much as the writer takes, one vectored write per up to [`MAX_IOVECS`] frames.
     pub fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flushed> {
         let mut written = 0;

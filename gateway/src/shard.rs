@@ -4,27 +4,23 @@
 
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use crate::auth::Verifier;
-use crate::conn::{Conn, Phase};
+use crate::access;
+use crate::conn::Conn;
 use crate::frame::{self, ClientEvent};
 use crate::handshake::{self, HandshakeConfig, Parsed, RejectReason, Rejection, UpgradeRequest};
-use crate::history::merge::Live;
-use crate::history::{NotRecovered, ReplayDone, ReplayRequest, ShardHistory};
+use crate::history::{NotRecovered, ReplayDone, ReplayRequest};
 use crate::hub::{Command, Inbox};
 use crate::message::Message;
 use crate::outbox::Flushed;
-use crate::pace::Pace;
-use crate::protocol::{self, ClientOp, ErrorCode};
+use crate::session::{Cause, Clock, Effect, Gone, Limits, Phase};
 use crate::state::Shared;
 use crate::topic_index::TopicIndex;
 
@@ -34,8 +30,6 @@ const FIRST_CONN: usize = 2;
 
 /// Size of the shard's read buffer, shared by all its connections.
 const SCRATCH_BYTES: usize = 64 * 1024;
-/// How long a closing connection may take to finish the close handshake.
-const CLOSE_LINGER_MS: u64 = 2_000;
 /// How long accepting pauses after the process ran out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Timer sweep period in normal operation and while draining (drain closes are spread finely).
@@ -50,15 +44,9 @@ pub struct ShardConfig {
     pub handshake: HandshakeConfig,
     pub handshake_timeout: Duration,
     pub flush_interval: Duration,
-    pub max_pending_bytes: usize,
     pub max_message_bytes: usize,
-    pub max_subscriptions: usize,
-    pub ping_interval: Duration,
-    /// JWT verification when auth is on; connections are anonymous otherwise.
-    pub verifier: Option<Arc<Verifier>>,
-    pub max_client_messages_per_second: u32,
-    /// History, when configured (cluster mode only).
-    pub history: Option<ShardHistory>,
+    /// What every session on the shard is held to.
+    pub limits: Limits,
 }
 
 /// Counts kept locally and added to the shared metrics once per flush pass (or per loop turn
@@ -72,6 +60,8 @@ struct LocalStats {
     slow_closes: u64,
 }
 
+/// The IO loop around the sessions: the slab, epoll, the topic index, the timer and the flush.
+/// The protocol itself lives in [`crate::session::Session`].
 pub struct Shard {
     poll: Poll,
     listener: Option<TcpListener>,
@@ -82,11 +72,13 @@ pub struct Shard {
     index: TopicIndex<usize>,
     scratch: Vec<u8>,
     dirty: Vec<usize>,
-    actions: Vec<Action>,
+    /// What the session just handled asked for; reused, applied by [`Shard::apply`].
+    effects: Vec<Effect>,
+    /// Effects of one timer sweep, applied once the sweep no longer borrows the slab.
+    ticked: Vec<(usize, Effect)>,
     doomed: Vec<usize>,
     seq: u64,
-    epoch: Instant,
-    now: Instant,
+    clock: Clock,
     last_flush: Instant,
     /// How long after `last_flush` the next pass may start: see [`pass_gap`].
     flush_gap: Duration,
@@ -97,11 +89,11 @@ pub struct Shard {
     interest: Option<InterestSink>,
     id: usize,
     stats: LocalStats,
-    next_serial: u64,
 }
 
 /// Where a shard reports the first and last local subscriber of a pattern, so the control plane
 /// holds a NATS subscription exactly while some connection on some shard wants it.
+///
 /// Also carries replay requests, on the same channel so that a connection's interest change
 /// reaches the router before its replay request. Unbounded so a shard never blocks on it; what
 /// it carries is bounded by the connections' subscriptions (one change per first and last
@@ -122,14 +114,11 @@ pub struct InterestChange {
     pub wanted: bool,
 }
 
-mod closing;
-mod resume;
-mod session;
+mod plan;
 #[cfg(test)]
 mod tests;
 
-use closing::Plan;
-use session::Action;
+use plan::{DRAIN_REASON, Plan, SHED_REASON};
 
 impl Shard {
     /// A shard over `listener`; `poll` must be the one the inbox's waker was created on.
@@ -155,11 +144,11 @@ impl Shard {
             index: TopicIndex::new(),
             scratch: vec![0; SCRATCH_BYTES],
             dirty: Vec::new(),
-            actions: Vec::new(),
+            effects: Vec::new(),
+            ticked: Vec::new(),
             doomed: Vec::new(),
             seq: 0,
-            epoch: now,
-            now,
+            clock: Clock::new(now),
             last_flush: now,
             flush_gap: Duration::ZERO,
             next_sweep: now + SWEEP,
@@ -169,7 +158,6 @@ impl Shard {
             interest,
             id,
             stats: LocalStats::default(),
-            next_serial: 1,
         })
     }
 
@@ -184,7 +172,7 @@ impl Shard {
                 tracing::error!(error = %e, "epoll failed; shard stops");
                 return;
             }
-            self.now = Instant::now();
+            self.clock = self.clock.at(Instant::now());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -201,17 +189,17 @@ impl Shard {
                 }
             }
             self.drain_inbox();
+            let now = self.clock.now();
             if let Some(until) = self.accept_paused_until
-                && self.now >= until
+                && now >= until
             {
                 self.accept_paused_until = None;
                 self.accept();
             }
-            if !self.dirty.is_empty() && self.now.duration_since(self.last_flush) >= self.flush_gap
-            {
+            if !self.dirty.is_empty() && now.duration_since(self.last_flush) >= self.flush_gap {
                 self.flush();
             }
-            if self.now >= self.next_sweep {
+            if self.clock.now() >= self.next_sweep {
                 self.sweep();
                 if self.drain.is_some() && self.conns.is_empty() {
                     return;
@@ -236,14 +224,6 @@ impl Shard {
         deadline.saturating_duration_since(now)
     }
 
-    fn now_ms(&self) -> u64 {
-        self.now.duration_since(self.epoch).as_millis() as u64
-    }
-
-    fn now_s(&self) -> u32 {
-        self.now.duration_since(self.epoch).as_secs() as u32
-    }
-
     // ---- accepting ----
 
     fn accept(&mut self) {
@@ -253,8 +233,6 @@ impl Shard {
         let Some(listener) = &self.listener else {
             return;
         };
-        let deadline_ms = self.now_ms() + self.config.handshake_timeout.as_millis() as u64;
-        let now_s = self.now_s();
         loop {
             match listener.accept() {
                 Ok((mut socket, _peer)) => {
@@ -270,13 +248,17 @@ impl Shard {
                         tracing::warn!(error = %e, "cannot register connection");
                         continue;
                     }
-                    entry.insert(Conn::new(socket, deadline_ms, now_s));
+                    entry.insert(Conn::new(
+                        socket,
+                        &self.clock,
+                        self.config.handshake_timeout,
+                    ));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_out_of_descriptors(&e) => {
                     // Keep serving the connections we have; the backlog waits for us.
                     self.shared.metrics.accept_pauses.inc();
-                    self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
+                    self.accept_paused_until = Some(self.clock.now() + ACCEPT_PAUSE);
                     tracing::warn!(error = %e, "out of file descriptors; accepting paused");
                     return;
                 }
@@ -313,11 +295,10 @@ impl Shard {
                     return;
                 }
             };
-            conn.last_seen_s = self.now.duration_since(self.epoch).as_secs() as u32;
-            conn.pinged = false;
-            let more = match conn.phase {
+            conn.session.on_received(&self.clock);
+            let more = match conn.session.phase() {
                 Phase::Handshake { .. } => self.on_handshake_bytes(key, n),
-                Phase::Open => self.on_frame_bytes(key, n),
+                Phase::Open => self.decode_frames(key, Some(n)),
                 // Waiting for the peer's close; what it sends now is of no interest.
                 Phase::Closing { .. } => true,
             };
@@ -331,7 +312,7 @@ impl Shard {
     /// The peer closed or reset: nothing more can be said to it.
     fn peer_gone(&mut self, key: usize) {
         if let Some(conn) = self.conns.get(key)
-            && matches!(conn.phase, Phase::Handshake { .. })
+            && matches!(conn.session.phase(), Phase::Handshake { .. })
         {
             self.shared.metrics.handshake("aborted");
         }
@@ -387,6 +368,297 @@ impl Shard {
         }
     }
 
+    /// Checks an upgrade request against the gateway's state and limits and, if it passes,
+    /// answers 101 and opens the session (which subscribes the URL's topics).
+    fn admit(&mut self, key: usize, mut request: UpgradeRequest) -> Result<(), Rejection> {
+        // A URL position names one topic's place in history: with several it is ambiguous.
+        if request.since.is_some() && request.topics.len() != 1 {
+            return Err(Rejection::bad_request(
+                "since needs exactly one topic in the URL (resume several with the sub op)",
+            ));
+        }
+        let limits = &self.config.limits;
+        let admission = access::admit(
+            std::mem::take(&mut request.topics),
+            request.token.as_deref(),
+            limits.verifier.as_deref(),
+            limits.max_subscriptions,
+        )?;
+        if self.shared.is_draining() {
+            return Err(Rejection::unavailable("the gateway is shutting down"));
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Ok(());
+        };
+        if self.shared.ip_limited() {
+            let ip = conn
+                .socket
+                .peer_addr()
+                .map_err(|_| Rejection::bad_request("peer address unknown"))?
+                .ip();
+            if !self.shared.try_admit_ip(ip) {
+                return Err(Rejection::new(
+                    RejectReason::TooManyConnections,
+                    "too many connections from this address",
+                ));
+            }
+            conn.counted_ip = Some(ip);
+        }
+        if !self.shared.try_admit(self.id) {
+            if let Some(ip) = conn.counted_ip.take() {
+                self.shared.release_ip(ip);
+            }
+            return Err(Rejection::unavailable(
+                "the gateway is at its connection limit",
+            ));
+        }
+        self.shared.metrics.handshake("ok");
+        let accept = Bytes::from(handshake::accept_response(&request));
+        conn.session.outbox_mut().push(accept);
+        let url_topic = admission.allowed.first().map(|t| t.as_str().to_owned());
+        conn.session.open(
+            admission,
+            request.format,
+            &self.clock,
+            limits,
+            &mut self.effects,
+        );
+        match (request.since, url_topic) {
+            (Some(since), Some(topic)) => conn.session.resume(
+                &topic,
+                since,
+                request.epoch.take(),
+                &self.clock,
+                limits,
+                &mut self.effects,
+            ),
+            _ => conn
+                .session
+                .announce_epoch(&self.clock, limits, &mut self.effects),
+        }
+        self.apply(key);
+        // The 101 goes out now: the client waits for it before anything else happens.
+        self.write_conn(key);
+        Ok(())
+    }
+
+    fn reject(&mut self, key: usize, rejection: &Rejection) {
+        self.shared.metrics.handshake(rejection.reason().label());
+        let response = Bytes::from(handshake::reject_response(rejection));
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.session
+                .reject(response, &self.clock, &mut self.effects);
+        }
+        self.apply(key);
+    }
+
+    /// Decodes client frames from the scratch buffer (`Some(n)`: the last read) or from the
+    /// connection's pending bytes, handing each to the session as it comes. Returns whether to
+    /// keep reading this connection.
+    fn decode_frames(&mut self, key: usize, fresh: Option<usize>) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Conn {
+            inbuf,
+            fragments,
+            session,
+            ..
+        } = conn;
+        let clock = &self.clock;
+        let limits = &self.config.limits;
+        let effects = &mut self.effects;
+        let on_event = |event: ClientEvent<'_>| session.on_frame(event, clock, limits, effects);
+        let max = self.config.max_message_bytes;
+        let result = match fresh {
+            Some(n) if inbuf.is_empty() => {
+                let buf = &mut self.scratch[..n];
+                let result = frame::decode(buf, fragments, max, on_event);
+                if let Ok(consumed) = result
+                    && consumed < n
+                {
+                    *inbuf = buf[consumed..].to_vec();
+                }
+                result
+            }
+            _ => {
+                if let Some(n) = fresh {
+                    inbuf.extend_from_slice(&self.scratch[..n]);
+                }
+                let result = frame::decode(inbuf, fragments, max, on_event);
+                if let Ok(consumed) = result {
+                    conn.keep_tail_of_inbuf(consumed);
+                }
+                result
+            }
+        };
+        if let Err(violation) = result
+            && let Some(conn) = self.conns.get_mut(key)
+        {
+            conn.session
+                .on_violation(&violation, &self.clock, &mut self.effects);
+        }
+        self.apply(key);
+        self.conns.get(key).is_some_and(Conn::is_open)
+    }
+
+    // ---- effects ----
+
+    /// Carries out what the session of `key` asked for (in `self.effects`).
+    fn apply(&mut self, key: usize) {
+        let mut effects = std::mem::take(&mut self.effects);
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Subscribe(pattern) => {
+                    self.shared.count_subscriptions(1);
+                    if self.index.insert(&pattern, key) {
+                        self.report_interest(pattern, true);
+                    }
+                }
+                Effect::Unsubscribe(pattern) => {
+                    self.shared.count_subscriptions(-1);
+                    if self.index.remove(&pattern, key) {
+                        self.report_interest(pattern, false);
+                    }
+                }
+                Effect::Left => {
+                    if let Some(ip) = self.conns.get_mut(key).and_then(|c| c.counted_ip.take()) {
+                        self.shared.release_ip(ip);
+                    }
+                    self.shared.release(self.id);
+                }
+                Effect::Queued => {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        mark_dirty(conn, key, &mut self.dirty);
+                    }
+                }
+                Effect::Closing(cause) => {
+                    match cause {
+                        Cause::SlowConsumer => self.stats.slow_closes += 1,
+                        other => self.shared.metrics.session_closed(other),
+                    }
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.inbuf = Vec::new();
+                        if !conn.session.write_blocked() {
+                            self.write_conn(key);
+                        }
+                    }
+                }
+                Effect::Drop(gone) => {
+                    if gone == Gone::HandshakeTimeout {
+                        self.shared.metrics.handshake("timeout");
+                    }
+                    self.remove(key);
+                }
+                Effect::Replay(ask) => self.request_replay(key, *ask),
+                Effect::Recovery(result) => self.shared.metrics.recovery(result),
+            }
+        }
+        // Keep the larger buffer: a nested apply (a failed write removing the connection) may
+        // have put its own back in the meantime.
+        if effects.capacity() > self.effects.capacity() {
+            self.effects = effects;
+        }
+    }
+
+    fn report_interest(&self, pattern: Box<str>, wanted: bool) {
+        if let Some(sink) = &self.interest {
+            // The receiver is gone only when the gateway is shutting down.
+            let _ = sink.send(ToRouter::Interest(InterestChange {
+                shard: self.id,
+                pattern,
+                wanted,
+            }));
+        }
+    }
+
+    /// Sends a session's replay request to the control plane. It follows the session's
+    /// interest change on the same channel, so the live consumer exists before the fetch. A
+    /// request that cannot be sent (no cluster, or the router is gone at shutdown) is answered
+    /// here: unavailable.
+    fn request_replay(&mut self, key: usize, ask: crate::session::ReplayAsk) {
+        let request = ReplayRequest {
+            shard: self.id,
+            key,
+            serial: ask.ticket,
+            pattern: ask.pattern,
+            since: ask.since,
+            epoch: ask.epoch,
+        };
+        let unsent = match &self.interest {
+            Some(sink) => sink
+                .send(ToRouter::Replay(request))
+                .err()
+                .map(|e| match e.0 {
+                    ToRouter::Replay(r) => r.pattern,
+                    ToRouter::Interest(i) => i.pattern,
+                }),
+            None => Some(request.pattern),
+        };
+        if let Some(pattern) = unsent
+            && let Some(conn) = self.conns.get_mut(key)
+        {
+            let mut effects = Vec::new();
+            conn.session.on_replay(
+                &pattern,
+                None,
+                Err(NotRecovered::Unavailable),
+                &self.clock,
+                &self.config.limits,
+                &mut effects,
+            );
+            self.effects.extend(effects);
+        }
+    }
+
+    /// The control plane answered a replay request.
+    fn on_replayed(&mut self, done: ReplayDone) {
+        let ReplayDone {
+            key,
+            serial,
+            pattern,
+            epoch,
+            outcome,
+        } = done;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.session.replay_ticket() != Some(serial) {
+            return;
+        }
+        conn.session.on_replay(
+            &pattern,
+            epoch.as_deref(),
+            outcome,
+            &self.clock,
+            &self.config.limits,
+            &mut self.effects,
+        );
+        self.apply(key);
+    }
+
+    /// Drops a connection at once (after its session gave back what it held).
+    fn remove(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.session.leave(&mut self.effects);
+        self.apply(key);
+        if self.conns.contains(key) {
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.socket);
+        }
+    }
+
+    /// Starts the close handshake of `key`'s session.
+    fn close(&mut self, key: usize, code: u16, reason: &str, cause: Cause) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.session
+                .close(code, reason, cause, &self.clock, &mut self.effects);
+            self.apply(key);
+        }
+    }
+
     // ---- fan-out ----
 
     fn drain_inbox(&mut self) {
@@ -404,7 +676,7 @@ impl Shard {
     fn deliver(&mut self, message: &Arc<Message>) {
         self.seq += 1;
         let seq = self.seq;
-        let mut overflows = Vec::new();
+        let mut resuming = Vec::new();
         let Shard {
             index,
             conns,
@@ -422,36 +694,42 @@ impl Shard {
                 return;
             }
             conn.stamp = seq;
-            let frame = message.frame(conn.format);
-            // A resumed connection: held while its replay runs, dropped when replayed.
-            if let Some(merge) = conn.merge.as_deref_mut()
-                && merge.is_active()
-            {
-                match merge.on_live(message.clone(), frame.len()) {
-                    Live::Deliver(_) => {}
-                    Live::Held | Live::Duplicate => return,
-                    Live::Overflow { abandoned, deliver } => {
-                        overflows.push((key, abandoned, deliver));
-                        return;
-                    }
-                }
+            if conn.session.is_resuming() {
+                // Held, filtered or queued by its merge, once the walk is done.
+                resuming.push(key);
+                return;
             }
-            if conn.outbox.pending_bytes() + frame.len() > config.max_pending_bytes {
+            let frame = message.frame(conn.session.format());
+            if !conn.session.offer(frame, &config.limits) {
                 doomed.push(key);
                 return;
             }
-            conn.outbox.push(frame.clone());
             stats.frames += 1;
             mark_dirty(conn, key, dirty);
         });
+        for key in resuming {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let limits = &self.config.limits;
+            if conn
+                .session
+                .offer_message(message, &self.clock, limits, &mut self.effects)
+            {
+                mark_dirty(conn, key, &mut self.dirty);
+            } else {
+                self.doomed.push(key);
+            }
+            self.apply(key);
+        }
         let mut doomed = std::mem::take(&mut self.doomed);
         for key in doomed.drain(..) {
-            self.slow_consumer(key);
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.session.slow_consumer(&self.clock, &mut self.effects);
+                self.apply(key);
+            }
         }
         self.doomed = doomed;
-        for (key, abandoned, deliver) in overflows {
-            self.give_up_replays(key, abandoned, deliver, NotRecovered::Overflow);
-        }
     }
 
     // ---- writing ----
@@ -464,18 +742,19 @@ impl Shard {
                 continue;
             };
             conn.dirty = false;
-            if !conn.write_blocked {
+            if !conn.session.write_blocked() {
                 self.write_conn(key);
             }
         }
         self.dirty = dirty;
-        self.now = Instant::now();
-        self.last_flush = self.now;
-        self.flush_gap = pass_gap(self.config.flush_interval, self.now - started);
+        let now = Instant::now();
+        self.clock = self.clock.at(now);
+        self.last_flush = now;
+        self.flush_gap = pass_gap(self.config.flush_interval, now - started);
         let metrics = &self.shared.metrics;
         metrics
             .flush_duration
-            .observe(self.now.duration_since(started).as_secs_f64());
+            .observe(now.duration_since(started).as_secs_f64());
         self.publish_stats();
     }
 
@@ -490,7 +769,11 @@ impl Shard {
     }
 
     fn on_writable(&mut self, key: usize) {
-        if self.conns.get(key).is_some_and(|c| c.write_blocked) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.session.write_blocked())
+        {
             self.write_conn(key);
         }
     }
@@ -500,137 +783,133 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        match conn.outbox.write_to(&mut conn.socket) {
-            Ok(Flushed::All { bytes, calls }) => {
-                self.stats.bytes += bytes as u64;
-                self.stats.writes += calls as u64;
-                if conn.write_blocked {
-                    conn.write_blocked = false;
-                    let token = Token(key + FIRST_CONN);
-                    let _ = self.poll.registry().reregister(
-                        &mut conn.socket,
-                        token,
-                        Interest::READABLE,
-                    );
-                }
-                if let Phase::Closing {
-                    deadline_ms,
-                    fin_sent: false,
-                } = conn.phase
-                {
-                    // Our last bytes are out: half-close and wait for the peer to hang up.
-                    let _ = conn.socket.shutdown(Shutdown::Write);
-                    conn.phase = Phase::Closing {
-                        deadline_ms,
-                        fin_sent: true,
-                    };
-                }
+        let flushed = match conn.session.outbox_mut().write_to(&mut conn.socket) {
+            Ok(flushed) => flushed,
+            Err(_) => {
+                self.remove(key);
+                return;
             }
-            Ok(Flushed::Blocked { bytes, calls }) => {
-                self.stats.bytes += bytes as u64;
-                self.stats.writes += calls as u64;
-                if bytes > 0 || !conn.write_blocked {
-                    conn.stalled_since_s = self.now.duration_since(self.epoch).as_secs() as u32;
-                }
-                if !conn.write_blocked {
-                    conn.write_blocked = true;
-                    let token = Token(key + FIRST_CONN);
-                    let _ = self.poll.registry().reregister(
-                        &mut conn.socket,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    );
-                }
-            }
-            Err(_) => self.remove(key),
+        };
+        let (Flushed::All { bytes, calls } | Flushed::Blocked { bytes, calls }) = flushed;
+        self.stats.bytes += bytes as u64;
+        self.stats.writes += calls as u64;
+        let written = conn.session.on_written(flushed, &self.clock);
+        if written.blocked_changed {
+            let interest = if conn.session.write_blocked() {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(key + FIRST_CONN);
+            let _ = self
+                .poll
+                .registry()
+                .reregister(&mut conn.socket, token, interest);
+        }
+        if written.half_close {
+            let _ = conn.socket.shutdown(Shutdown::Write);
         }
     }
 
     // ---- timers ----
 
-    /// The shard's one timer: handshake deadlines, close lingers, liveness pings, drain pacing.
+    /// The shard's one timer: every session's tick (handshake deadlines, close lingers, token
+    /// expiry, liveness pings), then drain pacing.
     fn sweep(&mut self) {
-        let now_ms = self.now_ms();
-        let now_s = self.now_s();
-        let ping_s = self.config.ping_interval.as_secs().max(1) as u32;
-        let mut expired = std::mem::take(&mut self.doomed);
-        let mut to_ping = Vec::new();
-        let mut token_expired = Vec::new();
-        let mut stalled = Vec::new();
-        let mut overdue = Vec::new();
-        let wall_clock = std::time::SystemTime::now();
+        let wall = SystemTime::now();
+        let mut ticked = std::mem::take(&mut self.ticked);
         for (key, conn) in self.conns.iter_mut() {
-            if conn.replay_deadline_s != 0
-                && now_s > conn.replay_deadline_s
-                && conn.merge.as_ref().is_some_and(|m| m.is_replaying())
-            {
-                overdue.push(key);
-            }
-            match conn.phase {
-                Phase::Handshake { deadline_ms } if now_ms >= deadline_ms => expired.push(key),
-                Phase::Closing { deadline_ms, .. } if now_ms >= deadline_ms => expired.push(key),
-                Phase::Open
-                    if conn
-                        .identity
-                        .as_ref()
-                        .is_some_and(|i| i.remaining(wall_clock).is_zero()) =>
-                {
-                    token_expired.push(key);
-                }
-                Phase::Open
-                    if conn.write_blocked
-                        && now_s.saturating_sub(conn.stalled_since_s) > 2 * ping_s =>
-                {
-                    // It keeps talking but has not taken a byte for two ping intervals: what
-                    // we send it only piles up. Liveness means reading too.
-                    stalled.push(key);
-                }
-                Phase::Open => {
-                    // Whole seconds truncate, so a difference of k+1 is at least k seconds of
-                    // real silence: `>` never pings or drops a peer early.
-                    let idle = now_s.saturating_sub(conn.last_seen_s);
-                    if idle > 2 * ping_s {
-                        expired.push(key);
-                    } else if idle > ping_s && !conn.pinged {
-                        conn.pinged = true;
-                        to_ping.push(key);
-                    }
-                }
-                _ => {}
-            }
+            conn.session
+                .on_tick(&self.clock, wall, &self.config.limits, &mut self.effects);
+            ticked.extend(self.effects.drain(..).map(|e| (key, e)));
         }
-        for key in expired.drain(..) {
-            if let Some(conn) = self.conns.get(key)
-                && matches!(conn.phase, Phase::Handshake { .. })
-            {
-                self.shared.metrics.handshake("timeout");
-            }
-            self.remove(key);
+        for (key, effect) in ticked.drain(..) {
+            self.effects.push(effect);
+            self.apply(key);
         }
-        self.doomed = expired;
-        for key in stalled {
-            self.slow_consumer(key);
-        }
-        for key in token_expired {
-            self.close(key, 1008, "token expired");
-        }
-        for key in to_ping {
-            self.enqueue(key, frame::encode(OpCode::Control(Control::Ping), b""));
-        }
-        for key in overdue {
-            let Some(merge) = self.conns.get_mut(key).and_then(|c| c.merge.as_deref_mut()) else {
-                continue;
-            };
-            let (abandoned, deliver) = merge.abandon();
-            self.give_up_replays(key, abandoned, deliver, NotRecovered::Timeout);
-        }
+        self.ticked = ticked;
         self.pace_closes();
         let period = if self.drain.is_some() || self.shed.is_some() {
             DRAIN_SWEEP
         } else {
             SWEEP
         };
-        self.next_sweep = self.now + period;
+        self.next_sweep = self.clock.now() + period;
+    }
+
+    // ---- drain and shed ----
+
+    fn start_drain(&mut self, over: Duration) {
+        if self.drain.is_some() {
+            return;
+        }
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_paused_until = None;
+        self.shed = None;
+        self.drain = Some(self.plan(usize::MAX, over, 1001, DRAIN_REASON));
+        // Handshakes in flight will not complete into a draining gateway.
+        let pending: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.session.phase(), Phase::Handshake { .. }))
+            .map(|(k, _)| k)
+            .collect();
+        for key in pending {
+            self.remove(key);
+        }
+        self.next_sweep = self.clock.now();
+    }
+
+    fn start_shed(&mut self, count: usize, over: Duration) {
+        if self.drain.is_some() || count == 0 {
+            return;
+        }
+        self.shed = Some(self.plan(count, over, 1012, SHED_REASON));
+        self.next_sweep = self.clock.now();
+    }
+
+    /// A plan over at most `count` of the open connections.
+    fn plan(&self, count: usize, over: Duration, code: u16, reason: &'static str) -> Plan {
+        let open = self.conns.iter().filter(|(_, c)| c.is_open()).count();
+        Plan::new(self.clock.now(), over, count.min(open), code, reason)
+    }
+
+    /// Closes what the drain and shed plans have due by now.
+    fn pace_closes(&mut self) {
+        let now = self.clock.now();
+        if let Some(drain) = &self.drain
+            && drain.expired(now, DRAIN_GRACE)
+        {
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.remove(key);
+            }
+            return;
+        }
+        if let Some((due, code, reason)) = plan::take_due(&mut self.drain, now) {
+            self.close_some(due, code, reason);
+        }
+        if let Some((due, code, reason)) = plan::take_due(&mut self.shed, now) {
+            self.close_some(due, code, reason);
+        }
+        if self.shed.as_ref().is_some_and(Plan::is_done) {
+            self.shed = None;
+        }
+    }
+
+    fn close_some(&mut self, count: usize, code: u16, reason: &'static str) {
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_open())
+            .map(|(k, _)| k)
+            .take(count)
+            .collect();
+        for key in keys {
+            self.close(key, code, reason, Cause::Planned);
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The pure "build" step of reconciliation: PushCluster (+ desired replicas) → the child objects
-//! the operator server-side-applies. No IO here, so every detail is unit-testable.
+//! The pure "build" step of reconciliation: a validated PushCluster (+ the replicas the plan
+//! chose) → the child objects the operator server-side-applies, one builder per child. No IO
+//! here, so every detail is unit-testable.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +21,7 @@ use kube::Resource;
 use volley_crds::PushCluster;
 
 use crate::gateway_config::{
-    self, ADMIN_PORT, CLIENT_PORT, CONFIG_DIR, CONFIG_KEY, JWT_DIR, NATS_DIR, SpecError,
+    self, ADMIN_PORT, CLIENT_PORT, CONFIG_DIR, CONFIG_KEY, JWT_DIR, NATS_DIR, SpecError, Validated,
 };
 
 /// Name of the operator as field manager and in `app.kubernetes.io/managed-by`.
@@ -137,9 +138,27 @@ fn fnv1a(data: &[u8]) -> u64 {
     })
 }
 
-/// Builds every child of `pc`, with the Deployment at `replicas`.
-pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Children, BuildError> {
-    let validated = gateway_config::render(pc)?;
+/// A PushCluster that passed validation, with what every builder needs from it. Only
+/// [`validate`] makes one, so a builder cannot meet an invalid spec: validation runs once.
+#[derive(Debug, Clone)]
+pub struct Valid<'a> {
+    /// The resource.
+    pub pc: &'a PushCluster,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// The rendered gateway config and what else the spec yields (drain window, JWT key).
+    pub rendered: Validated,
+    /// The controller owner reference every child carries.
+    owner: OwnerReference,
+    /// `gateway.yaml` as stored in the ConfigMap (and hashed into the pod template).
+    config_yaml: String,
+}
+
+/// Validates `pc` (the checks its schema cannot make) and renders its gateway config.
+pub fn validate(pc: &PushCluster) -> Result<Valid<'_>, BuildError> {
+    let rendered = gateway_config::render(pc)?;
     let (Some(name), Some(namespace), Some(owner)) = (
         pc.metadata.name.clone(),
         pc.metadata.namespace.clone(),
@@ -147,31 +166,71 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
     ) else {
         return Err(BuildError::NotStored);
     };
-    let meta = |obj_name: String, annotations: BTreeMap<String, String>| ObjectMeta {
-        name: Some(obj_name),
-        namespace: Some(namespace.clone()),
-        labels: Some(labels(&name)),
-        annotations: (!annotations.is_empty()).then_some(annotations),
-        owner_references: Some(vec![owner.clone()]),
-        ..Default::default()
-    };
-    let config_yaml = validated.config.to_yaml();
-    let spec = &pc.spec;
+    let config_yaml = gateway_config::to_yaml(&rendered.config);
+    Ok(Valid {
+        pc,
+        name,
+        namespace,
+        rendered,
+        owner,
+        config_yaml,
+    })
+}
 
-    let service_account = ServiceAccount {
-        metadata: meta(name.clone(), BTreeMap::new()),
+/// Validates `pc` and builds every child, with the Deployment at `replicas`.
+pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Children, BuildError> {
+    Ok(children(&validate(pc)?, replicas, opts))
+}
+
+/// Every child of a validated PushCluster, one builder each, with the Deployment at `replicas`.
+pub fn children(v: &Valid<'_>, replicas: i32, opts: &BuildOptions) -> Children {
+    Children {
+        service_account: service_account(v),
+        config_map: config_map(v),
+        deployment: deployment(v, replicas, opts),
+        service: service(v),
+        pdb: pdb(v, replicas),
+    }
+}
+
+impl Valid<'_> {
+    /// Metadata of a child: its name, the cluster's labels, the owner reference.
+    fn meta(&self, obj_name: String, annotations: BTreeMap<String, String>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(obj_name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels(&self.name)),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..Default::default()
+        }
+    }
+}
+
+/// The gateway pods' identity (no API access: the token is not mounted).
+pub fn service_account(v: &Valid<'_>) -> ServiceAccount {
+    ServiceAccount {
+        metadata: v.meta(v.name.clone(), BTreeMap::new()),
         automount_service_account_token: Some(false),
         ..Default::default()
-    };
-    let config_map = ConfigMap {
-        metadata: meta(config_map_name(&name), BTreeMap::new()),
+    }
+}
+
+/// The ConfigMap holding `gateway.yaml`.
+pub fn config_map(v: &Valid<'_>) -> ConfigMap {
+    ConfigMap {
+        metadata: v.meta(config_map_name(&v.name), BTreeMap::new()),
         data: Some(BTreeMap::from([(
             CONFIG_KEY.to_string(),
-            config_yaml.clone(),
+            v.config_yaml.clone(),
         )])),
         ..Default::default()
-    };
+    }
+}
 
+/// The gateways' Deployment at `replicas`.
+pub fn deployment(v: &Valid<'_>, replicas: i32, opts: &BuildOptions) -> Deployment {
+    let (name, spec, validated) = (&v.name, &v.pc.spec, &v.rendered);
     let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -199,7 +258,7 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
     let mut volumes = vec![Volume {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource {
-            name: config_map_name(&name),
+            name: config_map_name(name),
             ..Default::default()
         }),
         ..Default::default()
@@ -282,7 +341,7 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
     pod_annotations.extend(spec.template.annotations.clone());
     pod_annotations.insert(
         CONFIG_HASH_ANNOTATION.into(),
-        format!("{:016x}", fnv1a(config_yaml.as_bytes())),
+        format!("{:016x}", fnv1a(v.config_yaml.as_bytes())),
     );
     let t = &spec.template;
     let pod_spec = PodSpec {
@@ -315,15 +374,11 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
             .then(|| t.topology_spread_constraints.clone()),
         ..Default::default()
     };
-    let selector = LabelSelector {
-        match_labels: Some(selector_labels(&name)),
-        ..Default::default()
-    };
-    let deployment = Deployment {
-        metadata: meta(name.clone(), BTreeMap::new()),
+    Deployment {
+        metadata: v.meta(name.clone(), BTreeMap::new()),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
-            selector: selector.clone(),
+            selector: selector(name),
             // Never below the current capacity during a rollout: clients reconnect to new pods.
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
@@ -334,7 +389,7 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(&name)),
+                    labels: Some(labels(name)),
                     annotations: Some(pod_annotations),
                     ..Default::default()
                 }),
@@ -343,12 +398,17 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
             ..Default::default()
         }),
         ..Default::default()
-    };
-    let service = Service {
-        metadata: meta(name.clone(), spec.service.annotations.clone()),
+    }
+}
+
+/// The client-facing Service.
+pub fn service(v: &Valid<'_>) -> Service {
+    let spec = &v.pc.spec;
+    Service {
+        metadata: v.meta(v.name.clone(), spec.service.annotations.clone()),
         spec: Some(ServiceSpec {
             type_: Some(spec.service.type_.as_str().into()),
-            selector: Some(selector_labels(&name)),
+            selector: Some(selector_labels(&v.name)),
             ports: Some(vec![ServicePort {
                 name: Some("client".into()),
                 port: spec.service.port,
@@ -359,23 +419,28 @@ pub fn build(pc: &PushCluster, replicas: i32, opts: &BuildOptions) -> Result<Chi
             ..Default::default()
         }),
         ..Default::default()
-    };
-    let pdb = (replicas >= PDB_MIN_REPLICAS).then(|| PodDisruptionBudget {
-        metadata: meta(name.clone(), BTreeMap::new()),
+    }
+}
+
+/// At most one gateway pod voluntarily down at a time; `None` below [`PDB_MIN_REPLICAS`].
+pub fn pdb(v: &Valid<'_>, replicas: i32) -> Option<PodDisruptionBudget> {
+    (replicas >= PDB_MIN_REPLICAS).then(|| PodDisruptionBudget {
+        metadata: v.meta(v.name.clone(), BTreeMap::new()),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(selector),
+            selector: Some(selector(&v.name)),
             ..Default::default()
         }),
         ..Default::default()
-    });
-    Ok(Children {
-        service_account,
-        config_map,
-        deployment,
-        service,
-        pdb,
     })
+}
+
+/// The label selector of the gateway pods of `name`.
+fn selector(name: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(selector_labels(name)),
+        ..Default::default()
+    }
 }
 
 fn field_env(name: &str, path: &str) -> EnvVar {

@@ -1,9 +1,12 @@
 //! Renders a PushCluster spec into the gateway's YAML config file (`gateway.yaml`) and
 //! validates the parts of the spec the API server's schema cannot check.
+//!
+//! The file type is the gateway's own, `volley_wire::config::Options` (re-exported as `volley_crds::wire`): the operator fills it
+//! and serializes it, the gateway deserializes it, so the two cannot disagree on a key.
 
 use std::time::Duration;
 
-use serde::Serialize;
+use volley_crds::wire::config::{Auth, Jwt, Options, defaults};
 use volley_crds::{PushCluster, SecretKeyRef};
 
 /// Where the ConfigMap is mounted in the gateway container.
@@ -16,12 +19,12 @@ pub const JWT_DIR: &str = "/etc/volley/jwt";
 pub const NATS_DIR: &str = "/etc/volley/nats";
 /// The NATS credentials file inside the gateway container.
 pub const NATS_CREDS_FILE: &str = "/etc/volley/nats/creds";
-/// Client port inside the pod.
-pub const CLIENT_PORT: i32 = 8080;
-/// Admin port inside the pod (health, readiness, metrics, publish API).
-pub const ADMIN_PORT: i32 = 9090;
-/// The gateway's drain window when the spec sets none.
-pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+/// Client port inside the pod: the gateway's default `listen` port.
+pub const CLIENT_PORT: i32 = defaults::LISTEN.port() as i32;
+/// Admin port inside the pod (health, readiness, metrics, publish API): the default `adminAddr`.
+pub const ADMIN_PORT: i32 = defaults::ADMIN_ADDR.port() as i32;
+/// The gateway's drain window when the spec sets none (the gateway's own default).
+pub const DEFAULT_DRAIN: Duration = defaults::DRAIN_TIMEOUT;
 /// Drains longer than this would keep rollouts hanging for too long; reject them.
 pub const MAX_DRAIN: Duration = Duration::from_secs(600);
 
@@ -68,6 +71,15 @@ pub enum SpecError {
     /// Subject prefix must be a plain subject.
     #[error("nats.subjectPrefix {0:?} must be dot-separated tokens without wildcards or spaces")]
     BadSubjectPrefix(String),
+    /// A count the gateway takes as a positive integer (the CRD schema says `minimum: 1`; this
+    /// guards a spec that reached the operator without that check).
+    #[error("{field}: {value} must be at least 1")]
+    NotPositive {
+        /// Spec path.
+        field: &'static str,
+        /// What was given.
+        value: i64,
+    },
     /// `spec.history` is not usable as given.
     #[error("history.{field}: {message}")]
     BadHistory {
@@ -84,74 +96,6 @@ pub enum SpecError {
         /// maxReplicas.
         max: i32,
     },
-}
-
-/// The gateway YAML config, camelCase keys; only keys the gateway knows (it rejects others).
-#[derive(Serialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct GatewayConfig {
-    /// Client address.
-    pub listen: String,
-    /// Admin address.
-    pub admin_addr: String,
-    /// Shard flush interval.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub flush_interval: Option<String>,
-    /// Per-connection pending byte bound.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_pending_bytes: Option<i64>,
-    /// Per-pod connection cap.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<i64>,
-    /// Per-connection subscription cap.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_subscriptions_per_connection: Option<i64>,
-    /// Drain window on SIGTERM.
-    pub drain_timeout: String,
-    /// Allowed browser origins.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub allowed_origins: Vec<String>,
-    /// NATS URL (cluster mode).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats: Option<String>,
-    /// NATS credentials file: the `creds` key of `spec.nats.credentialsSecret`, mounted at
-    /// [`NATS_CREDS_FILE`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nats_credentials: Option<String>,
-    /// Subject prefix.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject_prefix: Option<String>,
-    /// Client authentication.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth: Option<AuthConfig>,
-    /// JetStream history (`spec.history`, rendered as is after validation).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub history: Option<volley_crds::HistorySpec>,
-}
-
-/// `auth:` section.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct AuthConfig {
-    /// `jwt:` section.
-    pub jwt: JwtConfig,
-}
-
-/// `auth.jwt:` section; key material is a file mounted from the Secret.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct JwtConfig {
-    /// HMAC secret file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret_file: Option<String>,
-    /// PEM public key file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub public_key_file: Option<String>,
-    /// Required issuer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
-    /// Required audience.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub audience: Option<String>,
 }
 
 /// Whether `name` is a DNS label short enough that `<name>-config` etc. and pod names stay
@@ -209,6 +153,18 @@ fn parse_duration(field: &'static str, value: &str) -> Result<Duration, SpecErro
     })
 }
 
+/// A spec count as the gateway's `usize`, refusing zero and negatives.
+fn positive(field: &'static str, value: Option<i64>) -> Result<Option<usize>, SpecError> {
+    value
+        .map(|v| {
+            usize::try_from(v)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(SpecError::NotPositive { field, value: v })
+        })
+        .transpose()
+}
+
 fn check_ref(field: &'static str, r: &SecretKeyRef) -> Result<(), SpecError> {
     if r.name.is_empty() || r.key.is_empty() {
         return Err(SpecError::EmptySecretRef(field));
@@ -245,8 +201,8 @@ impl JwtKey {
 /// Everything the build step needs from a validated spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Validated {
-    /// The rendered config.
-    pub config: GatewayConfig,
+    /// The rendered config: serialize it with [`to_yaml`].
+    pub config: Options,
     /// Drain window, for terminationGracePeriodSeconds.
     pub drain: Duration,
     /// JWT key source, for the Secret volume.
@@ -268,16 +224,20 @@ pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
         });
     }
     let g = &spec.gateway;
-    if let Some(f) = &g.flush_interval {
-        let d = parse_duration("gateway.flushInterval", f)?;
-        if d.is_zero() || d > Duration::from_secs(1) {
-            return Err(SpecError::DurationRange {
-                field: "gateway.flushInterval",
-                value: f.clone(),
-                reason: "must be between 1ns and 1s",
-            });
+    let flush_interval = match &g.flush_interval {
+        Some(f) => {
+            let d = parse_duration("gateway.flushInterval", f)?;
+            if d.is_zero() || d > Duration::from_secs(1) {
+                return Err(SpecError::DurationRange {
+                    field: "gateway.flushInterval",
+                    value: f.clone(),
+                    reason: "must be between 1ns and 1s",
+                });
+            }
+            Some(d)
         }
-    }
+        None => None,
+    };
     let drain = match &g.drain_timeout {
         Some(d) => {
             let parsed = parse_duration("gateway.drainTimeout", d)?;
@@ -330,37 +290,44 @@ pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
                 JwtKey::Secret(_) => (Some(path), None),
                 JwtKey::PublicKey(_) => (None, Some(path)),
             };
-            let cfg = AuthConfig {
-                jwt: JwtConfig {
-                    secret_file,
-                    public_key_file,
+            let cfg = Auth {
+                jwt: Some(Jwt {
+                    secret_file: secret_file.map(Into::into),
+                    public_key_file: public_key_file.map(Into::into),
                     issuer: jwt.issuer.clone(),
                     audience: jwt.audience.clone(),
-                },
+                    ..Jwt::default()
+                }),
             };
             (Some(cfg), Some(key))
         }
         None => (None, None),
     };
     let history = history::validate(spec.history.as_ref(), nats.is_some())?;
-    let config = GatewayConfig {
-        listen: format!("0.0.0.0:{CLIENT_PORT}"),
-        admin_addr: format!("0.0.0.0:{ADMIN_PORT}"),
-        flush_interval: g.flush_interval.clone(),
-        max_pending_bytes: g.max_pending_bytes,
-        max_connections: g.max_connections_per_pod,
-        max_subscriptions_per_connection: g.max_subscriptions_per_connection,
-        drain_timeout: humantime::format_duration(drain).to_string(),
-        allowed_origins: g.allowed_origins.clone(),
+    let config = Options {
+        // Written although they are the defaults: the pod's ports and probes name them.
+        listen: Some(defaults::LISTEN),
+        admin_addr: Some(defaults::ADMIN_ADDR),
+        flush_interval,
+        max_pending_bytes: positive("gateway.maxPendingBytes", g.max_pending_bytes)?,
+        max_connections: positive("gateway.maxConnectionsPerPod", g.max_connections_per_pod)?,
+        max_subscriptions_per_connection: positive(
+            "gateway.maxSubscriptionsPerConnection",
+            g.max_subscriptions_per_connection,
+        )?,
+        // Always written, so the pod's terminationGracePeriodSeconds and the gateway agree.
+        drain_timeout: Some(drain),
+        allowed_origins: (!g.allowed_origins.is_empty()).then(|| g.allowed_origins.clone()),
         nats_credentials: spec
             .nats
             .as_ref()
             .and_then(|n| n.credentials_secret.as_ref())
-            .map(|_| NATS_CREDS_FILE.to_string()),
+            .map(|_| NATS_CREDS_FILE.into()),
         nats,
         subject_prefix,
         auth,
         history,
+        ..Options::default()
     };
     Ok(Validated {
         config,
@@ -369,12 +336,10 @@ pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
     })
 }
 
-impl GatewayConfig {
-    /// The YAML text stored in the ConfigMap.
-    pub fn to_yaml(&self) -> String {
-        // Serializing plain structs of strings and integers cannot fail.
-        serde_yaml::to_string(self).unwrap_or_default()
-    }
+/// The YAML text stored in the ConfigMap: only the keys the spec sets, in the type's order.
+pub fn to_yaml(config: &Options) -> String {
+    // Plain strings, integers, addresses and durations always serialize.
+    serde_yaml::to_string(config).unwrap_or_default()
 }
 
 mod history;

@@ -27,7 +27,7 @@ pub struct ResultLabel {
 /// Label set of reconcile failures.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// `invalid_spec`, `kube_api`, `not_stored` or `build`.
+    /// `invalid_spec`, or the failed step: `not_stored`, `observe`, `apply` or `status`.
     pub reason: &'static str,
 }
 

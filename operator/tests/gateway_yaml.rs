@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use volley_crds::{AuthSpec, JwtSpec, NatsSpec, PushCluster, PushClusterSpec, SecretKeyRef};
 use volley_gateway::config::{Config, parse_yaml};
-use volley_operator::gateway_config::{NATS_CREDS_FILE, render};
+use volley_operator::gateway_config::{NATS_CREDS_FILE, render, to_yaml};
 
 fn key(name: &str, key: &str) -> SecretKeyRef {
     SecretKeyRef {
@@ -22,12 +22,14 @@ fn key(name: &str, key: &str) -> SecretKeyRef {
 
 /// What the gateway makes of the config the operator renders for `spec` (on a 2-core node).
 fn loaded(spec: PushClusterSpec) -> Config {
-    let yaml = render(&PushCluster::new("web", spec))
+    let rendered = render(&PushCluster::new("web", spec))
         .expect("a valid spec renders")
-        .config
-        .to_yaml();
+        .config;
+    let yaml = to_yaml(&rendered);
     let options = parse_yaml(&yaml)
         .unwrap_or_else(|(k, m)| panic!("the gateway refuses key `{k}`: {m}\n{yaml}"));
+    // The text carries the options exactly: what the operator meant is what the gateway reads.
+    assert_eq!(options, rendered, "{yaml}");
     Config::from_options_on(options, 2)
         .unwrap_or_else(|e| panic!("the gateway refuses the config: {e}\n{yaml}"))
 }

@@ -7,8 +7,13 @@
 //! Gateways publish [`GatewayStats`] to [`stats_subject`] every few seconds; the operator sends
 //! [`ControlRequest`]s to [`control_subject`] as NATS requests and gets a [`ControlReply`] back.
 //! JSON field names are snake_case on the wire (e.g. `over_ms`).
+//!
+//! [`config`] is the gateway's options and config file type (`gateway.yaml`), which the operator
+//! renders and the gateway loads.
 
 use serde::{Deserialize, Serialize};
+
+pub mod config;
 
 /// Subject root for stats messages.
 pub const STATS_ROOT: &str = "volley.stats";

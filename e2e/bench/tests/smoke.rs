@@ -99,7 +99,12 @@ fn per_user_messages_are_accounted_exactly() {
         }
         None => {
             let options = volley_gateway::config::Options {
-                jwt_secret_file: Some(secret.clone()),
+                auth: Some(volley_gateway::config::Auth {
+                    jwt: Some(volley_gateway::config::Jwt {
+                        secret_file: Some(secret.clone()),
+                        ..Default::default()
+                    }),
+                }),
                 ..Default::default()
             };
             let gateway = support::in_process(&rt, options);

@@ -1,12 +1,9 @@
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::auth::JwtConfig;
 use crate::handshake::RejectReason;
 
 const SECRET: &[u8] = b"access-test-secret";
@@ -28,22 +25,7 @@ fn token(claims: Value) -> String {
 }
 
 fn verifier() -> Verifier {
-    let path: PathBuf = std::env::temp_dir().join(format!(
-        "volley-access-test-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::File::create(&path)
-        .unwrap()
-        .write_all(SECRET)
-        .unwrap();
-    let cfg = JwtConfig {
-        secret_file: Some(path.clone()),
-        ..JwtConfig::default()
-    };
-    let verifier = Verifier::from_config(&cfg).unwrap();
-    let _ = std::fs::remove_file(path);
-    verifier
+    crate::auth::hs256_test_verifier(SECRET)
 }
 
 fn topics(list: &[&str]) -> Vec<String> {

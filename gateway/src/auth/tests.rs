@@ -458,26 +458,6 @@ fn config_errors() {
 }
 
 #[test]
-fn config_yaml() {
-    let cfg: JwtConfig =
-        serde_yaml::from_str("publicKeyFile: /etc/volley/jwt.pem\nissuer: https://idp\n").unwrap();
-    assert_eq!(
-        cfg,
-        JwtConfig {
-            public_key_file: Some("/etc/volley/jwt.pem".into()),
-            issuer: Some("https://idp".into()),
-            ..JwtConfig::default()
-        }
-    );
-    assert_eq!(cfg.leeway_seconds, 30);
-    let cfg: JwtConfig =
-        serde_yaml::from_str("jwksFile: /j\naudience: v\nleewaySeconds: 5").unwrap();
-    assert_eq!(cfg.leeway_seconds, 5);
-    assert_eq!(cfg.audience.as_deref(), Some("v"));
-    assert!(serde_yaml::from_str::<JwtConfig>("secretRef: x").is_err());
-}
-
-#[test]
 fn error_labels_are_distinct() {
     let all = [
         AuthError::Missing,

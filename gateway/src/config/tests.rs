@@ -174,6 +174,66 @@ fn default_shards_are_one_per_core_up_to_the_cluster_maximum() {
 }
 
 #[test]
+fn unset_options_resolve_to_the_listed_defaults() {
+    // `Options::defaults()` (what --help and the README state) and the resolution of unset
+    // options come from the same constants: both resolve to the same configuration.
+    let unset = Config::from_options_on(Options::default(), 4).unwrap();
+    let listed = Config::from_options_on(Options::defaults(), 4).unwrap();
+    assert_eq!(format!("{unset:?}"), format!("{listed:?}"));
+}
+
+#[test]
+fn jwt_flags_override_the_file_key_by_key() {
+    let dir = std::env::temp_dir().join(format!("volley-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        "auth: {jwt: {secretFile: /file/secret, issuer: file-iss, leewaySeconds: 5}}\n",
+    )
+    .unwrap();
+    let config = cli(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--jwt-issuer",
+        "flag-iss",
+    ])
+    .load()
+    .unwrap();
+    let jwt = config.jwt.expect("JWT auth on from the file's key source");
+    assert_eq!(jwt.issuer.as_deref(), Some("flag-iss"));
+    assert_eq!(jwt.secret_file.as_deref(), Some(Path::new("/file/secret")));
+    assert_eq!(jwt.leeway_seconds, 5);
+    let plain = cli(&["--jwt-secret-file", "/s"]).load().unwrap();
+    assert_eq!(plain.jwt.unwrap().leeway_seconds, 30);
+}
+
+#[test]
+fn auth_jwt_section_of_the_file() {
+    let jwt = |yaml: &str| Config::from_options(parse_yaml(yaml).unwrap()).unwrap().jwt;
+    let cfg = jwt("auth: {jwt: {publicKeyFile: /etc/volley/jwt.pem, issuer: https://idp}}")
+        .expect("a key source turns JWT auth on");
+    assert_eq!(
+        cfg,
+        JwtConfig {
+            public_key_file: Some("/etc/volley/jwt.pem".into()),
+            issuer: Some("https://idp".into()),
+            ..JwtConfig::default()
+        }
+    );
+    assert_eq!(cfg.leeway_seconds, 30);
+    let cfg = jwt("auth: {jwt: {jwksFile: /j, audience: v, leewaySeconds: 5}}").unwrap();
+    assert_eq!(cfg.leeway_seconds, 5);
+    assert_eq!(cfg.audience.as_deref(), Some("v"));
+    assert!(
+        jwt("auth: {jwt: {issuer: https://idp}}").is_none(),
+        "no key source: off"
+    );
+    let (key, message) = parse_yaml("auth: {jwt: {secretRef: x}}").unwrap_err();
+    assert!(message.contains("secretRef"), "{key}: {message}");
+}
+
+#[test]
 fn history_comes_from_the_yaml_block_or_the_flag_and_needs_nats() {
     let yaml = "nats: nats://127.0.0.1:4222\nhistory:\n  topics: [news.>]\n  maxAge: 2h\n";
     let config = Config::from_options_on(parse_yaml(yaml).unwrap(), 2).unwrap();

@@ -1,38 +1,38 @@
 //! One task per connection: the upgrade through tungstenite (with the shards' access rules and
-//! JWT auth), then a loop that writes every matching broadcast message as it arrives (send +
-//! flush each), answers client ops, and closes at the token's `exp` unless it was refreshed.
+//! JWT auth), then a loop that drives the shared sans-IO [`Session`]: client frames in, what the
+//! session queued (replies, pings, the close) out, every matching broadcast message written as it
+//! arrives (send + flush each), and a tick for liveness and token expiry. The protocol itself is
+//! the shards' own: only the IO differs.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 use super::Context;
 use super::upgrade;
-use crate::access::{self, Sub, SubRefusal};
-use crate::auth::Identity;
+use crate::access::{self, Admission};
+use crate::frame::ProtocolError;
 use crate::handshake::{Format, RejectReason, Rejection, SUBPROTOCOL};
 use crate::message::Message;
-use crate::protocol::{self, ClientOp, ErrorCode};
-use crate::rate::{RateLimit, Verdict};
+use crate::session::{Cause, Clock, Effect, Session};
 use crate::state::Shared;
-use crate::topic;
 
-/// Longest single wait on a token's expiry timer. The timer runs on the monotonic clock but `exp`
-/// is wall-clock time, so a long wait is cut into pieces that each look at the wall clock again
-/// (as the shards do every second), and a far-future `exp` cannot overflow an `Instant`.
-const MAX_EXPIRY_WAIT: Duration = Duration::from_secs(60);
+/// How often a connection's session gets a tick: the shards' sweep period, so liveness and token
+/// expiry keep the same (whole-second) timing on both engines.
+const TICK: Duration = Duration::from_secs(1);
+/// How long the close frame may take to go out.
+const CLOSE_WRITE: Duration = Duration::from_secs(1);
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -47,18 +47,10 @@ impl Drop for Slot {
 
 /// What the upgrade callback hands to the task.
 struct Admitted {
-    conn: ConnState,
-    /// URL topics the connection may not have: each gets an error reply after the 101.
-    forbidden: Vec<String>,
+    admission: Admission,
     format: Format,
     messages: tokio::sync::broadcast::Receiver<Arc<Message>>,
     slot: Slot,
-}
-
-/// What a connection holds and may do: its subscriptions and, when auth is on, its token.
-struct ConnState {
-    topics: Vec<String>,
-    identity: Option<Identity>,
 }
 
 // The callback's error type is fixed by tungstenite's `Callback` contract, so it cannot be boxed.
@@ -119,8 +111,8 @@ fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection
     let admission = access::admit(
         std::mem::take(&mut upgrade.topics),
         upgrade.token.as_deref(),
-        ctx.verifier.as_deref(),
-        ctx.max_subscriptions,
+        ctx.limits.verifier.as_deref(),
+        ctx.limits.max_subscriptions,
     )?;
     if ctx.shared.is_draining() {
         return Err(Rejection::unavailable("the gateway is shutting down"));
@@ -133,11 +125,7 @@ fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection
     Ok((
         upgrade.subprotocol,
         Admitted {
-            conn: ConnState {
-                topics: admission.allowed,
-                identity: admission.identity,
-            },
-            forbidden: admission.forbidden,
+            admission,
             format: upgrade.format,
             messages: ctx.messages.subscribe(),
             slot: Slot(ctx.shared.clone()),
@@ -147,231 +135,131 @@ fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection
 
 async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
     let Admitted {
-        mut conn,
-        forbidden,
+        admission,
         format,
         mut messages,
         slot: _slot,
     } = admitted;
-    for t in &forbidden {
-        let reply = SubRefusal::Forbidden.reply(t);
-        if !send(ws, ctx, WsMessage::Text(reply.into())).await {
-            return;
-        }
-    }
+    let limits = &ctx.limits;
     let metrics = &ctx.shared.metrics;
-    let opened = Instant::now();
-    let mut rate = RateLimit::default();
+    let mut clock = Clock::new(std::time::Instant::now());
+    let mut session = Session::new(&clock, Duration::ZERO);
+    let mut effects = Vec::new();
+    session.open(admission, format, &clock, limits, &mut effects);
+    if pump(ws, ctx, &mut session, &mut effects).await.is_break() {
+        return;
+    }
     let mut drain = ctx.drain.clone();
-    let period = ctx.ping_interval;
-    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-    let mut heard = Instant::now();
-    // Armed only for a token; an anonymous connection never polls it, so never registers it.
-    let expiry = tokio::time::sleep_until(expiry_check(conn.identity.as_ref()));
-    tokio::pin!(expiry);
+    let start = tokio::time::Instant::now() + TICK;
+    let mut tick = tokio::time::interval_at(start, TICK);
     loop {
         tokio::select! {
             message = messages.recv() => match message {
                 Ok(message) => {
-                    if !conn.topics.iter().any(|p| topic::matches(p, message.topic())) {
+                    if !session.wants(message.topic()) {
                         continue;
                     }
-                    let frame = message.frame(format);
-                    let Some(out) = to_ws(frame) else { continue };
+                    let frame = message.frame(session.format());
+                    let Some(out) = upgrade::message_of(frame) else { continue };
                     if !send(ws, ctx, out).await {
                         return;
                     }
                     metrics.frames_delivered.inc();
                     metrics.bytes_delivered.inc_by(frame.len() as u64);
+                    continue;
                 }
-                Err(RecvError::Lagged(_)) => {
-                    metrics.slow_consumer_closes.inc();
-                    close(ws, CloseCode::Policy, "slow consumer").await;
-                    return;
-                }
+                // The task fell further behind than the channel keeps: messages are lost.
+                Err(RecvError::Lagged(_)) => session.slow_consumer(&clock, &mut effects),
                 Err(RecvError::Closed) => return,
             },
             incoming = ws.next() => {
-                heard = Instant::now();
-                // Every client frame counts against the rate, pings and pongs too.
-                if matches!(incoming, Some(Ok(ref m)) if !m.is_close()) {
-                    let now_ms = opened.elapsed().as_millis() as u64;
-                    match rate.check(now_ms, ctx.max_client_messages_per_second) {
-                        Verdict::Allow => {}
-                        Verdict::Deny { first } => {
-                            if first {
-                                let limit = ctx.max_client_messages_per_second;
-                                let message = format!("over {limit} messages per second; slow down");
-                                let reply = protocol::error(ErrorCode::Limit, None, &message);
-                                if !send(ws, ctx, WsMessage::Text(reply.into())).await {
-                                    return;
-                                }
-                            }
-                            continue;
-                        }
-                        Verdict::Close => {
-                            ctx.shared.metrics.protocol_close("rate_limit");
-                            close(ws, CloseCode::Policy, "message rate limit").await;
-                            return;
+                clock = clock.at(std::time::Instant::now());
+                session.on_received(&clock);
+                match &incoming {
+                    Some(Ok(message)) => {
+                        if let Some(event) = upgrade::event_of(message) {
+                            let _ = session.on_frame(event, &clock, limits, &mut effects);
                         }
                     }
-                }
-                match incoming {
-                    Some(Ok(WsMessage::Text(text))) => {
-                        if text.len() > ctx.max_message_bytes {
-                            close(ws, CloseCode::Size, "message too big").await;
-                            return;
-                        }
-                        let expires_at = conn.identity.as_ref().map(|i| i.expires_at);
-                        let replies = on_op(&text, &mut conn, ctx);
-                        // A refresh may move `exp` either way; an earlier one must not wait
-                        // for the check already armed.
-                        if conn.identity.as_ref().map(|i| i.expires_at) != expires_at {
-                            expiry.as_mut().reset(expiry_check(conn.identity.as_ref()));
-                        }
-                        for reply in replies {
-                            if !send(ws, ctx, WsMessage::Text(reply.into())).await {
-                                return;
-                            }
-                        }
-                    }
-                    Some(Ok(WsMessage::Binary(_))) => {
-                        let reply = protocol::error(
-                            ErrorCode::BadRequest,
-                            None,
-                            "binary messages are not part of volley.v1",
-                        );
-                        if !send(ws, ctx, WsMessage::Text(reply.into())).await {
-                            return;
-                        }
-                    }
-                    // tungstenite queues the pong itself (one at a time: a newer pong replaces
-                    // an unsent one); pushing it out under the deadline is how a client that
-                    // pings and never reads gets closed instead of being read forever.
-                    Some(Ok(WsMessage::Ping(_))) => {
-                        if !flush(ws, ctx).await {
-                            return;
-                        }
-                    }
-                    // tungstenite echoes the close itself.
-                    Some(Ok(_)) => {}
-                    Some(Err(WsError::Capacity(_))) => {
-                        close(ws, CloseCode::Size, "message too big").await;
-                        return;
+                    Some(Err(WsError::Capacity(e))) => {
+                        let declared = match e {
+                            CapacityError::MessageTooLong { size, .. } => *size as u64,
+                            _ => 0,
+                        };
+                        let violation = ProtocolError::MessageTooBig {
+                            declared,
+                            max: ctx.max_message_bytes,
+                        };
+                        session.on_violation(&violation, &clock, &mut effects);
                     }
                     None | Some(Err(_)) => return,
                 }
-            },
-            () = &mut expiry, if conn.identity.is_some() => {
-                let now = SystemTime::now();
-                if conn.identity.as_ref().is_some_and(|i| i.remaining(now).is_zero()) {
-                    close(ws, CloseCode::Policy, "token expired").await;
+                // tungstenite queues the pong itself (one at a time: a newer pong replaces an
+                // unsent one); pushing it out under the deadline is how a client that pings and
+                // never reads gets closed instead of being read forever.
+                if matches!(incoming, Some(Ok(WsMessage::Ping(_)))) && !flush(ws, ctx).await {
                     return;
                 }
-                expiry.as_mut().reset(expiry_check(conn.identity.as_ref()));
-            }
+            },
             _ = drain.changed() => {
-                close(ws, CloseCode::Away, "shutting down; reconnect and resume").await;
-                return;
+                session.close(1001, "server shutting down; reconnect and resume", Cause::Planned, &clock, &mut effects);
             }
             _ = tick.tick() => {
-                let silent = heard.elapsed();
-                if silent >= period * 2 {
-                    return;
-                }
-                if silent >= period && !send(ws, ctx, WsMessage::Ping(Default::default())).await {
-                    return;
-                }
+                clock = clock.at(std::time::Instant::now());
+                session.on_tick(&clock, SystemTime::now(), limits, &mut effects);
             }
+        }
+        if pump(ws, ctx, &mut session, &mut effects).await.is_break() {
+            return;
         }
     }
 }
 
-/// Turns an encoded frame back into a tungstenite message without copying the payload.
-fn to_ws(frame: &bytes::Bytes) -> Option<WsMessage> {
-    let (text, payload) = upgrade::payload_of(frame)?;
-    if text {
-        Utf8Bytes::try_from(payload).ok().map(WsMessage::Text)
-    } else {
-        Some(WsMessage::Binary(payload))
-    }
-}
-
-/// When to look at the token's `exp` next: at `exp`, or sooner (see [`MAX_EXPIRY_WAIT`]).
-fn expiry_check(identity: Option<&Identity>) -> Instant {
-    let wait = identity.map_or(MAX_EXPIRY_WAIT, |i| i.remaining(SystemTime::now()));
-    Instant::now() + wait.min(MAX_EXPIRY_WAIT)
-}
-
-/// Applies one client op to the connection's state and returns the replies.
-fn on_op(text: &str, conn: &mut ConnState, ctx: &Context) -> Vec<String> {
-    match protocol::parse_op(text) {
-        Ok(ClientOp::Sub(wanted)) => subscribe(wanted, conn, ctx).0,
-        // The baseline engine serves standalone clients only, where no topic has history: the
-        // subscription is made and each resumed pattern is told it gets live messages only.
-        Ok(ClientOp::Resume(resume)) => {
-            let (mut replies, accepted) = subscribe(resume.topics.clone(), conn, ctx);
-            for (pattern, _) in &resume.since {
-                if accepted.contains(pattern) {
-                    let reason = crate::history::NotRecovered::NoHistory;
-                    replies.push(protocol::resumed(
-                        pattern,
-                        None,
-                        protocol::Recovery::NotRecovered {
-                            reason: reason.label(),
-                            message: reason.message(),
-                        },
-                    ));
-                }
-            }
-            replies
-        }
-        Ok(ClientOp::Unsub(gone)) => {
-            conn.topics.retain(|t| !gone.contains(t));
-            let names: Vec<&str> = gone.iter().map(String::as_str).collect();
-            vec![protocol::unsubscribed(&names)]
-        }
-        Ok(ClientOp::Ping) => vec![protocol::pong()],
-        Ok(ClientOp::Refresh(token)) => {
-            let verifier = ctx.verifier.as_deref();
-            match access::refresh(verifier, conn.identity.as_ref(), &token) {
-                Ok(fresh) => {
-                    let expires_at = fresh.expires_at;
-                    conn.identity = Some(fresh);
-                    vec![protocol::refreshed(expires_at)]
-                }
-                Err(e) => vec![e.reply()],
-            }
-        }
-        Err(e) => vec![protocol::error(ErrorCode::BadRequest, None, &e.to_string())],
-    }
-}
-
-/// Subscribes `wanted`; returns the replies and the topics accepted.
-fn subscribe(
-    wanted: Vec<String>,
-    conn: &mut ConnState,
+/// Carries out the session's effects and writes what it queued, in order. `Break` when the
+/// connection is over (closed or dropped).
+async fn pump(
+    ws: &mut Ws,
     ctx: &Context,
-) -> (Vec<String>, Vec<String>) {
-    let mut replies = Vec::new();
-    let mut accepted = Vec::new();
-    for t in wanted {
-        let identity = conn.identity.as_ref();
-        match access::check_sub(identity, &t, &conn.topics, ctx.max_subscriptions) {
-            Ok(Sub::Held) => {}
-            Ok(Sub::New) => conn.topics.push(t.clone()),
-            Err(refusal) => {
-                replies.push(refusal.reply(&t));
-                continue;
+    session: &mut Session,
+    effects: &mut Vec<Effect>,
+) -> ControlFlow<()> {
+    let mut dropped = false;
+    for effect in effects.drain(..) {
+        match effect {
+            // The close frame itself is queued; it goes out below.
+            Effect::Closing(cause) => ctx.shared.metrics.session_closed(cause),
+            Effect::Drop(_) => dropped = true,
+            // The session's own patterns are this engine's filter, the `Slot` gives the slot
+            // back, and everything queued is written right below.
+            Effect::Recovery(result) => ctx.shared.metrics.recovery(result),
+            // Standalone only: no history, so sessions never ask for a replay (a resume is
+            // answered `no_history` by the session itself).
+            Effect::Subscribe(_)
+            | Effect::Unsubscribe(_)
+            | Effect::Left
+            | Effect::Queued
+            | Effect::Replay(_) => {}
+        }
+    }
+    if dropped {
+        return ControlFlow::Break(());
+    }
+    while let Some(frame) = session.outbox_mut().pop() {
+        match upgrade::message_of(&frame) {
+            Some(WsMessage::Close(frame)) => {
+                close(ws, frame).await;
+                return ControlFlow::Break(());
+            }
+            // tungstenite already answered the ping (see `serve`).
+            Some(WsMessage::Pong(_)) | None => {}
+            Some(message) => {
+                if !send(ws, ctx, message).await {
+                    return ControlFlow::Break(());
+                }
             }
         }
-        accepted.push(t);
     }
-    if !accepted.is_empty() {
-        let names: Vec<&str> = accepted.iter().map(String::as_str).collect();
-        replies.push(protocol::subscribed(&names));
-    }
-    (replies, accepted)
+    ControlFlow::Continue(())
 }
 
 /// tungstenite's limits from the gateway's: client messages and frames no larger than
@@ -381,7 +269,7 @@ fn ws_config(ctx: &Context) -> WebSocketConfig {
     WebSocketConfig::default()
         // Every send is flushed at once anyway; the cap below is the only buffer bound.
         .write_buffer_size(0)
-        .max_write_buffer_size(ctx.max_pending_bytes.max(1))
+        .max_write_buffer_size(ctx.limits.max_pending_bytes.max(1))
         .max_message_size(Some(ctx.max_message_bytes))
         .max_frame_size(Some(ctx.max_message_bytes))
 }
@@ -390,7 +278,7 @@ fn ws_config(ctx: &Context) -> WebSocketConfig {
 /// not take it in time, or whose buffer is full, is a slow consumer: false, the task ends and the
 /// socket is dropped (a close frame could not get through either).
 async fn send(ws: &mut Ws, ctx: &Context, message: WsMessage) -> bool {
-    match tokio::time::timeout(ctx.ping_interval, ws.send(message)).await {
+    match tokio::time::timeout(ctx.limits.ping_interval, ws.send(message)).await {
         Ok(Ok(())) => true,
         Ok(Err(WsError::WriteBufferFull(_))) | Err(_) => {
             ctx.shared.metrics.slow_consumer_closes.inc();
@@ -402,7 +290,7 @@ async fn send(ws: &mut Ws, ctx: &Context, message: WsMessage) -> bool {
 
 /// Flushes what tungstenite queued by itself (pongs) within the write deadline; see [`send`].
 async fn flush(ws: &mut Ws, ctx: &Context) -> bool {
-    match tokio::time::timeout(ctx.ping_interval, ws.flush()).await {
+    match tokio::time::timeout(ctx.limits.ping_interval, ws.flush()).await {
         Ok(Ok(())) => true,
         Err(_) => {
             ctx.shared.metrics.slow_consumer_closes.inc();
@@ -412,10 +300,8 @@ async fn flush(ws: &mut Ws, ctx: &Context) -> bool {
     }
 }
 
-async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+/// Sends the session's close frame (tungstenite echoes a peer's close itself, so after one this
+/// only fails quietly).
+async fn close(ws: &mut Ws, frame: Option<CloseFrame>) {
+    let _ = tokio::time::timeout(CLOSE_WRITE, ws.close(frame)).await;
 }

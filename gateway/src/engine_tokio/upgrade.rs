@@ -2,8 +2,13 @@
 //! the tokio engine applies exactly the same upgrade rules as the shards.
 
 use bytes::Bytes;
+use tungstenite::Message as WsMessage;
+use tungstenite::Utf8Bytes;
 use tungstenite::handshake::server::{ErrorResponse, Request};
 use tungstenite::http::{HeaderName, HeaderValue, StatusCode};
+use tungstenite::protocol::CloseFrame;
+
+use crate::frame::ClientEvent;
 
 use crate::handshake::{self, HandshakeConfig, Parsed, Rejection, UpgradeRequest};
 
@@ -73,4 +78,46 @@ pub fn payload_of(frame: &Bytes) -> Option<(bool, Bytes)> {
     }
     let text = first & 0x0f == 0x1;
     Some((text, frame.slice(header..)))
+}
+
+/// Turns a complete server frame (a shared message frame, or one the session queued: reply,
+/// ping, pong, close) back into a tungstenite message without copying the payload.
+pub fn message_of(frame: &Bytes) -> Option<WsMessage> {
+    let opcode = *frame.first()? & 0x0f;
+    let (_, payload) = payload_of(frame)?;
+    match opcode {
+        0x1 => Utf8Bytes::try_from(payload).ok().map(WsMessage::Text),
+        0x2 => Some(WsMessage::Binary(payload)),
+        0x8 => {
+            let Some(code) = payload.get(..2) else {
+                return Some(WsMessage::Close(None));
+            };
+            let code = u16::from_be_bytes([code[0], code[1]]);
+            let reason = Utf8Bytes::try_from(payload.slice(2..)).unwrap_or_default();
+            Some(WsMessage::Close(Some(CloseFrame {
+                code: code.into(),
+                reason,
+            })))
+        }
+        0x9 => Some(WsMessage::Ping(payload)),
+        0xA => Some(WsMessage::Pong(payload)),
+        _ => None,
+    }
+}
+
+/// A message tungstenite decoded, as the session's frame event (the shards get the same from
+/// [`crate::frame::decode`]).
+pub fn event_of(message: &WsMessage) -> Option<ClientEvent<'_>> {
+    Some(match message {
+        WsMessage::Text(text) => ClientEvent::Text(text.as_str()),
+        WsMessage::Binary(data) => ClientEvent::Binary(data),
+        WsMessage::Ping(data) => ClientEvent::Ping(data),
+        WsMessage::Pong(data) => ClientEvent::Pong(data),
+        WsMessage::Close(frame) => ClientEvent::Close {
+            code: frame.as_ref().map(|f| u16::from(f.code)),
+            reason: frame.as_ref().map_or("", |f| f.reason.as_str()),
+        },
+        // Raw frames only come out of tungstenite when asked for; nothing to act on.
+        WsMessage::Frame(_) => return None,
+    })
 }

@@ -4,57 +4,26 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::topic;
 
+use volley_wire::config::defaults as d;
+
 /// Default JetStream stream name.
-pub const DEFAULT_STREAM: &str = "VOLLEY_HISTORY";
+pub const DEFAULT_STREAM: &str = d::HISTORY_STREAM;
 /// Default messages kept per subject (per concrete topic).
-pub const DEFAULT_MAX_MESSAGES_PER_TOPIC: i64 = 1_000;
+pub const DEFAULT_MAX_MESSAGES_PER_TOPIC: i64 = d::HISTORY_MAX_MESSAGES_PER_TOPIC;
 /// Default age after which JetStream discards a message.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_MAX_AGE: Duration = d::HISTORY_MAX_AGE;
 /// Default stream replicas (one: a single `nats-server -js` is enough).
-pub const DEFAULT_REPLICAS: usize = 1;
+pub const DEFAULT_REPLICAS: usize = d::HISTORY_REPLICAS;
 /// Default most messages one resume replays; past it the client gets `recovered:false`.
-pub const DEFAULT_REPLAY_MAX_MESSAGES: usize = 1_000;
+pub const DEFAULT_REPLAY_MAX_MESSAGES: usize = d::HISTORY_REPLAY_MAX_MESSAGES;
 /// Default most bytes (payloads) one resume replays.
-pub const DEFAULT_REPLAY_MAX_BYTES: usize = 512 * 1024;
+pub const DEFAULT_REPLAY_MAX_BYTES: usize = d::HISTORY_REPLAY_MAX_BYTES;
 /// Default deadline of one replay, from the request to the last stored message.
-pub const DEFAULT_REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_REPLAY_TIMEOUT: Duration = d::HISTORY_REPLAY_TIMEOUT;
 
-/// Where JetStream keeps the messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Storage {
-    #[default]
-    File,
-    Memory,
-}
-
-/// The YAML `history:` block, every key optional.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HistoryFile {
-    #[serde(default)]
-    pub topics: Option<Vec<String>>,
-    #[serde(default)]
-    pub stream: Option<String>,
-    #[serde(default)]
-    pub max_messages_per_topic: Option<i64>,
-    #[serde(default, with = "humantime_serde")]
-    pub max_age: Option<Duration>,
-    #[serde(default)]
-    pub storage: Option<Storage>,
-    #[serde(default)]
-    pub replicas: Option<usize>,
-    #[serde(default)]
-    pub replay_max_messages: Option<usize>,
-    #[serde(default)]
-    pub replay_max_bytes: Option<usize>,
-    #[serde(default, with = "humantime_serde")]
-    pub replay_timeout: Option<Duration>,
-}
+pub use volley_wire::config::history::{History as HistoryFile, Storage};
 
 /// History, resolved: present only when at least one topic pattern is configured.
 #[derive(Debug, Clone, PartialEq, Eq)]

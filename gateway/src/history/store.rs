@@ -74,7 +74,7 @@ impl HistoryState {
         }
     }
 
-    fn set_available(&self, epoch: &Arc<str>) {
+    pub(crate) fn set_available(&self, epoch: &Arc<str>) {
         self.set_epoch(epoch);
         if let Ok(mut p) = self.problem.lock() {
             *p = None;

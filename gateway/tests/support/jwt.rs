@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 use tokio_tungstenite::tungstenite::http::Response;
-use volley_gateway::config::Options;
+use volley_gateway::config::{Auth, Jwt, Options};
 
 pub const SECRET: &[u8] = b"test-secret-for-volley";
 
@@ -37,10 +37,16 @@ pub fn auth_options() -> Options {
     std::fs::create_dir_all(&dir).unwrap();
     let secret = dir.join("secret");
     std::fs::write(&secret, SECRET).unwrap();
-    let mut opts = super::options();
-    opts.jwt_secret_file = Some(secret);
-    opts.jwt_audience = Some("volley".into());
-    opts
+    Options {
+        auth: Some(Auth {
+            jwt: Some(Jwt {
+                secret_file: Some(secret),
+                audience: Some("volley".into()),
+                ..Jwt::default()
+            }),
+        }),
+        ..super::options()
+    }
 }
 
 /// The HTTP response of an upgrade that must be refused.

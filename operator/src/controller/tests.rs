@@ -12,6 +12,8 @@ use kube::client::Body;
 use volley_crds::{PushCluster, PushClusterSpec};
 
 use super::*;
+use k8s_openapi::api::core::v1::Pod;
+use volley_crds::wire::{self, ControlRequest};
 
 /// One request the operator made.
 #[derive(Debug, Clone)]
@@ -465,73 +467,6 @@ async fn operator_mode_without_stats_keeps_the_count_within_bounds() {
         .unwrap();
     // No Deployment yet: starts at spec_replicas() = minReplicas.
     assert_eq!(deploy.body["spec"]["replicas"], 2);
-}
-
-fn facts<'a>(nats: &'a NatsState, desired: i32, replicas: i32, ready: i32) -> Facts<'a> {
-    Facts {
-        nats,
-        desired,
-        replicas,
-        ready,
-        current: replicas,
-        balanced: true,
-        shedding: 0,
-        paused: Vec::new(),
-        balance_enabled: true,
-        not_ready: Vec::new(),
-        hold: None,
-        overridden: None,
-    }
-}
-
-#[test]
-fn condition_table() {
-    let conds = status_conditions(&facts(&NatsState::Standalone, 3, 3, 3));
-    let by_type = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();
-    assert!(by_type("Ready").status);
-    assert!(!by_type("Scaling").status);
-    assert!(by_type("Balanced").status);
-    let failed = NatsState::Failed("boom".into());
-    let mut f = facts(&failed, 2, 3, 1);
-    f.balanced = false;
-    f.shedding = 40;
-    f.not_ready = vec!["web-b (not ready)".into(), "web-c (draining)".into()];
-    let conds = status_conditions(&f);
-    let by_type = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();
-    assert_eq!(by_type("Scaling").reason, "ScalingDown");
-    assert_eq!(by_type("Balanced").reason, "Shedding");
-    assert_eq!(by_type("NatsConnected").message, "boom");
-    let ready = by_type("Ready");
-    assert!(!ready.status);
-    assert_eq!(
-        ready.message,
-        "1/2 gateway pods ready; not serving: web-b (not ready), web-c (draining)"
-    );
-    // Between the pause and the shed of a round, Balanced says so.
-    let mut f = facts(&NatsState::Standalone, 4, 4, 4);
-    f.balanced = false;
-    f.paused = vec!["web-a".into(), "web-b".into()];
-    let conds = status_conditions(&f);
-    let balanced = conds.iter().find(|c| c.type_ == "Balanced").unwrap();
-    assert_eq!(balanced.reason, "Shedding");
-    assert!(
-        balanced.message.contains("web-a, web-b not accepting"),
-        "{}",
-        balanced.message
-    );
-    // A held scale-down and an overridden spec.replicas are explained in Scaling.
-    let mut f = facts(&NatsState::Standalone, 2, 4, 4);
-    f.current = 4;
-    f.hold = Some("4 -> 2: waiting for web-a to turn NotReady");
-    f.overridden = Some(7);
-    let conds = status_conditions(&f);
-    let scaling = conds.iter().find(|c| c.type_ == "Scaling").unwrap();
-    assert!(scaling.status);
-    assert_eq!(
-        scaling.message,
-        "4 -> 2: waiting for web-a to turn NotReady; spec.replicas=7 is overridden by the \
-         autoscaler (mode Operator)"
-    );
 }
 
 /// A real nats-server on a free loopback port, killed on drop.
@@ -1308,5 +1243,141 @@ async fn a_rollout_in_progress_holds_the_scale_down_without_draining() {
             .unwrap()
             .contains("waiting for the Deployment to settle"),
         "{scaling}"
+    );
+}
+
+/// `(method, path)` of every request a mock saw.
+type Requests = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A mock API server with no children and no pods that answers 500 to the requests `fail`
+/// picks (method, path), and records every request's `(method, path)`.
+fn mock_failing(
+    pc: &PushCluster,
+    fail: impl Fn(&str, &str) -> bool + Send + 'static,
+) -> (Client, Requests) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let pc_json = serde_json::to_value(pc).unwrap();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            log.lock().unwrap().push((method.clone(), path.clone()));
+            let status = |code: u16, reason: &str| {
+                serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                    "reason": reason, "code": code, "message": reason, "metadata": {}})
+            };
+            let (code, reply) = if fail(&method, &path) {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    status(500, "InternalError"),
+                )
+            } else {
+                match method.as_str() {
+                    "GET" if path.ends_with("/pods") => (
+                        StatusCode::OK,
+                        serde_json::json!({"apiVersion": "v1", "kind": "PodList",
+                            "metadata": {}, "items": []}),
+                    ),
+                    "GET" => (StatusCode::NOT_FOUND, status(404, "NotFound")),
+                    "POST" => (StatusCode::CREATED, body),
+                    "PATCH" if path.ends_with("/status") => (StatusCode::OK, pc_json.clone()),
+                    _ => (StatusCode::OK, body),
+                }
+            };
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (Client::new(service, "default"), seen)
+}
+
+#[tokio::test]
+async fn an_error_names_the_step_that_failed() {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    let pc = stored(spec);
+    // (the request that fails, the step named, the label counted)
+    let table: [(&str, &str, &str, &str); 3] = [
+        ("GET", "/deployments/web", "observe: ", "observe"),
+        ("PATCH", "/deployments/web", "apply: ", "apply"),
+        ("PATCH", "/pushclusters/web/status", "status: ", "status"),
+    ];
+    for (method, path, prefix, label) in table {
+        let (client, seen) = mock_failing(&pc, move |m, p| m == method && p.ends_with(path));
+        let c = ctx(client);
+        let err = reconcile(Arc::new(pc.clone()), c.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with(prefix),
+            "{method} {path}: {err}"
+        );
+        assert_eq!(err.reason(), label);
+        let metrics = c.metrics.encode();
+        assert!(
+            metrics.contains(&format!(
+                "volley_operator_reconcile_failures_total{{reason=\"{label}\"}} 1"
+            )),
+            "{metrics}"
+        );
+        // Nothing after the failed step was written.
+        let seen = seen.lock().unwrap().clone();
+        let failed_at = seen
+            .iter()
+            .position(|(m, p)| m == method && p.ends_with(path))
+            .unwrap();
+        assert_eq!(failed_at, seen.len() - 1, "{seen:?}");
+    }
+}
+
+/// Records the name of every span opened.
+#[derive(Clone, Default)]
+struct SpanNames(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanNames {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _id: &tracing::span::Id,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(attrs.metadata().name().to_owned());
+    }
+}
+
+#[tokio::test]
+async fn every_reconcile_step_runs_in_a_span_of_its_name() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let names = SpanNames::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(names.clone()));
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    let pc = stored(spec);
+    let (client, _) = mock_client(&pc);
+    reconcile(Arc::new(pc), ctx(client)).await.unwrap();
+    let names = names.0.lock().unwrap().clone();
+    let steps: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| ["reconcile", "observe", "plan", "build", "apply", "status"].contains(n))
+        .collect();
+    assert_eq!(
+        steps,
+        ["reconcile", "observe", "plan", "build", "apply", "status"],
+        "{names:?}"
     );
 }

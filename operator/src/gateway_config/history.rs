@@ -1,7 +1,8 @@
 //! Validates `spec.history` before it goes into the gateway config, so a spec the gateway would
 //! refuse at start-up (crash-looping every pod) is an `InvalidSpec` condition instead.
 
-use volley_crds::HistorySpec;
+use volley_crds::wire::config::history::{History, Storage};
+use volley_crds::{HistorySpec, HistoryStorage};
 
 use super::{SpecError, parse_duration};
 
@@ -26,11 +27,11 @@ fn is_pattern(p: &str) -> bool {
     })
 }
 
-/// Checks `history` (which needs NATS) and returns what to render.
+/// Checks `history` (which needs NATS) and returns the gateway config's `history` section.
 pub(super) fn validate(
     history: Option<&HistorySpec>,
     has_nats: bool,
-) -> Result<Option<HistorySpec>, SpecError> {
+) -> Result<Option<History>, SpecError> {
     let Some(h) = history else {
         return Ok(None);
     };
@@ -57,17 +58,40 @@ pub(super) fn validate(
             format!("{s:?} is not a JetStream stream name"),
         ));
     }
-    if let Some(age) = &h.max_age
-        && parse_duration("history.maxAge", age)?.is_zero()
-    {
+    let max_age = h
+        .max_age
+        .as_deref()
+        .map(|a| parse_duration("history.maxAge", a))
+        .transpose()?;
+    if max_age.is_some_and(|d| d.is_zero()) {
         return Err(bad("maxAge", "must be greater than zero"));
     }
-    if let Some(t) = &h.replay_timeout
-        && parse_duration("history.replayTimeout", t)?.is_zero()
-    {
+    let replay_timeout = h
+        .replay_timeout
+        .as_deref()
+        .map(|t| parse_duration("history.replayTimeout", t))
+        .transpose()?;
+    if replay_timeout.is_some_and(|d| d.is_zero()) {
         return Err(bad("replayTimeout", "must be greater than zero"));
     }
-    Ok(Some(h.clone()))
+    let count = |field: &'static str, v: Option<i64>| -> Result<Option<usize>, SpecError> {
+        v.map(|n| usize::try_from(n).map_err(|_| bad(field, "must be at least 1")))
+            .transpose()
+    };
+    Ok(Some(History {
+        topics: Some(h.topics.clone()),
+        stream: h.stream.clone(),
+        max_messages_per_topic: h.max_messages_per_topic,
+        max_age,
+        storage: h.storage.map(|s| match s {
+            HistoryStorage::File => Storage::File,
+            HistoryStorage::Memory => Storage::Memory,
+        }),
+        replicas: count("replicas", h.replicas.map(i64::from))?,
+        replay_max_messages: count("replayMaxMessages", h.replay_max_messages)?,
+        replay_max_bytes: count("replayMaxBytes", h.replay_max_bytes)?,
+        replay_timeout,
+    }))
 }
 
 #[cfg(test)]

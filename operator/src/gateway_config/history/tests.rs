@@ -19,11 +19,25 @@ fn history_needs_nats() {
 }
 
 #[test]
-fn valid_history_is_rendered_as_given() {
+fn valid_history_becomes_the_gateway_section() {
     let mut h = spec(&["news.>", "scores.*", "a.b"]);
     h.max_age = Some("2h".into());
     h.replay_timeout = Some("3s".into());
-    assert_eq!(validate(Some(&h), true), Ok(Some(h.clone())));
+    h.storage = Some(HistoryStorage::Memory);
+    h.replicas = Some(3);
+    let section = validate(Some(&h), true).unwrap().unwrap();
+    assert_eq!(section.topics, Some(h.topics.clone()));
+    assert_eq!(section.max_age, Some(std::time::Duration::from_secs(7200)));
+    assert_eq!(
+        section.replay_timeout,
+        Some(std::time::Duration::from_secs(3))
+    );
+    assert_eq!(section.storage, Some(Storage::Memory));
+    assert_eq!(section.replicas, Some(3));
+    assert_eq!(
+        section.stream, None,
+        "unset keys stay unset: the gateway's defaults apply"
+    );
 }
 
 #[test]

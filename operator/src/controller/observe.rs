@@ -1,0 +1,137 @@
+//! The observe step: the only reads before deciding. The NATS connection (and the credentials
+//! Secret it needs), the Deployment, the gateway pods and the stats snapshot, gathered into
+//! plain data ([`Observed`]) that the pure plan step takes.
+
+use std::time::SystemTime;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use kube::api::ListParams;
+
+use super::Context;
+use crate::build::{self, Valid};
+use crate::stats::{self, Seen};
+
+/// The NATS connection as far as deciding and the status care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NatsView {
+    /// No `spec.nats`: gateways run standalone, no stats.
+    Standalone,
+    /// Connected.
+    Connected,
+    /// Could not connect (why).
+    Failed(String),
+}
+
+impl NatsView {
+    /// Whether the gateways' stats and control requests are reachable.
+    pub(crate) fn connected(&self) -> bool {
+        matches!(self, Self::Connected)
+    }
+}
+
+/// The Deployment as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeploymentView {
+    /// `spec.replicas`.
+    pub(crate) wanted: Option<i32>,
+    /// `status.replicas`.
+    pub(crate) replicas: i32,
+    /// `status.readyReplicas`.
+    pub(crate) ready: i32,
+    /// `status.updatedReplicas`.
+    pub(crate) updated: i32,
+}
+
+impl DeploymentView {
+    fn of(d: &Deployment) -> Self {
+        let status = d.status.as_ref();
+        Self {
+            wanted: d.spec.as_ref().and_then(|s| s.replicas),
+            replicas: status.and_then(|s| s.replicas).unwrap_or(0),
+            ready: status.and_then(|s| s.ready_replicas).unwrap_or(0),
+            updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),
+        }
+    }
+}
+
+/// Everything one reconcile knows of the world.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    /// The NATS connection's state.
+    pub(crate) nats: NatsView,
+    /// The Deployment, if it exists.
+    pub(crate) deployment: Option<DeploymentView>,
+    /// The gateway pods (by the cluster's selector).
+    pub(crate) pods: Vec<Pod>,
+    /// Fresh stats of this cluster's gateways.
+    pub(crate) stats: Vec<Seen>,
+}
+
+/// Reads the world; also returns the NATS client, when connected, for the apply step.
+#[tracing::instrument(name = "observe", skip_all, fields(namespace = %v.namespace, cluster = %v.name))]
+pub(crate) async fn observe(
+    v: &Valid<'_>,
+    ctx: &Context,
+) -> Result<(Observed, Option<async_nats::Client>), kube::Error> {
+    let (ns, name) = (&v.namespace, &v.name);
+    let (nats, client) = nats(v, ctx).await?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let deployment = deployments
+        .get_opt(name)
+        .await?
+        .as_ref()
+        .map(DeploymentView::of);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let pods = pods
+        .list(&ListParams::default().labels(&build::selector_string(name)))
+        .await?
+        .items;
+    let stats = ctx
+        .stats
+        .snapshot(ns, name, ctx.stats_max_age, SystemTime::now());
+    let observed = Observed {
+        nats,
+        deployment,
+        pods,
+        stats,
+    };
+    Ok((observed, client))
+}
+
+/// Connects (through the pool) to the cluster's NATS, with the credentials from its Secret.
+async fn nats(
+    v: &Valid<'_>,
+    ctx: &Context,
+) -> Result<(NatsView, Option<async_nats::Client>), kube::Error> {
+    let Some(nats) = &v.pc.spec.nats else {
+        return Ok((NatsView::Standalone, None));
+    };
+    let creds = match &nats.credentials_secret {
+        Some(name) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &v.namespace);
+            let secret = secrets.get_opt(name).await?;
+            let creds = secret
+                .and_then(|s| s.data)
+                .and_then(|d| d.get("creds").cloned())
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+            match creds {
+                Some(c) => Some(c),
+                None => {
+                    let why = format!("Secret {name:?} has no key \"creds\"");
+                    return Ok((NatsView::Failed(why), None));
+                }
+            }
+        }
+        None => None,
+    };
+    Ok(match ctx.nats.client(&nats.url, creds.as_deref()).await {
+        Ok(c) if stats::is_connected(&c) => (NatsView::Connected, Some(c)),
+        Ok(_) => (
+            NatsView::Failed(format!("not connected to {}", nats.url)),
+            None,
+        ),
+        Err(e) => (NatsView::Failed(e.to_string()), None),
+    })
+}

@@ -1,0 +1,489 @@
+//! The plan step as plain tables: observations and memory in, decisions out. No nats-server and
+//! no API server: the scaling, scale-down and balancing decisions of issue 8, checked on data.
+
+// Tests start from a default spec and change one field at a time: easier to read.
+#![allow(clippy::field_reassign_with_default)]
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::EventType;
+use volley_crds::wire::GatewayStats;
+use volley_crds::{AutoscalingMode, PushCluster, PushClusterSpec};
+
+use super::*;
+use crate::build;
+use crate::controller::observe::{DeploymentView, NatsView};
+
+const T0: u64 = 1_800_000_000;
+
+fn at(secs: u64) -> Now {
+    Now {
+        secs: T0 + secs,
+        ms: (T0 + secs) * 1000,
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        stats_max_age: Duration::from_secs(30),
+        drain_stuck_margin: Duration::from_secs(30),
+        // No endpoints to wait for in a table: a round pauses and sheds in one step.
+        balance_timing: Timing {
+            lead: Duration::ZERO,
+            ..Timing::default()
+        },
+    }
+}
+
+/// A spec with NATS and no stabilization, so one plan shows a decision.
+fn spec() -> PushClusterSpec {
+    let mut spec = PushClusterSpec::default();
+    spec.nats = Some(volley_crds::NatsSpec {
+        url: "nats://127.0.0.1:4222".into(),
+        ..Default::default()
+    });
+    spec.autoscaling.scale_down_stabilization_seconds = 0;
+    spec.autoscaling.scale_up_stabilization_seconds = 0;
+    spec
+}
+
+fn stored(spec: PushClusterSpec) -> PushCluster {
+    let mut pc = PushCluster::new("web", spec);
+    pc.metadata.namespace = Some("apps".into());
+    pc.metadata.uid = Some("uid-1".into());
+    pc
+}
+
+/// A running, ready, scheduled gateway pod created at minute `created`.
+fn pod(name: &str, created: u32) -> Pod {
+    serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "apps", "uid": format!("uid-{name}"),
+            "creationTimestamp": format!("2026-01-01T00:{created:02}:00Z")},
+        "spec": {"nodeName": "node-1", "containers": []},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True",
+            "lastTransitionTime": format!("2026-01-01T00:{created:02}:30Z")}]}}))
+    .unwrap()
+}
+
+fn not_ready(mut p: Pod) -> Pod {
+    let conds = p.status.as_mut().unwrap().conditions.as_mut().unwrap();
+    conds[0].status = "False".into();
+    p
+}
+
+fn with_cost(mut p: Pod, cost: i32) -> Pod {
+    p.metadata.annotations = Some(
+        [(scaledown::DELETION_COST.to_string(), cost.to_string())]
+            .into_iter()
+            .collect(),
+    );
+    p
+}
+
+/// Fresh stats of `pod`, taken at `now`.
+fn stats(pod: &str, connections: u64, draining: bool, now: Now) -> Seen {
+    Seen {
+        stats: GatewayStats {
+            namespace: "apps".into(),
+            cluster: "web".into(),
+            pod: pod.into(),
+            connections,
+            accepting: !draining,
+            draining,
+            ..GatewayStats::default()
+        },
+        at: UNIX_EPOCH + Duration::from_secs(now.secs),
+    }
+}
+
+/// A settled Deployment of `n` replicas.
+fn settled(n: i32) -> Option<DeploymentView> {
+    Some(DeploymentView {
+        wanted: Some(n),
+        replicas: n,
+        ready: n,
+        updated: n,
+    })
+}
+
+/// Pods `web-0`.. (created in that order), each with its connection count, on NATS.
+fn cluster(connections: &[u64], now: Now) -> Observed {
+    let names: Vec<String> = (0..connections.len()).map(|i| format!("web-{i}")).collect();
+    Observed {
+        nats: NatsView::Connected,
+        deployment: settled(i32::try_from(connections.len()).unwrap()),
+        pods: names.iter().zip(1..).map(|(n, m)| pod(n, m)).collect(),
+        stats: names
+            .iter()
+            .zip(connections)
+            .map(|(n, c)| stats(n, *c, false, now))
+            .collect(),
+    }
+}
+
+fn run(pc: &PushCluster, o: &Observed, m: &mut ClusterMemory, now: Now) -> Plan {
+    let v = build::validate(pc).expect("a valid spec");
+    plan(&v, o, &settings(), now, m)
+}
+
+#[test]
+fn replicas_follow_the_load_within_bounds_and_tolerance() {
+    // (connections per pod, target per pod, min, max) -> desired replicas
+    let table: [(&[u64], i64, i32, i32, i32); 6] = [
+        (&[900, 900], 300, 1, 10, 6),
+        (&[100, 100], 100, 1, 10, 2),
+        // 210 for a capacity of 200 is within the 10 % tolerance: no change.
+        (&[105, 105], 100, 1, 10, 2),
+        (&[130, 130], 100, 1, 10, 3),
+        (&[900, 900], 300, 1, 4, 4),
+        (&[0, 0], 150, 2, 10, 2),
+    ];
+    for (load, target, min, max, want) in table {
+        let mut s = spec();
+        s.autoscaling.target_connections_per_pod = target;
+        s.autoscaling.min_replicas = min;
+        s.autoscaling.max_replicas = max;
+        let p = run(
+            &stored(s),
+            &cluster(load, at(0)),
+            &mut ClusterMemory::default(),
+            at(0),
+        );
+        assert_eq!(p.status.desired, want, "{load:?} at {target} per pod");
+    }
+}
+
+#[test]
+fn scaling_up_is_one_decision_with_its_inputs_and_no_protocol() {
+    let mut s = spec();
+    s.autoscaling.target_connections_per_pod = 300;
+    let p = run(
+        &stored(s),
+        &cluster(&[900, 900], at(0)),
+        &mut ClusterMemory::default(),
+        at(0),
+    );
+    assert_eq!(p.replicas, 6);
+    let d = p.scaling.expect("a scaling decision");
+    assert_eq!(
+        (d.type_, d.reason, d.action.as_str()),
+        (EventType::Normal, "ScalingUp", "Scale2To6")
+    );
+    assert_eq!(
+        d.note,
+        "scaling up 2 -> 6 (1800 connections, target 300 per pod, 2 of 2 pods reporting)"
+    );
+    assert!(p.costs.is_empty() && p.drains.is_empty() && p.stuck.is_empty());
+}
+
+#[test]
+fn scale_down_waits_out_its_stabilization_window() {
+    let mut s = spec();
+    s.autoscaling.target_connections_per_pod = 100;
+    s.autoscaling.scale_down_stabilization_seconds = 60;
+    let pc = stored(s);
+    let mut m = ClusterMemory::default();
+    // (seconds, connections per pod of 4 pods) -> desired
+    let table: [(u64, u64, i32); 4] = [(0, 100, 4), (10, 25, 4), (59, 25, 4), (70, 25, 1)];
+    for (t, per_pod, want) in table {
+        let p = run(&pc, &cluster(&[per_pod; 4], at(t)), &mut m, at(t));
+        assert_eq!(p.status.desired, want, "at {t}s with {per_pod} per pod");
+    }
+}
+
+#[test]
+fn scale_down_costs_and_drains_the_victims_before_lowering_the_count() {
+    // Issue 8: 4 idle pods, 2 to go. The victims are the pods the ReplicaSet will remove once
+    // they are costed and drained; the count stays until they rank first.
+    let mut s = spec();
+    s.autoscaling.min_replicas = 2;
+    s.autoscaling.target_connections_per_pod = 150;
+    let pc = stored(s);
+    let mut m = ClusterMemory::default();
+    let p = run(&pc, &cluster(&[0; 4], at(0)), &mut m, at(0));
+    assert_eq!((p.status.desired, p.replicas), (2, 4));
+    assert_eq!(p.drains.len(), 2, "{:?}", p.drains);
+    let victim_costs: Vec<_> = p
+        .costs
+        .iter()
+        .filter(|(_, c)| *c == -1)
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(
+        victim_costs, p.drains,
+        "the drained pods are the costed victims"
+    );
+    assert!(
+        p.costs
+            .iter()
+            .all(|(n, c)| *c == -1 || !p.drains.contains(n))
+    );
+    let hold = p.status.hold.clone().unwrap();
+    assert!(
+        hold.starts_with("4 -> 2: setting deletion cost on "),
+        "{hold}"
+    );
+    assert!(
+        p.scaling.is_none(),
+        "not yet: the victims do not rank first"
+    );
+    let note = p.drain_note.as_ref().unwrap().decision(&p.drains).unwrap();
+    assert_eq!(note.reason, "Draining");
+    assert_eq!(note.action, "Drain4To2");
+    assert_eq!(note.pod.as_deref(), Some(p.drains[0].as_str()));
+    assert!(note.note.contains("target 150 per pod"), "{}", note.note);
+    assert!(
+        p.drain_note.unwrap().decision(&[]).is_none(),
+        "no drain went out: no Event"
+    );
+
+    // Sent (the apply step records it): not sent again while the stats have not caught up.
+    for victim in &p.drains {
+        m.drain_sent.insert(victim.clone(), at(0).secs);
+    }
+    let again = run(&pc, &cluster(&[0; 4], at(1)), &mut m, at(1));
+    assert!(again.drains.is_empty(), "{:?}", again.drains);
+    assert_eq!(again.replicas, 4);
+
+    // The kubelet marks the victims NotReady, their costs are written, their stats say draining:
+    // they rank first, the count goes down with one ScalingDown decision.
+    let victims = p.drains.clone();
+    let mut o = cluster(&[0; 4], at(2));
+    for pod in &mut o.pods {
+        let name = pod.metadata.name.clone().unwrap();
+        let cost = p
+            .costs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, c)| *c);
+        *pod = with_cost(pod.clone(), cost);
+        if victims.contains(&name) {
+            *pod = not_ready(pod.clone());
+        }
+    }
+    for s in &mut o.stats {
+        s.stats.draining = victims.contains(&s.stats.pod);
+    }
+    let done = run(&pc, &o, &mut m, at(2));
+    assert_eq!(done.replicas, 2);
+    assert!(
+        done.costs.is_empty(),
+        "nothing left to mark: {:?}",
+        done.costs
+    );
+    assert!(done.drains.is_empty());
+    let d = done.scaling.unwrap();
+    assert_eq!((d.reason, d.action.as_str()), ("ScalingDown", "Scale4To2"));
+    assert!(d.note.contains(&victims.join(", ")), "{}", d.note);
+}
+
+#[test]
+fn scale_down_picks_the_emptiest_and_costs_survivors_by_connections() {
+    let mut s = spec();
+    s.autoscaling.min_replicas = 1;
+    s.autoscaling.target_connections_per_pod = 1000;
+    let p = run(
+        &stored(s),
+        &cluster(&[150, 3], at(0)),
+        &mut ClusterMemory::default(),
+        at(0),
+    );
+    assert_eq!(p.drains, ["web-1"]);
+    assert_eq!(
+        p.costs,
+        [("web-0".to_string(), 150), ("web-1".to_string(), -1)]
+    );
+    assert_eq!((p.status.desired, p.replicas), (1, 2));
+}
+
+#[test]
+fn a_rollout_in_progress_holds_the_scale_down_without_costs_or_drains() {
+    let mut s = spec();
+    s.autoscaling.min_replicas = 1;
+    s.autoscaling.target_connections_per_pod = 1000;
+    let mut o = cluster(&[5, 3], at(0));
+    o.deployment = Some(DeploymentView {
+        updated: 1,
+        ..settled(2).unwrap()
+    });
+    let p = run(&stored(s), &o, &mut ClusterMemory::default(), at(0));
+    assert!(p.costs.is_empty() && p.drains.is_empty());
+    assert_eq!(p.replicas, 2);
+    assert!(
+        p.status
+            .hold
+            .unwrap()
+            .contains("waiting for the Deployment to settle")
+    );
+}
+
+#[test]
+fn standalone_gateways_are_scaled_down_at_once_without_drains() {
+    // No NATS: no stats, no drains; a Manual count is applied directly.
+    let mut s = PushClusterSpec::default();
+    s.autoscaling.mode = AutoscalingMode::Manual;
+    s.replicas = Some(1);
+    let mut o = cluster(&[0, 0], at(0));
+    o.nats = NatsView::Standalone;
+    o.stats.clear();
+    let p = run(&stored(s), &o, &mut ClusterMemory::default(), at(0));
+    assert_eq!(p.replicas, 1);
+    assert!(p.costs.is_empty() && p.drains.is_empty() && p.balance.is_empty());
+    assert_eq!(
+        p.scaling.unwrap().note,
+        "scaling down 2 -> 1 (0 connections, target 10000 per pod, 0 of 2 pods reporting)"
+    );
+}
+
+#[test]
+fn operator_mode_without_stats_keeps_the_count_within_bounds() {
+    // (current, min, max) -> desired, NATS unreachable
+    for (current, min, max, want) in [(3, 1, 10, 3), (3, 4, 10, 4), (12, 1, 10, 10)] {
+        let mut s = spec();
+        s.autoscaling.min_replicas = min;
+        s.autoscaling.max_replicas = max;
+        let mut o = cluster(&[], at(0));
+        o.nats = NatsView::Failed("down".into());
+        o.deployment = settled(current);
+        let p = run(&stored(s), &o, &mut ClusterMemory::default(), at(0));
+        assert_eq!(p.status.desired, want, "{current} in [{min}, {max}]");
+    }
+}
+
+#[test]
+fn a_pod_draining_past_its_timeout_is_deleted_once_with_a_warning() {
+    let mut s = spec();
+    s.autoscaling.mode = AutoscalingMode::Manual;
+    s.replicas = Some(2);
+    s.gateway.drain_timeout = Some("1s".into());
+    let pc = stored(s);
+    let mut o = cluster(&[10, 10], at(0));
+    o.stats[1].stats.draining = true;
+    let mut m = ClusterMemory::default();
+    // drainTimeout 1s + margin 30s: stuck after more than 31s of draining.
+    for (t, stuck) in [(0, false), (31, false), (32, true)] {
+        let p = run(&pc, &o, &mut m, at(t));
+        assert_eq!(!p.stuck.is_empty(), stuck, "at {t}s");
+        if stuck {
+            let (pod, d) = &p.stuck[0];
+            assert_eq!(pod, "web-1");
+            assert_eq!((d.type_, d.reason), (EventType::Warning, "DrainStuck"));
+            assert_eq!(d.pod.as_deref(), Some("web-1"));
+            // The deleted pod no longer counts as live.
+            assert!(p.status.seen.iter().all(|s| s.stats.pod != "web-1"));
+        }
+    }
+}
+
+#[test]
+fn kubectl_scale_in_operator_mode_is_overridden_and_said_once() {
+    let mut s = spec();
+    s.autoscaling.min_replicas = 2;
+    s.autoscaling.target_connections_per_pod = 100;
+    s.replicas = Some(3);
+    let mut pc = stored(s);
+    let mut m = ClusterMemory::default();
+    let o = cluster(&[100, 100], at(0));
+    let first = run(&pc, &o, &mut m, at(0));
+    assert!(
+        first.notices.is_empty(),
+        "the starting count is not a request"
+    );
+    pc.spec.replicas = Some(5);
+    let said = run(&pc, &o, &mut m, at(1));
+    let again = run(&pc, &o, &mut m, at(2));
+    assert_eq!(said.notices.len(), 1);
+    assert_eq!(said.notices[0].reason, "ScaleOverridden");
+    assert_eq!(said.notices[0].action, "Override5");
+    assert!(said.notices[0].note.contains("Manual or External"));
+    assert!(again.notices.is_empty(), "said once");
+    assert_eq!((again.replicas, again.status.overridden), (2, Some(5)));
+}
+
+#[test]
+fn a_pod_without_fresh_stats_is_stale_once_after_the_max_age() {
+    let mut s = spec();
+    s.autoscaling.min_replicas = 2;
+    let pc = stored(s);
+    let mut o = cluster(&[10, 10], at(0));
+    o.stats.truncate(1);
+    let mut m = ClusterMemory::default();
+    // (seconds) -> a StatsStale notice
+    for (t, notice) in [(0, false), (29, false), (30, true), (31, false)] {
+        let p = run(&pc, &o, &mut m, at(t));
+        let stale: Vec<_> = p
+            .notices
+            .iter()
+            .filter(|d| d.reason == "StatsStale")
+            .collect();
+        assert_eq!(stale.len(), usize::from(notice), "at {t}s");
+        if notice {
+            assert!(stale[0].note.contains("from web-1"), "{}", stale[0].note);
+            assert!(!stale[0].note.contains("web-0"));
+        }
+        // Without web-1's count there is no scale-down.
+        assert_eq!(p.replicas, 2);
+    }
+}
+
+#[test]
+fn a_settled_cluster_is_balanced_towards_the_mean() {
+    // (balance enabled, Deployment settled, connections) -> commands
+    let shed = |count| Command::Shed {
+        pod: "web-0".into(),
+        count,
+        over_ms: SPREAD_MS,
+    };
+    let table: [(bool, bool, [u64; 2], Vec<Command>); 4] = [
+        (
+            true,
+            true,
+            [900, 100],
+            vec![Command::Pause("web-0".into()), shed(400)],
+        ),
+        // Within tolerance: nothing to do.
+        (true, true, [510, 490], vec![]),
+        (false, true, [900, 100], vec![]),
+        // Scaling (one pod not ready yet): no balancing.
+        (true, false, [900, 100], vec![]),
+    ];
+    for (enabled, is_settled, load, want) in table {
+        let mut s = spec();
+        s.autoscaling.min_replicas = 2;
+        s.autoscaling.target_connections_per_pod = 10_000;
+        s.balance.enabled = enabled;
+        let mut o = cluster(&load, at(0));
+        if !is_settled {
+            o.deployment = Some(DeploymentView {
+                ready: 1,
+                ..settled(2).unwrap()
+            });
+        }
+        let p = run(&stored(s), &o, &mut ClusterMemory::default(), at(0));
+        assert_eq!(
+            p.balance, want,
+            "enabled {enabled}, settled {is_settled}, {load:?}"
+        );
+        assert_eq!(p.status.balanced, load == [510, 490]);
+    }
+}
+
+#[test]
+fn ready_is_short_for_as_long_as_fewer_pods_than_desired_are_ready() {
+    let mut s = spec();
+    s.autoscaling.mode = AutoscalingMode::Manual;
+    s.replicas = Some(2);
+    let pc = stored(s);
+    let mut o = cluster(&[1, 1], at(0));
+    o.deployment = Some(DeploymentView {
+        ready: 1,
+        ..settled(2).unwrap()
+    });
+    o.pods[1] = not_ready(o.pods[1].clone());
+    let mut m = ClusterMemory::default();
+    assert_eq!(run(&pc, &o, &mut m, at(0)).status.short_for, 0);
+    let p = run(&pc, &o, &mut m, at(25));
+    assert_eq!(p.status.short_for, 25);
+    assert_eq!(p.status.not_ready, ["web-1 (not ready)"]);
+    o.deployment = settled(2);
+    assert_eq!(run(&pc, &o, &mut m, at(26)).status.short_for, 0);
+}
