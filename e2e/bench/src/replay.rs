@@ -39,6 +39,9 @@ pub struct Args {
     /// Runs (each with fresh processes).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
+    /// The gateway's `history.replayTimeout` for the run.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub replay_timeout: Duration,
     /// Deadline for every client to finish its replay.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub deadline: Duration,
@@ -137,15 +140,25 @@ async fn run_once(a: &Args) -> anyhow::Result<Outcome> {
     )
     .await?;
     let url = nats.url();
+    // History sized for the run: every missed message kept and replayable, and a client queue
+    // that holds a whole replay (the defaults keep 1,000 per topic and 512 KiB per replay).
+    let keep = a.messages + 100;
+    let replay_bytes = keep * a.size.max(1);
+    let config = store.with_extension("yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "maxPendingBytes: {}\nhistory:\n  topics: [{TOPIC}]\n  maxMessagesPerTopic: {keep}\n  \
+             replayMaxMessages: {keep}\n  replayMaxBytes: {replay_bytes}\n  replayTimeout: {}\n",
+            (4usize << 20).max(4 * replay_bytes),
+            humantime::format_duration(a.replay_timeout)
+        ),
+    )?;
     let extra = [
         "--nats".to_string(),
         url.clone(),
-        "--history-topics".into(),
-        TOPIC.into(),
-        "--max-pending-bytes".into(),
-        (4usize << 20).to_string(),
-        "--max-connections-per-ip".into(),
-        "0".into(),
+        "--config".into(),
+        config.display().to_string(),
     ];
     let env = [("POD_NAME", "bench-replay".to_string())];
     let gw = Server::spawn(&a.gateway, "epoll", &extra, &env, None).await?;
@@ -225,6 +238,7 @@ async fn run_once(a: &Args) -> anyhow::Result<Outcome> {
     gw.stop().await;
     nats.stop().await;
     let _ = std::fs::remove_dir_all(&store);
+    let _ = std::fs::remove_file(&config);
     Ok(Outcome {
         wall,
         p50: percentile(&times, 0.5),
