@@ -334,11 +334,7 @@ impl Router {
                 return;
             }
         };
-        let hub = self.hub.clone();
-        tokio::spawn(async move {
-            let done = store.replay(request).await;
-            hub.replay_done(shard, done);
-        });
+        store.replay(request, self.hub.clone());
     }
 
     /// Runs until the shards stop reporting interest (the gateway is shutting down).

@@ -167,7 +167,7 @@ impl Metrics {
         );
         r.register(
             "replayed_messages",
-            "Stored messages fetched for resuming clients",
+            "Stored messages replayed to resuming clients",
             metrics.replayed_messages.clone(),
         );
         r.register(

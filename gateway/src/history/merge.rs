@@ -20,7 +20,7 @@ pub trait Positioned {
 }
 
 /// A replay as the control plane delivered it, for one pattern.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Replayed<M> {
     /// Stored messages on the pattern with sequence in `(since, through]`, in order.
     pub messages: Vec<M>,

@@ -2,6 +2,7 @@
 //! acknowledgement, opens the live consumer of a pattern and runs replays. Everything here is IO
 //! on the tokio runtime; shards only ever see its results through their inboxes.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::merge::Replayed;
 use super::{HistoryConfig, NotRecovered, ReplayDone, ReplayRequest, Storage};
-use crate::hub::PublishError;
+use crate::hub::{Hub, PublishError};
 use crate::message::Message;
 use crate::metrics::Metrics;
 
@@ -105,6 +106,17 @@ fn epoch_of(info: &stream::Info) -> Arc<str> {
     Arc::from(info.created.unix_timestamp_nanos().to_string())
 }
 
+/// Replays are shared by requests for the same `(pattern, since, epoch)`.
+type ReplayKey = (Box<str>, u64, Option<String>);
+
+/// A connection waiting for a replay: where to send the answer.
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    shard: usize,
+    key: usize,
+    serial: u64,
+}
+
 /// Handle on the stream; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -114,6 +126,10 @@ pub struct Store {
     state: Arc<HistoryState>,
     metrics: Metrics,
     replays: Arc<Semaphore>,
+    /// Replays not yet fetching (waiting for a slot) and who waits for each: an identical
+    /// request joins instead of fetching again. Once a fetch starts, later requests start
+    /// their own, so every waiter's replay is read after it began holding live messages.
+    waiting: Arc<Mutex<HashMap<ReplayKey, Vec<Waiter>>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -140,6 +156,7 @@ impl Store {
             state,
             metrics,
             replays: Arc::new(Semaphore::new(MAX_CONCURRENT_REPLAYS)),
+            waiting: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -330,32 +347,71 @@ impl Store {
         Ok(feed.boxed())
     }
 
-    /// Runs one replay, bounded by `replayTimeout`, and always answers.
-    pub async fn replay(&self, request: ReplayRequest) -> ReplayDone {
-        let started = Instant::now();
-        let budget = self.config.replay_timeout;
-        let outcome = tokio::time::timeout(budget, async {
-            // Waiting for a slot counts against the same deadline.
-            let _permit = self.replays.acquire().await;
-            self.fetch(&request).await
-        })
-        .await
-        .unwrap_or(Err(NotRecovered::Timeout));
-        self.metrics
-            .replay_duration
-            .observe(started.elapsed().as_secs_f64());
-        if let Ok(replayed) = &outcome {
-            self.metrics
-                .replayed_messages
-                .inc_by(replayed.messages.len() as u64);
-        }
-        ReplayDone {
+    /// Runs a replay in a task of its own, bounded by `replayTimeout`, and always answers
+    /// through the shard's inbox. Many connections moved at once (a shed) resume from the same
+    /// position: a request identical to one still waiting for a slot joins it, and one fetch
+    /// answers them all.
+    pub fn replay(&self, request: ReplayRequest, hub: Arc<Hub>) {
+        let key: ReplayKey = (
+            request.pattern.clone(),
+            request.since,
+            request.epoch.clone(),
+        );
+        let waiter = Waiter {
+            shard: request.shard,
             key: request.key,
             serial: request.serial,
-            pattern: request.pattern,
-            epoch: self.state.epoch(),
-            outcome,
+        };
+        {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(waiters) = waiting.get_mut(&key) {
+                waiters.push(waiter);
+                return;
+            }
+            waiting.insert(key.clone(), vec![waiter]);
         }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let deadline = tokio::time::Instant::now() + store.config.replay_timeout;
+            // Waiting for a slot counts against the same deadline.
+            let permit = tokio::time::timeout_at(deadline, store.replays.acquire()).await;
+            let waiters = store
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key)
+                .unwrap_or_default();
+            let outcome = match permit {
+                Ok(Ok(_permit)) => tokio::time::timeout_at(deadline, store.fetch(&request))
+                    .await
+                    .unwrap_or(Err(NotRecovered::Timeout)),
+                _ => Err(NotRecovered::Timeout),
+            };
+            store
+                .metrics
+                .replay_duration
+                .observe(started.elapsed().as_secs_f64());
+            if let Ok(replayed) = &outcome {
+                store
+                    .metrics
+                    .replayed_messages
+                    .inc_by((replayed.messages.len() * waiters.len()) as u64);
+            }
+            let epoch = store.state.epoch();
+            for w in waiters {
+                hub.replay_done(
+                    w.shard,
+                    ReplayDone {
+                        key: w.key,
+                        serial: w.serial,
+                        pattern: key.0.clone(),
+                        epoch: epoch.clone(),
+                        outcome: outcome.clone(),
+                    },
+                );
+            }
+        });
     }
 
     async fn fetch(&self, request: &ReplayRequest) -> Result<Replayed<Arc<Message>>, NotRecovered> {
