@@ -25,14 +25,12 @@ use crate::access::{self, Admission};
 use crate::frame::ProtocolError;
 use crate::handshake::{Format, RejectReason, Rejection, SUBPROTOCOL};
 use crate::message::Message;
-use crate::session::{Cause, Clock, Effect, Session};
+use crate::session::{CLOSE_LINGER, Cause, Clock, Effect, Session};
 use crate::state::Shared;
 
 /// How often a connection's session gets a tick: the shards' sweep period, so liveness and token
 /// expiry keep the same (whole-second) timing on both engines.
 const TICK: Duration = Duration::from_secs(1);
-/// How long the close frame may take to go out.
-const CLOSE_WRITE: Duration = Duration::from_secs(1);
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -224,16 +222,19 @@ async fn pump(
     effects: &mut Vec<Effect>,
 ) -> ControlFlow<()> {
     let mut dropped = false;
+    let mut peer_closed = false;
     for effect in effects.drain(..) {
         match effect {
-            // The close frame itself is queued; it goes out below.
-            Effect::Closing(cause) => ctx.shared.metrics.session_closed(cause),
+            Effect::Closing(cause) => {
+                ctx.shared.metrics.session_closed(cause);
+                peer_closed = cause == Cause::Peer;
+            }
             Effect::Drop(_) => dropped = true,
-            // The session's own patterns are this engine's filter, the `Slot` gives the slot
-            // back, and everything queued is written right below.
             Effect::Recovery(result) => ctx.shared.metrics.recovery(result),
-            // Standalone only: no history, so sessions never ask for a replay (a resume is
-            // answered `no_history` by the session itself).
+            // The session's own patterns are this engine's filter, the `Slot` gives the slot
+            // back, and everything queued is written right below. Standalone only: no history,
+            // so sessions never ask for a replay (a resume is answered `no_history` by the
+            // session itself).
             Effect::Subscribe(_)
             | Effect::Unsubscribe(_)
             | Effect::Left
@@ -242,6 +243,15 @@ async fn pump(
         }
     }
     if dropped {
+        return ControlFlow::Break(());
+    }
+    if peer_closed {
+        // tungstenite queued the echo of the peer's close itself; reading on sends it and sees
+        // the end of the stream, so the peer gets our close instead of a reset.
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
         return ControlFlow::Break(());
     }
     while let Some(frame) = session.outbox_mut().pop() {
@@ -300,8 +310,15 @@ async fn flush(ws: &mut Ws, ctx: &Context) -> bool {
     }
 }
 
-/// Sends the session's close frame (tungstenite echoes a peer's close itself, so after one this
-/// only fails quietly).
+/// The close handshake as the session's `Phase::Closing` has it: send the close frame, then read
+/// (and drop) what the peer still sends until its own close or the end of the stream, for at
+/// most [`CLOSE_LINGER`]. Dropping the socket at once would reset a peer still sending, which
+/// then never reads our close.
 async fn close(ws: &mut Ws, frame: Option<CloseFrame>) {
-    let _ = tokio::time::timeout(CLOSE_WRITE, ws.close(frame)).await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        if ws.close(frame).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
 }

@@ -424,3 +424,66 @@ pub async fn start_tokio(mut options: Options) -> volley_gateway::engine_tokio::
         .await
         .expect("tokio engine starts")
 }
+
+/// Which engine a conformance case runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Epoll,
+    Tokio,
+}
+
+/// A running in-process gateway of either engine.
+pub enum AnyGateway {
+    Epoll(Gateway),
+    Tokio(volley_gateway::engine_tokio::TokioGateway),
+}
+
+/// Starts `engine` in-process on the current runtime.
+pub async fn start_engine(engine: Engine, options: Options) -> AnyGateway {
+    match engine {
+        Engine::Epoll => AnyGateway::Epoll(start(options).await),
+        Engine::Tokio => AnyGateway::Tokio(start_tokio(options).await),
+    }
+}
+
+impl AnyGateway {
+    pub fn client_addr(&self) -> SocketAddr {
+        match self {
+            AnyGateway::Epoll(gw) => gw.client_addr(),
+            AnyGateway::Tokio(gw) => gw.client_addr(),
+        }
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        match self {
+            AnyGateway::Epoll(gw) => gw.admin_addr(),
+            AnyGateway::Tokio(gw) => gw.admin_addr(),
+        }
+    }
+
+    /// The client URL with `query` (`""` or `"?…"`).
+    pub fn url(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.client_addr(), query)
+    }
+
+    pub async fn drain(self) {
+        match self {
+            AnyGateway::Epoll(gw) => gw.drain().await,
+            AnyGateway::Tokio(gw) => gw.drain().await,
+        }
+    }
+}
+
+/// Waits (up to 5 s) for metric `name` to read `expected`, then asserts it does: engines add
+/// their counts after their writes, so a client can see a frame a moment before the metric.
+pub async fn metric_reaches(admin: SocketAddr, name: &str, filter: &str, expected: f64) {
+    let mut value = metric(admin, name, filter).await;
+    for _ in 0..250 {
+        if value == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        value = metric(admin, name, filter).await;
+    }
+    assert_eq!(value, expected, "{name}{{{filter}}}");
+}
