@@ -96,6 +96,9 @@ pub struct PushClusterSpec {
     /// Pod template settings passed through to the gateway Deployment.
     #[serde(default)]
     pub template: TemplateSpec,
+    /// JetStream history and client resume for some topics (requires `nats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::history::HistorySpec>,
 }
 
 /// Who decides the replica count.

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 
 use crate::cluster::{self, NatsState};
+use crate::history::store::Store;
 use crate::hub::{Publish, PublishError};
 use crate::state::Shared;
 use crate::topic;
@@ -20,7 +21,7 @@ pub mod server;
 
 /// Where a published message goes.
 #[derive(Clone)]
-pub enum Publisher {
+pub(crate) enum Publisher {
     /// Straight to this gateway's own clients (standalone mode).
     Local(Arc<dyn Publish>),
     /// To NATS, so every gateway of the cluster delivers it.
@@ -28,6 +29,8 @@ pub enum Publisher {
         client: async_nats::Client,
         state: Arc<NatsState>,
         prefix: Arc<str>,
+        /// Topics with history are published through JetStream (202 means stored).
+        history: Option<Box<Store>>,
     },
 }
 
@@ -36,9 +39,14 @@ impl Publisher {
         match self {
             Publisher::Local(local) => local.publish(topic, payload),
             Publisher::Nats {
+                history: Some(store),
+                ..
+            } if store.config().covers_topic(topic) => store.publish(topic, payload).await,
+            Publisher::Nats {
                 client,
                 state,
                 prefix,
+                ..
             } => cluster::publish(client, state, prefix, topic, payload).await,
         }
     }
@@ -46,19 +54,19 @@ impl Publisher {
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct AdminState {
-    pub publisher: Publisher,
-    pub shared: Arc<Shared>,
-    pub registry: Arc<Registry>,
-    pub api_key: Option<Arc<str>>,
+pub(crate) struct AdminState {
+    pub(crate) publisher: Publisher,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) api_key: Option<Arc<str>>,
     /// `maxPendingBytes`: a message whose frame is larger could never be queued for anyone.
-    pub max_frame_bytes: usize,
+    pub(crate) max_frame_bytes: usize,
     /// `maxPublishBytes` (set by [`router`]).
-    pub max_publish_bytes: usize,
+    pub(crate) max_publish_bytes: usize,
 }
 
 /// The admin routes. `max_publish_bytes` bounds a publish body (413 past it).
-pub fn router(state: AdminState, max_publish_bytes: usize) -> Router {
+pub(crate) fn router(state: AdminState, max_publish_bytes: usize) -> Router {
     let state = AdminState {
         max_publish_bytes,
         ..state
@@ -73,7 +81,7 @@ pub fn router(state: AdminState, max_publish_bytes: usize) -> Router {
 }
 
 /// Binds `addr` and serves the admin routes in the background; returns the bound address.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: std::net::SocketAddr,
     state: AdminState,
     max_publish_bytes: usize,
@@ -90,13 +98,24 @@ pub async fn serve(
 async fn healthz(State(state): State<AdminState>) -> String {
     match &state.publisher {
         Publisher::Local(_) => "ok\n".to_owned(),
-        Publisher::Nats { state, .. } => {
+        Publisher::Nats { state, history, .. } => {
             let nats = if state.is_connected() {
                 "connected"
             } else {
                 "disconnected"
             };
-            format!("ok\nnats: {nats}\n")
+            let history = match history {
+                None => String::new(),
+                Some(store) if store.state().is_available() => "history: available\n".to_owned(),
+                Some(store) => format!(
+                    "history: unavailable ({}); history topics are served live only\n",
+                    store
+                        .state()
+                        .problem()
+                        .unwrap_or_else(|| "not checked yet".to_owned())
+                ),
+            };
+            format!("ok\nnats: {nats}\n{history}")
         }
     }
 }

@@ -10,11 +10,15 @@ use std::time::Duration;
 
 use async_nats::Client;
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::{StreamExt, StreamMap};
 
-use crate::hub::{Hub, InterestChange, PublishError};
+use crate::history::store::{Incoming, Store};
+use crate::history::{NotRecovered, ReplayDone, ReplayRequest};
+use crate::hub::{Hub, InterestChange, PublishError, ToRouter};
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::secret::{Secret, redact_urls};
@@ -200,6 +204,9 @@ struct Held {
     shards: u64,
     /// Set once no shard wants it; released when the moment passes.
     release_at: Option<Instant>,
+    /// Consumed through JetStream (its messages carry a stream sequence), not a core
+    /// subscription.
+    durable: bool,
 }
 
 /// Owns the NATS subscriptions and routes their messages to the shards.
@@ -217,8 +224,12 @@ pub struct Router {
     held: HashMap<u64, Held>,
     /// Held patterns by subscription id, for matching a subject against all of them.
     index: TopicIndex<u64>,
-    subs: StreamMap<u64, async_nats::Subscriber>,
+    subs: StreamMap<u64, BoxStream<'static, Incoming>>,
     next_id: u64,
+    /// History, when configured: patterns it covers are consumed through JetStream.
+    history: Option<Store>,
+    /// Bumped by the history maintainer when live consumers must be opened again.
+    generation: watch::Receiver<u64>,
 }
 
 impl Router {
@@ -243,24 +254,136 @@ impl Router {
             index: TopicIndex::new(),
             subs: StreamMap::new(),
             next_id: 1,
+            history: None,
+            generation: watch::channel(0).1,
         }
     }
 
+    /// Consumes the patterns `store` covers through JetStream; `generation` is the
+    /// maintainer's signal to (re)open those consumers.
+    pub fn with_history(mut self, store: Store, generation: watch::Receiver<u64>) -> Router {
+        self.history = Some(store);
+        self.generation = generation;
+        self
+    }
+
+    /// History became available or its stream was recreated: every pattern it covers gets a
+    /// fresh JetStream consumer (same id, so its place among overlapping patterns is kept).
+    async fn reopen_history(&mut self) {
+        let Some(store) = &self.history else {
+            return;
+        };
+        let covered: Vec<(u64, Box<str>)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| store.config().covers_pattern(&h.pattern))
+            .map(|(id, h)| (*id, h.pattern.clone()))
+            .collect();
+        for (id, pattern) in covered {
+            if let Some((feed, durable)) =
+                open_feed(&self.client, &self.prefix, self.history.as_ref(), &pattern).await
+            {
+                self.subs.insert(id, feed);
+                if let Some(held) = self.held.get_mut(&id) {
+                    held.durable = durable;
+                }
+            }
+        }
+        self.count_consumers();
+    }
+
+    fn count_consumers(&self) {
+        let durable = self.held.values().filter(|h| h.durable).count();
+        self.metrics.history_consumers.set(durable as i64);
+        self.metrics.nats_subscriptions.set(self.held.len() as i64);
+    }
+
+    /// A resuming connection asks for what it missed. Answered at once when the pattern is not
+    /// consumed through JetStream; otherwise fetched in a task of its own (never blocking this
+    /// loop or a shard), the result going back through the shard's inbox. The request follows
+    /// the connection's interest change on the same channel, so the live consumer already exists
+    /// when the fetch starts: the replay reaches at least as far as where live delivery begins.
+    fn on_replay(&self, request: ReplayRequest) {
+        let shard = request.shard;
+        let durable = self
+            .ids
+            .get(&request.pattern)
+            .and_then(|id| self.held.get(id))
+            .is_some_and(|h| h.durable);
+        let store = match &self.history {
+            Some(store) if durable => store.clone(),
+            other => {
+                let reason = match other {
+                    Some(store) if store.config().covers_pattern(&request.pattern) => {
+                        NotRecovered::Unavailable
+                    }
+                    _ => NotRecovered::NoHistory,
+                };
+                let epoch = other.as_ref().and_then(|s| s.state().epoch());
+                self.hub.replay_done(
+                    shard,
+                    ReplayDone {
+                        key: request.key,
+                        serial: request.serial,
+                        pattern: request.pattern,
+                        epoch,
+                        outcome: Err(reason),
+                    },
+                );
+                return;
+            }
+        };
+        store.replay(request, self.hub.clone());
+    }
+
     /// Runs until the shards stop reporting interest (the gateway is shutting down).
-    pub async fn run(mut self, mut interest: UnboundedReceiver<InterestChange>) {
+    pub async fn run(mut self, mut interest: UnboundedReceiver<ToRouter>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut generation = self.generation.clone();
+        let mut watching = self.history.is_some();
         loop {
             tokio::select! {
                 change = interest.recv() => match change {
-                    Some(change) => self.on_interest(change).await,
+                    Some(ToRouter::Interest(change)) => self.on_interest(change).await,
+                    Some(ToRouter::Replay(request)) => self.on_replay(request),
                     None => return,
                 },
                 Some((id, message)) = self.subs.next(), if !self.subs.is_empty() => {
                     self.on_message(id, message);
                 }
-                _ = tick.tick() => self.release_expired().await,
+                changed = generation.changed(), if watching => match changed {
+                    Ok(()) => self.reopen_history().await,
+                    Err(_) => watching = false,
+                },
+                _ = tick.tick() => {
+                    self.release_expired().await;
+                    self.reopen_ended().await;
+                }
             }
         }
+    }
+
+    /// A feed that ended (a JetStream consumer that gave up) is opened again, so a held pattern
+    /// never silently stops delivering.
+    async fn reopen_ended(&mut self) {
+        let ended: Vec<(u64, Box<str>)> = self
+            .held
+            .iter()
+            .filter(|(id, _)| !self.subs.contains_key(id))
+            .map(|(id, h)| (*id, h.pattern.clone()))
+            .collect();
+        for (id, pattern) in ended {
+            tracing::warn!(%pattern, "feed ended; opening it again");
+            if let Some((feed, durable)) =
+                open_feed(&self.client, &self.prefix, self.history.as_ref(), &pattern).await
+            {
+                self.subs.insert(id, feed);
+                if let Some(held) = self.held.get_mut(&id) {
+                    held.durable = durable;
+                }
+            }
+        }
+        self.count_consumers();
     }
 
     async fn on_interest(&mut self, change: InterestChange) {
@@ -275,25 +398,29 @@ impl Router {
                 held.release_at = None;
                 return;
             }
-            let subject = format!("{}.{}", self.prefix, change.pattern);
-            match self.client.subscribe(subject.clone()).await {
-                Ok(subscriber) => {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    self.subs.insert(id, subscriber);
-                    self.index.insert(&change.pattern, id);
-                    self.ids.insert(change.pattern.clone(), id);
-                    self.held.insert(
-                        id,
-                        Held {
-                            pattern: change.pattern,
-                            shards: bit,
-                            release_at: None,
-                        },
-                    );
-                    self.metrics.nats_subscriptions.set(self.held.len() as i64);
-                }
-                Err(e) => tracing::error!(%subject, error = %e, "cannot subscribe"),
+            if let Some((feed, durable)) = open_feed(
+                &self.client,
+                &self.prefix,
+                self.history.as_ref(),
+                &change.pattern,
+            )
+            .await
+            {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.subs.insert(id, feed);
+                self.index.insert(&change.pattern, id);
+                self.ids.insert(change.pattern.clone(), id);
+                self.held.insert(
+                    id,
+                    Held {
+                        pattern: change.pattern,
+                        shards: bit,
+                        release_at: None,
+                        durable,
+                    },
+                );
+                self.count_consumers();
             }
         } else if let Some(held) = self
             .ids
@@ -319,15 +446,15 @@ impl Router {
             if let Some(held) = self.held.remove(&id) {
                 self.ids.remove(&held.pattern);
                 self.index.remove(&held.pattern, id);
-                if let Some(mut subscriber) = self.subs.remove(&id) {
-                    let _ = subscriber.unsubscribe().await;
-                }
+                // Dropping a core subscriber unsubscribes; dropping an ordered consumer stops
+                // its pulls and the server removes the ephemeral consumer.
+                drop(self.subs.remove(&id));
             }
         }
-        self.metrics.nats_subscriptions.set(self.held.len() as i64);
+        self.count_consumers();
     }
 
-    fn on_message(&mut self, via: u64, message: async_nats::Message) {
+    fn on_message(&mut self, via: u64, message: Incoming) {
         let Some(topic) = message
             .subject
             .as_str()
@@ -352,7 +479,7 @@ impl Router {
         if oldest != via || shards == 0 {
             return;
         }
-        let framed = Message::new(topic, message.payload);
+        let framed = Message::with_seq(topic, message.payload, message.seq);
         // A frame over the pending bound fits no subscriber's queue: handing it out would close
         // every healthy subscriber of the topic as a slow consumer. Counted and logged instead.
         let frame = framed.largest_frame_len();
@@ -364,6 +491,45 @@ impl Router {
         let dropped = self.hub.deliver(&framed, shards);
         if dropped > 0 {
             self.metrics.dropped.inc_by(dropped as u64);
+        }
+    }
+}
+
+/// Opens the feed of `pattern`: the JetStream consumer when history covers it and is available,
+/// else a core subscription (live only). Returns it and whether it is durable. A free function
+/// over the router's fields so the router's future stays `Send`.
+async fn open_feed(
+    client: &Client,
+    prefix: &str,
+    history: Option<&Store>,
+    pattern: &str,
+) -> Option<(BoxStream<'static, Incoming>, bool)> {
+    if let Some(store) = history
+        && store.config().covers_pattern(pattern)
+        && store.state().is_available()
+    {
+        match store.live(pattern).await {
+            Ok(feed) => return Some((feed, true)),
+            Err(e) => tracing::warn!(
+                pattern,
+                error = %e,
+                "cannot open the history consumer; serving the pattern live only"
+            ),
+        }
+    }
+    let subject = format!("{prefix}.{pattern}");
+    match client.subscribe(subject.clone()).await {
+        Ok(subscriber) => {
+            let feed = subscriber.map(|m| Incoming {
+                subject: m.subject.to_string(),
+                payload: m.payload,
+                seq: None,
+            });
+            Some((Box::pin(feed), false))
+        }
+        Err(e) => {
+            tracing::error!(%subject, error = %e, "cannot subscribe");
+            None
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::secret::Secret;
 
 pub use crate::auth::JwtConfig;
 pub use crate::cluster::NatsConfig;
+pub use crate::history::{HistoryConfig, HistoryFile};
 pub use volley_wire::config::defaults::MAX_CLUSTER_SHARDS;
 pub use volley_wire::config::{Auth, Engine, Jwt, Options};
 
@@ -70,6 +71,8 @@ pub struct Config {
     pub max_client_messages_per_second: u32,
     pub max_connections_per_ip: usize,
     pub engine: Engine,
+    /// JetStream history, when topics are configured for it (cluster mode only).
+    pub history: Option<HistoryConfig>,
 }
 
 /// Who this gateway is in the cluster protocol.
@@ -96,6 +99,8 @@ pub enum ConfigError {
     },
     #[error("invalid `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error(transparent)]
+    History(#[from] crate::history::config::HistoryConfigError),
 }
 
 impl Cli {
@@ -219,6 +224,7 @@ impl Config {
                 pod: o.pod_name.unwrap_or_else(host_name),
             },
             engine: o.engine.unwrap_or_default(),
+            history: HistoryConfig::resolve(o.history, o.history_topics)?,
         };
         config.validate()?;
         Ok(config)
@@ -278,6 +284,20 @@ impl Config {
             return Err(invalid(
                 "engine",
                 "the tokio baseline engine serves standalone clients only (no nats)",
+            ));
+        }
+        if self.history.is_some() && self.nats.is_none() {
+            return Err(invalid(
+                "history",
+                "history is kept in NATS JetStream: it needs cluster mode (nats)",
+            ));
+        }
+        if let Some(history) = &self.history
+            && history.replay_max_bytes > self.max_pending_bytes
+        {
+            return Err(invalid(
+                "history",
+                "history.replayMaxBytes must not exceed maxPendingBytes (a replay is queued for one client)",
             ));
         }
         positive("statsInterval", self.stats_interval.as_millis())?;

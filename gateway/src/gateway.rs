@@ -18,6 +18,8 @@ use crate::config::Config;
 use crate::control::ClusterNode;
 use crate::engine_tokio::{TokioConfig, TokioEngine};
 use crate::handshake::HandshakeConfig;
+use crate::history::ShardHistory;
+use crate::history::store::{HistoryState, Store};
 use crate::hub::{self, Hub};
 use crate::metrics::Metrics;
 use crate::session::Limits;
@@ -87,12 +89,18 @@ impl Gateway {
             Shared::new(metrics.clone(), config.max_connections, config.shards)
                 .with_ip_limit(config.max_connections_per_ip),
         );
+        // History: its state is shared by the sessions (epoch for replies), the router (live
+        // consumers, replays) and the admin server (publish with ack, /healthz).
+        let history = config.history.clone().map(|h| ShardHistory {
+            config: Arc::new(h),
+            state: Arc::new(HistoryState::default()),
+        });
         let shard_config = ShardConfig {
             handshake: handshake_config(&config),
             handshake_timeout: config.handshake_timeout,
             flush_interval: config.flush_interval,
             max_message_bytes: config.max_message_bytes,
-            limits: session_limits(&config)?,
+            limits: session_limits(&config, history.clone())?,
         };
 
         // Cluster mode: shards report which patterns they want; the router holds NATS
@@ -139,7 +147,7 @@ impl Gateway {
         let publisher = match (&config.nats, interest_rx) {
             (Some(nats), Some(interest_rx)) => {
                 let (client, state) = cluster::connect(nats, metrics.clone()).await?;
-                let router = Router::new(
+                let mut router = Router::new(
                     client.clone(),
                     nats.subject_prefix.clone(),
                     nats.linger,
@@ -147,6 +155,20 @@ impl Gateway {
                     metrics.clone(),
                     config.max_pending_bytes,
                 );
+                let store = history.map(|h| {
+                    Store::new(
+                        client.clone(),
+                        h.config,
+                        Arc::from(nats.subject_prefix.as_str()),
+                        h.state,
+                        metrics.clone(),
+                    )
+                });
+                if let Some(store) = &store {
+                    let (generation_tx, generation_rx) = tokio::sync::watch::channel(0u64);
+                    tokio::spawn(store.clone().maintain(generation_tx));
+                    router = router.with_history(store.clone(), generation_rx);
+                }
                 tokio::spawn(router.run(interest_rx));
                 let node = ClusterNode {
                     client: client.clone(),
@@ -161,6 +183,7 @@ impl Gateway {
                     client,
                     state,
                     prefix: Arc::from(nats.subject_prefix.as_str()),
+                    history: store.map(Box::new),
                 }
             }
             _ => Publisher::Local(hub.clone()),
@@ -273,7 +296,8 @@ impl TokioGateway {
             handshake: handshake_config(&config),
             handshake_timeout: config.handshake_timeout,
             max_message_bytes: config.max_message_bytes,
-            limits: session_limits(&config)?,
+            // The baseline is standalone only: no history.
+            limits: session_limits(&config, None)?,
         };
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
@@ -330,7 +354,7 @@ fn handshake_config(config: &Config) -> HandshakeConfig {
 }
 
 /// What every session is held to on both engines, from the config (reads the JWT key file).
-fn session_limits(config: &Config) -> Result<Limits, StartError> {
+fn session_limits(config: &Config, history: Option<ShardHistory>) -> Result<Limits, StartError> {
     Ok(Limits {
         max_pending_bytes: config.max_pending_bytes,
         max_subscriptions: config.max_subscriptions_per_connection,
@@ -340,6 +364,7 @@ fn session_limits(config: &Config) -> Result<Limits, StartError> {
             Some(jwt) => Some(Arc::new(Verifier::from_config(jwt)?)),
             None => None,
         },
+        history,
     })
 }
 

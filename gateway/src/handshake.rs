@@ -65,6 +65,10 @@ pub struct UpgradeRequest {
     pub token: Option<String>,
     /// The `Origin` header as sent, if any.
     pub origin: Option<String>,
+    /// `?since=N`: resume the (single) URL topic after stream position N.
+    pub since: Option<u64>,
+    /// `?epoch=..`: the epoch `since` was taken in.
+    pub epoch: Option<String>,
 }
 
 /// The outcome of [`parse`] on a buffer that did not need rejecting.
@@ -326,6 +330,8 @@ pub fn parse(buf: &[u8], config: &HandshakeConfig) -> Result<Parsed, Rejection> 
             format: query.format,
             token,
             origin,
+            since: query.since,
+            epoch: query.epoch,
         },
         consumed,
     })
@@ -519,6 +525,8 @@ struct Query {
     topics: Vec<String>,
     format: Format,
     token: Option<String>,
+    since: Option<u64>,
+    epoch: Option<String>,
 }
 
 /// Parses the query string. Unknown parameters are ignored so clients can add cache-busters
@@ -528,6 +536,8 @@ fn parse_query(query: &str) -> Result<Query, Rejection> {
         topics: Vec::new(),
         format: Format::default(),
         token: None,
+        since: None,
+        epoch: None,
     };
     let mut seen_format = false;
     let mut seen_token = false;
@@ -558,6 +568,22 @@ fn parse_query(query: &str) -> Result<Query, Rejection> {
                 }
                 let token = decode_component(value)?;
                 out.token = (!token.is_empty()).then(|| token.into_owned());
+            }
+            "since" => {
+                if out.since.is_some() {
+                    return Err(malformed_query("since given more than once"));
+                }
+                let since = decode_component(value)?;
+                out.since = Some(since.parse().map_err(|_| {
+                    malformed_query("since must be a stream position (a whole number)")
+                })?);
+            }
+            "epoch" => {
+                if out.epoch.is_some() {
+                    return Err(malformed_query("epoch given more than once"));
+                }
+                let epoch = decode_component(value)?;
+                out.epoch = (!epoch.is_empty()).then(|| epoch.into_owned());
             }
             _ => {}
         }

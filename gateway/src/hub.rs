@@ -1,6 +1,6 @@
 //! The seam between the shards and the control plane, both ways: per-shard inboxes of messages
 //! and commands (each paired with a waker so a shard blocked in epoll notices new work) going in,
-//! and [`InterestChange`]s coming out.
+//! and [`ToRouter`] (interest changes, replay requests) coming out.
 //!
 //! Wake-ups are coalesced: a sender wakes the shard only when no wake-up is already pending, so a
 //! burst of messages costs one eventfd write, not one per message.
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::history::{ReplayDone, ReplayRequest};
 use crate::message::Message;
 use crate::metrics::Metrics;
 
@@ -35,11 +36,25 @@ pub(crate) enum Command {
         count: usize,
         over: Duration,
     },
+    /// The stored messages a resuming connection missed (or why there are none).
+    Replayed(Box<ReplayDone>),
 }
 
 /// Where a shard reports the first and last local subscriber of a pattern, so the control plane
 /// holds a NATS subscription exactly while some connection on some shard wants it.
-pub(crate) type InterestSink = tokio::sync::mpsc::UnboundedSender<InterestChange>;
+///
+/// Also carries replay requests, on the same channel so that a connection's interest change
+/// reaches the router before its replay request. Unbounded so a shard never blocks on it; what
+/// it carries is bounded by the connections' subscriptions (one change per first and last
+/// subscriber of a pattern, one replay in flight per resumed pattern per connection).
+pub(crate) type InterestSink = tokio::sync::mpsc::UnboundedSender<ToRouter>;
+
+/// What a shard tells the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ToRouter {
+    Interest(InterestChange),
+    Replay(ReplayRequest),
+}
 
 /// A shard's first subscriber of `pattern` arrived (`wanted`) or its last one left.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +142,7 @@ impl Link {
 
 /// Publishing failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PublishError {
+pub(crate) enum PublishError {
     /// Nothing was delivered (all or nothing): retrying cannot duplicate the message.
     #[error(
         "the gateway is overloaded (a shard inbox is full); the message was not accepted, retry later"
@@ -141,7 +156,7 @@ pub enum PublishError {
 
 /// Where the admin API (and later NATS) hands published messages: the shard hub, or another
 /// engine's equivalent.
-pub trait Publish: Send + Sync {
+pub(crate) trait Publish: Send + Sync {
     fn publish(&self, topic: &str, payload: Bytes) -> Result<(), PublishError>;
 }
 
@@ -216,6 +231,19 @@ impl Hub {
         }
         self.metrics.messages_published.inc();
         dropped
+    }
+
+    /// Hands a replay result to the shard of the connection that asked. Never blocks; with the
+    /// inbox full even for commands the result is dropped, and the connection's hold buffer
+    /// overflows into live delivery with `recovered:false` (reason `overflow`).
+    pub(crate) fn replay_done(&self, shard: usize, done: ReplayDone) {
+        let sent = self
+            .links
+            .get(shard)
+            .is_some_and(|link| link.command(Command::Replayed(Box::new(done))));
+        if !sent {
+            tracing::warn!(shard, "shard inbox full; replay result dropped");
+        }
     }
 
     /// Asks shard i to shed `counts[i]` connections with 1012, spread over the window. Never

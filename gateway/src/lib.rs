@@ -24,6 +24,9 @@ pub(crate) mod frame;
 pub mod fuzzing;
 pub mod gateway;
 pub(crate) mod handshake;
+/// Public for `config::Config` (it names `HistoryConfig`) and the client-side
+/// [`history::positions::Positions`] tracker the example client uses.
+pub mod history;
 pub(crate) mod hub;
 pub(crate) mod message;
 pub(crate) mod metrics;

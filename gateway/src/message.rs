@@ -14,6 +14,8 @@ use crate::handshake::Format;
 pub(crate) struct Message {
     topic: Box<str>,
     payload: Bytes,
+    /// The JetStream stream sequence, for topics with history.
+    seq: Option<u64>,
     // Lazily built: a gateway whose clients all use one format never encodes the other.
     envelope: OnceLock<Bytes>,
     raw: OnceLock<Bytes>,
@@ -21,9 +23,15 @@ pub(crate) struct Message {
 
 impl Message {
     pub(crate) fn new(topic: &str, payload: Bytes) -> Arc<Message> {
+        Message::with_seq(topic, payload, None)
+    }
+
+    /// A message with its stream sequence, which the envelope then carries as `"seq"`.
+    pub(crate) fn with_seq(topic: &str, payload: Bytes, seq: Option<u64>) -> Arc<Message> {
         Arc::new(Message {
             topic: topic.into(),
             payload,
+            seq,
             envelope: OnceLock::new(),
             raw: OnceLock::new(),
         })
@@ -31,6 +39,10 @@ impl Message {
 
     pub(crate) fn topic(&self) -> &str {
         &self.topic
+    }
+
+    pub(crate) fn seq(&self) -> Option<u64> {
+        self.seq
     }
 
     /// The longest frame this message has in any wire format (the envelope: the payload inlined,
@@ -45,7 +57,7 @@ impl Message {
     pub(crate) fn frame(&self, format: Format) -> &Bytes {
         match format {
             Format::Envelope => self.envelope.get_or_init(|| {
-                let envelope = Envelope::new(&self.topic, &self.payload, None);
+                let envelope = Envelope::new(&self.topic, &self.payload, self.seq);
                 frame::encode_text_with(envelope.len(), |out| envelope.write_to(out))
             }),
             Format::Raw => self.raw.get_or_init(|| {

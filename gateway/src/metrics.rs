@@ -13,18 +13,18 @@ use prometheus_client::registry::Registry;
 use crate::session::Cause;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
+pub(crate) struct ResultLabel {
     pub result: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
+pub(crate) struct ReasonLabel {
     pub reason: &'static str,
 }
 
 /// Handles to every metric; cheap to clone (each is an `Arc` inside).
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub connections: Gauge,
     pub handshakes: Family<ResultLabel, Counter>,
     pub messages_published: Counter,
@@ -40,11 +40,16 @@ pub struct Metrics {
     pub nats_connected: Gauge,
     pub nats_disconnects: Counter,
     pub nats_subscriptions: Gauge,
+    pub history_available: Gauge,
+    pub history_consumers: Gauge,
+    pub recoveries: Family<ResultLabel, Counter>,
+    pub replayed_messages: Counter,
+    pub replay_duration: Histogram,
 }
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry` under the `volley` prefix.
-    pub fn register(registry: &mut Registry) -> Metrics {
+    pub(crate) fn register(registry: &mut Registry) -> Metrics {
         let metrics = Metrics {
             connections: Gauge::default(),
             handshakes: Family::default(),
@@ -62,6 +67,12 @@ impl Metrics {
             nats_connected: Gauge::default(),
             nats_disconnects: Counter::default(),
             nats_subscriptions: Gauge::default(),
+            history_available: Gauge::default(),
+            history_consumers: Gauge::default(),
+            recoveries: Family::default(),
+            replayed_messages: Counter::default(),
+            // 1 ms .. ~16 s: a replay from a local JetStream up to one at its timeout.
+            replay_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
         };
         let r = registry.sub_registry_with_prefix("volley");
         r.register(
@@ -139,19 +150,49 @@ impl Metrics {
             "NATS subscriptions held for the patterns clients want",
             metrics.nats_subscriptions.clone(),
         );
+        r.register(
+            "history_available",
+            "1 while the history stream (JetStream) is in place and reachable; 0 means history topics are served live only",
+            metrics.history_available.clone(),
+        );
+        r.register(
+            "history_consumers",
+            "Patterns consumed through JetStream (their messages carry a stream sequence)",
+            metrics.history_consumers.clone(),
+        );
+        r.register(
+            "recoveries",
+            "Resume requests by result: recovered, or the reason they were not",
+            metrics.recoveries.clone(),
+        );
+        r.register(
+            "replayed_messages",
+            "Stored messages replayed to resuming clients",
+            metrics.replayed_messages.clone(),
+        );
+        r.register(
+            "replay_duration_seconds",
+            "Time one replay takes, from the request to the last stored message",
+            metrics.replay_duration.clone(),
+        );
         metrics
     }
 
     /// Counts one connection closed for a client protocol violation or its message rate.
-    pub fn protocol_close(&self, reason: &'static str) {
+    pub(crate) fn protocol_close(&self, reason: &'static str) {
         self.protocol_closes
             .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 
+    /// Counts one resume outcome (`recovered` or the reason it was not).
+    pub(crate) fn recovery(&self, result: &'static str) {
+        self.recoveries.get_or_create(&ResultLabel { result }).inc();
+    }
+
     /// Counts a session closed for a protocol violation, its message rate or as a slow consumer
     /// (the shards batch slow-consumer closes themselves; see `LocalStats`).
-    pub fn session_closed(&self, cause: Cause) {
+    pub(crate) fn session_closed(&self, cause: Cause) {
         match cause {
             Cause::Violation(label) => self.protocol_close(label),
             Cause::RateLimit => self.protocol_close("rate_limit"),
@@ -163,7 +204,7 @@ impl Metrics {
     }
 
     /// Counts one handshake outcome.
-    pub fn handshake(&self, result: &'static str) {
+    pub(crate) fn handshake(&self, result: &'static str) {
         self.handshakes.get_or_create(&ResultLabel { result }).inc();
     }
 }

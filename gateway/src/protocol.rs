@@ -19,6 +19,29 @@ pub enum ClientOp {
     Ping,
     /// `{"op":"refresh","token":".."}`: replace the connection's auth token.
     Refresh(String),
+    /// `{"op":"sub","topics":[..],"since":{"<pattern>":N},"epoch":".."}`: subscribe and replay
+    /// what was stored after position N on each pattern named in `since`.
+    Resume(Resume),
+}
+
+/// A subscribe that resumes from known positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub topics: Vec<String>,
+    /// `(pattern, last sequence seen)`, in the order given.
+    pub since: Vec<(String, u64)>,
+    /// The epoch of the subscribe reply those positions came with.
+    pub epoch: Option<String>,
+}
+
+impl Resume {
+    /// The position given for `pattern`, if any.
+    pub fn since(&self, pattern: &str) -> Option<u64> {
+        self.since
+            .iter()
+            .find(|(p, _)| p == pattern)
+            .map(|(_, n)| *n)
+    }
 }
 
 /// Why a client frame is not a valid op. Messages are short and meant for the client.
@@ -49,6 +72,8 @@ struct RawOp {
     op: Option<String>,
     topics: Option<Vec<String>>,
     token: Option<String>,
+    since: Option<std::collections::BTreeMap<String, u64>>,
+    epoch: Option<String>,
 }
 
 /// Parses one client text frame.
@@ -67,10 +92,20 @@ pub fn parse_op(text: &str) -> Result<ClientOp, OpError> {
     })?;
     let op = raw.op.ok_or(OpError::MissingOp)?;
     match op.as_str() {
-        "sub" => raw.topics.map(ClientOp::Sub).ok_or(OpError::MissingField {
-            op: "sub",
-            field: "topics",
-        }),
+        "sub" => {
+            let topics = raw.topics.ok_or(OpError::MissingField {
+                op: "sub",
+                field: "topics",
+            })?;
+            Ok(match raw.since {
+                Some(since) => ClientOp::Resume(Resume {
+                    topics,
+                    since: since.into_iter().collect(),
+                    epoch: raw.epoch,
+                }),
+                None => ClientOp::Sub(topics),
+            })
+        }
         "unsub" => raw
             .topics
             .map(ClientOp::Unsub)
@@ -141,6 +176,63 @@ pub fn subscribed(topics: &[&str]) -> String {
     to_json(&TopicsReply {
         op: "subscribed",
         topics,
+    })
+}
+
+#[derive(Serialize)]
+struct SubscribedReply<'a> {
+    op: &'static str,
+    topics: &'a [&'a str],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+/// `{"op":"subscribed","topics":[..],"epoch":".."}`: a subscription to topics with history
+/// carries the epoch positions are valid in.
+pub(crate) fn subscribed_with_epoch(topics: &[&str], epoch: Option<&str>) -> String {
+    to_json(&SubscribedReply {
+        op: "subscribed",
+        topics,
+        epoch,
+        recovered: None,
+        replayed: None,
+        reason: None,
+        message: None,
+    })
+}
+
+/// How a resume ended, for the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recovery<'a> {
+    /// Every missed message was replayed (this many).
+    Recovered { replayed: usize },
+    /// Live only from now on; `reason` is a stable label, `message` says what happened.
+    NotRecovered { reason: &'a str, message: &'a str },
+}
+
+/// `{"op":"subscribed","topics":[p],"epoch":"..","recovered":true,"replayed":N}` or
+/// `{..,"recovered":false,"reason":"..","message":".."}`.
+pub(crate) fn resumed(pattern: &str, epoch: Option<&str>, recovery: Recovery<'_>) -> String {
+    let (recovered, replayed, reason, message) = match recovery {
+        Recovery::Recovered { replayed } => (true, Some(replayed), None, None),
+        Recovery::NotRecovered { reason, message } => (false, None, Some(reason), Some(message)),
+    };
+    to_json(&SubscribedReply {
+        op: "subscribed",
+        topics: &[pattern],
+        epoch,
+        recovered: Some(recovered),
+        replayed,
+        reason,
+        message,
     })
 }
 

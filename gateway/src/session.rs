@@ -9,8 +9,8 @@
 //! the slot given back, frames to flush, a close started, a connection to drop. Replies, pongs,
 //! pings and close frames are queued in the session's own [`Outbox`] under `maxPendingBytes`.
 //!
-//! The enums are meant to grow: resuming from history (issue 12) adds an event (`on_replay`) and
-//! an effect (a replay request) without touching what is here.
+//! Resuming from history (issue 12) is an effect ([`Effect::Replay`], a replay request the
+//! engine sends to the control plane) and an event ([`Session::on_replay`]); see `resume.rs`.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -23,13 +23,17 @@ use crate::access::{self, Admission, Sub, SubRefusal};
 use crate::auth::{Identity, Verifier};
 use crate::frame::{self, ClientEvent, ProtocolError};
 use crate::handshake::Format;
+use crate::history::ShardHistory;
 use crate::outbox::{Flushed, Outbox};
 use crate::protocol::{self, ClientOp, ErrorCode};
 use crate::rate::{RateLimit, Verdict};
 use crate::topic;
 
+mod resume;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use resume::ReplayAsk;
 
 /// How long a closing connection may take to finish the close handshake.
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -49,6 +53,8 @@ pub(crate) struct Limits {
     pub ping_interval: Duration,
     /// JWT verification when auth is on; connections are anonymous otherwise.
     pub verifier: Option<Arc<Verifier>>,
+    /// History (cluster mode with `history` set): which patterns can resume, and the epoch.
+    pub history: Option<ShardHistory>,
 }
 
 /// The engine's monotonic time as sessions see it: `now` relative to an `epoch`, so a session
@@ -106,7 +112,7 @@ enum Stage {
 
 /// Why a session started closing; engines count metrics from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// The peer sent a Close frame; ours echoes its code.
     Peer,
     /// The peer broke RFC 6455 or a frame limit; the label names the violation.
@@ -151,6 +157,11 @@ pub(crate) enum Effect {
     Closing(Cause),
     /// Drop the connection now.
     Drop(Gone),
+    /// Ask the control plane for the stored messages a resuming pattern missed; the answer
+    /// comes back as [`Session::on_replay`].
+    Replay(Box<ReplayAsk>),
+    /// A resume ended: `recovered` or the reason it was not (for metrics).
+    Recovery(&'static str),
 }
 
 /// What a write did to the session, for the engine's readiness registration.
@@ -175,8 +186,9 @@ pub(crate) struct Session {
     outbox: Outbox,
     /// Patterns held, so closing can clean the topic index and the tokio engine can filter.
     subs: Vec<Box<str>>,
-    /// The verified token, when auth is on; boxed so anonymous connections pay one pointer.
-    identity: Option<Box<Identity>>,
+    /// The verified token (auth on) and the resume state (resumed from history), boxed
+    /// together so a connection with neither pays one pointer.
+    extra: Option<Box<Extra>>,
     /// Client-message rate limit (every frame counts, pings and pongs included).
     rate: RateLimit,
     /// Clock (s) of the last bytes received, for liveness pings.
@@ -191,6 +203,14 @@ pub(crate) struct Session {
     write_blocked: bool,
 }
 
+/// What only some connections have; see [`Session::extra`](Session).
+#[derive(Debug, Default)]
+struct Extra {
+    identity: Option<Identity>,
+    /// Replay-then-live merge state, only for a connection that resumed.
+    resume: Option<resume::Resuming>,
+}
+
 impl Session {
     /// A connection just accepted, waiting for its upgrade request until `handshake_timeout`.
     pub(crate) fn new(clock: &Clock, handshake_timeout: Duration) -> Session {
@@ -199,7 +219,7 @@ impl Session {
             deadline_ms: clock.ms() + handshake_timeout.as_millis() as u64,
             outbox: Outbox::default(),
             subs: Vec::new(),
-            identity: None,
+            extra: None,
             rate: RateLimit::default(),
             last_seen_s: clock.s(),
             stalled_since_s: clock.s(),
@@ -256,9 +276,18 @@ impl Session {
         &self.subs
     }
 
-    #[cfg(test)]
     pub(crate) fn identity(&self) -> Option<&Identity> {
-        self.identity.as_deref()
+        self.extra.as_ref()?.identity.as_ref()
+    }
+
+    fn set_identity(&mut self, identity: Option<Identity>) {
+        match (identity, self.extra.as_deref_mut()) {
+            (None, None) => {}
+            (None, Some(extra)) => extra.identity = None,
+            (Some(identity), _) => {
+                self.extra.get_or_insert_with(Default::default).identity = Some(identity);
+            }
+        }
     }
 
     pub(crate) fn write_blocked(&self) -> bool {
@@ -300,7 +329,7 @@ impl Session {
         } = admission;
         self.set_phase(Phase::Open);
         self.format = format;
-        self.identity = identity.map(Box::new);
+        self.set_identity(identity);
         self.subs = allowed.iter().map(|t| t.as_str().into()).collect();
         out.extend(allowed.into_iter().map(|t| Effect::Subscribe(t.into())));
         for t in &forbidden {
@@ -457,6 +486,7 @@ impl Session {
         let now_ms = clock.ms();
         let now_s = clock.s();
         let ping_s = limits.ping_interval.as_secs().max(1) as u32;
+        self.replays_overdue(clock, limits, out);
         match self.phase() {
             Phase::Handshake { deadline_ms } if now_ms >= deadline_ms => {
                 out.push(Effect::Drop(Gone::HandshakeTimeout));
@@ -464,12 +494,7 @@ impl Session {
             Phase::Closing { deadline_ms, .. } if now_ms >= deadline_ms => {
                 out.push(Effect::Drop(Gone::LingerOver));
             }
-            Phase::Open
-                if self
-                    .identity
-                    .as_ref()
-                    .is_some_and(|i| i.remaining(wall).is_zero()) =>
-            {
+            Phase::Open if self.identity().is_some_and(|i| i.remaining(wall).is_zero()) => {
                 self.close(1008, "token expired", Cause::TokenExpired, clock, out);
             }
             Phase::Open
@@ -516,15 +541,14 @@ impl Session {
                 if self.write_blocked {
                     next = next.min(at_s(self.stalled_since_s.saturating_add(2 * ping_s + 1)));
                 }
-                let token = self
-                    .identity
-                    .as_ref()
-                    .map_or(MAX_TICK_WAIT, |i| i.remaining(wall));
+                let token = self.identity().map_or(MAX_TICK_WAIT, |i| i.remaining(wall));
                 // Like the shards' sweep, expiry is looked at on the session's whole seconds:
                 // never sooner than the next one (a token accepted within the verifier's leeway
                 // has already passed its `exp`, and still gets that second to be refreshed).
                 let token_due = (clock.now + token.min(MAX_TICK_WAIT)).max(at_s(clock.s() + 1));
-                next.min(token_due)
+                let next = next.min(token_due);
+                // A replay in flight is given up on after its deadline second.
+                self.replay_due_s().map_or(next, |s| next.min(at_s(s)))
             }
         }
     }
@@ -585,7 +609,11 @@ impl Session {
 
     fn on_op(&mut self, text: &str, clock: &Clock, limits: &Limits, out: &mut Vec<Effect>) {
         match protocol::parse_op(text) {
-            Ok(ClientOp::Sub(topics)) => self.subscribe(topics, clock, limits, out),
+            Ok(ClientOp::Sub(topics)) => self.subscribe(topics, None, clock, limits, out),
+            Ok(ClientOp::Resume(resume)) => {
+                let topics = resume.topics.clone();
+                self.subscribe(topics, Some(resume), clock, limits, out);
+            }
             Ok(ClientOp::Unsub(topics)) => self.unsubscribe(topics, clock, limits, out),
             Ok(ClientOp::Ping) => self.reply(protocol::pong(), clock, limits, out),
             Ok(ClientOp::Refresh(token)) => self.refresh(&token, clock, limits, out),
@@ -596,16 +624,20 @@ impl Session {
         }
     }
 
+    /// Subscribes `topics`; those with a position in `resume` are then resumed (their reply
+    /// comes with the replay), the others answered at once (with the epoch when they have
+    /// history).
     fn subscribe(
         &mut self,
         topics: Vec<String>,
+        resume: Option<protocol::Resume>,
         clock: &Clock,
         limits: &Limits,
         out: &mut Vec<Effect>,
     ) {
         let mut accepted: Vec<String> = Vec::new();
         for t in topics {
-            let identity = self.identity.as_deref();
+            let identity = self.extra.as_ref().and_then(|e| e.identity.as_ref());
             match access::check_sub(identity, &t, &self.subs, limits.max_subscriptions) {
                 Ok(Sub::Held) => {}
                 Ok(Sub::New) => {
@@ -619,9 +651,25 @@ impl Session {
             }
             accepted.push(t);
         }
+        let mut resumed = Vec::new();
+        if let Some(resume) = &resume {
+            accepted.retain(|t| match resume.since(t) {
+                Some(since) => {
+                    resumed.push((t.clone(), since));
+                    false
+                }
+                None => true,
+            });
+        }
         if !accepted.is_empty() {
             let names: Vec<&str> = accepted.iter().map(String::as_str).collect();
-            self.reply(protocol::subscribed(&names), clock, limits, out);
+            let epoch = resume::epoch_for(limits, names.iter().copied());
+            let reply = protocol::subscribed_with_epoch(&names, epoch.as_deref());
+            self.reply(reply, clock, limits, out);
+        }
+        let epoch = resume.and_then(|r| r.epoch);
+        for (pattern, since) in resumed {
+            self.resume(&pattern, since, epoch.clone(), clock, limits, out);
         }
     }
 
@@ -633,6 +681,9 @@ impl Session {
         out: &mut Vec<Effect>,
     ) {
         for t in &topics {
+            if let Some(r) = self.extra.as_deref_mut().and_then(|e| e.resume.as_mut()) {
+                r.merge.forget(t);
+            }
             if let Some(i) = self.subs.iter().position(|s| **s == **t) {
                 out.push(Effect::Unsubscribe(self.subs.swap_remove(i)));
             }
@@ -644,10 +695,10 @@ impl Session {
     /// `{"op":"refresh","token":..}`: a newer token for the same user extends the connection.
     fn refresh(&mut self, token: &str, clock: &Clock, limits: &Limits, out: &mut Vec<Effect>) {
         let verifier = limits.verifier.as_deref();
-        let reply = match access::refresh(verifier, self.identity.as_deref(), token) {
+        let reply = match access::refresh(verifier, self.identity(), token) {
             Ok(fresh) => {
                 let expires_at = fresh.expires_at;
-                self.identity = Some(Box::new(fresh));
+                self.set_identity(Some(fresh));
                 protocol::refreshed(expires_at)
             }
             Err(e) => e.reply(),

@@ -16,7 +16,8 @@ use crate::access;
 use crate::conn::Conn;
 use crate::frame::{self, ClientEvent};
 use crate::handshake::{self, HandshakeConfig, Parsed, RejectReason, Rejection, UpgradeRequest};
-use crate::hub::{Command, Inbox, InterestChange, InterestSink};
+use crate::history::{NotRecovered, ReplayDone, ReplayRequest};
+use crate::hub::{Command, Inbox, InterestChange, InterestSink, ToRouter};
 use crate::message::Message;
 use crate::outbox::Flushed;
 use crate::session::{Cause, Clock, Effect, Gone, Limits, Phase};
@@ -94,7 +95,7 @@ mod plan;
 #[cfg(test)]
 mod tests;
 
-use plan::Plan;
+use plan::{DRAIN_REASON, Plan, SHED_REASON};
 
 impl Shard {
     /// A shard over `listener`; `poll` must be the one the inbox's waker was created on.
@@ -347,6 +348,12 @@ impl Shard {
     /// Checks an upgrade request against the gateway's state and limits and, if it passes,
     /// answers 101 and opens the session (which subscribes the URL's topics).
     fn admit(&mut self, key: usize, mut request: UpgradeRequest) -> Result<(), Rejection> {
+        // A URL position names one topic's place in history: with several it is ambiguous.
+        if request.since.is_some() && request.topics.len() != 1 {
+            return Err(Rejection::bad_request(
+                "since needs exactly one topic in the URL (resume several with the sub op)",
+            ));
+        }
         let limits = &self.config.limits;
         let admission = access::admit(
             std::mem::take(&mut request.topics),
@@ -385,6 +392,7 @@ impl Shard {
         self.shared.metrics.handshake("ok");
         let accept = Bytes::from(handshake::accept_response(&request));
         conn.session.outbox_mut().push(accept);
+        let url_topic = admission.allowed.first().map(|t| t.as_str().to_owned());
         conn.session.open(
             admission,
             request.format,
@@ -392,6 +400,19 @@ impl Shard {
             limits,
             &mut self.effects,
         );
+        match (request.since, url_topic) {
+            (Some(since), Some(topic)) => conn.session.resume(
+                &topic,
+                since,
+                request.epoch.take(),
+                &self.clock,
+                limits,
+                &mut self.effects,
+            ),
+            _ => conn
+                .session
+                .announce_epoch(&self.clock, limits, &mut self.effects),
+        }
         self.apply(key);
         // The 101 goes out now: the client waits for it before anything else happens.
         self.write_conn(key);
@@ -506,6 +527,8 @@ impl Shard {
                     }
                     self.remove(key);
                 }
+                Effect::Replay(ask) => self.request_replay(key, *ask),
+                Effect::Recovery(result) => self.shared.metrics.recovery(result),
             }
         }
         // Keep the larger buffer: a nested apply (a failed write removing the connection) may
@@ -518,12 +541,77 @@ impl Shard {
     fn report_interest(&self, pattern: Box<str>, wanted: bool) {
         if let Some(sink) = &self.interest {
             // The receiver is gone only when the gateway is shutting down.
-            let _ = sink.send(InterestChange {
+            let _ = sink.send(ToRouter::Interest(InterestChange {
                 shard: self.id,
                 pattern,
                 wanted,
-            });
+            }));
         }
+    }
+
+    /// Sends a session's replay request to the control plane. It follows the session's
+    /// interest change on the same channel, so the live consumer exists before the fetch. A
+    /// request that cannot be sent (no cluster, or the router is gone at shutdown) is answered
+    /// here: unavailable.
+    fn request_replay(&mut self, key: usize, ask: crate::session::ReplayAsk) {
+        let request = ReplayRequest {
+            shard: self.id,
+            key,
+            serial: ask.ticket,
+            pattern: ask.pattern,
+            since: ask.since,
+            epoch: ask.epoch,
+        };
+        let unsent = match &self.interest {
+            Some(sink) => sink
+                .send(ToRouter::Replay(request))
+                .err()
+                .map(|e| match e.0 {
+                    ToRouter::Replay(r) => r.pattern,
+                    ToRouter::Interest(i) => i.pattern,
+                }),
+            None => Some(request.pattern),
+        };
+        if let Some(pattern) = unsent
+            && let Some(conn) = self.conns.get_mut(key)
+        {
+            let mut effects = Vec::new();
+            conn.session.on_replay(
+                &pattern,
+                None,
+                Err(NotRecovered::Unavailable),
+                &self.clock,
+                &self.config.limits,
+                &mut effects,
+            );
+            self.effects.extend(effects);
+        }
+    }
+
+    /// The control plane answered a replay request.
+    fn on_replayed(&mut self, done: ReplayDone) {
+        let ReplayDone {
+            key,
+            serial,
+            pattern,
+            epoch,
+            outcome,
+        } = done;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.session.replay_ticket() != Some(serial) {
+            return;
+        }
+        conn.session.on_replay(
+            &pattern,
+            epoch.as_deref(),
+            outcome,
+            &self.clock,
+            &self.config.limits,
+            &mut self.effects,
+        );
+        self.apply(key);
     }
 
     /// Drops a connection at once (after its session gave back what it held).
@@ -557,13 +645,15 @@ impl Shard {
                 Command::Deliver(message) => self.deliver(&message),
                 Command::Drain { over } => self.start_drain(over),
                 Command::Shed { count, over } => self.start_shed(count, over),
+                Command::Replayed(done) => self.on_replayed(*done),
             }
         }
     }
 
-    fn deliver(&mut self, message: &Message) {
+    fn deliver(&mut self, message: &Arc<Message>) {
         self.seq += 1;
         let seq = self.seq;
+        let mut resuming = Vec::new();
         let Shard {
             index,
             conns,
@@ -581,6 +671,11 @@ impl Shard {
                 return;
             }
             conn.stamp = seq;
+            if conn.session.is_resuming() {
+                // Held, filtered or queued by its merge, once the walk is done.
+                resuming.push(key);
+                return;
+            }
             let frame = message.frame(conn.session.format());
             if !conn.session.offer(frame, &config.limits) {
                 doomed.push(key);
@@ -589,6 +684,21 @@ impl Shard {
             stats.frames += 1;
             mark_dirty(conn, key, dirty);
         });
+        for key in resuming {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let limits = &self.config.limits;
+            if conn
+                .session
+                .offer_message(message, &self.clock, limits, &mut self.effects)
+            {
+                mark_dirty(conn, key, &mut self.dirty);
+            } else {
+                self.doomed.push(key);
+            }
+            self.apply(key);
+        }
         let mut doomed = std::mem::take(&mut self.doomed);
         for key in doomed.drain(..) {
             if let Some(conn) = self.conns.get_mut(key) {
@@ -715,7 +825,7 @@ impl Shard {
         }
         self.accept_paused_until = None;
         self.shed = None;
-        self.drain = Some(self.plan(usize::MAX, over, 1001, "server shutting down"));
+        self.drain = Some(self.plan(usize::MAX, over, 1001, DRAIN_REASON));
         // Handshakes in flight will not complete into a draining gateway.
         let pending: Vec<usize> = self
             .conns
@@ -733,7 +843,7 @@ impl Shard {
         if self.drain.is_some() || count == 0 {
             return;
         }
-        self.shed = Some(self.plan(count, over, 1012, "rebalance"));
+        self.shed = Some(self.plan(count, over, 1012, SHED_REASON));
         self.next_sweep = self.clock.now();
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::metrics::Metrics;
 
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub metrics: Metrics,
     pub max_connections: usize,
     /// Open (upgraded) connections over all shards.
@@ -28,14 +28,14 @@ pub struct Shared {
 
 /// Why `/readyz` says no.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotReady {
+pub(crate) enum NotReady {
     Draining,
     NotAccepting,
     AtCapacity,
 }
 
 impl NotReady {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NotReady::Draining => "draining",
             NotReady::NotAccepting => "not accepting",
@@ -45,7 +45,7 @@ impl NotReady {
 }
 
 impl Shared {
-    pub fn new(metrics: Metrics, max_connections: usize, shards: usize) -> Shared {
+    pub(crate) fn new(metrics: Metrics, max_connections: usize, shards: usize) -> Shared {
         Shared {
             metrics,
             max_connections,
@@ -60,17 +60,17 @@ impl Shared {
     }
 
     /// Turns on the per-client-IP connection limit.
-    pub fn with_ip_limit(mut self, max_per_ip: usize) -> Shared {
+    pub(crate) fn with_ip_limit(mut self, max_per_ip: usize) -> Shared {
         self.max_per_ip = max_per_ip;
         self
     }
 
-    pub fn ip_limited(&self) -> bool {
+    pub(crate) fn ip_limited(&self) -> bool {
         self.max_per_ip > 0
     }
 
     /// Claims a slot for `ip`; false when that address is at its limit.
-    pub fn try_admit_ip(&self, ip: IpAddr) -> bool {
+    pub(crate) fn try_admit_ip(&self, ip: IpAddr) -> bool {
         let mut counts = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         let count = counts.entry(ip).or_insert(0);
         if *count >= self.max_per_ip {
@@ -80,7 +80,7 @@ impl Shared {
         true
     }
 
-    pub fn release_ip(&self, ip: IpAddr) {
+    pub(crate) fn release_ip(&self, ip: IpAddr) {
         let mut counts = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = counts.get_mut(&ip) {
             *count -= 1;
@@ -91,7 +91,7 @@ impl Shared {
     }
 
     /// Claims a connection slot; false when the gateway is full.
-    pub fn try_admit(&self, shard: usize) -> bool {
+    pub(crate) fn try_admit(&self, shard: usize) -> bool {
         let before = self.open.fetch_add(1, Ordering::AcqRel);
         if before >= self.max_connections {
             self.open.fetch_sub(1, Ordering::AcqRel);
@@ -105,7 +105,7 @@ impl Shared {
     }
 
     /// Gives back a slot claimed by [`Shared::try_admit`].
-    pub fn release(&self, shard: usize) {
+    pub(crate) fn release(&self, shard: usize) {
         self.open.fetch_sub(1, Ordering::AcqRel);
         if let Some(count) = self.per_shard.get(shard) {
             count.fetch_sub(1, Ordering::AcqRel);
@@ -114,7 +114,7 @@ impl Shared {
     }
 
     /// Adds (or, negative, removes) subscriptions to the gateway's count.
-    pub fn count_subscriptions(&self, delta: isize) {
+    pub(crate) fn count_subscriptions(&self, delta: isize) {
         if delta >= 0 {
             self.subscriptions
                 .fetch_add(delta.unsigned_abs(), Ordering::AcqRel);
@@ -124,36 +124,36 @@ impl Shared {
         }
     }
 
-    pub fn subscriptions(&self) -> usize {
+    pub(crate) fn subscriptions(&self) -> usize {
         self.subscriptions.load(Ordering::Acquire)
     }
 
     /// Open connections on each shard.
-    pub fn connections_per_shard(&self) -> Vec<usize> {
+    pub(crate) fn connections_per_shard(&self) -> Vec<usize> {
         self.per_shard
             .iter()
             .map(|c| c.load(Ordering::Acquire))
             .collect()
     }
 
-    pub fn open_connections(&self) -> usize {
+    pub(crate) fn open_connections(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
-    pub fn set_accepting(&self, value: bool) {
+    pub(crate) fn set_accepting(&self, value: bool) {
         self.accepting.store(value, Ordering::Release);
     }
 
     /// Whether a load balancer should send new clients here.
-    pub fn readiness(&self) -> Result<(), NotReady> {
+    pub(crate) fn readiness(&self) -> Result<(), NotReady> {
         if self.is_draining() {
             Err(NotReady::Draining)
         } else if !self.accepting.load(Ordering::Acquire) {

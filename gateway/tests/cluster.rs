@@ -317,7 +317,10 @@ async fn shed_closes_n_connections_with_1012_spread_out() {
     }
     assert_eq!(closes.len(), 4, "exactly the requested count: {closes:?}");
     for (code, reason, _) in &closes {
-        assert_eq!((*code, reason.as_str()), (1012, "rebalance"));
+        assert_eq!(
+            (*code, reason.as_str()),
+            (1012, "rebalance; reconnect and resume")
+        );
     }
     let mut times: Vec<Duration> = closes.iter().map(|c| c.2).collect();
     times.sort();

@@ -139,11 +139,16 @@ fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
 fn file_keys() -> Vec<String> {
     let mut keys: Vec<String> = field_names::<Options>()
         .iter()
-        .filter(|k| **k != "auth")
+        .filter(|k| **k != "auth" && **k != "history")
         .map(|k| (*k).to_owned())
         .collect();
     assert_eq!(field_names::<volley_gateway::config::Auth>(), ["jwt"]);
     keys.extend(field_names::<Jwt>().iter().map(|k| format!("auth.jwt.{k}")));
+    keys.extend(
+        field_names::<volley_gateway::config::HistoryFile>()
+            .iter()
+            .map(|k| format!("history.{k}")),
+    );
     keys
 }
 

@@ -80,6 +80,14 @@ pub enum SpecError {
         /// What was given.
         value: i64,
     },
+    /// `spec.history` is not usable as given.
+    #[error("history.{field}: {message}")]
+    BadHistory {
+        /// Key under `history`.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// Replica bounds inverted.
     #[error("autoscaling: minReplicas {min} is greater than maxReplicas {max}")]
     ReplicaBounds {
@@ -295,6 +303,7 @@ pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
         }
         None => (None, None),
     };
+    let history = history::validate(spec.history.as_ref(), nats.is_some())?;
     let config = Options {
         // Written although they are the defaults: the pod's ports and probes name them.
         listen: Some(defaults::LISTEN),
@@ -317,6 +326,7 @@ pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
         nats,
         subject_prefix,
         auth,
+        history,
         ..Options::default()
     };
     Ok(Validated {
@@ -332,5 +342,6 @@ pub fn to_yaml(config: &Options) -> String {
     serde_yaml::to_string(config).unwrap_or_default()
 }
 
+mod history;
 #[cfg(test)]
 mod tests;

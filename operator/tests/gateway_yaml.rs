@@ -96,3 +96,48 @@ fn every_spec_field_reaches_the_gateway_with_its_value() {
         assert_eq!(jwt.audience.as_deref(), Some("aud"));
     }
 }
+
+#[test]
+fn spec_history_reaches_the_gateway_with_every_knob() {
+    let mut spec = PushClusterSpec::default();
+    spec.nats = Some(NatsSpec {
+        url: "nats://nats:4222".into(),
+        ..NatsSpec::default()
+    });
+    spec.history = Some(volley_crds::HistorySpec {
+        topics: vec!["news.>".into(), "scores.*".into()],
+        stream: Some("WEB_HISTORY".into()),
+        max_messages_per_topic: Some(50),
+        max_age: Some("2h".into()),
+        storage: Some(volley_crds::HistoryStorage::Memory),
+        replicas: Some(3),
+        replay_max_messages: Some(200),
+        replay_max_bytes: Some(65536),
+        replay_timeout: Some("3s".into()),
+    });
+    let history = loaded(spec).history.expect("history reaches the gateway");
+    assert_eq!(history.topics, ["news.>", "scores.*"]);
+    assert_eq!(history.stream, "WEB_HISTORY");
+    assert_eq!(history.max_messages_per_topic, 50);
+    assert_eq!(history.max_age, Duration::from_secs(7200));
+    assert_eq!(history.storage, volley_gateway::history::Storage::Memory);
+    assert_eq!(history.replicas, 3);
+    assert_eq!(history.replay_max_messages, 200);
+    assert_eq!(history.replay_max_bytes, 65536);
+    assert_eq!(history.replay_timeout, Duration::from_secs(3));
+    // Only the topics: the gateway's defaults apply.
+    let mut spec = PushClusterSpec::default();
+    spec.nats = Some(NatsSpec {
+        url: "nats://nats:4222".into(),
+        ..NatsSpec::default()
+    });
+    spec.history = Some(volley_crds::HistorySpec {
+        topics: vec!["a".into()],
+        ..Default::default()
+    });
+    let history = loaded(spec).history.unwrap();
+    assert_eq!(
+        history.stream,
+        volley_gateway::history::config::DEFAULT_STREAM
+    );
+}

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod defaults;
+pub mod history;
 
 /// `Upper { f: upper.f.or(lower.f), ... }` for the listed fields. The struct literal must name
 /// every field once, so an option added to the type but not to the list does not compile.
@@ -256,6 +257,21 @@ pub struct Options {
     #[cfg_attr(feature = "cli", arg(long, env = "VOLLEY_CLUSTER"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+
+    /// Topic patterns kept in JetStream history, comma-separated (`news.>,scores.*`); needs --nats; wins over `history.topics`
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "VOLLEY_HISTORY_TOPICS", value_delimiter = ',')
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_topics: Option<Vec<String>>,
+
+    /// JetStream history, nested in the file: `history: {topics, stream, maxMessagesPerTopic,
+    /// maxAge, storage, replicas, replayMaxMessages, replayMaxBytes, replayTimeout}`
+    /// (docs/history.md).
+    #[cfg_attr(feature = "cli", arg(skip))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<history::History>,
 }
 
 /// The `auth` section of the file.
@@ -350,7 +366,7 @@ impl Options {
             nats_user, nats_password, nats_nkey, nats_tls, nats_tls_ca, nats_tls_cert,
             nats_tls_key, subscription_linger, stats_interval, auth,
             max_client_messages_per_second, max_connections_per_ip, pod_name, pod_namespace,
-            cluster,
+            cluster, history_topics, history,
         })
     }
 
@@ -387,6 +403,18 @@ impl Options {
             max_connections_per_ip: Some(d::MAX_CONNECTIONS_PER_IP),
             pod_namespace: Some(d::POD_NAMESPACE.to_owned()),
             cluster: Some(d::CLUSTER.to_owned()),
+            // Off without topics; the rest applies once topics are set.
+            history: Some(history::History {
+                topics: None,
+                stream: Some(d::HISTORY_STREAM.to_owned()),
+                max_messages_per_topic: Some(d::HISTORY_MAX_MESSAGES_PER_TOPIC),
+                max_age: Some(d::HISTORY_MAX_AGE),
+                storage: Some(history::Storage::File),
+                replicas: Some(d::HISTORY_REPLICAS),
+                replay_max_messages: Some(d::HISTORY_REPLAY_MAX_MESSAGES),
+                replay_max_bytes: Some(d::HISTORY_REPLAY_MAX_BYTES),
+                replay_timeout: Some(d::HISTORY_REPLAY_TIMEOUT),
+            }),
             ..Options::default()
         }
     }

@@ -32,6 +32,8 @@ enum Cmd {
     /// Soak one gateway: connection churn, pings, publishes and slow consumers for a long
     /// time, sampling its RSS and descriptors.
     Soak(Box<volley_bench::soak::cli::SoakArgs>),
+    /// History: time and server CPU to replay M missed messages to N resuming clients.
+    Replay(Box<volley_bench::replay::Args>),
     /// Client process (used internally).
     #[command(name = "__child", hide = true)]
     Child,
@@ -177,6 +179,13 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(volley_bench::rebalance::main(*args))
+        }
+        Cmd::Replay(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(volley_bench::replay::main(*args))
         }
         Cmd::Soak(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()

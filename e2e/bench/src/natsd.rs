@@ -37,6 +37,15 @@ impl NatsServer {
     /// Starts `program` (`nats-server` from PATH by default) on 127.0.0.1 and waits until both
     /// its client and monitoring ports accept connections.
     pub async fn start(program: &Path, cpu: Option<&str>) -> Result<NatsServer, BenchError> {
+        Self::start_with(program, cpu, &[]).await
+    }
+
+    /// [`NatsServer::start`] with extra server arguments (e.g. `-js --store_dir DIR`).
+    pub async fn start_with(
+        program: &Path,
+        cpu: Option<&str>,
+        extra: &[String],
+    ) -> Result<NatsServer, BenchError> {
         let port = free_port()?;
         let monitor = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let spawn_error = |source| BenchError::Spawn {
@@ -46,6 +55,7 @@ impl NatsServer {
         let mut child = server::command(program, cpu)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["-m", &monitor.port().to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

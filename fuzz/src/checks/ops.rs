@@ -30,6 +30,11 @@ fn encode(op: &ClientOp) -> Value {
         ClientOp::Unsub(t) => json!({"op": "unsub", "topics": t}),
         ClientOp::Ping => json!({"op": "ping"}),
         ClientOp::Refresh(token) => json!({"op": "refresh", "token": token}),
+        ClientOp::Resume(r) => {
+            let since: serde_json::Map<String, Value> =
+                r.since.iter().map(|(p, n)| (p.clone(), json!(n))).collect();
+            json!({"op": "sub", "topics": r.topics, "since": since, "epoch": r.epoch})
+        }
     }
 }
 

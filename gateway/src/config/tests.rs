@@ -232,3 +232,34 @@ fn auth_jwt_section_of_the_file() {
     let (key, message) = parse_yaml("auth: {jwt: {secretRef: x}}").unwrap_err();
     assert!(message.contains("secretRef"), "{key}: {message}");
 }
+
+#[test]
+fn history_comes_from_the_yaml_block_or_the_flag_and_needs_nats() {
+    let yaml = "nats: nats://127.0.0.1:4222\nhistory:\n  topics: [news.>]\n  maxAge: 2h\n";
+    let config = Config::from_options_on(parse_yaml(yaml).unwrap(), 2).unwrap();
+    let history = config.history.expect("history on");
+    assert_eq!(history.topics, ["news.>"]);
+    assert_eq!(history.max_age, Duration::from_secs(7200));
+    // The flag (or historyTopics) replaces the block's topics.
+    let mut options = parse_yaml(yaml).unwrap();
+    options.history_topics = Some(vec!["a.*".into(), "b".into()]);
+    let history = Config::from_options_on(options, 2)
+        .unwrap()
+        .history
+        .unwrap();
+    assert_eq!(history.topics, ["a.*", "b"]);
+    // Standalone has no JetStream.
+    let standalone = parse_yaml("historyTopics: [news]\n").unwrap();
+    let err = Config::from_options_on(standalone, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("history") && err.contains("nats"), "{err}");
+    // A replay must fit one client's queue.
+    let big = parse_yaml(
+        "nats: n\nmaxPendingBytes: 1000\nhistory: {topics: [a], replayMaxBytes: 2000}\n",
+    )
+    .unwrap();
+    assert!(Config::from_options_on(big, 2).is_err());
+    let typo = parse_yaml("history: {topic: [a]}\n").unwrap_err();
+    assert!(typo.0.contains("history"), "{typo:?}");
+}

@@ -203,7 +203,7 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
                 }
             },
             _ = drain.changed() => {
-                session.close(1001, "server shutting down", Cause::Planned, &clock, &mut effects);
+                session.close(1001, "server shutting down; reconnect and resume", Cause::Planned, &clock, &mut effects);
             }
             () = &mut tick => {
                 fired = true;
@@ -244,9 +244,16 @@ async fn pump(
                 peer_closed = cause == Cause::Peer;
             }
             Effect::Drop(_) => dropped = true,
+            Effect::Recovery(result) => ctx.shared.metrics.recovery(result),
             // The session's own patterns are this engine's filter, the `Slot` gives the slot
-            // back, and everything queued is written right below.
-            Effect::Subscribe(_) | Effect::Unsubscribe(_) | Effect::Left | Effect::Queued => {}
+            // back, and everything queued is written right below. Standalone only: no history,
+            // so sessions never ask for a replay (a resume is answered `no_history` by the
+            // session itself).
+            Effect::Subscribe(_)
+            | Effect::Unsubscribe(_)
+            | Effect::Left
+            | Effect::Queued
+            | Effect::Replay(_) => {}
         }
     }
     if dropped {

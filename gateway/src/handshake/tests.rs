@@ -65,8 +65,23 @@ fn valid_request() {
             format: Format::Envelope,
             token: None,
             origin: None,
+            since: None,
+            epoch: None,
         }
     );
+}
+
+#[test]
+fn since_and_epoch_come_from_the_query() {
+    let buf = request("/ws?topics=news&since=1234&epoch=17%2B1", "");
+    let (req, _) = complete(&buf, &HandshakeConfig::default());
+    assert_eq!(req.since, Some(1234));
+    assert_eq!(req.epoch.as_deref(), Some("17+1"));
+    for bad in ["since=x", "since=-1", "since=1&since=2", "epoch=a&epoch=b"] {
+        let buf = request(&format!("/ws?topics=news&{bad}"), "");
+        let err = parse(&buf, &HandshakeConfig::default()).unwrap_err();
+        assert_eq!(err.reason(), RejectReason::Malformed, "{bad}");
+    }
 }
 
 #[test]

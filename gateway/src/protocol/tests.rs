@@ -139,3 +139,61 @@ fn topic_error_codes() {
         ErrorCode::BadRequest
     );
 }
+
+#[test]
+fn sub_with_since_is_a_resume() {
+    let op =
+        parse_op(r#"{"op":"sub","topics":["news.>","chat"],"since":{"news.>":12},"epoch":"e1"}"#)
+            .unwrap();
+    let ClientOp::Resume(resume) = op else {
+        panic!("expected a resume, got {op:?}");
+    };
+    assert_eq!(resume.topics, ["news.>", "chat"]);
+    assert_eq!(resume.since("news.>"), Some(12));
+    assert_eq!(resume.since("chat"), None);
+    assert_eq!(resume.epoch.as_deref(), Some("e1"));
+    // Without since it stays a plain sub, epoch or not.
+    assert_eq!(
+        parse_op(r#"{"op":"sub","topics":["a"],"epoch":"e"}"#),
+        Ok(ClientOp::Sub(vec!["a".into()]))
+    );
+    for bad in [
+        r#"{"op":"sub","topics":["a"],"since":{"a":-1}}"#,
+        r#"{"op":"sub","topics":["a"],"since":{"a":"1"}}"#,
+        r#"{"op":"sub","topics":["a"],"since":[1]}"#,
+    ] {
+        assert!(matches!(parse_op(bad), Err(OpError::Invalid(_))), "{bad}");
+    }
+}
+
+#[test]
+fn resume_replies_say_whether_it_recovered() {
+    let v: serde_json::Value = serde_json::from_str(&resumed(
+        "news.>",
+        Some("e"),
+        Recovery::Recovered { replayed: 3 },
+    ))
+    .unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"op":"subscribed","topics":["news.>"],"epoch":"e","recovered":true,"replayed":3})
+    );
+    let v: serde_json::Value = serde_json::from_str(&resumed(
+        "a",
+        None,
+        Recovery::NotRecovered {
+            reason: "too_old",
+            message: "m",
+        },
+    ))
+    .unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"op":"subscribed","topics":["a"],"recovered":false,"reason":"too_old","message":"m"})
+    );
+    assert_eq!(
+        subscribed_with_epoch(&["a"], None),
+        subscribed(&["a"]),
+        "no epoch, the plain reply"
+    );
+}

@@ -6,6 +6,7 @@ use std::time::UNIX_EPOCH;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::history::NotRecovered;
 use crate::outbox::FRAME_OVERHEAD;
 
 const SECRET: &[u8] = b"session-test-secret";
@@ -21,6 +22,7 @@ fn limits() -> Limits {
         max_client_messages_per_second: 100,
         ping_interval: Duration::from_secs(2),
         verifier: None,
+        history: None,
     }
 }
 
@@ -859,4 +861,163 @@ fn next_tick_is_when_the_timer_has_something_to_do() {
         session.next_tick(&at, wall, &limits),
         clock.now() + Duration::from_secs(1)
     );
+}
+
+// ---- resume (history) ----
+
+fn history_limits(topics: &[&str], epoch: &str) -> Limits {
+    let config = crate::history::HistoryConfig::resolve(
+        None,
+        Some(topics.iter().map(|t| t.to_string()).collect()),
+    )
+    .unwrap()
+    .unwrap();
+    let state = crate::history::store::HistoryState::default();
+    state.set_available(&Arc::from(epoch));
+    Limits {
+        history: Some(crate::history::ShardHistory {
+            config: Arc::new(config),
+            state: Arc::new(state),
+        }),
+        ..limits()
+    }
+}
+
+fn stored(topic: &str, seq: u64) -> Arc<crate::message::Message> {
+    crate::message::Message::with_seq(topic, Bytes::from(seq.to_string()), Some(seq))
+}
+
+fn replay_asks(out: &[Effect]) -> Vec<crate::session::ReplayAsk> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Replay(ask) => Some((**ask).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_resume_asks_for_a_replay_holds_live_messages_then_delivers_replay_then_live() {
+    let clock = Clock::new(Instant::now());
+    let limits = history_limits(&["news.>"], "e1");
+    let mut session = open(&clock, &limits);
+    let out = text(
+        &mut session,
+        r#"{"op":"sub","topics":["news.>"],"since":{"news.>":4},"epoch":"e1"}"#,
+        &clock,
+        &limits,
+    );
+    assert!(out.contains(&Effect::Subscribe("news.>".into())));
+    let asks = replay_asks(&out);
+    assert_eq!(asks.len(), 1);
+    assert_eq!((&*asks[0].pattern, asks[0].since), ("news.>", 4));
+    assert_eq!(asks[0].epoch.as_deref(), Some("e1"));
+    assert_eq!(session.replay_ticket(), Some(asks[0].ticket));
+    assert!(
+        replies(&mut session).is_empty(),
+        "the reply waits for the replay"
+    );
+    // Live messages during the replay are held: 6 is also in the replay, 7 is not.
+    let mut out = Vec::new();
+    for seq in [6, 7] {
+        assert!(session.is_resuming());
+        assert!(session.offer_message(&stored("news.a", seq), &clock, &limits, &mut out));
+    }
+    assert!(written(&mut session).is_empty());
+    let replayed = crate::history::merge::Replayed {
+        messages: vec![stored("news.a", 5), stored("news.b", 6)],
+        through: 6,
+    };
+    session.on_replay(
+        "news.>",
+        Some("e1"),
+        Ok(replayed),
+        &clock,
+        &limits,
+        &mut out,
+    );
+    assert!(out.contains(&Effect::Recovery("recovered")));
+    let got: Vec<Value> = replies(&mut session);
+    assert_eq!(
+        got[0],
+        json!({"op":"subscribed","topics":["news.>"],"epoch":"e1","recovered":true,"replayed":2})
+    );
+    let seqs: Vec<u64> = got[1..]
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [5, 6, 7]);
+    // A late live copy of a replayed message is dropped; a newer one passes.
+    assert!(session.offer_message(&stored("news.b", 6), &clock, &limits, &mut out));
+    assert!(session.offer_message(&stored("news.b", 8), &clock, &limits, &mut out));
+    let got = replies(&mut session);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["seq"], 8);
+}
+
+#[test]
+fn a_resume_without_history_is_answered_at_once_and_live_only() {
+    let clock = Clock::new(Instant::now());
+    let limits = history_limits(&["news.>"], "e1");
+    let mut session = open(&clock, &limits);
+    let out = text(
+        &mut session,
+        r#"{"op":"sub","topics":["chat","news.>"],"since":{"chat":3},"epoch":"e1"}"#,
+        &clock,
+        &limits,
+    );
+    assert!(replay_asks(&out).is_empty());
+    assert!(out.contains(&Effect::Recovery("no_history")));
+    let got = replies(&mut session);
+    assert_eq!(
+        got[0],
+        json!({"op":"subscribed","topics":["news.>"],"epoch":"e1"})
+    );
+    assert_eq!(got[1]["topics"], json!(["chat"]));
+    assert_eq!(got[1]["recovered"], false);
+    assert_eq!(got[1]["reason"], "no_history");
+    assert!(!session.is_resuming());
+}
+
+#[test]
+fn an_unanswered_replay_times_out_and_releases_what_it_held() {
+    let clock = Clock::new(Instant::now());
+    let limits = history_limits(&["a"], "e1");
+    let mut session = open(&clock, &limits);
+    text(
+        &mut session,
+        r#"{"op":"sub","topics":["a"],"since":{"a":1},"epoch":"e1"}"#,
+        &clock,
+        &limits,
+    );
+    let mut out = Vec::new();
+    session.offer_message(&stored("a", 2), &clock, &limits, &mut out);
+    // replayTimeout (5 s) plus the grace: nothing yet at 9 s, given up at 12 s.
+    session.on_tick(
+        &clock_at(&clock, 9_000),
+        SystemTime::now(),
+        &limits,
+        &mut out,
+    );
+    assert!(written(&mut session).is_empty());
+    session.on_tick(
+        &clock_at(&clock, 12_000),
+        SystemTime::now(),
+        &limits,
+        &mut out,
+    );
+    let got = replies(&mut session);
+    assert_eq!(got[0]["recovered"], false);
+    assert_eq!(got[0]["reason"], "timeout");
+    assert_eq!(got[1]["seq"], 2);
+    // The late answer changes nothing.
+    session.on_replay(
+        "a",
+        None,
+        Err(NotRecovered::TooOld),
+        &clock,
+        &limits,
+        &mut out,
+    );
+    assert!(written(&mut session).is_empty());
 }

@@ -5,6 +5,12 @@ use std::time::{Duration, Instant};
 
 use crate::pace::Pace;
 
+/// Close reason of a shed (1012): the client should reconnect (the Service steers it to a less
+/// loaded pod) and resume with `since`, losing nothing (docs/history.md).
+pub(super) const SHED_REASON: &str = "rebalance; reconnect and resume";
+/// Close reason of a drain (1001, SIGTERM or the operator's drain before a scale-down).
+pub(super) const DRAIN_REASON: &str = "server shutting down; reconnect and resume";
+
 pub(super) struct Plan {
     pace: Pace,
     done: usize,

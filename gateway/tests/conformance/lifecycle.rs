@@ -61,6 +61,12 @@ async fn draining_refuses_new_connections_and_closes_old_ones_1001(engine: Engin
     let mut client = connect(&gw.url("")).await;
     let draining = tokio::spawn(gw.drain());
     until_refused(addr).await;
-    assert_eq!(u16::from(expect_close(&mut client).await.code), 1001);
+    let close = expect_close(&mut client).await;
+    assert_eq!(u16::from(close.code), 1001);
+    // Both engines tell the client it may come back and resume (docs/history.md).
+    assert_eq!(
+        close.reason.as_str(),
+        "server shutting down; reconnect and resume"
+    );
     draining.await.unwrap();
 }

@@ -39,6 +39,19 @@ impl NatsServer {
         server
     }
 
+    /// A server with JetStream on, its store in a directory of its own (tests run in parallel).
+    pub fn start_js() -> NatsServer {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "volley-js-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        NatsServer::start_with(&["-js", "--store_dir", dir.to_str().expect("utf-8 temp dir")])
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

@@ -58,3 +58,18 @@ pub const MAX_CLUSTER_SHARDS: usize = 64;
 pub fn shards(cores: usize) -> usize {
     cores.clamp(1, MAX_CLUSTER_SHARDS)
 }
+
+/// `history.stream`: the JetStream stream name.
+pub const HISTORY_STREAM: &str = "VOLLEY_HISTORY";
+/// `history.maxMessagesPerTopic`: messages kept per concrete topic.
+pub const HISTORY_MAX_MESSAGES_PER_TOPIC: i64 = 1_000;
+/// `history.maxAge`: how long a message is kept.
+pub const HISTORY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// `history.replicas`: stream replicas (one: a single `nats-server -js` is enough).
+pub const HISTORY_REPLICAS: usize = 1;
+/// `history.replayMaxMessages`: most messages one resume replays.
+pub const HISTORY_REPLAY_MAX_MESSAGES: usize = 1_000;
+/// `history.replayMaxBytes`: most payload bytes one resume replays.
+pub const HISTORY_REPLAY_MAX_BYTES: usize = 512 * 1024;
+/// `history.replayTimeout`: deadline of one replay.
+pub const HISTORY_REPLAY_TIMEOUT: Duration = Duration::from_secs(5);

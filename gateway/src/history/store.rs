@@ -1,0 +1,562 @@
+//! The JetStream side of history: keeps the stream in place and in shape, publishes with an
+//! acknowledgement, opens the live consumer of a pattern and runs replays. Everything here is IO
+//! on the tokio runtime; shards only ever see its results through their inboxes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::stream::{self, StorageType};
+use async_nats::jetstream::{self, Context, ErrorCode};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use tokio::sync::{Semaphore, watch};
+
+use super::merge::Replayed;
+use super::{HistoryConfig, NotRecovered, ReplayDone, ReplayRequest, Storage};
+use crate::hub::{Hub, PublishError};
+use crate::message::Message;
+use crate::metrics::Metrics;
+
+/// How often the stream is checked while it is healthy, and while it is not.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Replays running at once per gateway: each is one consumer on the server.
+const MAX_CONCURRENT_REPLAYS: usize = 64;
+/// How long an HTTP publish waits for JetStream's acknowledgement.
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A replay consumer left behind (the gateway died mid-replay) is removed by the server after
+/// this idle time.
+const REPLAY_CONSUMER_IDLE: Duration = Duration::from_secs(30);
+
+/// Why the stream cannot be put in place; the message is meant for the operator's log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HistoryError {
+    #[error("JetStream is not enabled on the NATS server (start it with -js)")]
+    NotEnabled,
+    #[error("JetStream unavailable: {0}")]
+    Unavailable(String),
+    #[error("cannot create or update stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+}
+
+/// History's health, readable from the admin server and the shards.
+#[derive(Debug, Default)]
+pub(crate) struct HistoryState {
+    available: AtomicBool,
+    epoch: RwLock<Option<Arc<str>>>,
+    problem: Mutex<Option<String>>,
+}
+
+impl HistoryState {
+    pub(crate) fn is_available(&self) -> bool {
+        self.available.load(Ordering::Acquire)
+    }
+
+    /// The epoch of the stream as last seen: changes when the stream is recreated.
+    pub(crate) fn epoch(&self) -> Option<Arc<str>> {
+        self.epoch.read().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    /// Why history is unavailable, when it is.
+    pub(crate) fn problem(&self) -> Option<String> {
+        self.problem.lock().map(|p| p.clone()).unwrap_or(None)
+    }
+
+    fn set_epoch(&self, epoch: &Arc<str>) {
+        if let Ok(mut e) = self.epoch.write()
+            && e.as_deref() != Some(&**epoch)
+        {
+            *e = Some(epoch.clone());
+        }
+    }
+
+    pub(crate) fn set_available(&self, epoch: &Arc<str>) {
+        self.set_epoch(epoch);
+        if let Ok(mut p) = self.problem.lock() {
+            *p = None;
+        }
+        self.available.store(true, Ordering::Release);
+    }
+
+    fn set_unavailable(&self, why: String) {
+        if let Ok(mut p) = self.problem.lock() {
+            *p = Some(why);
+        }
+        self.available.store(false, Ordering::Release);
+    }
+}
+
+/// A message from NATS on its way to the shards: through a core subscription (no sequence) or
+/// a JetStream consumer (with its stream sequence).
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub subject: String,
+    pub payload: Bytes,
+    pub seq: Option<u64>,
+}
+
+/// The epoch of a stream: its creation time (ns since the Unix epoch), which a recreated stream
+/// cannot share with the one it replaces.
+fn epoch_of(info: &stream::Info) -> Arc<str> {
+    Arc::from(info.created.unix_timestamp_nanos().to_string())
+}
+
+/// Replays are shared by requests for the same `(pattern, since, epoch)`.
+type ReplayKey = (Box<str>, u64, Option<String>);
+
+/// A connection waiting for a replay: where to send the answer.
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    shard: usize,
+    key: usize,
+    serial: u64,
+}
+
+/// Handle on the stream; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Store {
+    js: Context,
+    config: Arc<HistoryConfig>,
+    prefix: Arc<str>,
+    state: Arc<HistoryState>,
+    metrics: Metrics,
+    replays: Arc<Semaphore>,
+    /// Replays not yet fetching (waiting for a slot) and who waits for each: an identical
+    /// request joins instead of fetching again. Once a fetch starts, later requests start
+    /// their own, so every waiter's replay is read after it began holding live messages.
+    waiting: Arc<Mutex<HashMap<ReplayKey, Vec<Waiter>>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("config", &self.config)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl Store {
+    pub(crate) fn new(
+        client: async_nats::Client,
+        config: Arc<HistoryConfig>,
+        prefix: Arc<str>,
+        state: Arc<HistoryState>,
+        metrics: Metrics,
+    ) -> Store {
+        Store {
+            js: jetstream::new(client),
+            config,
+            prefix,
+            state,
+            metrics,
+            replays: Arc::new(Semaphore::new(MAX_CONCURRENT_REPLAYS)),
+            waiting: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &HistoryConfig {
+        &self.config
+    }
+
+    pub(crate) fn state(&self) -> &Arc<HistoryState> {
+        &self.state
+    }
+
+    fn subject(&self, topic: &str) -> String {
+        format!("{}.{topic}", self.prefix)
+    }
+
+    /// The stream as the config wants it.
+    pub(crate) fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.config.stream.clone(),
+            subjects: self.config.topics.iter().map(|t| self.subject(t)).collect(),
+            max_messages_per_subject: self.config.max_messages_per_topic,
+            max_age: self.config.max_age,
+            storage: match self.config.storage {
+                Storage::File => StorageType::File,
+                Storage::Memory => StorageType::Memory,
+            },
+            num_replicas: self.config.replicas,
+            ..Default::default()
+        }
+    }
+
+    /// Makes sure the stream exists with our subjects and limits: created when missing,
+    /// updated when it differs, left alone when it matches (so many gateways starting at once
+    /// agree). Returns its epoch.
+    pub(crate) async fn ensure(&self) -> Result<Arc<str>, HistoryError> {
+        let want = self.stream_config();
+        let name = want.name.clone();
+        let stream_error = |message: String| HistoryError::Stream {
+            stream: name.clone(),
+            message,
+        };
+        match self.js.get_stream(&name).await {
+            Ok(stream) => {
+                let info = stream.cached_info();
+                if matches_config(&info.config, &want) {
+                    return Ok(epoch_of(info));
+                }
+                let info = self
+                    .js
+                    .update_stream(want.clone())
+                    .await
+                    .map_err(|e| stream_error(e.to_string()))?;
+                tracing::info!(stream = %name, "history stream updated to the configured limits");
+                Ok(epoch_of(&info))
+            }
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    let mut stream = self.js.create_stream(want.clone()).await.map_err(|e| {
+                        if e.to_string().contains("not enabled") {
+                            HistoryError::NotEnabled
+                        } else {
+                            stream_error(e.to_string())
+                        }
+                    })?;
+                    tracing::info!(stream = %name, "history stream created");
+                    let info = stream
+                        .info()
+                        .await
+                        .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
+                    Ok(epoch_of(info))
+                }
+                GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED
+                        || js.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT =>
+                {
+                    Err(HistoryError::NotEnabled)
+                }
+                _ => Err(HistoryError::Unavailable(e.to_string())),
+            },
+        }
+    }
+
+    /// Keeps the stream in place for as long as the gateway runs, and tells the router (by
+    /// bumping `generation`) when the feeds of history patterns must be opened again: history
+    /// became available (JetStream consumers), unavailable (core subscriptions, live only), or
+    /// the stream was recreated (a new epoch).
+    pub(crate) async fn maintain(self, generation: watch::Sender<u64>) {
+        let mut last_epoch: Option<Arc<str>> = None;
+        let mut was_available = false;
+        loop {
+            let pause = match self.ensure().await {
+                Ok(epoch) => {
+                    self.state.set_available(&epoch);
+                    self.metrics.history_available.set(1);
+                    if !was_available || last_epoch.as_deref() != Some(&*epoch) {
+                        if was_available {
+                            tracing::warn!(%epoch, "history stream was recreated (new epoch)");
+                        } else {
+                            tracing::info!(%epoch, "history available");
+                        }
+                        generation.send_modify(|g| *g += 1);
+                    }
+                    last_epoch = Some(epoch);
+                    was_available = true;
+                    CHECK_EVERY
+                }
+                Err(e) => {
+                    if was_available || self.state.problem().is_none() {
+                        tracing::error!(
+                            error = %e,
+                            "history unavailable; history topics are served live only"
+                        );
+                    }
+                    if was_available {
+                        // Live delivery must not hang on consumers of a stream that is gone:
+                        // the router reopens those patterns as core subscriptions.
+                        generation.send_modify(|g| *g += 1);
+                    }
+                    self.state.set_unavailable(e.to_string());
+                    self.metrics.history_available.set(0);
+                    was_available = false;
+                    RETRY_EVERY
+                }
+            };
+            tokio::time::sleep(pause).await;
+            if generation.is_closed() {
+                return;
+            }
+        }
+    }
+
+    /// Publishes to the stream and waits for JetStream's acknowledgement: success means stored.
+    pub(crate) async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
+        let js = &self.js;
+        let subject = self.subject(topic);
+        let stored = async move { js.publish(subject, payload).await?.await.map(|_| ()) };
+        match tokio::time::timeout(PUBLISH_ACK_TIMEOUT, stored).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, topic, "JetStream publish failed");
+                Err(PublishError::Unavailable)
+            }
+            Err(_) => Err(PublishError::Unavailable),
+        }
+    }
+
+    /// Opens the live feed of `pattern`: an ordered consumer that starts with the next message
+    /// stored, and after a NATS reconnect resumes right after the last one it delivered (the
+    /// client recreates it from its last stream sequence), so no message is skipped.
+    pub(crate) async fn live(
+        &self,
+        pattern: &str,
+    ) -> Result<BoxStream<'static, Incoming>, HistoryError> {
+        let stream = self
+            .js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: self.subject(pattern),
+                deliver_policy: DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
+        let feed = messages.filter_map(|item| {
+            let incoming = match item {
+                Ok(message) => {
+                    let seq = message.info().ok().map(|i| i.stream_sequence);
+                    let message = message.message;
+                    Some(Incoming {
+                        subject: message.subject.to_string(),
+                        payload: message.payload,
+                        seq,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "history consumer error; it recreates itself");
+                    None
+                }
+            };
+            std::future::ready(incoming)
+        });
+        Ok(feed.boxed())
+    }
+
+    /// Runs a replay in a task of its own, bounded by `replayTimeout`, and always answers
+    /// through the shard's inbox. Many connections moved at once (a shed) resume from the same
+    /// position: a request identical to one still waiting for a slot joins it, and one fetch
+    /// answers them all.
+    pub(crate) fn replay(&self, request: ReplayRequest, hub: Arc<Hub>) {
+        let key: ReplayKey = (
+            request.pattern.clone(),
+            request.since,
+            request.epoch.clone(),
+        );
+        let waiter = Waiter {
+            shard: request.shard,
+            key: request.key,
+            serial: request.serial,
+        };
+        {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(waiters) = waiting.get_mut(&key) {
+                waiters.push(waiter);
+                return;
+            }
+            waiting.insert(key.clone(), vec![waiter]);
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let deadline = tokio::time::Instant::now() + store.config.replay_timeout;
+            // Waiting for a slot counts against the same deadline.
+            let permit = tokio::time::timeout_at(deadline, store.replays.acquire()).await;
+            let waiters = store
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key)
+                .unwrap_or_default();
+            let outcome = match permit {
+                Ok(Ok(_permit)) => tokio::time::timeout_at(deadline, store.fetch(&request))
+                    .await
+                    .unwrap_or(Err(NotRecovered::Timeout)),
+                _ => Err(NotRecovered::Timeout),
+            };
+            store
+                .metrics
+                .replay_duration
+                .observe(started.elapsed().as_secs_f64());
+            if let Ok(replayed) = &outcome {
+                store
+                    .metrics
+                    .replayed_messages
+                    .inc_by((replayed.messages.len() * waiters.len()) as u64);
+            }
+            let epoch = store.state.epoch();
+            for w in waiters {
+                hub.replay_done(
+                    w.shard,
+                    ReplayDone {
+                        key: w.key,
+                        serial: w.serial,
+                        pattern: key.0.clone(),
+                        epoch: epoch.clone(),
+                        outcome: outcome.clone(),
+                    },
+                );
+            }
+        });
+    }
+
+    async fn fetch(&self, request: &ReplayRequest) -> Result<Replayed<Arc<Message>>, NotRecovered> {
+        let stream = self
+            .js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|_| NotRecovered::Unavailable)?;
+        let info = stream.cached_info();
+        let epoch = epoch_of(info);
+        self.state.set_epoch(&epoch);
+        if request.epoch.as_deref() != Some(&*epoch) {
+            return Err(NotRecovered::EpochChanged);
+        }
+        let since = request.since;
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        plan(since, first, last)?;
+        if since == last {
+            return Ok(Replayed {
+                messages: Vec::new(),
+                through: last,
+            });
+        }
+        // Start AT `since`, not after it: finding the client's own last message there proves the
+        // history still reaches back to it (nothing between it and the next one was discarded).
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: self.subject(&request.pattern),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: since.max(1),
+                },
+                ack_policy: AckPolicy::None,
+                inactive_threshold: REPLAY_CONSUMER_IDLE,
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|_| NotRecovered::Unavailable)?;
+        let name = consumer.cached_info().name.clone();
+        let pending = consumer.cached_info().num_pending;
+        let result = self.collect(&consumer, since, last, pending).await;
+        let stream = stream.clone();
+        // Best effort: the server removes it after REPLAY_CONSUMER_IDLE anyway.
+        tokio::spawn(async move {
+            let _ = stream.delete_consumer(&name).await;
+        });
+        result
+    }
+
+    async fn collect(
+        &self,
+        consumer: &jetstream::consumer::Consumer<pull::Config>,
+        since: u64,
+        last: u64,
+        pending: u64,
+    ) -> Result<Replayed<Arc<Message>>, NotRecovered> {
+        if pending == 0 {
+            if since > 0 {
+                // The client's own last message is gone (aged out or over the per-topic limit),
+                // and so may be what followed it: the gap cannot be proven empty.
+                return Err(NotRecovered::TooOld);
+            }
+            return Ok(Replayed {
+                messages: Vec::new(),
+                through: last,
+            });
+        }
+        let own = u64::from(since > 0);
+        if pending.saturating_sub(own) > self.config.replay_max_messages as u64 {
+            return Err(NotRecovered::Limit);
+        }
+        let mut batch = consumer
+            .batch()
+            .max_messages(pending as usize)
+            .expires(self.config.replay_timeout)
+            .messages()
+            .await
+            .map_err(|_| NotRecovered::Unavailable)?;
+        let mut messages = Vec::with_capacity(pending as usize);
+        let mut bytes = 0usize;
+        let mut through = since;
+        let mut first = true;
+        while let Some(item) = batch.next().await {
+            let message = item.map_err(|_| NotRecovered::Unavailable)?;
+            let info = message.info().map_err(|_| NotRecovered::Unavailable)?;
+            let (seq, left) = (info.stream_sequence, info.pending);
+            if std::mem::take(&mut first) && since > 0 {
+                if seq != since {
+                    return Err(NotRecovered::TooOld);
+                }
+            } else {
+                let Some(topic) = message
+                    .subject
+                    .as_str()
+                    .strip_prefix(&*self.prefix)
+                    .and_then(|t| t.strip_prefix('.'))
+                else {
+                    continue;
+                };
+                bytes = bytes.saturating_add(message.payload.len());
+                if bytes > self.config.replay_max_bytes {
+                    return Err(NotRecovered::Limit);
+                }
+                messages.push(Message::with_seq(topic, message.payload.clone(), Some(seq)));
+            }
+            through = seq;
+            if left == 0 {
+                break;
+            }
+        }
+        if first {
+            // The batch expired before delivering what the consumer said was pending.
+            return Err(NotRecovered::Timeout);
+        }
+        Ok(Replayed { messages, through })
+    }
+}
+
+/// Checks a position against the stream's bounds before anything is fetched.
+pub(crate) fn plan(since: u64, first: u64, last: u64) -> Result<(), NotRecovered> {
+    if since > last {
+        return Err(NotRecovered::BadPosition);
+    }
+    // Position 0 asks for everything: only possible if nothing was ever discarded.
+    if since == 0 && first > 1 {
+        return Err(NotRecovered::TooOld);
+    }
+    Ok(())
+}
+
+/// Whether the server's stream config has what we set (the server fills in other fields).
+fn matches_config(have: &stream::Config, want: &stream::Config) -> bool {
+    let mut a = have.subjects.clone();
+    let mut b = want.subjects.clone();
+    a.sort();
+    b.sort();
+    a == b
+        && have.max_messages_per_subject == want.max_messages_per_subject
+        && have.max_age == want.max_age
+        && have.storage == want.storage
+        && have.num_replicas == want.num_replicas
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,376 @@
+//! History and recovery against a real `nats-server -js`: positions on delivered messages,
+//! resuming with `since` (sub op and URL), replay then live with no gap and no duplicate, and
+//! every reason a resume is not recovered (epoch changed, too old, no history, JetStream down).
+
+mod support;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde_json::{Value, json};
+use support::nats::NatsServer;
+use support::*;
+use volley_gateway::config::{HistoryFile, Options};
+use volley_gateway::gateway::Gateway;
+
+const STREAM: &str = "VOLLEY_HISTORY";
+
+fn js_server() -> NatsServer {
+    NatsServer::start_js()
+}
+
+fn history_options(nats: &NatsServer, topics: &str, file: HistoryFile) -> Options {
+    let mut opts = options();
+    opts.nats = Some(nats.url());
+    opts.pod_name = Some("gw-0".to_owned());
+    opts.subscription_linger = Some(Duration::from_millis(300));
+    opts.history_topics = Some(topics.split(',').map(str::to_owned).collect());
+    opts.history = Some(file);
+    opts
+}
+
+async fn wait_metric(gw: &Gateway, name: &str, at_least: f64) {
+    for _ in 0..400 {
+        if metric(gw.admin_addr(), name, "").await >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{name} never reached {at_least}");
+}
+
+async fn start_history(nats: &NatsServer, topics: &str, file: HistoryFile) -> Gateway {
+    let gw = start(history_options(nats, topics, file)).await;
+    wait_metric(&gw, "volley_history_available", 1.0).await;
+    gw
+}
+
+async fn js(nats: &NatsServer) -> jetstream::Context {
+    jetstream::new(
+        async_nats::connect(nats.url())
+            .await
+            .expect("test NATS client"),
+    )
+}
+
+async fn last_seq(js: &jetstream::Context) -> u64 {
+    let mut stream = js.get_stream(STREAM).await.expect("history stream");
+    stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence
+}
+
+/// Waits until the stream holds messages up to `seq` (core NATS publishes are stored
+/// asynchronously).
+async fn wait_stored(js: &jetstream::Context, seq: u64) {
+    for _ in 0..400 {
+        if last_seq(js).await >= seq {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("stream never reached sequence {seq}");
+}
+
+/// Subscribes with the op and returns the reply (which must be `subscribed`).
+async fn subscribe(client: &mut Client, topics: &[&str]) -> Value {
+    send_json(client, json!({"op":"sub","topics":topics})).await;
+    let reply = next_json(client).await;
+    assert_eq!(reply["op"], "subscribed", "{reply}");
+    reply
+}
+
+fn seq_of(message: &Value) -> u64 {
+    message["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no seq in {message}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_replays_exactly_what_was_missed_in_order_then_goes_live() {
+    let nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let js = js(&nats).await;
+    let core = async_nats::connect(nats.url()).await.unwrap();
+
+    let mut first = connect(&ws_url(&gw, "")).await;
+    let reply = subscribe(&mut first, &["news.>"]).await;
+    let epoch = reply["epoch"].as_str().expect("epoch in reply").to_owned();
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+    publish_ok(gw.admin_addr(), "news.eu", br#"{"n":0}"#).await;
+    let got = next_json(&mut first).await;
+    assert_eq!(got["topic"], "news.eu");
+    assert_eq!(got["data"], json!({"n":0}));
+    let since = seq_of(&got);
+    first.close(None).await.unwrap();
+
+    // Missed while away: through NATS (any publisher) and through HTTP (202 = stored), on
+    // several subjects under the pattern.
+    let mut missed = Vec::new();
+    for n in 1..=6 {
+        let topic = if n % 2 == 0 { "news.eu" } else { "news.us" };
+        let body = format!(r#"{{"n":{n}}}"#);
+        if n <= 3 {
+            core.publish(format!("push.{topic}"), body.into_bytes().into())
+                .await
+                .unwrap();
+            core.flush().await.unwrap();
+            wait_stored(&js, since + n).await;
+        } else {
+            publish_ok(gw.admin_addr(), topic, body.as_bytes()).await;
+        }
+        missed.push((topic, n));
+    }
+    assert_eq!(last_seq(&js).await, since + 6);
+
+    let mut back = connect(&ws_url(&gw, "")).await;
+    send_json(
+        &mut back,
+        json!({"op":"sub","topics":["news.>"],"since":{"news.>":since},"epoch":epoch}),
+    )
+    .await;
+    let reply = next_json(&mut back).await;
+    assert_eq!(
+        reply,
+        json!({"op":"subscribed","topics":["news.>"],"epoch":epoch,"recovered":true,"replayed":6})
+    );
+    for (i, (topic, n)) in missed.iter().enumerate() {
+        let got = next_json(&mut back).await;
+        assert_eq!(got["topic"], *topic);
+        assert_eq!(got["data"], json!({"n":n}));
+        assert_eq!(seq_of(&got), since + 1 + i as u64);
+    }
+    // Then live, right after the replay, and nothing twice.
+    publish_ok(gw.admin_addr(), "news.eu", br#"{"n":7}"#).await;
+    let got = next_json(&mut back).await;
+    assert_eq!(got["data"], json!({"n":7}));
+    assert_eq!(seq_of(&got), since + 7);
+    expect_silence(&mut back, Duration::from_millis(300)).await;
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_recoveries_total", "recovered").await,
+        1.0
+    );
+    assert!(metric(gw.admin_addr(), "volley_replayed_messages_total", "").await >= 6.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_resume_over_a_wildcard_replays_every_subject_in_order() {
+    let nats = js_server();
+    let gw = start_history(&nats, "scores.*", HistoryFile::default()).await;
+    let js = js(&nats).await;
+
+    let mut first = connect(&ws_url(&gw, "?topics=scores.*")).await;
+    // URL subscriptions to topics with history get a reply carrying the epoch.
+    let reply = next_json(&mut first).await;
+    assert_eq!(reply["op"], "subscribed");
+    let epoch = reply["epoch"].as_str().expect("epoch").to_owned();
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+    publish_ok(gw.admin_addr(), "scores.a", b"0").await;
+    let since = seq_of(&next_json(&mut first).await);
+    drop(first);
+
+    let topics = ["scores.a", "scores.b", "scores.c", "scores.b", "scores.a"];
+    for (i, topic) in topics.iter().enumerate() {
+        publish_ok(gw.admin_addr(), topic, format!("{}", i + 1).as_bytes()).await;
+    }
+    // Not under the pattern: stored elsewhere or not at all, never replayed.
+    publish_ok(gw.admin_addr(), "chat", b"\"x\"").await;
+    wait_stored(&js, since + 5).await;
+
+    let url = ws_url(
+        &gw,
+        &format!("?topics=scores.*&since={since}&epoch={epoch}"),
+    );
+    let mut back = connect(&url).await;
+    let reply = next_json(&mut back).await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert_eq!(reply["replayed"], 5);
+    for (i, topic) in topics.iter().enumerate() {
+        let got = next_json(&mut back).await;
+        assert_eq!(got["topic"], *topic);
+        assert_eq!(got["data"], json!(i + 1));
+        assert_eq!(seq_of(&got), since + 1 + i as u64);
+    }
+    publish_ok(gw.admin_addr(), "scores.z", b"9").await;
+    let got = next_json(&mut back).await;
+    assert_eq!(got["data"], json!(9));
+    expect_silence(&mut back, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_stream_changes_the_epoch_and_resume_is_not_recovered() {
+    let nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let js = js(&nats).await;
+
+    let mut first = connect(&ws_url(&gw, "")).await;
+    let old_epoch = subscribe(&mut first, &["news.>"]).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+    publish_ok(gw.admin_addr(), "news.a", b"1").await;
+    let since = seq_of(&next_json(&mut first).await);
+    drop(first);
+
+    js.delete_stream(STREAM).await.expect("delete stream");
+    // The gateway puts the stream back by itself (a new stream: a new epoch).
+    let mut recreated = false;
+    for _ in 0..400 {
+        if js.get_stream(STREAM).await.is_ok() {
+            recreated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(recreated, "the gateway recreates a deleted history stream");
+
+    let mut back = connect(&ws_url(&gw, "")).await;
+    send_json(
+        &mut back,
+        json!({"op":"sub","topics":["news.>"],"since":{"news.>":since},"epoch":old_epoch}),
+    )
+    .await;
+    let reply = next_json(&mut back).await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_eq!(reply["reason"], "epoch_changed");
+    let new_epoch = reply["epoch"].as_str().expect("the new epoch");
+    assert_ne!(new_epoch, old_epoch);
+    assert!(reply["message"].as_str().unwrap().contains("live"));
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_recoveries_total", "epoch_changed").await,
+        1.0
+    );
+    // Still served live, through a consumer on the new stream.
+    let mut live = None;
+    for n in 0..100 {
+        publish_ok(gw.admin_addr(), "news.a", format!("{n}").as_bytes()).await;
+        if let Ok(Some(Ok(_))) = tokio::time::timeout(
+            Duration::from_millis(200),
+            futures_util::StreamExt::next(&mut back),
+        )
+        .await
+        {
+            live = Some(n);
+            break;
+        }
+    }
+    assert!(
+        live.is_some(),
+        "live delivery continues after the stream was recreated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_older_than_the_history_is_not_recovered_and_says_why() {
+    let nats = js_server();
+    let file = HistoryFile {
+        max_messages_per_topic: Some(3),
+        ..HistoryFile::default()
+    };
+    let gw = start_history(&nats, "news.>", file).await;
+
+    let mut first = connect(&ws_url(&gw, "")).await;
+    let epoch = subscribe(&mut first, &["news.>"]).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+    publish_ok(gw.admin_addr(), "news.a", b"0").await;
+    let since = seq_of(&next_json(&mut first).await);
+    drop(first);
+    // Five more on the same topic: only the last three are kept, the client's own is gone.
+    for n in 1..=5 {
+        publish_ok(gw.admin_addr(), "news.a", format!("{n}").as_bytes()).await;
+    }
+
+    let mut back = connect(&ws_url(&gw, "")).await;
+    send_json(
+        &mut back,
+        json!({"op":"sub","topics":["news.>"],"since":{"news.>":since},"epoch":epoch}),
+    )
+    .await;
+    let reply = next_json(&mut back).await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_eq!(reply["reason"], "too_old");
+    assert_eq!(reply["epoch"], epoch.as_str());
+    // Nothing replayed; live from now on.
+    publish_ok(gw.admin_addr(), "news.a", b"6").await;
+    assert_eq!(next_json(&mut back).await["data"], json!(6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_topic_without_history_says_so_and_subscribes_live() {
+    let nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let mut client = connect(&ws_url(&gw, "")).await;
+    send_json(
+        &mut client,
+        json!({"op":"sub","topics":["chat","news.>"],"since":{"chat":3},"epoch":"x"}),
+    )
+    .await;
+    // The topic without a position is answered first, with the epoch.
+    let plain = next_json(&mut client).await;
+    assert_eq!(plain["topics"], json!(["news.>"]));
+    assert!(plain["epoch"].is_string());
+    let reply = next_json(&mut client).await;
+    assert_eq!(reply["topics"], json!(["chat"]));
+    assert_eq!(reply["recovered"], false);
+    assert_eq!(reply["reason"], "no_history");
+    nats.wait_for_subscriptions("push.chat", 1).await;
+    publish_ok(gw.admin_addr(), "chat", b"1").await;
+    let got = next_json(&mut client).await;
+    assert_eq!(
+        got,
+        json!({"topic":"chat","data":1}),
+        "no seq without history"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_jetstream_history_topics_are_live_only_and_health_says_why() {
+    // A NATS server without -js.
+    let nats = NatsServer::start();
+    let gw = start(history_options(&nats, "news.>", HistoryFile::default())).await;
+    let mut healthz = String::new();
+    for _ in 0..400 {
+        healthz = get(gw.admin_addr(), "/healthz").await.1;
+        if healthz.contains("history: unavailable (") && !healthz.contains("not checked yet") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(healthz.contains("history: unavailable"), "{healthz}");
+    assert!(healthz.contains("live only"), "{healthz}");
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_history_available", "").await,
+        0.0
+    );
+
+    let mut client = connect(&ws_url(&gw, "")).await;
+    send_json(
+        &mut client,
+        json!({"op":"sub","topics":["news.>"],"since":{"news.>":5},"epoch":"e"}),
+    )
+    .await;
+    let reply = next_json(&mut client).await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_eq!(reply["reason"], "unavailable");
+    // Live delivery from any NATS publisher goes on (core subscription).
+    nats.wait_for_subscriptions("push.news.>", 1).await;
+    let core = async_nats::connect(nats.url()).await.unwrap();
+    core.publish("push.news.x", "1".into()).await.unwrap();
+    core.flush().await.unwrap();
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"news.x","data":1})
+    );
+    // An HTTP publish to a history topic cannot be stored: 503, not a silent 202.
+    let (status, _) = publish(gw.admin_addr(), "news.x", b"2").await;
+    assert_eq!(status, 503);
+    // Topics without history still publish.
+    publish_ok(gw.admin_addr(), "chat", b"3").await;
+}
