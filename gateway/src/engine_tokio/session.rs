@@ -46,6 +46,9 @@ impl Drop for Slot {
 struct Admitted {
     admission: Admission,
     format: Format,
+    /// `?since=N&epoch=..`: the URL topic resumes (answered like the shards: this engine has no
+    /// history, so `recovered:false`, `no_history`).
+    resume: Option<(u64, Option<String>)>,
     messages: tokio::sync::broadcast::Receiver<Arc<Message>>,
     slot: Slot,
 }
@@ -105,6 +108,11 @@ pub(super) async fn run(stream: TcpStream, ctx: Arc<Context>) {
 /// client sees it is delivered.
 fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection> {
     let mut upgrade = upgrade::parse(request, &ctx.handshake)?;
+    if upgrade.since.is_some() && upgrade.topics.len() != 1 {
+        return Err(Rejection::bad_request(
+            "since needs exactly one topic in the URL (resume several with the sub op)",
+        ));
+    }
     let admission = access::admit(
         std::mem::take(&mut upgrade.topics),
         upgrade.token.as_deref(),
@@ -124,6 +132,7 @@ fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection
         Admitted {
             admission,
             format: upgrade.format,
+            resume: upgrade.since.map(|since| (since, upgrade.epoch.take())),
             messages: ctx.messages.subscribe(),
             slot: Slot(ctx.shared.clone()),
         },
@@ -134,6 +143,7 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
     let Admitted {
         admission,
         format,
+        resume,
         mut messages,
         slot: _slot,
     } = admitted;
@@ -142,7 +152,11 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
     let mut clock = Clock::new(std::time::Instant::now());
     let mut session = Session::new(&clock, Duration::ZERO);
     let mut effects = Vec::new();
+    let url_topic = admission.allowed.first().cloned();
     session.open(admission, format, &clock, limits, &mut effects);
+    if let (Some((since, epoch)), Some(topic)) = (resume, url_topic) {
+        session.resume(&topic, since, epoch, &clock, limits, &mut effects);
+    }
     if pump(ws, ctx, &mut session, &mut effects).await.is_break() {
         return;
     }

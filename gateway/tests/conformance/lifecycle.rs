@@ -11,7 +11,44 @@ use crate::support::*;
 both_engines!(
     bad_upgrades_get_their_statuses,
     draining_refuses_new_connections_and_closes_old_ones_1001,
+    resuming_without_history_is_answered_and_served_live,
 );
+
+/// Standalone (no JetStream), a resume is answered `recovered:false`, `no_history`, by URL and by
+/// op, and the subscription is served live; `since` with several URL topics is a 400.
+async fn resuming_without_history_is_answered_and_served_live(engine: Engine) {
+    let gw = start_engine(engine, options()).await;
+    let mut by_url = connect(&gw.url("?topics=news&since=7&epoch=e")).await;
+    let reply = next_json(&mut by_url).await;
+    assert_eq!(reply["topics"], serde_json::json!(["news"]));
+    assert_eq!(reply["recovered"], false);
+    assert_eq!(reply["reason"], "no_history");
+    let mut by_op = connect(&gw.url("")).await;
+    send_json(
+        &mut by_op,
+        serde_json::json!({"op":"sub","topics":["news"],"since":{"news":7},"epoch":"e"}),
+    )
+    .await;
+    let reply = next_json(&mut by_op).await;
+    assert_eq!(reply["recovered"], false);
+    assert_eq!(reply["reason"], "no_history");
+    publish_ok(gw.admin_addr(), "news", b"1").await;
+    for client in [&mut by_url, &mut by_op] {
+        assert_eq!(
+            next_json(client).await,
+            serde_json::json!({"topic":"news","data":1})
+        );
+    }
+    let (status, body) = http(
+        gw.client_addr(),
+        b"GET /ws?topics=a,b&since=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("since"), "{body}");
+}
 
 async fn bad_upgrades_get_their_statuses(engine: Engine) {
     let gw = start_engine(engine, options()).await;
