@@ -211,6 +211,17 @@ impl Fleet {
         self.pids().into_iter().map(procfs::rss_bytes).sum()
     }
 
+    /// Starts a peak-memory window on every gateway process (see [`Fleet::peak_rss`]).
+    pub fn reset_peak_rss(&self) -> Result<(), ProcError> {
+        self.pids().into_iter().try_for_each(procfs::reset_peak_rss)
+    }
+
+    /// Peak resident memory since [`Fleet::reset_peak_rss`], summed over the gateway processes
+    /// (an upper bound of the summed peak: each process peaks on its own).
+    pub fn peak_rss(&self) -> Result<u64, ProcError> {
+        self.pids().into_iter().map(procfs::peak_rss_bytes).sum()
+    }
+
     /// Resident memory of each gateway's process (0 when unreadable).
     pub fn rss_per_gateway(&self) -> Vec<u64> {
         self.gateways

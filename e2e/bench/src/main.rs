@@ -32,6 +32,15 @@ enum Cmd {
     /// Soak one gateway: connection churn, pings, publishes and slow consumers for a long
     /// time, sampling its RSS and descriptors.
     Soak(Box<volley_bench::soak::cli::SoakArgs>),
+    /// The limit reference: a fan-out server that does only the fan-out (the `reference`
+    /// engine of `run`; used internally).
+    #[command(name = "__reference", hide = true)]
+    Reference {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        admin_addr: SocketAddr,
+    },
     /// Client process (used internally).
     #[command(name = "__child", hide = true)]
     Child,
@@ -46,6 +55,9 @@ struct RunArgs {
     gateway: Option<PathBuf>,
     /// Engines to compare, in this order. Gateways behind NATS (--gateways > 1 or
     /// --publish-via nats) need the epoll engine: the tokio baseline is standalone only.
+    /// `reference` is the limit reference built into this tool (mio, each message framed once,
+    /// one vectored write per connection per 10 ms tick, nothing else): fan-out, idle and storm
+    /// scenarios only, one process, no --gateway needed.
     #[arg(long, value_delimiter = ',', default_value = "epoll,tokio")]
     engines: Vec<String>,
     /// Extra gateway flags, e.g. `--gateway-arg=--shards=1` (given to every gateway).
@@ -165,6 +177,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(volley_bench::child::serve())?;
             Ok(())
         }
+        Cmd::Reference { listen, admin_addr } => volley_bench::reference::main(listen, admin_addr),
         Cmd::Run(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -310,12 +323,30 @@ fn targets(a: &RunArgs, clustered: bool) -> anyhow::Result<Vec<Target0>> {
             nats,
         }]);
     }
-    let Some(binary) = &a.gateway else {
-        anyhow::bail!("give --gateway PATH or --connect ADDR");
+    let reference = volley_bench::reference::ENGINE;
+    let binary = match &a.gateway {
+        Some(binary) => binary.clone(),
+        None if a.engines.iter().all(|e| e == reference) => PathBuf::new(),
+        None => anyhow::bail!("give --gateway PATH or --connect ADDR"),
     };
     if clustered && let Some(e) = a.engines.iter().find(|e| e.as_str() != "epoll") {
         anyhow::bail!(
             "engine {e} serves standalone clients only; gateways behind NATS need --engines epoll"
+        );
+    }
+    if a.engines.iter().any(|e| e == reference) {
+        // It sends every message to every connection and has no tokens: only scenarios where
+        // every connection is on the one topic mean the same thing to it as to a gateway.
+        anyhow::ensure!(
+            matches!(
+                a.scenario,
+                Scenario::Fanout | Scenario::Idle | Scenario::Storm
+            ),
+            "the reference engine runs the fanout, idle and storm scenarios only"
+        );
+        anyhow::ensure!(
+            a.gateways == 1,
+            "the reference engine is one process: --gateways 1"
         );
     }
     Ok(a.engines
