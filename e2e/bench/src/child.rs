@@ -62,6 +62,9 @@ async fn connect_all(spec: ConnectSpec, stats: Stats) -> ConnectOutcome {
         let (spec, zipf, tx, stats) = (spec.clone(), zipf.clone(), tx.clone(), stats.clone());
         tokio::spawn(async move {
             let mut target = format!("/ws{}", plan::query(&spec.shape, zipf.as_deref(), i));
+            if spec.raw {
+                target.push_str("&format=raw");
+            }
             if let Some(secret) = &spec.token_secret {
                 match token::user_token(secret.as_bytes(), i) {
                     Ok(t) => {

@@ -22,6 +22,8 @@ pub enum Target0 {
     Spawn {
         binary: PathBuf,
         engine: String,
+        /// The report's name for it: the engine, or e.g. `epoll-before` for a second binary.
+        name: String,
         extra: Vec<String>,
         gateways: usize,
         nats_server: Option<PathBuf>,
@@ -128,6 +130,7 @@ impl Fleet {
             Target0::Spawn {
                 binary,
                 engine,
+                name,
                 extra,
                 gateways,
                 nats_server,
@@ -158,7 +161,7 @@ impl Fleet {
                     servers.push(Server::spawn(binary, engine, &args, &env, cpu).await?);
                 }
                 Ok(Fleet {
-                    label: label(engine, count, nats.is_some()),
+                    label: label(name, count, nats.is_some()),
                     gateways: servers,
                     nats: nats.map(|n| Nats {
                         url: n.url(),

@@ -53,6 +53,11 @@ struct RunArgs {
     /// Path to the volley-gateway binary to start (once per engine per run).
     #[arg(long)]
     gateway: Option<PathBuf>,
+    /// A second volley-gateway binary (e.g. the build before a change): each gateway engine is
+    /// run with it too, after the --engines ones in every run, labelled `<engine>-before`, so
+    /// before and after are measured in the same run.
+    #[arg(long, requires = "gateway")]
+    gateway_before: Option<PathBuf>,
     /// Engines to compare, in this order. Gateways behind NATS (--gateways > 1 or
     /// --publish-via nats) need the epoll engine: the tokio baseline is standalone only.
     /// `reference` is the limit reference built into this tool (mio, each message framed once,
@@ -161,6 +166,10 @@ struct RunArgs {
     /// fresh secret is written to a temporary file and passed as `--jwt-secret-file`.
     #[arg(long)]
     jwt_secret_file: Option<PathBuf>,
+    /// Clients ask for `format=raw` frames (the payload alone, which is what the reference
+    /// engine always sends) instead of the envelope.
+    #[arg(long)]
+    raw: bool,
     /// Write all run reports as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -246,6 +255,7 @@ async fn run_all(mut a: RunArgs) -> anyhow::Result<()> {
         jwt_secret,
         server_cpus: a.server_cpus,
         client_cpus: a.client_cpus,
+        raw: a.raw,
     };
     let gateways = if external {
         a.connect.len()
@@ -253,8 +263,9 @@ async fn run_all(mut a: RunArgs) -> anyhow::Result<()> {
         usize::from(a.gateways)
     };
     println!(
-        "volley-bench: scenario {} · {} connections · {} gateway(s){} · publishing via {} · {} · runs {}",
+        "volley-bench: scenario {}{} · {} connections · {} gateway(s){} · publishing via {} · {} · runs {}",
         settings.scenario.name(),
+        if settings.raw { " · format=raw" } else { "" },
         settings.connections,
         gateways,
         if clustered { " behind NATS" } else { "" },
@@ -349,11 +360,24 @@ fn targets(a: &RunArgs, clustered: bool) -> anyhow::Result<Vec<Target0>> {
             "the reference engine is one process: --gateways 1"
         );
     }
-    Ok(a.engines
+    let before = a.gateway_before.iter().flat_map(|before| {
+        a.engines
+            .iter()
+            .filter(|e| *e != reference)
+            .map(move |e| (before.clone(), e.clone(), format!("{e}-before")))
+    });
+    let all: Vec<(PathBuf, String, String)> = a
+        .engines
         .iter()
-        .map(|e| Target0::Spawn {
-            binary: binary.clone(),
-            engine: e.clone(),
+        .map(|e| (binary.clone(), e.clone(), e.clone()))
+        .chain(before)
+        .collect();
+    Ok(all
+        .into_iter()
+        .map(|(binary, engine, name)| Target0::Spawn {
+            binary,
+            engine,
+            name,
             extra: a.gateway_args.clone(),
             gateways: usize::from(a.gateways),
             nats_server: clustered.then(|| a.nats_server.clone()),

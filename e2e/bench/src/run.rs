@@ -53,6 +53,8 @@ pub struct Settings {
     pub client_cpus: String,
     /// The gateways' HS256 secret: per-user connections sign their `sub` with it.
     pub jwt_secret: Option<String>,
+    /// Clients ask for `format=raw` frames (the payload alone, as the reference sends).
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -188,6 +190,7 @@ pub async fn run_once(
                 Shape::PerUser => settings.jwt_secret.clone(),
                 _ => None,
             },
+            raw: settings.raw,
         };
         client.send(&Command::Connect(spec)).await?;
     }
