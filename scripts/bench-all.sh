@@ -13,4 +13,6 @@ $B run --gateway $G --engines epoll --gateways 3 --gateway-arg=--shards=1 --pin 
 for s in 1 2; do
 $B run --gateway $G --engines epoll --gateway-arg=--shards=$s --pin --server-cpus 0,1 --scenario fanout -n 10000 --rates 2,10 --size 256 --duration 5s --grace 5s --runs 2 --json $O/shards-$s.json > $O/shards-$s.txt 2>&1
 done
+# issue 13: Volley beside the fan-out-only limit reference, interleaved in each run
+$B run --gateway $G --engines reference,epoll --gateway-arg=--shards=1 --pin --scenario fanout -n 10000 --rates 2,5,50,200 --size 256 --duration 5s --grace 5s --runs 2 --json $O/limit.json > $O/limit.txt 2>&1
 echo finished

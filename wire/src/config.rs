@@ -47,7 +47,7 @@ pub struct Options {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<usize>,
 
-    /// Least pause between two flush passes of a shard (each pass: one vectored write per connection with queued frames; a pass longer than 4 intervals is followed by a quarter of itself) [default: 10ms]
+    /// Least time between the starts of two flush passes of a shard (each pass: one vectored write per connection with queued frames; a pass that takes longer is followed by the next at once) [default: 10ms]
     #[cfg_attr(feature = "cli", arg(long, env = "VOLLEY_FLUSH_INTERVAL", value_parser = humantime::parse_duration))]
     #[serde(
         default,

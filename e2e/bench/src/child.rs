@@ -19,6 +19,9 @@ const SCRATCH_BUF: usize = 64 * 1024;
 
 type Stats = Arc<Mutex<ChildReport>>;
 
+#[cfg(test)]
+mod tests;
+
 /// Runs the child protocol on stdin/stdout until `exit` or end of input.
 pub async fn serve() -> Result<(), BenchError> {
     let stats: Stats = Arc::default();
@@ -61,16 +64,7 @@ async fn connect_all(spec: ConnectSpec, stats: Stats) -> ConnectOutcome {
         };
         let (spec, zipf, tx, stats) = (spec.clone(), zipf.clone(), tx.clone(), stats.clone());
         tokio::spawn(async move {
-            let mut target = format!("/ws{}", plan::query(&spec.shape, zipf.as_deref(), i));
-            if let Some(secret) = &spec.token_secret {
-                match token::user_token(secret.as_bytes(), i) {
-                    Ok(t) => {
-                        target.push_str("&token=");
-                        target.push_str(&t);
-                    }
-                    Err(e) => eprintln!("volley-bench: cannot sign the token of user {i}: {e}"),
-                }
-            }
+            let target = upgrade_target(&spec, zipf.as_deref(), i);
             let result = connect_one(&spec, i, &target).await;
             drop(permit);
             match result {
@@ -102,6 +96,25 @@ async fn connect_all(spec: ConnectSpec, stats: Stats) -> ConnectOutcome {
     }
     outcome.last_done_ns = now_ns();
     outcome
+}
+
+/// The request target of connection `i`: its topics, the wire format it asks for and, for
+/// per-user connections, its signed token.
+pub fn upgrade_target(spec: &ConnectSpec, zipf: Option<&ZipfPlan>, i: usize) -> String {
+    let mut target = format!("/ws{}", plan::query(&spec.shape, zipf, i));
+    if spec.raw {
+        target.push_str("&format=raw");
+    }
+    if let Some(secret) = &spec.token_secret {
+        match token::user_token(secret.as_bytes(), i) {
+            Ok(t) => {
+                target.push_str("&token=");
+                target.push_str(&t);
+            }
+            Err(e) => eprintln!("volley-bench: cannot sign the token of user {i}: {e}"),
+        }
+    }
+    target
 }
 
 /// Connects and upgrades connection `i`; on success (stream, bytes read past the 101,

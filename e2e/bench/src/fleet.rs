@@ -22,6 +22,8 @@ pub enum Target0 {
     Spawn {
         binary: PathBuf,
         engine: String,
+        /// The report's name for it: the engine, or e.g. `epoll-before` for a second binary.
+        name: String,
         extra: Vec<String>,
         gateways: usize,
         nats_server: Option<PathBuf>,
@@ -128,6 +130,7 @@ impl Fleet {
             Target0::Spawn {
                 binary,
                 engine,
+                name,
                 extra,
                 gateways,
                 nats_server,
@@ -158,7 +161,7 @@ impl Fleet {
                     servers.push(Server::spawn(binary, engine, &args, &env, cpu).await?);
                 }
                 Ok(Fleet {
-                    label: label(engine, count, nats.is_some()),
+                    label: label(name, count, nats.is_some()),
                     gateways: servers,
                     nats: nats.map(|n| Nats {
                         url: n.url(),
@@ -209,6 +212,17 @@ impl Fleet {
     /// Resident memory summed over the gateway processes.
     pub fn rss(&self) -> Result<u64, ProcError> {
         self.pids().into_iter().map(procfs::rss_bytes).sum()
+    }
+
+    /// Starts a peak-memory window on every gateway process (see [`Fleet::peak_rss`]).
+    pub fn reset_peak_rss(&self) -> Result<(), ProcError> {
+        self.pids().into_iter().try_for_each(procfs::reset_peak_rss)
+    }
+
+    /// Peak resident memory since [`Fleet::reset_peak_rss`], summed over the gateway processes
+    /// (an upper bound of the summed peak: each process peaks on its own).
+    pub fn peak_rss(&self) -> Result<u64, ProcError> {
+        self.pids().into_iter().map(procfs::peak_rss_bytes).sum()
     }
 
     /// Resident memory of each gateway's process (0 when unreadable).

@@ -35,6 +35,9 @@ pub struct ConnectSpec {
     /// HS256 secret to sign each per-user connection's token with (`sub` = its index).
     #[serde(default)]
     pub token_secret: Option<String>,
+    /// Ask for `format=raw` frames (the payload alone) instead of the envelope.
+    #[serde(default)]
+    pub raw: bool,
 }
 
 /// Child → parent.

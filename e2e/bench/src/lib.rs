@@ -16,6 +16,7 @@ pub mod plan;
 pub mod procfs;
 pub mod publisher;
 pub mod rebalance;
+pub mod reference;
 pub mod replay;
 pub mod report;
 pub mod run;

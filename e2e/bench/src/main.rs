@@ -34,6 +34,15 @@ enum Cmd {
     Soak(Box<volley_bench::soak::cli::SoakArgs>),
     /// History: time and server CPU to replay M missed messages to N resuming clients.
     Replay(Box<volley_bench::replay::Args>),
+    /// The limit reference: a fan-out server that does only the fan-out (the `reference`
+    /// engine of `run`; used internally).
+    #[command(name = "__reference", hide = true)]
+    Reference {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        admin_addr: SocketAddr,
+    },
     /// Client process (used internally).
     #[command(name = "__child", hide = true)]
     Child,
@@ -46,8 +55,16 @@ struct RunArgs {
     /// Path to the volley-gateway binary to start (once per engine per run).
     #[arg(long)]
     gateway: Option<PathBuf>,
+    /// A second volley-gateway binary (e.g. the build before a change): each gateway engine is
+    /// run with it too, after the --engines ones in every run, labelled `<engine>-before`, so
+    /// before and after are measured in the same run.
+    #[arg(long, requires = "gateway")]
+    gateway_before: Option<PathBuf>,
     /// Engines to compare, in this order. Gateways behind NATS (--gateways > 1 or
     /// --publish-via nats) need the epoll engine: the tokio baseline is standalone only.
+    /// `reference` is the limit reference built into this tool (mio, each message framed once,
+    /// one vectored write per connection per 10 ms tick, nothing else): fan-out, idle and storm
+    /// scenarios only, one process, no --gateway needed.
     #[arg(long, value_delimiter = ',', default_value = "epoll,tokio")]
     engines: Vec<String>,
     /// Extra gateway flags, e.g. `--gateway-arg=--shards=1` (given to every gateway).
@@ -151,6 +168,10 @@ struct RunArgs {
     /// fresh secret is written to a temporary file and passed as `--jwt-secret-file`.
     #[arg(long)]
     jwt_secret_file: Option<PathBuf>,
+    /// Clients ask for `format=raw` frames (the payload alone, which is what the reference
+    /// engine always sends) instead of the envelope.
+    #[arg(long)]
+    raw: bool,
     /// Write all run reports as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -167,6 +188,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(volley_bench::child::serve())?;
             Ok(())
         }
+        Cmd::Reference { listen, admin_addr } => volley_bench::reference::main(listen, admin_addr),
         Cmd::Run(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -242,6 +264,7 @@ async fn run_all(mut a: RunArgs) -> anyhow::Result<()> {
         jwt_secret,
         server_cpus: a.server_cpus,
         client_cpus: a.client_cpus,
+        raw: a.raw,
     };
     let gateways = if external {
         a.connect.len()
@@ -249,8 +272,9 @@ async fn run_all(mut a: RunArgs) -> anyhow::Result<()> {
         usize::from(a.gateways)
     };
     println!(
-        "volley-bench: scenario {} · {} connections · {} gateway(s){} · publishing via {} · {} · runs {}",
+        "volley-bench: scenario {}{} · {} connections · {} gateway(s){} · publishing via {} · {} · runs {}",
         settings.scenario.name(),
+        if settings.raw { " · format=raw" } else { "" },
         settings.connections,
         gateways,
         if clustered { " behind NATS" } else { "" },
@@ -319,19 +343,50 @@ fn targets(a: &RunArgs, clustered: bool) -> anyhow::Result<Vec<Target0>> {
             nats,
         }]);
     }
-    let Some(binary) = &a.gateway else {
-        anyhow::bail!("give --gateway PATH or --connect ADDR");
+    let reference = volley_bench::reference::ENGINE;
+    let binary = match &a.gateway {
+        Some(binary) => binary.clone(),
+        None if a.engines.iter().all(|e| e == reference) => PathBuf::new(),
+        None => anyhow::bail!("give --gateway PATH or --connect ADDR"),
     };
     if clustered && let Some(e) = a.engines.iter().find(|e| e.as_str() != "epoll") {
         anyhow::bail!(
             "engine {e} serves standalone clients only; gateways behind NATS need --engines epoll"
         );
     }
-    Ok(a.engines
+    if a.engines.iter().any(|e| e == reference) {
+        // It sends every message to every connection and has no tokens: only scenarios where
+        // every connection is on the one topic mean the same thing to it as to a gateway.
+        anyhow::ensure!(
+            matches!(
+                a.scenario,
+                Scenario::Fanout | Scenario::Idle | Scenario::Storm
+            ),
+            "the reference engine runs the fanout, idle and storm scenarios only"
+        );
+        anyhow::ensure!(
+            a.gateways == 1,
+            "the reference engine is one process: --gateways 1"
+        );
+    }
+    let before = a.gateway_before.iter().flat_map(|before| {
+        a.engines
+            .iter()
+            .filter(|e| *e != reference)
+            .map(move |e| (before.clone(), e.clone(), format!("{e}-before")))
+    });
+    let all: Vec<(PathBuf, String, String)> = a
+        .engines
         .iter()
-        .map(|e| Target0::Spawn {
-            binary: binary.clone(),
-            engine: e.clone(),
+        .map(|e| (binary.clone(), e.clone(), e.clone()))
+        .chain(before)
+        .collect();
+    Ok(all
+        .into_iter()
+        .map(|(binary, engine, name)| Target0::Spawn {
+            binary,
+            engine,
+            name,
             extra: a.gateway_args.clone(),
             gateways: usize::from(a.gateways),
             nats_server: clustered.then(|| a.nats_server.clone()),

@@ -71,6 +71,30 @@ pub fn rss_bytes(pid: u32) -> Result<u64, ProcError> {
     parse_rss(&read(PathBuf::from(format!("/proc/{pid}/status")))?)
 }
 
+/// `VmHWM` (peak resident memory) in bytes from the text of `/proc/PID/status`.
+pub fn parse_peak_rss(text: &str) -> Result<u64, ProcError> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or(ProcError::Format("status"))
+}
+
+/// Peak resident memory since the process started or since [`reset_peak_rss`].
+pub fn peak_rss_bytes(pid: u32) -> Result<u64, ProcError> {
+    parse_peak_rss(&read(PathBuf::from(format!("/proc/{pid}/status")))?)
+}
+
+/// Resets the process's `VmHWM` to its current RSS, so a later [`peak_rss_bytes`] is the peak
+/// of what happened in between. Writing `5` to `/proc/PID/clear_refs` does that (Linux 4.0+,
+/// proc(5): "Reset the peak resident set size ("high water mark") to the process's current
+/// resident set size value"); it needs the right to write there (same user or root).
+pub fn reset_peak_rss(pid: u32) -> Result<(), ProcError> {
+    let path = PathBuf::from(format!("/proc/{pid}/clear_refs"));
+    std::fs::write(&path, "5").map_err(|source| ProcError::Read { path, source })
+}
+
 /// The TCP line of `/proc/net/sockstat`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Sockstat {

@@ -112,6 +112,9 @@ pub struct PhaseReport {
     pub server_closed_conns: u64,
     /// Summed over the gateway processes.
     pub rss_after: u64,
+    /// Peak resident memory during the phase (publishing and the delivery wait), summed over
+    /// the gateway processes; `None` when the peak could not be reset before the phase.
+    pub rss_peak: Option<u64>,
     /// The gateways' flush passes in this phase (epoll engine).
     pub passes: Option<PassReport>,
 }
@@ -206,6 +209,9 @@ pub fn table(reports: &[RunReport]) -> String {
         "cli cpu",
         w = w,
     );
+    // The peak RSS column goes at the end of the header line just written.
+    out.pop();
+    let _ = writeln!(out, " {:>9}", "peak MiB");
     let with_nats = reports
         .iter()
         .flat_map(|r| &r.phases)
@@ -237,6 +243,11 @@ pub fn table(reports: &[RunReport]) -> String {
                 p.clients_cpu_s,
                 w = w,
             );
+            out.pop();
+            let peak = p
+                .rss_peak
+                .map_or("-".to_owned(), |b| format!("{:.1}", mib(b)));
+            let _ = writeln!(out, " {peak:>9}");
             if with_nats {
                 out.pop();
                 let nats = p.nats_cpu_s.map_or("-".to_owned(), |c| format!("{c:.2}"));

@@ -53,6 +53,8 @@ pub struct Settings {
     pub client_cpus: String,
     /// The gateways' HS256 secret: per-user connections sign their `sub` with it.
     pub jwt_secret: Option<String>,
+    /// Clients ask for `format=raw` frames (the payload alone, as the reference sends).
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -188,6 +190,7 @@ pub async fn run_once(
                 Shape::PerUser => settings.jwt_secret.clone(),
                 _ => None,
             },
+            raw: settings.raw,
         };
         client.send(&Command::Connect(spec)).await?;
     }
@@ -429,6 +432,8 @@ impl PhaseContext<'_> {
         // Scraped outside the CPU window: answering /metrics is not the phase's work.
         let admins: Vec<_> = self.fleet.gateways.iter().map(|g| g.admin).collect();
         let passes0 = passes::scrape_all(&admins).await.ok();
+        // Peak memory of this phase alone; None where /proc/PID/clear_refs cannot be written.
+        let peak_window = self.fleet.reset_peak_rss().is_ok();
         let server_cpu0 = self.fleet.cpu(ticks);
         let clients_cpu0 = clients_cpu(self.clients);
         let (published, back) =
@@ -453,6 +458,7 @@ impl PhaseContext<'_> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let server_cpu = self.fleet.cpu(ticks).since(&server_cpu0);
+        let rss_peak = peak_window.then(|| self.fleet.peak_rss().ok()).flatten();
         let clients_cpu_s = clients_cpu(self.clients) - clients_cpu0;
         let passes = match (passes0, passes::scrape_all(&admins).await.ok()) {
             (Some(before), Some(after)) => after.since(&before).report(),
@@ -483,6 +489,7 @@ impl PhaseContext<'_> {
             clients_cpu_s,
             server_closed_conns: closed.saturating_sub(closed_before),
             rss_after: self.fleet.rss().unwrap_or(0),
+            rss_peak,
             publish: published,
             loss,
             passes,

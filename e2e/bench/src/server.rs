@@ -33,8 +33,8 @@ pub(crate) fn command(program: &Path, cpu: Option<&str>) -> Command {
 }
 
 impl Server {
-    /// Starts `volley-gateway` on loopback ports with extra flags and environment and waits for
-    /// its listening line. taskset execs the program, so the pid is the gateway's own.
+    /// Starts `volley-gateway` (or, for the `reference` engine, this tool's limit reference) on
+    /// loopback ports with extra flags and environment and waits for its listening line. taskset execs the program, so the pid is the gateway's own.
     pub async fn spawn(
         binary: &Path,
         engine: &str,
@@ -42,10 +42,23 @@ impl Server {
         env: &[(&str, String)],
         cpu: Option<&str>,
     ) -> Result<Server, BenchError> {
-        let mut child = command(binary, cpu)
-            .args(["--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            .args(["--engine", engine])
-            .args(extra)
+        // The limit reference is this tool itself, in its hidden `__reference` mode; it takes
+        // no gateway flags.
+        let reference = engine == crate::reference::ENGINE;
+        let program = if reference {
+            std::env::current_exe()?
+        } else {
+            binary.to_owned()
+        };
+        let mut command = command(&program, cpu);
+        if reference {
+            command.arg("__reference");
+        }
+        command.args(["--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"]);
+        if !reference {
+            command.args(["--engine", engine]).args(extra);
+        }
+        let mut child = command
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

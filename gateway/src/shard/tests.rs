@@ -1,23 +1,19 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::pass_gap;
+use super::next_pass;
 
 const INTERVAL: Duration = Duration::from_millis(10);
 
 #[test]
-fn short_passes_wait_the_flush_interval() {
-    assert_eq!(pass_gap(INTERVAL, Duration::ZERO), INTERVAL);
-    assert_eq!(pass_gap(INTERVAL, Duration::from_millis(40)), INTERVAL);
+fn passes_start_one_interval_apart() {
+    let start = Instant::now();
+    assert_eq!(next_pass(start, INTERVAL), start + INTERVAL);
 }
 
 #[test]
-fn long_passes_wait_a_quarter_of_themselves() {
-    assert_eq!(
-        pass_gap(INTERVAL, Duration::from_millis(120)),
-        Duration::from_millis(30)
-    );
-    // Writing then takes at most four fifths of the shard's time.
-    let pass = Duration::from_millis(500);
-    let busy = pass.as_secs_f64() / (pass + pass_gap(INTERVAL, pass)).as_secs_f64();
-    assert!((busy - 0.8).abs() < 1e-9);
+fn a_long_pass_is_followed_at_once() {
+    // A pass of 120 ms started at `start`: when it ends, the next one is already due.
+    let start = Instant::now();
+    let ended = start + Duration::from_millis(120);
+    assert!(next_pass(start, INTERVAL) <= ended);
 }

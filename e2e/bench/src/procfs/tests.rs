@@ -16,6 +16,27 @@ fn rss_from_status() {
 }
 
 #[test]
+fn peak_rss_from_status() {
+    let text =
+        "Name:\tvolley-gateway\nVmPeak:\t  9000 kB\nVmHWM:\t    6144 kB\nVmRSS:\t    5120 kB\n";
+    assert_eq!(parse_peak_rss(text).unwrap(), 6144 * 1024);
+    assert!(parse_peak_rss("VmRSS:\t5120 kB\n").is_err());
+}
+
+#[test]
+fn the_peak_of_this_process_resets_to_its_current_rss() {
+    let pid = std::process::id();
+    // Touch 64 MiB, let it go, then reset: the peak falls back to what is resident now.
+    let big = vec![1u8; 64 << 20];
+    assert!(big.iter().step_by(4096).all(|&b| b == 1));
+    drop(big);
+    let before = peak_rss_bytes(pid).unwrap();
+    reset_peak_rss(pid).unwrap();
+    let after = peak_rss_bytes(pid).unwrap();
+    assert!(after < before, "{after} < {before}");
+}
+
+#[test]
 fn sockstat_tcp_line() {
     let text = "sockets: used 120\nTCP: inuse 40012 orphan 0 tw 3 alloc 40020 mem 1536\nUDP: inuse 1 mem 0\n";
     let s = parse_sockstat(text).unwrap();

@@ -60,6 +60,7 @@ fn report(engine: &str, gateways: usize, nats: Option<f64>) -> RunReport {
             clients_cpu_s: 0.1,
             server_closed_conns: 0,
             rss_after: 0,
+            rss_peak: Some(12 * 1024 * 1024),
             passes: Some(PassReport {
                 passes: 50,
                 mean_pass_ms: 1.5,
@@ -108,4 +109,13 @@ fn the_passes_table_shows_the_servers_share() {
         row.contains("      50       1.50       1.60       3.20      15000         2.00"),
         "{row}"
     );
+}
+
+#[test]
+fn each_phase_shows_its_peak_memory() {
+    let text = table(&[report("epoll", 1, None)]);
+    let header = text.lines().find(|l| l.contains("offered/s")).unwrap();
+    assert!(header.ends_with("peak MiB"), "{header}");
+    let row = text.lines().find(|l| l.contains("bcast@10")).unwrap();
+    assert!(row.ends_with(" 12.0"), "{row}");
 }

@@ -1,0 +1,464 @@
+//! The limit reference (`volley-bench __reference`): a fan-out server that does nothing but the
+//! fan-out, so every benchmark run can show Volley beside what one core can do at all. One
+//! thread, mio, every published message framed once into the current tick's batch, and every
+//! 10 ms one vectored write per connection of the batches it has not had yet. No topics (every
+//! connection gets every message), no envelope, no session, no metrics: only the fan-out
+//! scenario means the same thing to it as to a gateway.
+//!
+//! It speaks just enough to be driven by the same clients and publishers as a gateway: the
+//! WebSocket upgrade on the client port, `POST /v1/publish/{topic}` (answered 202) on the admin
+//! port, and the gateway's `listening client=… admin=…` line on stdout.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+pub mod parse;
+#[cfg(test)]
+mod tests;
+
+/// The engine name that selects the reference in `volley-bench run --engines`.
+pub const ENGINE: &str = "reference";
+
+const CLIENTS: Token = Token(0);
+const ADMIN: Token = Token(1);
+const FIRST_PEER: usize = 2;
+/// Start-to-start time of two passes: a pass that takes longer is followed by the next at once.
+pub const TICK: Duration = Duration::from_millis(10);
+/// Batches one `writev` carries at most (well under `IOV_MAX`).
+const MAX_IOVECS: usize = 64;
+/// A connection with more than this waiting is closed (slow consumer): every queue is bounded.
+const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
+/// Largest publish body taken (the gateway's default message limit is far below).
+const MAX_BODY: usize = 1024 * 1024;
+/// Bytes a published message may wait for the next pass in total; publishes beyond are answered
+/// 503, as an overloaded gateway does.
+const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+const READ_BUF: usize = 64 * 1024;
+/// A pass answers the publishers after every this many connections written. A pass over
+/// 10,000 sockets takes ~100 ms; a publisher waiting for its 202 all that time would cap the
+/// offered rate (the gateway answers publishes on another thread). What they publish meanwhile
+/// waits for the next pass: one write per connection per pass stays the rule.
+const ADMIN_EVERY: usize = 128;
+
+/// One accepted socket.
+struct Peer {
+    socket: TcpStream,
+    kind: Kind,
+}
+
+enum Kind {
+    /// A client before its upgrade completed: the request bytes so far.
+    Upgrading(Vec<u8>),
+    /// A WebSocket client: the batches it has not been sent (all of them shared), and how much
+    /// of the front one went out already.
+    Open {
+        queue: VecDeque<Rc<[u8]>>,
+        offset: usize,
+        queued: usize,
+    },
+    /// An admin (publish) connection: request bytes read, answer bytes not yet written.
+    Admin { inbuf: Vec<u8>, out: Vec<u8> },
+}
+
+/// Counts a run leaves, for tests and the exit line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub published: u64,
+    pub passes: u64,
+    pub writes: u64,
+}
+
+/// The reference server on its two listeners.
+pub struct Reference {
+    poll: Poll,
+    clients: TcpListener,
+    admin: TcpListener,
+    peers: Slab<Peer>,
+    /// Keys of the admin (publish) connections.
+    admins: Vec<usize>,
+    /// Frames published since the last pass, concatenated.
+    pending: Vec<u8>,
+    last_pass: Option<Instant>,
+    read_buf: Vec<u8>,
+    counts: Counts,
+}
+
+impl Reference {
+    pub fn bind(client: SocketAddr, admin: SocketAddr) -> io::Result<Reference> {
+        let poll = Poll::new()?;
+        let mut clients = TcpListener::bind(client)?;
+        let mut admin = TcpListener::bind(admin)?;
+        poll.registry()
+            .register(&mut clients, CLIENTS, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut admin, ADMIN, Interest::READABLE)?;
+        Ok(Reference {
+            poll,
+            clients,
+            admin,
+            peers: Slab::new(),
+            admins: Vec::new(),
+            pending: Vec::new(),
+            last_pass: None,
+            read_buf: vec![0; READ_BUF],
+            counts: Counts::default(),
+        })
+    }
+
+    /// (client address, admin address) it listens on.
+    pub fn addrs(&self) -> io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.clients.local_addr()?, self.admin.local_addr()?))
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Serves until `stop` says so (checked once per loop turn; the loop turns at least every
+    /// tick while anything is pending, else every `idle` at most).
+    pub fn run_until(&mut self, idle: Duration, stop: impl Fn() -> bool) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !stop() {
+            let timeout = match self.next_pass() {
+                Some(at) => at.saturating_duration_since(Instant::now()).min(idle),
+                None => idle,
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                match event.token() {
+                    CLIENTS => self.accept(false),
+                    ADMIN => self.accept(true),
+                    Token(t) => self.on_event(t - FIRST_PEER),
+                }
+            }
+            if self.next_pass().is_some_and(|at| Instant::now() >= at) {
+                self.pass();
+            }
+        }
+        Ok(())
+    }
+
+    /// When the next pass is due: never with nothing pending, else one tick after the last
+    /// pass started (at once when that is past).
+    fn next_pass(&self) -> Option<Instant> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        Some(self.last_pass.map_or_else(Instant::now, |t| t + TICK))
+    }
+
+    fn accept(&mut self, admin: bool) {
+        loop {
+            let listener = if admin { &self.admin } else { &self.clients };
+            let mut socket = match listener.accept() {
+                Ok((socket, _)) => socket,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: the backlog waits for the next event.
+                    eprintln!("volley-bench reference: accept: {e}");
+                    return;
+                }
+            };
+            // Batches are formed by the tick; Nagle would only delay them further.
+            let _ = socket.set_nodelay(true);
+            let entry = self.peers.vacant_entry();
+            let token = Token(entry.key() + FIRST_PEER);
+            // Both directions registered once, edge-triggered: no epoll_ctl per blocked write.
+            if self
+                .poll
+                .registry()
+                .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                continue;
+            }
+            if admin {
+                self.admins.push(entry.key());
+            }
+            let kind = if admin {
+                Kind::Admin {
+                    inbuf: Vec::new(),
+                    out: Vec::new(),
+                }
+            } else {
+                Kind::Upgrading(Vec::new())
+            };
+            entry.insert(Peer { socket, kind });
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        self.admins.retain(|&k| k != key);
+        if self.peers.contains(key) {
+            let mut peer = self.peers.remove(key);
+            let _ = self.poll.registry().deregister(&mut peer.socket);
+        }
+    }
+
+    /// Readiness of a peer: read what there is, then write what waits.
+    fn on_event(&mut self, key: usize) {
+        if !self.read_all(key) {
+            self.remove(key);
+            return;
+        }
+        if !self.write(key) {
+            self.remove(key);
+        }
+    }
+
+    /// Reads until the socket would block; false when the peer is gone or misbehaved.
+    fn read_all(&mut self, key: usize) -> bool {
+        loop {
+            let Some(peer) = self.peers.get_mut(key) else {
+                return false;
+            };
+            let n = match peer.socket.read(&mut self.read_buf) {
+                Ok(0) => return false,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            };
+            let data = &self.read_buf[..n];
+            let ok = match &mut peer.kind {
+                Kind::Upgrading(buf) => {
+                    buf.extend_from_slice(data);
+                    upgrade(&mut peer.kind)
+                }
+                // Clients only answer pings (never sent) and closes: nothing to act on.
+                Kind::Open { .. } => true,
+                Kind::Admin { inbuf, out } => {
+                    inbuf.extend_from_slice(data);
+                    serve_admin(inbuf, out, &mut self.pending, &mut self.counts)
+                }
+            };
+            if !ok {
+                // Say why first where there is something to say; then the connection ends.
+                let _ = self.write(key);
+                return false;
+            }
+        }
+    }
+
+    /// Writes what `key` has waiting; false when the socket failed or the peer is too slow.
+    fn write(&mut self, key: usize) -> bool {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return false;
+        };
+        match &mut peer.kind {
+            Kind::Upgrading(_) => true,
+            Kind::Admin { out, .. } => write_buf(&mut peer.socket, out),
+            Kind::Open {
+                queue,
+                offset,
+                queued,
+            } => match write_queue(&mut peer.socket, queue, offset, queued) {
+                Ok(calls) => {
+                    self.counts.writes += calls;
+                    *queued <= MAX_QUEUED_BYTES
+                }
+                Err(_) => false,
+            },
+        }
+    }
+
+    /// The fan-out: the pending frames become one shared batch, queued on every open
+    /// connection and written with one `writev` each.
+    fn pass(&mut self) {
+        self.last_pass = Some(Instant::now());
+        self.counts.passes += 1;
+        let batch: Rc<[u8]> = Rc::from(std::mem::take(&mut self.pending).into_boxed_slice());
+        let mut gone = Vec::new();
+        // By key rather than through an iterator, so publishers can be answered in between.
+        for key in 0..self.peers.capacity() {
+            if key % ADMIN_EVERY == ADMIN_EVERY - 1 {
+                self.serve_admins();
+            }
+            let Some(peer) = self.peers.get_mut(key) else {
+                continue;
+            };
+            let Kind::Open {
+                queue,
+                offset,
+                queued,
+            } = &mut peer.kind
+            else {
+                continue;
+            };
+            queue.push_back(batch.clone());
+            *queued += batch.len();
+            match write_queue(&mut peer.socket, queue, offset, queued) {
+                Ok(calls) if *queued <= MAX_QUEUED_BYTES => self.counts.writes += calls,
+                _ => gone.push(key),
+            }
+        }
+        for key in gone {
+            self.remove(key);
+        }
+    }
+
+    /// Reads and answers the publish connections (during a pass).
+    fn serve_admins(&mut self) {
+        for i in (0..self.admins.len()).rev() {
+            // Removing one (its peer left) shifts only those after it: already served.
+            if let Some(&key) = self.admins.get(i) {
+                self.on_event(key);
+            }
+        }
+    }
+}
+
+/// Completes an upgrade once its head is in: queues nothing, answers 101 (or 400 and false).
+fn upgrade(kind: &mut Kind) -> bool {
+    let Kind::Upgrading(buf) = kind else {
+        return true;
+    };
+    let answer = match parse::head(buf) {
+        Ok(None) => return true,
+        Ok(Some(head)) => match head.websocket_key {
+            Some(key) if head.method == "GET" => {
+                parse::switching_protocols(key, head.volley_protocol)
+            }
+            _ => {
+                *kind = Kind::Admin {
+                    inbuf: Vec::new(),
+                    out: parse::status(400, "Bad Request", true),
+                };
+                return false;
+            }
+        },
+        Err(_) => {
+            *kind = Kind::Admin {
+                inbuf: Vec::new(),
+                out: parse::status(400, "Bad Request", true),
+            };
+            return false;
+        }
+    };
+    let len = answer.len();
+    *kind = Kind::Open {
+        queue: VecDeque::from([Rc::from(answer.into_boxed_slice())]),
+        offset: 0,
+        queued: len,
+    };
+    true
+}
+
+/// Answers every complete request in `inbuf`; false (with the answer queued) on one it cannot
+/// serve, after which the connection closes.
+fn serve_admin(
+    inbuf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    pending: &mut Vec<u8>,
+    counts: &mut Counts,
+) -> bool {
+    loop {
+        let head = match parse::head(inbuf) {
+            Ok(None) => return true,
+            Ok(Some(head)) => head,
+            Err(_) => {
+                out.extend_from_slice(&parse::status(400, "Bad Request", true));
+                return false;
+            }
+        };
+        if head.content_length > MAX_BODY {
+            out.extend_from_slice(&parse::status(413, "Payload Too Large", true));
+            return false;
+        }
+        let end = head.len + head.content_length;
+        if inbuf.len() < end {
+            return true;
+        }
+        if parse::publish_topic(&head).is_none() {
+            out.extend_from_slice(&parse::status(404, "Not Found", true));
+            return false;
+        }
+        if pending.len() >= MAX_PENDING_BYTES {
+            out.extend_from_slice(&parse::status(503, "Service Unavailable", false));
+        } else {
+            parse::push_frame(pending, &inbuf[head.len..end]);
+            counts.published += 1;
+            out.extend_from_slice(&parse::status(202, "Accepted", false));
+        }
+        inbuf.drain(..end);
+    }
+}
+
+/// Writes as much of `out` as the socket takes; false when it failed.
+fn write_buf(socket: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+    while !out.is_empty() {
+        match socket.write(out) {
+            Ok(0) => return false,
+            Ok(n) => {
+                out.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Writes the queued batches, one `writev` per up to [`MAX_IOVECS`] of them, until done or the
+/// socket is full; returns the calls made.
+fn write_queue(
+    socket: &mut TcpStream,
+    queue: &mut VecDeque<Rc<[u8]>>,
+    offset: &mut usize,
+    queued: &mut usize,
+) -> io::Result<u64> {
+    let mut calls = 0;
+    while !queue.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (i, batch) in queue.iter().take(MAX_IOVECS).enumerate() {
+            let start = if i == 0 { *offset } else { 0 };
+            slices[i] = IoSlice::new(batch.get(start..).unwrap_or_default());
+            count = i + 1;
+        }
+        calls += 1;
+        let mut n = match socket.write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(calls),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        *queued -= n;
+        while let Some(front) = queue.front() {
+            let left = front.len() - *offset;
+            if n < left {
+                *offset += n;
+                break;
+            }
+            n -= left;
+            *offset = 0;
+            queue.pop_front();
+        }
+    }
+    Ok(calls)
+}
+
+/// `volley-bench __reference`: binds, prints the listening line a gateway prints, serves until
+/// killed.
+pub fn main(client: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    let mut server = Reference::bind(client, admin)?;
+    let (c, a) = server.addrs()?;
+    println!("volley-bench reference listening client={c} admin={a}");
+    io::stdout().flush()?;
+    server.run_until(Duration::from_secs(1), || false)?;
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! End to end: `volley-bench run --engines reference` drives the limit reference with the same
+//! client processes and publishers as a gateway, and every message reaches every connection.
+//! Checks only the accounting, never speed.
+
+mod support;
+
+#[test]
+fn the_reference_delivers_every_message_to_every_connection() {
+    let json = support::bench(
+        "reference",
+        "--engines reference -n 200 --per-process 120 --rates 10,40 --duration 1s --grace 5s --settle 200ms --runs 1",
+        &[],
+    );
+    let reports: serde_json::Value = serde_json::from_str(&json).expect("JSON report");
+    let reports = reports.as_array().expect("array");
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!(r["engine"], "reference");
+    assert_eq!(r["connect"]["ok"], 200, "{r}");
+    assert_eq!(r["connect"]["failed"], 0);
+    assert!(r["memory"]["rss_idle"].as_u64().unwrap() > 0);
+    let phases = r["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2);
+    for (phase, planned) in phases.iter().zip([10, 40]) {
+        let accepted = phase["publish"]["accepted"].as_u64().unwrap();
+        assert_eq!(accepted, planned, "{phase}");
+        assert_eq!(phase["loss"]["expected"].as_u64().unwrap(), accepted * 200);
+        assert_eq!(phase["loss"]["received"].as_u64().unwrap(), accepted * 200);
+        assert_eq!(phase["loss"]["lost"], 0, "{phase}");
+        assert_eq!(phase["loss"]["extra"], 0, "{phase}");
+        assert_eq!(phase["server_closed_conns"], 0, "{phase}");
+        assert!(phase["rss_peak"].as_u64().unwrap() > 0, "{phase}");
+        assert!(phase["passes"].is_null(), "the reference has no /metrics");
+    }
+}
+
+#[test]
+fn the_reference_refuses_scenarios_it_cannot_serve() {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_volley-bench"))
+        .args(["run", "--engines", "reference", "--scenario", "per-user"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run volley-bench");
+    assert!(!status.status.success());
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(stderr.contains("fanout, idle and storm"), "{stderr}");
+}
