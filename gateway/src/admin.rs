@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 
-use crate::cluster::{self, NatsState};
+use crate::capacity::Capacity;
 use crate::history::store::Store;
 use crate::hub::{Publish, PublishError};
-use crate::state::Shared;
+use crate::nats::{self, NatsState};
 use crate::topic;
 
 pub mod server;
@@ -47,7 +47,7 @@ impl Publisher {
                 state,
                 prefix,
                 ..
-            } => cluster::publish(client, state, prefix, topic, payload).await,
+            } => nats::publish(client, state, prefix, topic, payload).await,
         }
     }
 }
@@ -56,7 +56,7 @@ impl Publisher {
 #[derive(Clone)]
 pub(crate) struct AdminState {
     pub(crate) publisher: Publisher,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) capacity: Arc<Capacity>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) api_key: Option<Arc<str>>,
     /// `maxPendingBytes`: a message whose frame is larger could never be queued for anyone.
@@ -121,7 +121,7 @@ async fn healthz(State(state): State<AdminState>) -> String {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    match state.shared.readiness() {
+    match state.capacity.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,

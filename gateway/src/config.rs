@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use volley_wire::config::defaults;
 
-use crate::secret::Secret;
+use crate::secret::{Secret, redact_urls};
 
 pub use crate::auth::JwtConfig;
-pub use crate::cluster::NatsConfig;
 pub use crate::history::{HistoryConfig, HistoryFile};
 pub use volley_wire::config::defaults::MAX_CLUSTER_SHARDS;
 pub use volley_wire::config::{Auth, Engine, Jwt, Options};
@@ -65,7 +64,7 @@ pub struct Config {
     /// Cluster mode when set.
     pub nats: Option<NatsConfig>,
     pub stats_interval: Duration,
-    pub identity: Identity,
+    pub identity: PodIdentity,
     /// JWT auth when set; otherwise connections are anonymous.
     pub jwt: Option<JwtConfig>,
     pub max_client_messages_per_second: u32,
@@ -75,12 +74,52 @@ pub struct Config {
     pub history: Option<HistoryConfig>,
 }
 
-/// Who this gateway is in the cluster protocol.
+/// Which pod of which PushCluster this gateway is, as the cluster protocol names it (not a
+/// client's identity: that is `auth::Identity`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+pub struct PodIdentity {
     pub namespace: String,
     pub cluster: String,
     pub pod: String,
+}
+
+/// How to reach NATS. `Debug` shows no secret: the token, password and nkey seed are
+/// [`Secret`]s and credentials in the URLs are redacted.
+#[derive(Clone, Default)]
+pub struct NatsConfig {
+    /// One or more server URLs, comma-separated (may carry `user:password@`).
+    pub urls: String,
+    pub credentials_file: Option<PathBuf>,
+    pub token: Option<Secret>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub nkey_seed: Option<Secret>,
+    pub tls_required: bool,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub subject_prefix: String,
+    /// How long a subscription outlives its last subscriber.
+    pub linger: Duration,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("urls", &redact_urls(&self.urls))
+            .field("credentials_file", &self.credentials_file)
+            .field("token", &self.token)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("nkey_seed", &self.nkey_seed)
+            .field("tls_required", &self.tls_required)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("linger", &self.linger)
+            .finish()
+    }
 }
 
 /// Why a configuration was refused; each names the key at fault.
@@ -216,7 +255,7 @@ impl Config {
             max_connections_per_ip: o
                 .max_connections_per_ip
                 .unwrap_or(d::MAX_CONNECTIONS_PER_IP),
-            identity: Identity {
+            identity: PodIdentity {
                 namespace: o
                     .pod_namespace
                     .unwrap_or_else(|| d::POD_NAMESPACE.to_owned()),

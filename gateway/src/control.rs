@@ -9,23 +9,23 @@ use async_nats::Client;
 use tokio_stream::StreamExt;
 use volley_wire::{self as wire, ControlReply, ControlRequest, GatewayStats};
 
-use crate::config::Identity;
+use crate::capacity::Capacity;
+use crate::config::PodIdentity;
 use crate::hub::Hub;
-use crate::state::Shared;
 
 /// What the stats and control tasks need.
 #[derive(Clone)]
-pub struct ClusterNode {
+pub(crate) struct ClusterNode {
     pub client: Client,
-    pub identity: Identity,
+    pub identity: PodIdentity,
     pub hub: Arc<Hub>,
-    pub shared: Arc<Shared>,
+    pub capacity: Arc<Capacity>,
     pub started_at: SystemTime,
 }
 
 impl ClusterNode {
     /// Publishes stats every `interval`, forever. A NATS outage only delays them.
-    pub async fn publish_stats(self, interval: Duration) {
+    pub(crate) async fn publish_stats(self, interval: Duration) {
         let subject = wire::stats_subject(
             &self.identity.namespace,
             &self.identity.cluster,
@@ -48,23 +48,23 @@ impl ClusterNode {
         }
     }
 
-    pub fn stats(&self) -> GatewayStats {
-        let shared = &self.shared;
-        let metrics = &shared.metrics;
+    pub(crate) fn stats(&self) -> GatewayStats {
+        let capacity = &self.capacity;
+        let metrics = &capacity.metrics;
         GatewayStats {
             namespace: self.identity.namespace.clone(),
             cluster: self.identity.cluster.clone(),
             pod: self.identity.pod.clone(),
-            connections: shared.open_connections() as u64,
-            connections_per_shard: shared
+            connections: capacity.open_connections() as u64,
+            connections_per_shard: capacity
                 .connections_per_shard()
                 .into_iter()
                 .map(|c| c as u64)
                 .collect(),
-            subscriptions: shared.subscriptions() as u64,
+            subscriptions: capacity.subscriptions() as u64,
             topics: metrics.nats_subscriptions.get().max(0) as u64,
-            accepting: shared.readiness().is_ok(),
-            draining: shared.is_draining(),
+            accepting: capacity.readiness().is_ok(),
+            draining: capacity.is_draining(),
             delivered: metrics.frames_delivered.get(),
             dropped: metrics.dropped.get(),
             slow_consumer_closes: metrics.slow_consumer_closes.get(),
@@ -75,7 +75,7 @@ impl ClusterNode {
     }
 
     /// Answers control requests until the subscription ends.
-    pub async fn serve_control(self) {
+    pub(crate) async fn serve_control(self) {
         let subject = wire::control_subject(
             &self.identity.namespace,
             &self.identity.cluster,
@@ -97,8 +97,8 @@ impl ClusterNode {
                 Err(e) => ControlReply {
                     ok: false,
                     error: Some(format!("malformed control request: {e}")),
-                    accepting: self.shared.readiness().is_ok(),
-                    draining: self.shared.is_draining(),
+                    accepting: self.capacity.readiness().is_ok(),
+                    draining: self.capacity.is_draining(),
                     ..ControlReply::default()
                 },
             };
@@ -116,30 +116,30 @@ impl ClusterNode {
     }
 
     fn apply(&self, request: ControlRequest) -> ControlReply {
-        let shared = &self.shared;
+        let capacity = &self.capacity;
         let closing = match request {
             ControlRequest::Shed { count, over_ms } => {
-                let split = split_shed(count as usize, &shared.connections_per_shard());
+                let split = split_shed(count as usize, &capacity.connections_per_shard());
                 let total = split.iter().sum::<usize>();
                 self.hub.shed(&split, Duration::from_millis(over_ms));
                 total as u64
             }
             ControlRequest::Drain { over_ms } => {
-                let open = shared.open_connections() as u64;
-                shared.start_draining();
+                let open = capacity.open_connections() as u64;
+                capacity.start_draining();
                 self.hub.drain(Duration::from_millis(over_ms));
                 open
             }
             ControlRequest::Accepting { value } => {
-                shared.set_accepting(value);
+                capacity.set_accepting(value);
                 0
             }
         };
         ControlReply {
             ok: true,
             closing,
-            accepting: shared.readiness().is_ok(),
-            draining: shared.is_draining(),
+            accepting: capacity.readiness().is_ok(),
+            draining: capacity.is_draining(),
             error: None,
         }
     }

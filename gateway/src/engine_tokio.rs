@@ -25,11 +25,11 @@ use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{broadcast, watch};
 
+use crate::capacity::Capacity;
 use crate::handshake::HandshakeConfig;
 use crate::hub::{Publish, PublishError};
 use crate::message::Message;
 use crate::session::Limits;
-use crate::state::Shared;
 
 /// Messages the broadcast channel keeps for a lagging task; a task that falls further behind
 /// has lost messages and is closed as a slow consumer (1008), like the shards do past their
@@ -43,7 +43,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// What every connection task shares.
 #[derive(Debug)]
 struct Context {
-    shared: Arc<Shared>,
+    capacity: Arc<Capacity>,
     handshake: HandshakeConfig,
     handshake_timeout: Duration,
     max_message_bytes: usize,
@@ -57,17 +57,17 @@ struct Context {
 #[derive(Debug)]
 pub(crate) struct Broadcaster {
     messages: broadcast::Sender<Arc<Message>>,
-    shared: Arc<Shared>,
+    capacity: Arc<Capacity>,
 }
 
 impl Publish for Broadcaster {
     fn publish(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
-        if self.shared.is_draining() {
+        if self.capacity.is_draining() {
             return Err(PublishError::Closed);
         }
         // An error only means no connection is listening right now, which is not a failure.
         let _ = self.messages.send(Message::new(topic, payload));
-        self.shared.metrics.messages_published.inc();
+        self.capacity.metrics.messages_published.inc();
         Ok(())
     }
 }
@@ -98,7 +98,7 @@ impl TokioEngine {
     pub(crate) fn start(
         listen: SocketAddr,
         config: TokioConfig,
-        shared: Arc<Shared>,
+        capacity: Arc<Capacity>,
     ) -> std::io::Result<(TokioEngine, Arc<Broadcaster>)> {
         let listener = bind(listen)?;
         let client_addr = listener.local_addr()?;
@@ -106,10 +106,10 @@ impl TokioEngine {
         let (drain_tx, drain_rx) = watch::channel(false);
         let publisher = Arc::new(Broadcaster {
             messages: messages.clone(),
-            shared: shared.clone(),
+            capacity: capacity.clone(),
         });
         let context = Arc::new(Context {
-            shared,
+            capacity,
             handshake: config.handshake,
             handshake_timeout: config.handshake_timeout,
             max_message_bytes: config.max_message_bytes,
@@ -147,7 +147,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, context: Arc<Context>) {
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning on a full descriptor table.
                 tracing::warn!(error = %e, "accept failed; pausing");
-                context.shared.metrics.accept_pauses.inc();
+                context.capacity.metrics.accept_pauses.inc();
                 tokio::time::sleep(ACCEPT_PAUSE).await;
             }
         }

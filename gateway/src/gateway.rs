@@ -13,7 +13,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admin::{self, AdminState, Publisher};
 use crate::auth::{AuthConfigError, Verifier};
-use crate::cluster::{self, ClusterError, Router};
+use crate::capacity::Capacity;
 use crate::config::Config;
 use crate::control::ClusterNode;
 use crate::engine_tokio::{TokioConfig, TokioEngine};
@@ -22,9 +22,9 @@ use crate::history::ShardHistory;
 use crate::history::store::{HistoryState, Store};
 use crate::hub::{self, Hub};
 use crate::metrics::Metrics;
+use crate::nats::{self, ClusterError, Router};
 use crate::session::Limits;
 use crate::shard::{Shard, ShardConfig};
-use crate::state::Shared;
 
 /// Kernel accept queue per listener: a connect storm queues here rather than being refused.
 const BACKLOG: i32 = 4096;
@@ -65,7 +65,7 @@ pub struct Gateway {
     client_addr: SocketAddr,
     admin_addr: SocketAddr,
     hub: Arc<Hub>,
-    shared: Arc<Shared>,
+    capacity: Arc<Capacity>,
     shards: Vec<JoinHandle<()>>,
     drain_timeout: Duration,
     admin_task: tokio::task::JoinHandle<()>,
@@ -85,8 +85,8 @@ impl Gateway {
                     result: reason.label(),
                 });
         }
-        let shared = Arc::new(
-            Shared::new(metrics.clone(), config.max_connections, config.shards)
+        let capacity = Arc::new(
+            Capacity::new(metrics.clone(), config.max_connections, config.shards)
                 .with_ip_limit(config.max_connections_per_ip),
         );
         // History: its state is shared by the sessions (epoch for replies), the router (live
@@ -134,7 +134,7 @@ impl Gateway {
                 poll,
                 listener,
                 inbox,
-                shared.clone(),
+                capacity.clone(),
                 shard_config.clone(),
                 interest_tx.clone(),
             )
@@ -146,7 +146,7 @@ impl Gateway {
         let hub = Arc::new(Hub::new(senders, metrics.clone()));
         let publisher = match (&config.nats, interest_rx) {
             (Some(nats), Some(interest_rx)) => {
-                let (client, state) = cluster::connect(nats, metrics.clone()).await?;
+                let (client, state) = nats::connect(nats, metrics.clone()).await?;
                 let mut router = Router::new(
                     client.clone(),
                     nats.subject_prefix.clone(),
@@ -174,7 +174,7 @@ impl Gateway {
                     client: client.clone(),
                     identity: config.identity.clone(),
                     hub: hub.clone(),
-                    shared: shared.clone(),
+                    capacity: capacity.clone(),
                     started_at: std::time::SystemTime::now(),
                 };
                 tokio::spawn(node.clone().publish_stats(config.stats_interval));
@@ -190,7 +190,7 @@ impl Gateway {
         };
 
         let (admin_addr, admin_task) =
-            serve_admin(&config, publisher, shared.clone(), registry).await?;
+            serve_admin(&config, publisher, capacity.clone(), registry).await?;
 
         let threads = shards
             .into_iter()
@@ -207,7 +207,7 @@ impl Gateway {
             client_addr,
             admin_addr,
             hub,
-            shared,
+            capacity,
             shards: threads,
             drain_timeout: config.drain_timeout,
             admin_task,
@@ -225,7 +225,7 @@ impl Gateway {
     /// Graceful shutdown: readiness off, stop accepting, close every connection with 1001 spread
     /// over the drain window, then wait for the shards to finish.
     pub async fn drain(self) {
-        self.shared.start_draining();
+        self.capacity.start_draining();
         self.hub.drain(self.drain_timeout);
         let deadline = self.drain_timeout + DRAIN_JOIN_GRACE;
         let shards = self.shards;
@@ -282,7 +282,7 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[derive(Debug)]
 pub struct TokioGateway {
     admin_addr: SocketAddr,
-    shared: Arc<Shared>,
+    capacity: Arc<Capacity>,
     engine: TokioEngine,
     drain_timeout: Duration,
     admin_task: tokio::task::JoinHandle<()>,
@@ -301,22 +301,24 @@ impl TokioGateway {
         };
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
-        let shared = Arc::new(Shared::new(metrics, config.max_connections, 1));
-        let (engine, publisher) = TokioEngine::start(config.listen, engine_config, shared.clone())
-            .map_err(|source| StartError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let capacity = Arc::new(Capacity::new(metrics, config.max_connections, 1));
+        let (engine, publisher) =
+            TokioEngine::start(config.listen, engine_config, capacity.clone()).map_err(
+                |source| StartError::Listen {
+                    addr: config.listen,
+                    source,
+                },
+            )?;
         let (admin_addr, admin_task) = serve_admin(
             &config,
             Publisher::Local(publisher),
-            shared.clone(),
+            capacity.clone(),
             registry,
         )
         .await?;
         Ok(TokioGateway {
             admin_addr,
-            shared,
+            capacity,
             engine,
             drain_timeout: config.drain_timeout,
             admin_task,
@@ -334,10 +336,10 @@ impl TokioGateway {
     /// Readiness off, stop accepting, close every connection with 1001, and wait (bounded by
     /// the drain timeout) for the connections to finish.
     pub async fn drain(self) {
-        self.shared.start_draining();
+        self.capacity.start_draining();
         self.engine.drain();
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        while self.shared.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+        while self.capacity.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.admin_task.abort();
@@ -372,14 +374,14 @@ fn session_limits(config: &Config, history: Option<ShardHistory>) -> Result<Limi
 pub(crate) async fn serve_admin(
     config: &Config,
     publisher: Publisher,
-    shared: Arc<Shared>,
+    capacity: Arc<Capacity>,
     registry: Registry,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), StartError> {
     admin::serve(
         config.admin_addr,
         AdminState {
             publisher,
-            shared,
+            capacity,
             registry: Arc::new(registry),
             api_key: config.api_key.as_ref().map(|k| Arc::from(k.expose())),
             max_frame_bytes: config.max_pending_bytes,

@@ -10,13 +10,9 @@ pub(crate) mod access;
 pub mod admin;
 /// Public while `config::Config` names its types (`JwtConfig`).
 pub mod auth;
-// `cluster.rs` and `control.rs` are being reworked on another branch; their items' visibility
-// is narrowed once that lands.
-#[allow(unreachable_pub)]
-pub(crate) mod cluster;
+pub(crate) mod capacity;
 pub mod config;
 pub(crate) mod conn;
-#[allow(unreachable_pub)]
 pub(crate) mod control;
 pub(crate) mod engine_tokio;
 pub(crate) mod envelope;
@@ -30,6 +26,7 @@ pub mod history;
 pub(crate) mod hub;
 pub(crate) mod message;
 pub(crate) mod metrics;
+pub(crate) mod nats;
 pub(crate) mod outbox;
 pub(crate) mod pace;
 pub(crate) mod protocol;
@@ -38,6 +35,5 @@ pub(crate) mod rate;
 pub mod secret;
 pub(crate) mod session;
 pub(crate) mod shard;
-pub(crate) mod state;
 pub(crate) mod topic;
 pub(crate) mod topic_index;

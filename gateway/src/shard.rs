@@ -13,6 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::access;
+use crate::capacity::Capacity;
 use crate::conn::Conn;
 use crate::frame::{self, ClientEvent};
 use crate::handshake::{self, HandshakeConfig, Parsed, RejectReason, Rejection, UpgradeRequest};
@@ -21,7 +22,6 @@ use crate::hub::{Command, Inbox, InterestChange, InterestSink, ToRouter};
 use crate::message::Message;
 use crate::outbox::Flushed;
 use crate::session::{Cause, Clock, Effect, Gone, Limits, Phase};
-use crate::state::Shared;
 use crate::topic_index::TopicIndex;
 
 const LISTENER: Token = Token(0);
@@ -71,7 +71,7 @@ pub(crate) struct Shard {
     poll: Poll,
     listener: Option<TcpListener>,
     inbox: Inbox,
-    shared: Arc<Shared>,
+    capacity: Arc<Capacity>,
     config: ShardConfig,
     conns: Slab<Conn>,
     index: TopicIndex<usize>,
@@ -108,7 +108,7 @@ impl Shard {
         poll: Poll,
         mut listener: TcpListener,
         inbox: Inbox,
-        shared: Arc<Shared>,
+        capacity: Arc<Capacity>,
         config: ShardConfig,
         interest: Option<InterestSink>,
     ) -> io::Result<Shard> {
@@ -120,7 +120,7 @@ impl Shard {
             poll,
             listener: Some(listener),
             inbox,
-            shared,
+            capacity,
             config,
             conns: Slab::new(),
             index: TopicIndex::new(),
@@ -241,7 +241,7 @@ impl Shard {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_out_of_descriptors(&e) => {
                     // Keep serving the connections we have; the backlog waits for us.
-                    self.shared.metrics.accept_pauses.inc();
+                    self.capacity.metrics.accept_pauses.inc();
                     self.accept_paused_until = Some(self.clock.now() + ACCEPT_PAUSE);
                     tracing::warn!(error = %e, "out of file descriptors; accepting paused");
                     return;
@@ -298,7 +298,7 @@ impl Shard {
         if let Some(conn) = self.conns.get(key)
             && matches!(conn.session.phase(), Phase::Handshake { .. })
         {
-            self.shared.metrics.handshake("aborted");
+            self.capacity.metrics.handshake("aborted");
         }
         self.remove(key);
     }
@@ -368,19 +368,19 @@ impl Shard {
             limits.verifier.as_deref(),
             limits.max_subscriptions,
         )?;
-        if self.shared.is_draining() {
+        if self.capacity.is_draining() {
             return Err(Rejection::unavailable("the gateway is shutting down"));
         }
         let Some(conn) = self.conns.get_mut(key) else {
             return Ok(());
         };
-        if self.shared.ip_limited() {
+        if self.capacity.ip_limited() {
             let ip = conn
                 .socket
                 .peer_addr()
                 .map_err(|_| Rejection::bad_request("peer address unknown"))?
                 .ip();
-            if !self.shared.try_admit_ip(ip) {
+            if !self.capacity.try_admit_ip(ip) {
                 return Err(Rejection::new(
                     RejectReason::TooManyConnections,
                     "too many connections from this address",
@@ -388,15 +388,15 @@ impl Shard {
             }
             conn.counted_ip = Some(ip);
         }
-        if !self.shared.try_admit(self.id) {
+        if !self.capacity.try_admit(self.id) {
             if let Some(ip) = conn.counted_ip.take() {
-                self.shared.release_ip(ip);
+                self.capacity.release_ip(ip);
             }
             return Err(Rejection::unavailable(
                 "the gateway is at its connection limit",
             ));
         }
-        self.shared.metrics.handshake("ok");
+        self.capacity.metrics.handshake("ok");
         let accept = Bytes::from(handshake::accept_response(&request));
         conn.session.outbox_mut().push(accept);
         let url_topic = admission.allowed.first().map(|t| t.as_str().to_owned());
@@ -427,7 +427,7 @@ impl Shard {
     }
 
     fn reject(&mut self, key: usize, rejection: &Rejection) {
-        self.shared.metrics.handshake(rejection.reason().label());
+        self.capacity.metrics.handshake(rejection.reason().label());
         let response = Bytes::from(handshake::reject_response(rejection));
         if let Some(conn) = self.conns.get_mut(key) {
             conn.session
@@ -494,22 +494,22 @@ impl Shard {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Subscribe(pattern) => {
-                    self.shared.count_subscriptions(1);
+                    self.capacity.count_subscriptions(1);
                     if self.index.insert(&pattern, key) {
                         self.report_interest(pattern, true);
                     }
                 }
                 Effect::Unsubscribe(pattern) => {
-                    self.shared.count_subscriptions(-1);
+                    self.capacity.count_subscriptions(-1);
                     if self.index.remove(&pattern, key) {
                         self.report_interest(pattern, false);
                     }
                 }
                 Effect::Left => {
                     if let Some(ip) = self.conns.get_mut(key).and_then(|c| c.counted_ip.take()) {
-                        self.shared.release_ip(ip);
+                        self.capacity.release_ip(ip);
                     }
-                    self.shared.release(self.id);
+                    self.capacity.release(self.id);
                 }
                 Effect::Queued => {
                     if let Some(conn) = self.conns.get_mut(key) {
@@ -519,7 +519,7 @@ impl Shard {
                 Effect::Closing(cause) => {
                     match cause {
                         Cause::SlowConsumer => self.stats.slow_closes += 1,
-                        other => self.shared.metrics.session_closed(other),
+                        other => self.capacity.metrics.session_closed(other),
                     }
                     if let Some(conn) = self.conns.get_mut(key) {
                         conn.inbuf = Vec::new();
@@ -530,12 +530,12 @@ impl Shard {
                 }
                 Effect::Drop(gone) => {
                     if gone == Gone::HandshakeTimeout {
-                        self.shared.metrics.handshake("timeout");
+                        self.capacity.metrics.handshake("timeout");
                     }
                     self.remove(key);
                 }
                 Effect::Replay(ask) => self.request_replay(key, *ask),
-                Effect::Recovery(result) => self.shared.metrics.recovery(result),
+                Effect::Recovery(result) => self.capacity.metrics.recovery(result),
             }
         }
         // Keep the larger buffer: a nested apply (a failed write removing the connection) may
@@ -744,7 +744,7 @@ impl Shard {
         }
         let now = Instant::now();
         self.clock = self.clock.at(now);
-        let metrics = &self.shared.metrics;
+        let metrics = &self.capacity.metrics;
         metrics
             .flush_duration
             .observe(now.duration_since(started).as_secs_f64());
@@ -754,7 +754,7 @@ impl Shard {
     /// Adds the locally kept counts to the shared metrics.
     fn publish_stats(&mut self) {
         let stats = std::mem::take(&mut self.stats);
-        let metrics = &self.shared.metrics;
+        let metrics = &self.capacity.metrics;
         metrics.frames_delivered.inc_by(stats.frames);
         metrics.bytes_delivered.inc_by(stats.bytes);
         metrics.socket_writes.inc_by(stats.writes);

@@ -22,11 +22,11 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use super::Context;
 use super::upgrade;
 use crate::access::{self, Admission};
+use crate::capacity::Capacity;
 use crate::frame::ProtocolError;
 use crate::handshake::{Format, RejectReason, Rejection, SUBPROTOCOL};
 use crate::message::Message;
 use crate::session::{CLOSE_LINGER, Cause, Clock, Effect, Session};
-use crate::state::Shared;
 
 /// See the end of the loop in [`serve`]: the shards' sweep period.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -34,7 +34,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 type Ws = WebSocketStream<TcpStream>;
 
 /// Gives the connection slot back however the task ends.
-struct Slot(Arc<Shared>);
+struct Slot(Arc<Capacity>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -86,7 +86,7 @@ pub(super) async fn run(stream: TcpStream, ctx: Arc<Context>) {
         ),
     )
     .await;
-    let metrics = &ctx.shared.metrics;
+    let metrics = &ctx.capacity.metrics;
     let mut ws = match accepted {
         Ok(Ok(ws)) => ws,
         _ => {
@@ -119,10 +119,10 @@ fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection
         ctx.limits.verifier.as_deref(),
         ctx.limits.max_subscriptions,
     )?;
-    if ctx.shared.is_draining() {
+    if ctx.capacity.is_draining() {
         return Err(Rejection::unavailable("the gateway is shutting down"));
     }
-    if !ctx.shared.try_admit(0) {
+    if !ctx.capacity.try_admit(0) {
         return Err(Rejection::unavailable(
             "the gateway is at its connection limit",
         ));
@@ -134,7 +134,7 @@ fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection
             format: upgrade.format,
             resume: upgrade.since.map(|since| (since, upgrade.epoch.take())),
             messages: ctx.messages.subscribe(),
-            slot: Slot(ctx.shared.clone()),
+            slot: Slot(ctx.capacity.clone()),
         },
     ))
 }
@@ -148,7 +148,7 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
         slot: _slot,
     } = admitted;
     let limits = &ctx.limits;
-    let metrics = &ctx.shared.metrics;
+    let metrics = &ctx.capacity.metrics;
     let mut clock = Clock::new(std::time::Instant::now());
     let mut session = Session::new(&clock, Duration::ZERO);
     let mut effects = Vec::new();
@@ -254,11 +254,11 @@ async fn pump(
     for effect in effects.drain(..) {
         match effect {
             Effect::Closing(cause) => {
-                ctx.shared.metrics.session_closed(cause);
+                ctx.capacity.metrics.session_closed(cause);
                 peer_closed = cause == Cause::Peer;
             }
             Effect::Drop(_) => dropped = true,
-            Effect::Recovery(result) => ctx.shared.metrics.recovery(result),
+            Effect::Recovery(result) => ctx.capacity.metrics.recovery(result),
             // The session's own patterns are this engine's filter, the `Slot` gives the slot
             // back, and everything queued is written right below. Standalone only: no history,
             // so sessions never ask for a replay (a resume is answered `no_history` by the
@@ -319,7 +319,7 @@ async fn send(ws: &mut Ws, ctx: &Context, message: WsMessage) -> bool {
     match tokio::time::timeout(ctx.limits.ping_interval, ws.send(message)).await {
         Ok(Ok(())) => true,
         Ok(Err(WsError::WriteBufferFull(_))) | Err(_) => {
-            ctx.shared.metrics.slow_consumer_closes.inc();
+            ctx.capacity.metrics.slow_consumer_closes.inc();
             false
         }
         Ok(Err(_)) => false,
@@ -331,7 +331,7 @@ async fn flush(ws: &mut Ws, ctx: &Context) -> bool {
     match tokio::time::timeout(ctx.limits.ping_interval, ws.flush()).await {
         Ok(Ok(())) => true,
         Err(_) => {
-            ctx.shared.metrics.slow_consumer_closes.inc();
+            ctx.capacity.metrics.slow_consumer_closes.inc();
             false
         }
         Ok(Err(_)) => false,

@@ -1,5 +1,6 @@
-//! State shared by the shards and the control plane: the connection count that enforces
-//! `maxConnections`, the readiness switches, and the metrics.
+//! How full the gateway is and whether it takes more, shared by the shards and the control
+//! plane: the connection count that enforces `maxConnections` and the per-IP limit, the
+//! subscription counts per shard, the readiness switches, and the metrics.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::metrics::Metrics;
 
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct Capacity {
     pub metrics: Metrics,
     pub max_connections: usize,
     /// Open (upgraded) connections over all shards.
@@ -44,9 +45,9 @@ impl NotReady {
     }
 }
 
-impl Shared {
-    pub(crate) fn new(metrics: Metrics, max_connections: usize, shards: usize) -> Shared {
-        Shared {
+impl Capacity {
+    pub(crate) fn new(metrics: Metrics, max_connections: usize, shards: usize) -> Capacity {
+        Capacity {
             metrics,
             max_connections,
             open: AtomicUsize::new(0),
@@ -60,7 +61,7 @@ impl Shared {
     }
 
     /// Turns on the per-client-IP connection limit.
-    pub(crate) fn with_ip_limit(mut self, max_per_ip: usize) -> Shared {
+    pub(crate) fn with_ip_limit(mut self, max_per_ip: usize) -> Capacity {
         self.max_per_ip = max_per_ip;
         self
     }
@@ -104,7 +105,7 @@ impl Shared {
         true
     }
 
-    /// Gives back a slot claimed by [`Shared::try_admit`].
+    /// Gives back a slot claimed by [`Capacity::try_admit`].
     pub(crate) fn release(&self, shard: usize) {
         self.open.fetch_sub(1, Ordering::AcqRel);
         if let Some(count) = self.per_shard.get(shard) {

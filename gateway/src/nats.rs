@@ -16,52 +16,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::{StreamExt, StreamMap};
 
+use crate::config::NatsConfig;
 use crate::history::store::{Incoming, Store};
 use crate::history::{NotRecovered, ReplayDone, ReplayRequest};
 use crate::hub::{Hub, InterestChange, PublishError, ToRouter};
 use crate::message::Message;
 use crate::metrics::Metrics;
-use crate::secret::{Secret, redact_urls};
+use crate::secret::redact_urls;
 use crate::topic_index::TopicIndex;
-
-/// How to reach NATS. `Debug` shows no secret: the token, password and nkey seed are
-/// [`Secret`]s and credentials in the URLs are redacted.
-#[derive(Clone, Default)]
-pub struct NatsConfig {
-    /// One or more server URLs, comma-separated (may carry `user:password@`).
-    pub urls: String,
-    pub credentials_file: Option<PathBuf>,
-    pub token: Option<Secret>,
-    pub user: Option<String>,
-    pub password: Option<Secret>,
-    pub nkey_seed: Option<Secret>,
-    pub tls_required: bool,
-    pub tls_ca_file: Option<PathBuf>,
-    pub tls_cert_file: Option<PathBuf>,
-    pub tls_key_file: Option<PathBuf>,
-    pub subject_prefix: String,
-    /// How long a subscription outlives its last subscriber.
-    pub linger: Duration,
-}
-
-impl std::fmt::Debug for NatsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsConfig")
-            .field("urls", &redact_urls(&self.urls))
-            .field("credentials_file", &self.credentials_file)
-            .field("token", &self.token)
-            .field("user", &self.user)
-            .field("password", &self.password)
-            .field("nkey_seed", &self.nkey_seed)
-            .field("tls_required", &self.tls_required)
-            .field("tls_ca_file", &self.tls_ca_file)
-            .field("tls_cert_file", &self.tls_cert_file)
-            .field("tls_key_file", &self.tls_key_file)
-            .field("subject_prefix", &self.subject_prefix)
-            .field("linger", &self.linger)
-            .finish()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -76,19 +38,19 @@ pub enum ClusterError {
 
 /// NATS connection state, readable from the admin server.
 #[derive(Debug, Default)]
-pub struct NatsState {
+pub(crate) struct NatsState {
     connected: AtomicBool,
 }
 
 impl NatsState {
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
 }
 
 /// Connects in the background: the gateway serves its clients whether or not NATS is up, and the
 /// client retries forever with backoff, resubscribing everything after a reconnect.
-pub async fn connect(
+pub(crate) async fn connect(
     config: &NatsConfig,
     metrics: Metrics,
 ) -> Result<(Client, Arc<NatsState>), ClusterError> {
@@ -176,7 +138,7 @@ pub async fn connect(
 
 /// Publishes to NATS and waits until the server has taken the message, so an HTTP 202 means the
 /// message is in NATS, and an outage is a 503 instead of a silent drop.
-pub async fn publish(
+pub(crate) async fn publish(
     client: &Client,
     state: &NatsState,
     prefix: &str,
@@ -210,7 +172,7 @@ struct Held {
 }
 
 /// Owns the NATS subscriptions and routes their messages to the shards.
-pub struct Router {
+pub(crate) struct Router {
     client: Client,
     prefix: String,
     linger: Duration,
@@ -233,7 +195,7 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         prefix: String,
         linger: Duration,
@@ -261,7 +223,7 @@ impl Router {
 
     /// Consumes the patterns `store` covers through JetStream; `generation` is the
     /// maintainer's signal to (re)open those consumers.
-    pub fn with_history(mut self, store: Store, generation: watch::Receiver<u64>) -> Router {
+    pub(crate) fn with_history(mut self, store: Store, generation: watch::Receiver<u64>) -> Router {
         self.history = Some(store);
         self.generation = generation;
         self
@@ -337,7 +299,7 @@ impl Router {
     }
 
     /// Runs until the shards stop reporting interest (the gateway is shutting down).
-    pub async fn run(mut self, mut interest: UnboundedReceiver<ToRouter>) {
+    pub(crate) async fn run(mut self, mut interest: UnboundedReceiver<ToRouter>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut generation = self.generation.clone();
         let mut watching = self.history.is_some();
