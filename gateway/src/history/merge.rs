@@ -47,6 +47,15 @@ pub(crate) enum Live<M> {
     },
 }
 
+/// What [`Merge::finish`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Finished<M> {
+    /// To deliver now, in order.
+    pub deliver: Vec<M>,
+    /// The replay did not fit in the connection's queue and was not applied.
+    pub refused: bool,
+}
+
 /// The merge state of one connection. Exists only for connections that resumed.
 #[derive(Debug)]
 pub(crate) struct Merge<M> {
@@ -123,15 +132,18 @@ impl<M: Positioned> Merge<M> {
         )
     }
 
-    /// A live message for this connection; `cost` is what holding it costs (its frame bytes).
-    pub(crate) fn on_live(&mut self, message: M, cost: usize) -> Live<M> {
+    /// A live message for this connection; `cost` is what holding it costs (its frame bytes),
+    /// `room` what the connection can hold right now on top of what its queue has, the replays
+    /// still to come set aside (the caller knows its queue): the hold buffer never takes more,
+    /// so that releasing it on overflow fits the queue instead of closing the connection.
+    pub(crate) fn on_live(&mut self, message: M, cost: usize, room: usize) -> Live<M> {
         if self.is_duplicate(&message) {
             return Live::Duplicate;
         }
         if self.pending.is_empty() {
             return Live::Deliver(message);
         }
-        if self.held_bytes.saturating_add(cost) > self.max_held_bytes {
+        if self.held_bytes.saturating_add(cost) > self.max_held_bytes.min(room) {
             let abandoned = std::mem::take(&mut self.pending);
             let mut deliver: Vec<M> = self.held.drain(..).collect();
             deliver.push(message);
@@ -145,19 +157,27 @@ impl<M: Positioned> Merge<M> {
 
     /// The replay of `pattern` ended. With `Some(replayed)` (recovered) its messages go out
     /// first and held duplicates are dropped; with `None` (not recovered) the pattern is simply
-    /// no longer waited for. Returns what to deliver now, in order (held messages only once no
-    /// replay is in flight), or `None` when no replay of `pattern` was in flight (abandoned or
-    /// unsubscribed meanwhile: the caller ignores the result).
+    /// no longer waited for. A replay that does not fit in `room` (what the connection's queue
+    /// takes now) next to the held messages is refused like `None` (`refused` is set): queueing
+    /// it would close the connection as a slow consumer, and the client would resume the same
+    /// way again. Returns what to deliver now, in order (held messages only once no replay is in
+    /// flight), or `None` when no replay of `pattern` was in flight (abandoned or unsubscribed
+    /// meanwhile: the caller ignores the result).
     pub(crate) fn finish(
         &mut self,
         pattern: &str,
         replayed: Option<Replayed<M>>,
         cost: impl Fn(&M) -> usize,
-    ) -> Option<Vec<M>> {
+        room: usize,
+    ) -> Option<Finished<M>> {
         let at = self.pending.iter().position(|p| **p == *pattern)?;
         self.pending.swap_remove(at);
         let mut deliver = Vec::new();
-        if let Some(replayed) = replayed {
+        let replay_bytes = replayed
+            .as_ref()
+            .map_or(0, |r| r.messages.iter().map(&cost).sum::<usize>());
+        let refused = replayed.is_some() && replay_bytes.saturating_add(self.held_bytes) > room;
+        if let Some(replayed) = replayed.filter(|_| !refused) {
             deliver.extend(replayed.messages);
             self.floors.push((pattern.into(), replayed.through));
             let floors = &self.floors;
@@ -182,6 +202,6 @@ impl<M: Positioned> Merge<M> {
             deliver.extend(self.held.drain(..));
             self.held_bytes = 0;
         }
-        Some(deliver)
+        Some(Finished { deliver, refused })
     }
 }

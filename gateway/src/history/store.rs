@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::merge::Replayed;
 use super::{HistoryConfig, NotRecovered, ReplayDone, ReplayRequest, Storage};
+use crate::handshake::Format;
 use crate::hub::{Hub, PublishError};
 use crate::message::Message;
 use crate::metrics::Metrics;
@@ -514,11 +515,15 @@ impl Store {
                 else {
                     continue;
                 };
-                bytes = bytes.saturating_add(message.payload.len());
+                let replayed = Message::with_seq(topic, message.payload.clone(), Some(seq));
+                // Frame bytes, not payload bytes: what the replay takes in a connection's queue
+                // (the envelope frame is the larger of the two formats, and is built once here
+                // for every envelope client the replay goes to).
+                bytes = bytes.saturating_add(replayed.frame(Format::Envelope).len());
                 if bytes > self.config.replay_max_bytes {
                     return Err(NotRecovered::Limit);
                 }
-                messages.push(Message::with_seq(topic, message.payload.clone(), Some(seq)));
+                messages.push(replayed);
             }
             through = seq;
             if left == 0 {

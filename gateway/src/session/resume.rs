@@ -16,6 +16,10 @@ use crate::protocol::{self, Recovery};
 /// control plane always answers within the timeout, unless the answer was lost).
 const ANSWER_GRACE_S: u32 = 5;
 
+/// Queue room kept free for the reply that ends a resume (`subscribed` with the recovery
+/// fields), on top of the pattern and epoch it repeats.
+const REPLY_ROOM: usize = 512;
+
 /// Tickets tell a replay answer for this session from one for an earlier connection that had
 /// the same slot: unique for the process's life.
 static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
@@ -130,6 +134,25 @@ impl Session {
         })));
     }
 
+    /// What this connection's queue takes now, minus room for the reply to `pattern` (an
+    /// answer's epoch is at most as long as the current one, or the one given in the request).
+    fn queue_room(&self, limits: &Limits, pattern_len: usize) -> usize {
+        let epoch = epoch_for(limits, []).map_or(0, |e| e.len()).max(64);
+        limits
+            .max_pending_bytes
+            .saturating_sub(self.outbox.footprint())
+            .saturating_sub(REPLY_ROOM + 2 * pattern_len + epoch)
+    }
+
+    /// Room set aside for a replay still to come while live messages are held: what one replay
+    /// may carry (`replayMaxBytes`, counted in frame bytes by the store), but at most half the
+    /// queue so a replay of that size cannot starve the hold buffer entirely.
+    fn replay_reserve(limits: &Limits) -> usize {
+        limits.history.as_ref().map_or(0, |h| {
+            h.config.replay_max_bytes.min(limits.max_pending_bytes / 2)
+        })
+    }
+
     /// A published message for a resuming session (see [`Session::is_resuming`]): held during
     /// a replay, dropped when a replay covered it, else queued. `false` when queueing it would
     /// take the queue over `maxPendingBytes` (the engine then calls
@@ -142,10 +165,16 @@ impl Session {
         out: &mut Vec<Effect>,
     ) -> bool {
         let frame = message.frame(self.format);
+        // Held messages are released into the queue later (after the replay, or at once on
+        // overflow): holding only what fits there then is what keeps a resume from ending in a
+        // slow-consumer close (1008) that the client would answer by resuming the same way.
+        let room = self
+            .queue_room(limits, message.topic().len().max(256))
+            .saturating_sub(Self::replay_reserve(limits));
         let Some(resume) = self.extra.as_deref_mut().and_then(|e| e.resume.as_mut()) else {
             return self.offer(frame, limits);
         };
-        match resume.merge.on_live(message.clone(), frame.len()) {
+        match resume.merge.on_live(message.clone(), frame.len(), room) {
             Live::Deliver(_) => self.offer(frame, limits),
             Live::Held | Live::Duplicate => true,
             Live::Overflow { abandoned, deliver } => self.give_up(
@@ -174,6 +203,7 @@ impl Session {
         }
         let format = self.format;
         let still_wanted = self.subs.iter().any(|s| **s == *pattern);
+        let room = self.queue_room(limits, pattern.len());
         let Some(resume) = self.extra.as_deref_mut().and_then(|e| e.resume.as_mut()) else {
             return;
         };
@@ -185,11 +215,18 @@ impl Session {
             Ok(_) => (None, Err(NotRecovered::NoHistory)),
             Err(why) => (None, Err(why)),
         };
-        let Some(deliver) = resume
-            .merge
-            .finish(pattern, replayed, |m| m.frame(format).len())
+        let Some(finished) =
+            resume
+                .merge
+                .finish(pattern, replayed, |m| m.frame(format).len(), room)
         else {
             return;
+        };
+        let deliver = finished.deliver;
+        let result = if finished.refused {
+            Err(NotRecovered::Limit)
+        } else {
+            result
         };
         if still_wanted {
             self.answer(pattern, epoch, result, clock, limits, out);

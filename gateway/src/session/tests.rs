@@ -1021,3 +1021,79 @@ fn an_unanswered_replay_times_out_and_releases_what_it_held() {
     );
     assert!(written(&mut session).is_empty());
 }
+
+fn big(topic: &str, seq: u64, size: usize) -> Arc<crate::message::Message> {
+    crate::message::Message::with_seq(topic, Bytes::from(vec![b'x'; size]), Some(seq))
+}
+
+fn message_seqs(got: &[Value]) -> Vec<u64> {
+    got.iter().filter_map(|m| m["seq"].as_u64()).collect()
+}
+
+fn resumed_a(limits: &Limits, clock: &Clock) -> Session {
+    let mut session = open(clock, limits);
+    text(
+        &mut session,
+        r#"{"op":"sub","topics":["a"],"since":{"a":1},"epoch":"e1"}"#,
+        clock,
+        limits,
+    );
+    session
+}
+
+#[test]
+fn an_overflowing_hold_buffer_ends_not_recovered_and_live_never_slow_consumer() {
+    let clock = Clock::new(Instant::now());
+    let limits = Limits {
+        max_pending_bytes: 8 * 1024,
+        ..history_limits(&["a"], "e1")
+    };
+    let mut session = resumed_a(&limits, &clock);
+    let mut out = Vec::new();
+    let mut seq = 2;
+    while !out.contains(&Effect::Recovery("overflow")) {
+        assert!(seq < 100, "the hold buffer is bounded");
+        assert!(session.offer_message(&big("a", seq, 500), &clock, &limits, &mut out));
+        seq += 1;
+    }
+    assert!(
+        !out.iter().any(|e| matches!(e, Effect::Closing(_))),
+        "overflow is recovered:false and live, not a close: {out:?}"
+    );
+    assert!(session.is_open());
+    let got = replies(&mut session);
+    assert_eq!(got[0]["recovered"], false);
+    assert_eq!(got[0]["reason"], "overflow");
+    assert_eq!(message_seqs(&got[1..]), (2..seq).collect::<Vec<_>>());
+    // Live from now on.
+    assert!(session.offer_message(&big("a", seq, 500), &clock, &limits, &mut out));
+    assert_eq!(message_seqs(&replies(&mut session)), [seq]);
+}
+
+#[test]
+fn a_replay_too_big_for_the_queue_ends_not_recovered_and_live_never_slow_consumer() {
+    let clock = Clock::new(Instant::now());
+    let limits = Limits {
+        max_pending_bytes: 8 * 1024,
+        ..history_limits(&["a"], "e1")
+    };
+    let mut session = resumed_a(&limits, &clock);
+    let mut out = Vec::new();
+    assert!(session.offer_message(&big("a", 30, 500), &clock, &limits, &mut out));
+    // Within replayMaxBytes (512 KiB), but more than this connection's queue takes.
+    let replayed = crate::history::merge::Replayed {
+        messages: (2..30).map(|seq| big("a", seq, 500)).collect(),
+        through: 29,
+    };
+    session.on_replay("a", Some("e1"), Ok(replayed), &clock, &limits, &mut out);
+    assert!(
+        !out.iter().any(|e| matches!(e, Effect::Closing(_))),
+        "a replay that cannot fit is refused, not a close: {out:?}"
+    );
+    assert!(out.contains(&Effect::Recovery("limit")));
+    let got = replies(&mut session);
+    assert_eq!(got[0]["recovered"], false);
+    assert_eq!(got[0]["reason"], "limit");
+    assert_eq!(message_seqs(&got[1..]), [30]);
+    assert!(session.is_open());
+}
