@@ -118,7 +118,7 @@ impl Session {
                 ticket: NEXT_TICKET.fetch_add(1, Ordering::Relaxed),
                 deadline_s: 0,
             });
-        if !resume.merge.start(pattern) {
+        if !resume.merge.start(pattern, since) {
             // A replay of it is in flight already; its answer is the reply.
             return;
         }
@@ -174,7 +174,11 @@ impl Session {
         let Some(resume) = self.extra.as_deref_mut().and_then(|e| e.resume.as_mut()) else {
             return self.offer(frame, limits);
         };
-        match resume.merge.on_live(message.clone(), frame.len(), room) {
+        let epoch = || limits.history.as_ref().and_then(|h| h.state.epoch());
+        match resume
+            .merge
+            .on_live(message.clone(), frame.len(), room, epoch)
+        {
             Live::Deliver(_) => self.offer(frame, limits),
             Live::Held | Live::Duplicate => true,
             Live::Overflow { abandoned, deliver } => self.give_up(
@@ -207,31 +211,35 @@ impl Session {
         let Some(resume) = self.extra.as_deref_mut().and_then(|e| e.resume.as_mut()) else {
             return;
         };
-        let (replayed, result) = match outcome {
-            Ok(r) if still_wanted => {
-                let n = r.messages.len();
-                (Some(r), Ok(n))
-            }
-            Ok(_) => (None, Err(NotRecovered::NoHistory)),
-            Err(why) => (None, Err(why)),
+        let (replayed, failed) = match outcome {
+            Ok(r) if still_wanted => (Some(r), None),
+            Ok(_) => (None, Some(NotRecovered::NoHistory)),
+            Err(why) => (None, Some(why)),
         };
-        let Some(finished) =
-            resume
-                .merge
-                .finish(pattern, replayed, |m| m.frame(format).len(), room)
-        else {
+        let epoch: Option<Arc<str>> = epoch.map(Arc::from);
+        let Some(release) = resume.merge.finish(
+            pattern,
+            replayed,
+            epoch.clone(),
+            |m| m.frame(format).len(),
+            room,
+        ) else {
             return;
         };
-        let deliver = finished.deliver;
-        let result = if finished.refused {
-            Err(NotRecovered::Limit)
-        } else {
-            result
-        };
-        if still_wanted {
-            self.answer(pattern, epoch, result, clock, limits, out);
+        if let Some(why) = failed.filter(|_| still_wanted) {
+            self.answer(pattern, epoch.as_deref(), Err(why), clock, limits, out);
         }
-        self.queue_messages(&deliver, clock, limits, out);
+        // Replies go before the messages; a recovered replay waits for the others in flight so
+        // that all go out merged in stream order (see `Merge::finish`).
+        for (pattern, replayed, epoch) in release.recovered {
+            self.answer(&pattern, epoch.as_deref(), Ok(replayed), clock, limits, out);
+        }
+        for pattern in release.refused {
+            let epoch = epoch_for(limits, [&*pattern]);
+            let why = Err(NotRecovered::Limit);
+            self.answer(&pattern, epoch.as_deref(), why, clock, limits, out);
+        }
+        self.queue_messages(&release.deliver, clock, limits, out);
     }
 
     /// The clock second after which [`Session::replays_overdue`] gives up on the replays in

@@ -1097,3 +1097,69 @@ fn a_replay_too_big_for_the_queue_ends_not_recovered_and_live_never_slow_consume
     assert_eq!(message_seqs(&got[1..]), [30]);
     assert!(session.is_open());
 }
+
+#[test]
+fn after_the_stream_is_recreated_a_resumed_pattern_gets_its_low_sequences_again() {
+    let clock = Clock::new(Instant::now());
+    let limits = history_limits(&["a"], "e1");
+    let mut session = resumed_a(&limits, &clock);
+    let mut out = Vec::new();
+    let replayed = crate::history::merge::Replayed {
+        messages: vec![stored("a", 2)],
+        through: 50,
+    };
+    session.on_replay("a", Some("e1"), Ok(replayed), &clock, &limits, &mut out);
+    replies(&mut session);
+    assert!(session.offer_message(&stored("a", 3), &clock, &limits, &mut out));
+    assert!(
+        replies(&mut session).is_empty(),
+        "a late copy of the old stream"
+    );
+    // The stream is deleted and recreated: sequences restart at 1 under a new epoch.
+    let history = limits.history.as_ref().unwrap();
+    history.state.set_available(&Arc::from("e2"));
+    for seq in 1..=3 {
+        assert!(session.offer_message(&stored("a", seq), &clock, &limits, &mut out));
+    }
+    assert_eq!(message_seqs(&replies(&mut session)), [1, 2, 3]);
+}
+
+#[test]
+fn overlapping_patterns_resumed_together_are_replied_then_merged_without_duplicates() {
+    let clock = Clock::new(Instant::now());
+    let limits = history_limits(&["news.>"], "e1");
+    let mut session = open(&clock, &limits);
+    let out = text(
+        &mut session,
+        r#"{"op":"sub","topics":["news.>","news.eu"],"since":{"news.>":2,"news.eu":2},"epoch":"e1"}"#,
+        &clock,
+        &limits,
+    );
+    assert_eq!(replay_asks(&out).len(), 2);
+    let mut out = Vec::new();
+    let wide = crate::history::merge::Replayed {
+        messages: vec![
+            stored("news.eu", 3),
+            stored("news.us", 4),
+            stored("news.eu", 5),
+        ],
+        through: 5,
+    };
+    session.on_replay("news.>", Some("e1"), Ok(wide), &clock, &limits, &mut out);
+    assert!(
+        written(&mut session).is_empty(),
+        "waits for the other replay"
+    );
+    let narrow = crate::history::merge::Replayed {
+        messages: vec![stored("news.eu", 3), stored("news.eu", 5)],
+        through: 5,
+    };
+    session.on_replay("news.eu", Some("e1"), Ok(narrow), &clock, &limits, &mut out);
+    let got = replies(&mut session);
+    assert_eq!(got[0]["recovered"], true);
+    assert_eq!(got[1]["recovered"], true);
+    assert_eq!(got[0]["topics"], json!(["news.>"]));
+    assert_eq!(got[0]["replayed"], 3);
+    assert_eq!(got[1]["replayed"], 2);
+    assert_eq!(message_seqs(&got[2..]), [3, 4, 5]);
+}
