@@ -302,6 +302,73 @@ async fn a_position_older_than_the_history_is_not_recovered_and_says_why() {
     assert_eq!(next_json(&mut back).await["data"], json!(6));
 }
 
+/// Resumes `news.>` after `since` on a fresh connection and returns it with the reply.
+async fn resume_news(gw: &Gateway, since: u64, epoch: &str) -> (Client, Value) {
+    let mut back = connect(&ws_url(gw, "")).await;
+    send_json(
+        &mut back,
+        json!({"op":"sub","topics":["news.>"],"since":{"news.>":since},"epoch":epoch}),
+    )
+    .await;
+    let reply = next_json(&mut back).await;
+    (back, reply)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_resume_is_not_recovered_when_a_busy_topic_lost_messages_to_its_limit() {
+    let nats = js_server();
+    let file = HistoryFile {
+        max_messages_per_topic: Some(3),
+        ..HistoryFile::default()
+    };
+    let gw = start_history(&nats, "news.>", file).await;
+    let js = js(&nats).await;
+
+    let mut first = connect(&ws_url(&gw, "")).await;
+    let epoch = subscribe(&mut first, &["news.>"]).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+    // news.us is busy and at its limit, with messages at or below the client's position.
+    for n in 0..3 {
+        publish_ok(gw.admin_addr(), "news.us", format!("{n}").as_bytes()).await;
+        next_json(&mut first).await;
+    }
+    // The client's last message is on the quiet news.eu.
+    publish_ok(gw.admin_addr(), "news.eu", b"10").await;
+    let since = seq_of(&next_json(&mut first).await);
+    drop(first);
+
+    // Two more on news.us: they push out two of its old ones, at or below the position: nothing
+    // after it is lost, the resume is recovered.
+    for n in 11..=12 {
+        publish_ok(gw.admin_addr(), "news.us", format!("{n}").as_bytes()).await;
+    }
+    wait_stored(&js, since + 2).await;
+    let (mut back, reply) = resume_news(&gw, since, &epoch).await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert_eq!(reply["replayed"], 2);
+    for n in 11..=12 {
+        assert_eq!(next_json(&mut back).await["data"], json!(n));
+    }
+    drop(back);
+
+    // Three more: news.us now keeps only messages after the position, and 11 is gone although
+    // the client's own message on news.eu is still stored.
+    for n in 13..=15 {
+        publish_ok(gw.admin_addr(), "news.us", format!("{n}").as_bytes()).await;
+    }
+    wait_stored(&js, since + 5).await;
+    let (mut back, reply) = resume_news(&gw, since, &epoch).await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_eq!(reply["reason"], "too_old");
+    // Nothing replayed; live from now on.
+    expect_silence(&mut back, Duration::from_millis(200)).await;
+    publish_ok(gw.admin_addr(), "news.eu", b"16").await;
+    assert_eq!(next_json(&mut back).await["data"], json!(16));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_a_topic_without_history_says_so_and_subscribes_live() {
     let nats = js_server();

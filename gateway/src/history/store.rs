@@ -495,6 +495,7 @@ impl Store {
             .await
             .map_err(|_| NotRecovered::Unavailable)?;
         let mut messages = Vec::with_capacity(pending as usize);
+        let mut per_topic = PerTopic::new(self.config.max_messages_per_topic);
         let mut bytes = 0usize;
         let mut through = since;
         let mut first = true;
@@ -515,6 +516,9 @@ impl Store {
                 else {
                     continue;
                 };
+                if per_topic.full_after(topic) {
+                    return Err(NotRecovered::TooOld);
+                }
                 let replayed = Message::with_seq(topic, message.payload.clone(), Some(seq));
                 // Frame bytes, not payload bytes: what the replay takes in a connection's queue
                 // (the envelope frame is the larger of the two formats, and is built once here
@@ -535,6 +539,40 @@ impl Store {
             return Err(NotRecovered::Timeout);
         }
         Ok(Replayed { messages, through })
+    }
+}
+
+/// Finding the client's own last message proves nothing *older* was discarded, but JetStream
+/// also discards per subject (`maxMessagesPerTopic`): a busy topic under a wildcard can lose
+/// messages newer than the client's position while its own quiet topic keeps it. Such a topic
+/// has every message it still stores above the position, as many as the limit, and all of them
+/// are in the replay; a topic that still stores one at or below the position (so nothing after
+/// it was discarded) has fewer in the replay. So a replay holding the limit's worth of one topic
+/// is answered `too_old`. It is conservative: a topic that got exactly the limit's worth since
+/// the position, and lost nothing, is refused too.
+#[derive(Debug)]
+pub(crate) struct PerTopic {
+    limit: usize,
+    counts: HashMap<Box<str>, usize>,
+}
+
+impl PerTopic {
+    pub(crate) fn new(max_messages_per_topic: i64) -> PerTopic {
+        PerTopic {
+            limit: usize::try_from(max_messages_per_topic.max(1)).unwrap_or(usize::MAX),
+            counts: HashMap::new(),
+        }
+    }
+
+    /// Counts one replayed message on `topic`: true once the topic has the limit's worth above
+    /// the position, so what it had after the position may have been discarded.
+    pub(crate) fn full_after(&mut self, topic: &str) -> bool {
+        let count = match self.counts.get_mut(topic) {
+            Some(count) => count,
+            None => self.counts.entry(topic.into()).or_default(),
+        };
+        *count += 1;
+        *count >= self.limit
     }
 }
 

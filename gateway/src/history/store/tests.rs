@@ -63,3 +63,13 @@ fn a_server_config_with_our_limits_matches_whatever_else_it_fills_in() {
     have.max_messages_per_subject = 11;
     assert!(!matches_config(&have, &want));
 }
+
+#[test]
+fn a_topic_with_the_limits_worth_above_the_position_may_have_lost_messages() {
+    let mut per_topic = PerTopic::new(3);
+    assert!(!per_topic.full_after("news.us"));
+    assert!(!per_topic.full_after("news.eu"));
+    assert!(!per_topic.full_after("news.us"));
+    assert!(per_topic.full_after("news.us"));
+    assert!(PerTopic::new(1).full_after("a"));
+}
