@@ -234,8 +234,9 @@ impl Hub {
     }
 
     /// Hands a replay result to the shard of the connection that asked. Never blocks; with the
-    /// inbox full even for commands the result is dropped, and the connection's hold buffer
-    /// overflows into live delivery with `recovered:false` (reason `overflow`).
+    /// inbox full even for commands the result is dropped, and the connection stops waiting for
+    /// it after `replayTimeout` plus a grace (`recovered:false`, reason `timeout`), or sooner
+    /// when live traffic fills its hold buffer (reason `overflow`); either way it goes on live.
     pub(crate) fn replay_done(&self, shard: usize, done: ReplayDone) {
         let sent = self
             .links

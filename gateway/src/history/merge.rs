@@ -63,6 +63,9 @@ pub(crate) struct Release<M> {
     pub deliver: Vec<M>,
 }
 
+/// A recovered replay's pattern, `since`, `through` and epoch.
+type Span = (Box<str>, u64, u64, Option<Arc<str>>);
+
 /// A replay in flight.
 #[derive(Debug)]
 struct Pending {
@@ -280,7 +283,7 @@ impl<M: Positioned> Merge<M> {
                 epoch: d.epoch.clone(),
             });
         }
-        let mut counted: Vec<(Box<str>, u64, u64, Option<Arc<str>>)> = done
+        let mut counted: Vec<Span> = done
             .iter()
             .map(|d| {
                 (
