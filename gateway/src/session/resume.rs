@@ -1,7 +1,9 @@
 //! Resuming from history, the session's side: a resumed pattern asks the control plane for what
 //! it missed ([`Effect::Replay`]), live messages are held meanwhile (see
-//! [`crate::history::merge`]), and the answer ([`Session::on_replay`]) sends the reply, the
-//! replay, then the held messages minus those the replay covered.
+//! [`crate::history::merge`]), and the answers ([`Session::on_replay`]) send the replies, then,
+//! once no replay is in flight, the replays and the held messages merged in stream order. Held
+//! messages and replays only take what the connection's queue can hold once released, so a
+//! resume ends `recovered:false` and live rather than in a slow-consumer close.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +19,7 @@ use crate::protocol::{self, Recovery};
 const ANSWER_GRACE_S: u32 = 5;
 
 /// Queue room kept free for the reply that ends a resume (`subscribed` with the recovery
-/// fields), on top of the pattern and epoch it repeats.
+/// fields and the epoch), on top of the pattern it repeats.
 const REPLY_ROOM: usize = 512;
 
 /// Tickets tell a replay answer for this session from one for an earlier connection that had
@@ -134,14 +136,13 @@ impl Session {
         })));
     }
 
-    /// What this connection's queue takes now, minus room for the reply to `pattern` (an
-    /// answer's epoch is at most as long as the current one, or the one given in the request).
+    /// What this connection's queue takes now, minus room for the reply to `pattern` (which
+    /// repeats the pattern and the epoch, a decimal number of nanoseconds).
     fn queue_room(&self, limits: &Limits, pattern_len: usize) -> usize {
-        let epoch = epoch_for(limits, []).map_or(0, |e| e.len()).max(64);
         limits
             .max_pending_bytes
             .saturating_sub(self.outbox.footprint())
-            .saturating_sub(REPLY_ROOM + 2 * pattern_len + epoch)
+            .saturating_sub(REPLY_ROOM + 2 * pattern_len)
     }
 
     /// Room set aside for a replay still to come while live messages are held: what one replay
