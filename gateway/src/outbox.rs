@@ -1,5 +1,10 @@
 //! A connection's queue of frames waiting to be written: references to shared frame bytes, written
 //! with one vectored write per flush and resumed exactly where a partial write stopped.
+//!
+//! Message frames can also be queued as *spans*: positions in the shard's stream of message
+//! frames ([`crate::shard`]'s batch), which the engine turns into bytes before writing. Adjacent
+//! spans merge, so a connection that gets every message of a pass holds one entry for all of
+//! them, not one per message.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -16,10 +21,31 @@ const MAX_IOVECS: usize = 64;
 /// really holds, not by its wire bytes alone.
 pub(crate) const FRAME_OVERHEAD: usize = 64;
 
+/// One queued item: bytes to write, or a span of the shard's frame stream not yet resolved.
+#[derive(Debug)]
+enum Entry {
+    Frame(Bytes),
+    /// Positions `start..end` in the shard's stream of message frames of this connection's
+    /// format; [`Outbox::resolve_spans`] replaces it with the bytes before a write.
+    Span {
+        start: u64,
+        end: u64,
+    },
+}
+
+impl Entry {
+    fn len(&self) -> usize {
+        match self {
+            Entry::Frame(frame) => frame.len(),
+            Entry::Span { start, end } => usize::try_from(end - start).unwrap_or(usize::MAX),
+        }
+    }
+}
+
 /// Pending frames of one connection. Empty, it owns no heap memory until the first frame arrives.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Entry>,
     /// Bytes of the front frame already written.
     offset: usize,
     /// Bytes queued and not yet written, over all frames.
@@ -38,7 +64,68 @@ pub(crate) enum Flushed {
 impl Outbox {
     pub(crate) fn push(&mut self, frame: Bytes) {
         self.pending += frame.len();
-        self.frames.push_back(frame);
+        self.frames.push_back(Entry::Frame(frame));
+    }
+
+    /// Queues positions `start..end` of the shard's frame stream, merged into the last entry
+    /// when that is the span just before it (the common case: one entry per pass).
+    pub(crate) fn push_span(&mut self, start: u64, end: u64) {
+        self.pending += usize::try_from(end - start).unwrap_or(usize::MAX);
+        if let Some(Entry::Span { end: last, .. }) = self.frames.back_mut()
+            && *last == start
+        {
+            *last = end;
+            return;
+        }
+        self.frames.push_back(Entry::Span { start, end });
+    }
+
+    /// Whether some entry is a span still to be resolved.
+    pub(crate) fn has_spans(&self) -> bool {
+        // Spans are queued last; the queue is a few entries long when a pass reaches it.
+        self.frames
+            .iter()
+            .rev()
+            .any(|e| matches!(e, Entry::Span { .. }))
+    }
+
+    /// Replaces every span with its bytes: `resolve(start, end, out)` pushes onto `out` the
+    /// slices (one per stored segment the span crosses) that make it up. A span `resolve` cannot
+    /// (fully) find is dropped from the pending count rather than written short.
+    pub(crate) fn resolve_spans(
+        &mut self,
+        scratch: &mut Vec<Bytes>,
+        mut resolve: impl FnMut(u64, u64, &mut Vec<Bytes>),
+    ) {
+        let mut i = 0;
+        while i < self.frames.len() {
+            let Some(&Entry::Span { start, end }) = self.frames.get(i) else {
+                i += 1;
+                continue;
+            };
+            scratch.clear();
+            resolve(start, end, scratch);
+            let found: usize = scratch.iter().map(Bytes::len).sum();
+            let wanted = usize::try_from(end - start).unwrap_or(usize::MAX);
+            self.pending -= wanted - found.min(wanted);
+            match scratch.len() {
+                0 => {
+                    self.frames.remove(i);
+                }
+                1 => {
+                    self.frames[i] = Entry::Frame(scratch.pop().unwrap_or_default());
+                    i += 1;
+                }
+                n => {
+                    self.frames[i] = Entry::Frame(scratch[0].clone());
+                    for (k, part) in scratch.drain(..).enumerate().skip(1) {
+                        self.frames.insert(i + k, Entry::Frame(part));
+                    }
+                    i += n;
+                }
+            }
+        }
+        scratch.clear();
     }
 
     pub(crate) fn pending_bytes(&self) -> usize {
@@ -65,8 +152,8 @@ impl Outbox {
     pub(crate) fn discard_unstarted(&mut self) {
         let keep = usize::from(self.offset > 0);
         while self.frames.len() > keep {
-            if let Some(frame) = self.frames.pop_back() {
-                self.pending -= frame.len();
+            if let Some(entry) = self.frames.pop_back() {
+                self.pending -= entry.len();
             }
         }
     }
@@ -77,19 +164,30 @@ impl Outbox {
         if self.offset > 0 {
             return None;
         }
-        let frame = self.frames.pop_front()?;
+        match self.frames.front()? {
+            Entry::Frame(_) => {}
+            Entry::Span { .. } => return None,
+        }
+        let Some(Entry::Frame(frame)) = self.frames.pop_front() else {
+            return None;
+        };
         self.pending -= frame.len();
         Some(frame)
     }
 
     /// Writes as much as the writer takes, one vectored write per up to [`MAX_IOVECS`] frames.
+    /// Writing stops before an unresolved span (the engine resolves them first: see
+    /// [`Outbox::resolve_spans`]).
     pub(crate) fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flushed> {
         let mut written = 0;
         let mut calls = 0;
-        while !self.frames.is_empty() {
+        while let Some(Entry::Frame(_)) = self.frames.front() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
-            for (i, frame) in self.frames.iter().take(MAX_IOVECS).enumerate() {
+            for (i, entry) in self.frames.iter().take(MAX_IOVECS).enumerate() {
+                let Entry::Frame(frame) = entry else {
+                    break;
+                };
                 let start = if i == 0 { self.offset } else { 0 };
                 slices[i] = IoSlice::new(frame.get(start..).unwrap_or_default());
                 count = i + 1;
@@ -119,7 +217,7 @@ impl Outbox {
     fn advance(&mut self, mut n: usize) {
         self.pending -= n;
         while n > 0 {
-            let Some(front) = self.frames.front() else {
+            let Some(Entry::Frame(front)) = self.frames.front() else {
                 break;
             };
             let left = front.len() - self.offset;

@@ -294,7 +294,6 @@ impl Session {
         self.write_blocked
     }
 
-    #[cfg(test)]
     pub(crate) fn outbox(&self) -> &Outbox {
         &self.outbox
     }
@@ -429,6 +428,18 @@ impl Session {
             return false;
         }
         self.outbox.push(frame.clone());
+        true
+    }
+
+    /// [`Session::offer`] for a frame the engine appended to its shared frame stream: queues
+    /// the span `start..end` of it (merged with the previous one when adjacent), under the same
+    /// `maxPendingBytes` rule.
+    pub(crate) fn offer_span(&mut self, start: u64, end: u64, limits: &Limits) -> bool {
+        let len = usize::try_from(end - start).unwrap_or(usize::MAX);
+        if self.outbox.pending_bytes().saturating_add(len) > limits.max_pending_bytes {
+            return false;
+        }
+        self.outbox.push_span(start, end);
         true
     }
 

@@ -76,6 +76,10 @@ pub(crate) struct Shard {
     conns: Slab<Conn>,
     index: TopicIndex<usize>,
     scratch: Vec<u8>,
+    /// Message frames delivered since the last pass, queued by connections as spans of it.
+    batch: Batch,
+    /// Reused by [`Shard::resolve_spans`].
+    slices: Vec<Bytes>,
     dirty: Vec<usize>,
     /// What the session just handled asked for; reused, applied by [`Shard::apply`].
     effects: Vec<Effect>,
@@ -95,9 +99,12 @@ pub(crate) struct Shard {
     stats: LocalStats,
 }
 
+mod batch;
 mod plan;
 #[cfg(test)]
 mod tests;
+
+use batch::Batch;
 
 use plan::{DRAIN_REASON, Plan, SHED_REASON};
 
@@ -125,6 +132,8 @@ impl Shard {
             conns: Slab::new(),
             index: TopicIndex::new(),
             scratch: vec![0; SCRATCH_BYTES],
+            batch: Batch::default(),
+            slices: Vec::new(),
             dirty: Vec::new(),
             effects: Vec::new(),
             ticked: Vec::new(),
@@ -668,8 +677,10 @@ impl Shard {
             doomed,
             stats,
             config,
+            batch,
             ..
         } = self;
+        let mut spans: [Option<(u64, u64)>; 2] = [None, None];
         index.for_each_match(message.topic(), |key| {
             let Some(conn) = conns.get_mut(key) else {
                 return;
@@ -683,8 +694,12 @@ impl Shard {
                 resuming.push(key);
                 return;
             }
-            let frame = message.frame(conn.session.format());
-            if !conn.session.offer(frame, &config.limits) {
+            let format = conn.session.format();
+            // Each format's frame is appended once to the shard's stream, at the first
+            // recipient that reads it.
+            let (start, end) = *spans[batch::slot(format)]
+                .get_or_insert_with(|| batch.append(format, message.frame(format)));
+            if !conn.session.offer_span(start, end, &config.limits) {
                 doomed.push(key);
                 return;
             }
@@ -721,6 +736,10 @@ impl Shard {
     fn flush(&mut self) {
         let started = Instant::now();
         self.last_pass = started;
+        // Every span handed out so far belongs to a connection listed here, and the pass
+        // resolves each listed connection's spans: after it, no span reaches before this mark.
+        // (Connections listed anew during the pass get spans after it.)
+        let mark = self.batch.freeze();
         let mut dirty = std::mem::take(&mut self.dirty);
         for (i, key) in dirty.drain(..).enumerate() {
             if i % INBOX_EVERY == INBOX_EVERY - 1 {
@@ -732,10 +751,13 @@ impl Shard {
                 continue;
             };
             conn.dirty = false;
-            if !conn.session.write_blocked() {
+            if conn.session.write_blocked() {
+                self.resolve_spans(key);
+            } else {
                 self.write_conn(key);
             }
         }
+        self.batch.release_before(mark);
         // Reuse the emptied list's allocation, unless messages taken during the pass already
         // listed connections for the next one (their `dirty` flag is set: losing the list would
         // leave them unwritten for good).
@@ -771,8 +793,26 @@ impl Shard {
         }
     }
 
+    /// Turns a connection's queued spans into bytes it holds itself.
+    fn resolve_spans(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.session.outbox().has_spans() {
+            return;
+        }
+        let format = conn.session.format();
+        let batch = &mut self.batch;
+        conn.session
+            .outbox_mut()
+            .resolve_spans(&mut self.slices, |start, end, out| {
+                batch.resolve(format, start, end, out);
+            });
+    }
+
     /// One vectored write of everything queued (more only if over the iovec cap).
     fn write_conn(&mut self, key: usize) {
+        self.resolve_spans(key);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };

@@ -166,3 +166,94 @@ fn footprint_charges_each_frame_its_overhead() {
     outbox.write_to(&mut w).unwrap();
     assert_eq!(outbox.footprint(), 0);
 }
+
+/// Resolves spans against a fixed stream: position `p` holds byte `p % 251`, split into
+/// segments of `seg` bytes, as the shard's batch splits its stream where it froze.
+fn resolve_in(seg: u64) -> impl FnMut(u64, u64, &mut Vec<Bytes>) {
+    move |start, end, out| {
+        let mut at = start;
+        while at < end {
+            let stop = end.min((at / seg + 1) * seg);
+            out.push(
+                (at..stop)
+                    .map(|p| (p % 251) as u8)
+                    .collect::<Vec<u8>>()
+                    .into(),
+            );
+            at = stop;
+        }
+    }
+}
+
+#[test]
+fn adjacent_spans_merge_into_one_entry() {
+    let mut outbox = Outbox::default();
+    outbox.push_span(0, 10);
+    outbox.push_span(10, 25);
+    outbox.push_span(25, 30);
+    assert_eq!(outbox.frames.len(), 1);
+    assert_eq!(outbox.pending_bytes(), 30);
+    // Not adjacent (another connection's frames in between): a new entry.
+    outbox.push_span(40, 45);
+    assert_eq!(outbox.frames.len(), 2);
+    assert_eq!(outbox.pending_bytes(), 35);
+}
+
+#[test]
+fn spans_keep_their_place_between_frames() {
+    let mut outbox = Outbox::default();
+    outbox.push(Bytes::from_static(b"reply;"));
+    outbox.push_span(0, 4);
+    outbox.push(Bytes::from_static(b";pong;"));
+    outbox.push_span(4, 8);
+    assert!(outbox.has_spans());
+    let mut scratch = Vec::new();
+    outbox.resolve_spans(&mut scratch, resolve_in(6));
+    assert!(!outbox.has_spans());
+    assert_eq!(outbox.pending_bytes(), 20);
+    let mut out = Throttled::new(usize::MAX, usize::MAX);
+    assert_eq!(
+        outbox.write_to(&mut out).unwrap(),
+        Flushed::All {
+            bytes: 20,
+            calls: 1
+        }
+    );
+    assert_eq!(out.out, b"reply;\x00\x01\x02\x03;pong;\x04\x05\x06\x07");
+}
+
+#[test]
+fn writing_stops_before_an_unresolved_span() {
+    let mut outbox = Outbox::default();
+    outbox.push(Bytes::from_static(b"abc"));
+    outbox.push_span(0, 5);
+    let mut out = Throttled::new(usize::MAX, usize::MAX);
+    outbox.write_to(&mut out).unwrap();
+    assert_eq!(out.out, b"abc");
+    assert_eq!(outbox.pending_bytes(), 5);
+    assert!(
+        outbox.pop().is_none(),
+        "a span is not handed out as a frame"
+    );
+}
+
+#[test]
+fn discarding_drops_unstarted_spans() {
+    let mut outbox = Outbox::default();
+    outbox.push_span(0, 100);
+    outbox.push(Bytes::from_static(b"later"));
+    outbox.discard_unstarted();
+    assert_eq!(outbox.pending_bytes(), 0);
+    assert!(outbox.is_empty());
+}
+
+#[test]
+fn a_span_that_cannot_be_found_leaves_the_count_right() {
+    let mut outbox = Outbox::default();
+    outbox.push_span(0, 10);
+    outbox.push(Bytes::from_static(b"x"));
+    let mut scratch = Vec::new();
+    outbox.resolve_spans(&mut scratch, |_, _, _| {});
+    assert_eq!(outbox.pending_bytes(), 1);
+    assert_eq!(outbox.frames.len(), 1);
+}
