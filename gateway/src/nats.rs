@@ -169,6 +169,31 @@ struct Held {
     /// Consumed through JetStream (its messages carry a stream sequence), not a core
     /// subscription.
     durable: bool,
+    /// Stream sequence of the last message its JetStream feed delivered, and the epoch that feed
+    /// was opened in: a feed reopened in the same epoch starts right after it (no gap).
+    last_seq: Option<u64>,
+    epoch: Option<Arc<str>>,
+}
+
+impl Held {
+    /// Where a reopened JetStream feed of this pattern starts: right after the last message its
+    /// feed delivered, when that feed was a JetStream one of the stream as it is now (`epoch`).
+    /// Otherwise (a new stream, a core subscription before) with the next message stored.
+    fn resume_from(&self, epoch: Option<&str>) -> Option<u64> {
+        if !self.durable || epoch.is_none() || self.epoch.as_deref() != epoch {
+            return None;
+        }
+        self.last_seq.map(|seq| seq.saturating_add(1))
+    }
+
+    /// Records the feed just opened for this pattern.
+    fn reopened(&mut self, durable: bool, epoch: Option<Arc<str>>) {
+        if !durable || self.epoch != epoch {
+            self.last_seq = None;
+        }
+        self.durable = durable;
+        self.epoch = if durable { epoch } else { None };
+    }
 }
 
 /// Owns the NATS subscriptions and routes their messages to the shards.
@@ -229,25 +254,40 @@ impl Router {
         self
     }
 
-    /// History became available or its stream was recreated: every pattern it covers gets a
-    /// fresh JetStream consumer (same id, so its place among overlapping patterns is kept).
+    /// History became available (again) or its stream was recreated: every pattern it covers
+    /// whose feed is not a JetStream consumer of the stream as it is now gets one (same id, so
+    /// its place among overlapping patterns is kept). A healthy consumer of the current stream
+    /// is left alone; one that must move to core subscriptions (history gone for good) or off
+    /// them is replaced.
     async fn reopen_history(&mut self) {
         let Some(store) = &self.history else {
             return;
         };
-        let covered: Vec<(u64, Box<str>)> = self
+        let epoch = store.state().epoch();
+        let available = store.state().is_available();
+        let covered: Vec<(u64, Box<str>, Option<u64>)> = self
             .held
             .iter()
             .filter(|(_, h)| store.config().covers_pattern(&h.pattern))
-            .map(|(id, h)| (*id, h.pattern.clone()))
+            .filter(|(id, h)| {
+                let healthy = h.durable && h.epoch == epoch && self.subs.contains_key(id);
+                !(healthy && available)
+            })
+            .map(|(id, h)| (*id, h.pattern.clone(), h.resume_from(epoch.as_deref())))
             .collect();
-        for (id, pattern) in covered {
-            if let Some((feed, durable)) =
-                open_feed(&self.client, &self.prefix, self.history.as_ref(), &pattern).await
+        for (id, pattern, from) in covered {
+            if let Some((feed, durable)) = open_feed(
+                &self.client,
+                &self.prefix,
+                self.history.as_ref(),
+                &pattern,
+                from,
+            )
+            .await
             {
                 self.subs.insert(id, feed);
                 if let Some(held) = self.held.get_mut(&id) {
-                    held.durable = durable;
+                    held.reopened(durable, epoch.clone());
                 }
             }
         }
@@ -328,20 +368,27 @@ impl Router {
     /// A feed that ended (a JetStream consumer that gave up) is opened again, so a held pattern
     /// never silently stops delivering.
     async fn reopen_ended(&mut self) {
-        let ended: Vec<(u64, Box<str>)> = self
+        let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
+        let ended: Vec<(u64, Box<str>, Option<u64>)> = self
             .held
             .iter()
             .filter(|(id, _)| !self.subs.contains_key(id))
-            .map(|(id, h)| (*id, h.pattern.clone()))
+            .map(|(id, h)| (*id, h.pattern.clone(), h.resume_from(epoch.as_deref())))
             .collect();
-        for (id, pattern) in ended {
-            tracing::warn!(%pattern, "feed ended; opening it again");
-            if let Some((feed, durable)) =
-                open_feed(&self.client, &self.prefix, self.history.as_ref(), &pattern).await
+        for (id, pattern, from) in ended {
+            tracing::warn!(%pattern, ?from, "feed ended; opening it again");
+            if let Some((feed, durable)) = open_feed(
+                &self.client,
+                &self.prefix,
+                self.history.as_ref(),
+                &pattern,
+                from,
+            )
+            .await
             {
                 self.subs.insert(id, feed);
                 if let Some(held) = self.held.get_mut(&id) {
-                    held.durable = durable;
+                    held.reopened(durable, epoch.clone());
                 }
             }
         }
@@ -360,11 +407,13 @@ impl Router {
                 held.release_at = None;
                 return;
             }
+            let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
             if let Some((feed, durable)) = open_feed(
                 &self.client,
                 &self.prefix,
                 self.history.as_ref(),
                 &change.pattern,
+                None,
             )
             .await
             {
@@ -380,6 +429,8 @@ impl Router {
                         shards: bit,
                         release_at: None,
                         durable,
+                        last_seq: None,
+                        epoch: if durable { epoch } else { None },
                     },
                 );
                 self.count_consumers();
@@ -425,6 +476,9 @@ impl Router {
         else {
             return;
         };
+        if let (Some(seq), Some(held)) = (message.seq, self.held.get_mut(&via)) {
+            held.last_seq = Some(seq);
+        }
         // NATS delivers a message once per matching subscription. When several held patterns
         // match (say `a.>` and `a.b`), only the copy that came through the oldest of them is
         // used: a newer subscription never hides one that was already delivering, so nothing is
@@ -465,12 +519,13 @@ async fn open_feed(
     prefix: &str,
     history: Option<&Store>,
     pattern: &str,
+    from: Option<u64>,
 ) -> Option<(BoxStream<'static, Incoming>, bool)> {
     if let Some(store) = history
         && store.config().covers_pattern(pattern)
         && store.state().is_available()
     {
-        match store.live(pattern).await {
+        match store.live(pattern, from).await {
             Ok(feed) => return Some((feed, true)),
             Err(e) => tracing::warn!(
                 pattern,

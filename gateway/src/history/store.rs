@@ -25,6 +25,11 @@ use crate::metrics::Metrics;
 /// How often the stream is checked while it is healthy, and while it is not.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How long the stream must stay out of reach before the live feeds of history patterns move to
+/// core subscriptions. One slow or failed check (a JetStream API call timing out under load, a
+/// NATS reconnect) must not tear down healthy consumers: each switch loses or duplicates what is
+/// published while it happens, and an ordered consumer rides out a short outage by itself.
+const SWITCH_TO_LIVE_AFTER: Duration = Duration::from_secs(10);
 /// Replays running at once per gateway: each is one consumer on the server.
 const MAX_CONCURRENT_REPLAYS: usize = 64;
 /// How long an HTTP publish waits for JetStream's acknowledgement.
@@ -248,13 +253,19 @@ impl Store {
     pub(crate) async fn maintain(self, generation: watch::Sender<u64>) {
         let mut last_epoch: Option<Arc<str>> = None;
         let mut was_available = false;
+        // Since when the checks fail, and whether the feeds were already moved to core
+        // subscriptions for it.
+        let mut failing_since: Option<Instant> = None;
+        let mut switched = false;
         loop {
             let pause = match self.ensure().await {
                 Ok(epoch) => {
                     self.state.set_available(&epoch);
                     self.metrics.history_available.set(1);
+                    // After any failed check too: a pattern first wanted meanwhile was opened
+                    // as a core subscription. The router keeps the healthy consumers as they are.
                     if !was_available || last_epoch.as_deref() != Some(&*epoch) {
-                        if was_available {
+                        if last_epoch.is_some() && last_epoch.as_deref() != Some(&*epoch) {
                             tracing::warn!(%epoch, "history stream was recreated (new epoch)");
                         } else {
                             tracing::info!(%epoch, "history available");
@@ -263,6 +274,8 @@ impl Store {
                     }
                     last_epoch = Some(epoch);
                     was_available = true;
+                    failing_since = None;
+                    switched = false;
                     CHECK_EVERY
                 }
                 Err(e) => {
@@ -272,10 +285,13 @@ impl Store {
                             "history unavailable; history topics are served live only"
                         );
                     }
-                    if was_available {
-                        // Live delivery must not hang on consumers of a stream that is gone:
-                        // the router reopens those patterns as core subscriptions.
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if last_epoch.is_some() && !switched && since.elapsed() >= SWITCH_TO_LIVE_AFTER
+                    {
+                        // Live delivery must not hang on consumers of a stream that stays
+                        // gone: the router reopens those patterns as core subscriptions.
                         generation.send_modify(|g| *g += 1);
+                        switched = true;
                     }
                     self.state.set_unavailable(e.to_string());
                     self.metrics.history_available.set(0);
@@ -305,12 +321,15 @@ impl Store {
         }
     }
 
-    /// Opens the live feed of `pattern`: an ordered consumer that starts with the next message
-    /// stored, and after a NATS reconnect resumes right after the last one it delivered (the
-    /// client recreates it from its last stream sequence), so no message is skipped.
+    /// Opens the live feed of `pattern`: an ordered consumer that starts at stream sequence
+    /// `from` (a feed reopened right after the last message its predecessor delivered, so the
+    /// switch leaves no gap) or, without one, with the next message stored; after a NATS
+    /// reconnect it resumes right after the last one it delivered (the client recreates it from
+    /// its last stream sequence), so no message is skipped.
     pub(crate) async fn live(
         &self,
         pattern: &str,
+        from: Option<u64>,
     ) -> Result<BoxStream<'static, Incoming>, HistoryError> {
         let stream = self
             .js
@@ -320,7 +339,10 @@ impl Store {
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
                 filter_subject: self.subject(pattern),
-                deliver_policy: DeliverPolicy::New,
+                deliver_policy: match from {
+                    Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+                    None => DeliverPolicy::New,
+                },
                 ..Default::default()
             })
             .await
