@@ -244,24 +244,32 @@ async fn a_recreated_stream_changes_the_epoch_and_resume_is_not_recovered() {
         metric(gw.admin_addr(), "volley_recoveries_total", "epoch_changed").await,
         1.0
     );
-    // Still served live, through a consumer on the new stream.
-    let mut live = None;
-    for n in 0..100 {
-        publish_ok(gw.admin_addr(), "news.a", format!("{n}").as_bytes()).await;
-        if let Ok(Some(Ok(_))) = tokio::time::timeout(
-            Duration::from_millis(200),
-            futures_util::StreamExt::next(&mut back),
-        )
-        .await
-        {
-            live = Some(n);
+    // Still served live, through a consumer on the new stream: once the gateway has opened it
+    // (a consumer starting with new messages; not one left over from the old stream's feed),
+    // the first message published reaches the client, once.
+    let mut opened = false;
+    for _ in 0..400 {
+        let mut stream = js.get_stream(STREAM).await.expect("history stream");
+        let mut consumers = stream.consumers();
+        while let Some(Ok(info)) = futures_util::StreamExt::next(&mut consumers).await {
+            if info.config.deliver_policy == jetstream::consumer::DeliverPolicy::New {
+                opened = true;
+            }
+        }
+        if opened {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(
-        live.is_some(),
-        "live delivery continues after the stream was recreated"
+        opened,
+        "the gateway opens a live consumer on the new stream"
     );
+    publish_ok(gw.admin_addr(), "news.a", b"7").await;
+    let live = next_json(&mut back).await;
+    assert_eq!(live["data"], json!(7), "{live}");
+    assert_eq!(seq_of(&live), last_seq(&js).await);
+    expect_silence(&mut back, Duration::from_millis(300)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
