@@ -25,6 +25,10 @@ use crate::metrics::Metrics;
 use crate::secret::redact_urls;
 use crate::topic_index::TopicIndex;
 
+mod route;
+
+use route::{Matches, Routing};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("cannot read NATS credentials file {path}: {source}")]
@@ -217,6 +221,10 @@ pub(crate) struct Router {
     history: Option<Store>,
     /// Bumped by the history maintainer when live consumers must be opened again.
     generation: watch::Receiver<u64>,
+    /// Which copy of a message matched by several feeds is delivered, and the stream epoch its
+    /// sequences belong to.
+    routing: Routing,
+    routing_epoch: Option<Arc<str>>,
 }
 
 impl Router {
@@ -243,6 +251,8 @@ impl Router {
             next_id: 1,
             history: None,
             generation: watch::channel(0).1,
+            routing: Routing::default(),
+            routing_epoch: None,
         }
     }
 
@@ -265,6 +275,11 @@ impl Router {
         };
         let epoch = store.state().epoch();
         let available = store.state().is_available();
+        if epoch != self.routing_epoch {
+            // A recreated stream numbers its messages from 1 again.
+            self.routing.clear();
+            self.routing_epoch = epoch.clone();
+        }
         let covered: Vec<(u64, Box<str>, Option<u64>)> = self
             .held
             .iter()
@@ -286,6 +301,9 @@ impl Router {
             .await
             {
                 self.subs.insert(id, feed);
+                if from.is_none() || !durable {
+                    self.routing.restart(id);
+                }
                 if let Some(held) = self.held.get_mut(&id) {
                     held.reopened(durable, epoch.clone());
                 }
@@ -387,6 +405,9 @@ impl Router {
             .await
             {
                 self.subs.insert(id, feed);
+                if from.is_none() || !durable {
+                    self.routing.restart(id);
+                }
                 if let Some(held) = self.held.get_mut(&id) {
                     held.reopened(durable, epoch.clone());
                 }
@@ -462,6 +483,7 @@ impl Router {
                 // Dropping a core subscriber unsubscribes; dropping an ordered consumer stops
                 // its pulls and the server removes the ephemeral consumer.
                 drop(self.subs.remove(&id));
+                self.routing.restart(id);
             }
         }
         self.count_consumers();
@@ -479,20 +501,18 @@ impl Router {
         if let (Some(seq), Some(held)) = (message.seq, self.held.get_mut(&via)) {
             held.last_seq = Some(seq);
         }
-        // NATS delivers a message once per matching subscription. When several held patterns
-        // match (say `a.>` and `a.b`), only the copy that came through the oldest of them is
-        // used: a newer subscription never hides one that was already delivering, so nothing is
-        // lost while subscriptions come and go.
-        let mut oldest = u64::MAX;
+        // NATS delivers a message once per matching subscription or consumer: `route` says
+        // which copy a client gets.
+        let mut found = Matches::default();
         let mut shards = 0u64;
         let held = &self.held;
         self.index.for_each_match(topic, |id| {
-            oldest = oldest.min(id);
             if let Some(h) = held.get(&id) {
+                found.add(id, h.durable);
                 shards |= h.shards;
             }
         });
-        if oldest != via || shards == 0 {
+        if !self.routing.accept(topic, message.seq, via, &found) || shards == 0 {
             return;
         }
         let framed = Message::with_seq(topic, message.payload, message.seq);

@@ -455,3 +455,81 @@ async fn a_short_outage_keeps_the_feed_sequenced_without_gap_or_duplicate() {
     assert_eq!(got, stored);
     expect_silence(&mut client, Duration::from_millis(300)).await;
 }
+
+/// Reads `count` messages (skipping nothing else: every frame must be one) within a bound.
+async fn read_seqs(client: &mut Client, count: usize) -> Vec<u64> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        got.push(seq_of(&next_json(client).await));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_with_history_is_delivered_from_jetstream_despite_an_older_core_pattern() {
+    let nats = js_server();
+    // History covers news.eu.> only; news.> is a core subscription, and the older one.
+    let gw = start_history(&nats, "news.eu.>", HistoryFile::default()).await;
+    let mut wide = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut wide, &["news.>"]).await;
+    nats.wait_for_subscriptions("push.news.>", 1).await;
+    let mut narrow = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut narrow, &["news.eu.x"]).await;
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+
+    let js = js(&nats).await;
+    let mut stored = Vec::new();
+    for n in 0..5 {
+        stored.push(js_publish(&js, "push.news.eu.x", format!("{n}")).await);
+    }
+    // Each client gets every message once, with its position (the JetStream copy, not the
+    // core one that came through the older news.> subscription).
+    assert_eq!(read_seqs(&mut narrow, 5).await, stored);
+    assert_eq!(read_seqs(&mut wide, 5).await, stored);
+    // A subject without history still reaches the wide pattern, live (no position).
+    publish_ok(gw.admin_addr(), "news.us", b"9").await;
+    assert_eq!(
+        next_json(&mut wide).await,
+        json!({"topic":"news.us","data":9})
+    );
+    expect_silence(&mut narrow, Duration::from_millis(300)).await;
+    expect_silence(&mut wide, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_an_older_overlapping_feed_mid_stream_loses_and_duplicates_nothing() {
+    let nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let mut wide = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut wide, &["news.>"]).await;
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+    let mut narrow = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut narrow, &["news.eu"]).await;
+    wait_metric(&gw, "volley_history_consumers", 2.0).await;
+
+    // A steady stream on news.eu while the older feed (news.>) goes away: its client leaves
+    // and the feed is released after the linger.
+    let core = async_nats::connect(nats.url()).await.unwrap();
+    let total = 400;
+    let publisher = tokio::spawn(async move {
+        for n in 0..total {
+            core.publish("push.news.eu", format!("{n}").into())
+                .await
+                .unwrap();
+            if n % 20 == 0 {
+                core.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        core.flush().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    wide.close(None).await.unwrap();
+    drop(wide);
+    publisher.await.unwrap();
+    let js = js(&nats).await;
+    wait_stored(&js, total).await;
+    let got = read_seqs(&mut narrow, total as usize).await;
+    assert_eq!(got, (1..=total).collect::<Vec<_>>());
+    expect_silence(&mut narrow, Duration::from_millis(300)).await;
+}
