@@ -249,7 +249,7 @@ async fn a_recreated_stream_changes_the_epoch_and_resume_is_not_recovered() {
     // the first message published reaches the client, once.
     let mut opened = false;
     for _ in 0..400 {
-        let mut stream = js.get_stream(STREAM).await.expect("history stream");
+        let stream = js.get_stream(STREAM).await.expect("history stream");
         let mut consumers = stream.consumers();
         while let Some(Ok(info)) = futures_util::StreamExt::next(&mut consumers).await {
             if info.config.deliver_policy == jetstream::consumer::DeliverPolicy::New {
