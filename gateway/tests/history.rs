@@ -533,3 +533,82 @@ async fn releasing_an_older_overlapping_feed_mid_stream_loses_and_duplicates_not
     assert_eq!(got, (1..=total).collect::<Vec<_>>());
     expect_silence(&mut narrow, Duration::from_millis(300)).await;
 }
+
+/// An HTTP publish with an `Idempotency-Key` header; returns (status, raw response).
+async fn publish_keyed(gw: &Gateway, topic: &str, key: Option<&str>, body: &[u8]) -> (u16, String) {
+    let header = key.map_or(String::new(), |k| format!("Idempotency-Key: {k}\r\n"));
+    let mut request = format!(
+        "POST /v1/publish/{topic} HTTP/1.1\r\nHost: test\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    http(gw.admin_addr(), &request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_http_publish_with_the_same_idempotency_key_is_stored_once() {
+    let nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let js = js(&nats).await;
+    let mut client = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut client, &["news.>"]).await;
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+
+    // The publisher's retry after an unanswered attempt carries the same key.
+    let (status, body) = publish_keyed(&gw, "news.eu", Some("order-42"), b"1").await;
+    assert_eq!(status, 202, "{body}");
+    let first: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(first["idempotencyKey"], "order-42");
+    assert_eq!(first["duplicate"], false);
+    let (status, body) = publish_keyed(&gw, "news.eu", Some("order-42"), b"1").await;
+    assert_eq!(status, 202, "{body}");
+    let again: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["duplicate"], true, "{again}");
+    let stored = last_seq(&js).await;
+    assert_eq!(seq_of(&next_json(&mut client).await), stored);
+
+    // Without a key one is made and returned (in the body and the header) for reuse.
+    let (status, body) = publish_keyed(&gw, "news.eu", None, b"2").await;
+    assert_eq!(status, 202, "{body}");
+    let made: Value = serde_json::from_str(&body).unwrap();
+    let key = made["idempotencyKey"]
+        .as_str()
+        .expect("a generated key")
+        .to_owned();
+    assert!(!key.is_empty());
+    let raw = {
+        let request = format!(
+            "POST /v1/publish/news.eu HTTP/1.1\r\nHost: test\r\nIdempotency-Key: {key}\r\nContent-Length: 1\r\nConnection: close\r\n\r\n2"
+        );
+        let mut stream = tokio::net::TcpStream::connect(gw.admin_addr())
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&response).to_lowercase()
+    };
+    assert!(
+        raw.contains(&format!("idempotency-key: {}", key.to_lowercase())),
+        "{raw}"
+    );
+    assert!(raw.contains(r#""duplicate":true"#), "{raw}");
+    assert_eq!(last_seq(&js).await, stored + 1);
+    assert_eq!(seq_of(&next_json(&mut client).await), stored + 1);
+    expect_silence(&mut client, Duration::from_millis(300)).await;
+
+    // A malformed key is refused before anything is published.
+    let (status, body) = publish_keyed(&gw, "news.eu", Some(&"k".repeat(129)), b"3").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Idempotency-Key"), "{body}");
+    assert_eq!(last_seq(&js).await, stored + 1);
+    // Topics without history ignore the header (core NATS has no deduplication).
+    let (status, body) = publish_keyed(&gw, "chat", Some("x"), b"4").await;
+    assert_eq!(status, 202, "{body}");
+    assert!(!body.contains("idempotencyKey"), "{body}");
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, Context, ErrorCode};
 use bytes::Bytes;
@@ -306,13 +307,22 @@ impl Store {
         }
     }
 
-    /// Publishes to the stream and waits for JetStream's acknowledgement: success means stored.
-    pub(crate) async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
+    /// Publishes to the stream with `Nats-Msg-Id: msg_id` and waits for JetStream's
+    /// acknowledgement: success means stored. The id makes a retry after an unanswered attempt
+    /// safe: JetStream stores a message once per id within the stream's duplicate window, and
+    /// acknowledges a repeat as a duplicate (returned as `true`).
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        msg_id: &str,
+    ) -> Result<bool, PublishError> {
         let js = &self.js;
         let subject = self.subject(topic);
-        let stored = async move { js.publish(subject, payload).await?.await.map(|_| ()) };
+        let message = PublishMessage::build().payload(payload).message_id(msg_id);
+        let stored = async move { js.send_publish(subject, message).await?.await };
         match tokio::time::timeout(PUBLISH_ACK_TIMEOUT, stored).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(ack)) => Ok(ack.duplicate),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, topic, "JetStream publish failed");
                 Err(PublishError::Unavailable)
