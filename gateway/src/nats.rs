@@ -291,12 +291,14 @@ impl Router {
             .map(|(id, h)| (*id, h.pattern.clone(), h.resume_from(epoch.as_deref())))
             .collect();
         for (id, pattern, from) in covered {
+            let room = self.room_for(id);
             if let Some((feed, durable)) = open_feed(
                 &self.client,
                 &self.prefix,
                 self.history.as_ref(),
                 &pattern,
                 from,
+                room,
             )
             .await
             {
@@ -310,6 +312,21 @@ impl Router {
             }
         }
         self.count_consumers();
+    }
+
+    /// Whether the feed `id` (a new one: an id not held) may be a JetStream consumer under
+    /// `maxConsumers`: one already consuming through JetStream keeps its place when reopened.
+    /// Past the cap a pattern is served live only, so the consumers one gateway creates on the
+    /// server stay bounded whatever patterns clients ask for.
+    fn room_for(&self, id: u64) -> bool {
+        let Some(store) = &self.history else {
+            return false;
+        };
+        if self.held.get(&id).is_some_and(|h| h.durable) {
+            return true;
+        }
+        let durable = self.held.values().filter(|h| h.durable).count();
+        durable < store.config().max_consumers
     }
 
     fn count_consumers(&self) {
@@ -395,12 +412,14 @@ impl Router {
             .collect();
         for (id, pattern, from) in ended {
             tracing::warn!(%pattern, ?from, "feed ended; opening it again");
+            let room = self.room_for(id);
             if let Some((feed, durable)) = open_feed(
                 &self.client,
                 &self.prefix,
                 self.history.as_ref(),
                 &pattern,
                 from,
+                room,
             )
             .await
             {
@@ -429,12 +448,14 @@ impl Router {
                 return;
             }
             let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
+            let room = self.room_for(u64::MAX);
             if let Some((feed, durable)) = open_feed(
                 &self.client,
                 &self.prefix,
                 self.history.as_ref(),
                 &change.pattern,
                 None,
+                room,
             )
             .await
             {
@@ -532,7 +553,8 @@ impl Router {
 }
 
 /// Opens the feed of `pattern`: the JetStream consumer when history covers it and is available,
-/// else a core subscription (live only). Returns it and whether it is durable. A free function
+/// else a core subscription (live only); `room` says whether one more JetStream consumer fits
+/// under `maxConsumers`. Returns it and whether it is durable. A free function
 /// over the router's fields so the router's future stays `Send`.
 async fn open_feed(
     client: &Client,
@@ -540,18 +562,27 @@ async fn open_feed(
     history: Option<&Store>,
     pattern: &str,
     from: Option<u64>,
+    room: bool,
 ) -> Option<(BoxStream<'static, Incoming>, bool)> {
     if let Some(store) = history
         && store.config().covers_pattern(pattern)
         && store.state().is_available()
     {
-        match store.live(pattern, from).await {
-            Ok(feed) => return Some((feed, true)),
-            Err(e) => tracing::warn!(
+        if !room {
+            tracing::warn!(
                 pattern,
-                error = %e,
-                "cannot open the history consumer; serving the pattern live only"
-            ),
+                max_consumers = store.config().max_consumers,
+                "history.maxConsumers reached; serving the pattern live only"
+            );
+        } else {
+            match store.live(pattern, from).await {
+                Ok(feed) => return Some((feed, true)),
+                Err(e) => tracing::warn!(
+                    pattern,
+                    error = %e,
+                    "cannot open the history consumer; serving the pattern live only"
+                ),
+            }
         }
     }
     let subject = format!("{prefix}.{pattern}");

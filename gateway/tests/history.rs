@@ -612,3 +612,44 @@ async fn a_retried_http_publish_with_the_same_idempotency_key_is_stored_once() {
     assert_eq!(status, 202, "{body}");
     assert!(!body.contains("idempotencyKey"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_consumers_a_pattern_is_served_live_only_and_resume_says_unavailable() {
+    let nats = js_server();
+    let file = HistoryFile {
+        max_consumers: Some(1),
+        ..HistoryFile::default()
+    };
+    let gw = start_history(&nats, "news.>", file).await;
+    let mut first = connect(&ws_url(&gw, "")).await;
+    let epoch = subscribe(&mut first, &["news.a"]).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+
+    // A second pattern with history finds the cap reached: live through core NATS.
+    let mut second = connect(&ws_url(&gw, "")).await;
+    send_json(
+        &mut second,
+        json!({"op":"sub","topics":["news.b"],"since":{"news.b":1},"epoch":epoch}),
+    )
+    .await;
+    let reply = next_json(&mut second).await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_eq!(reply["reason"], "unavailable", "{reply}");
+    nats.wait_for_subscriptions("push.news.b", 1).await;
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_history_consumers", "").await,
+        1.0
+    );
+    publish_ok(gw.admin_addr(), "news.b", b"1").await;
+    assert_eq!(
+        next_json(&mut second).await,
+        json!({"topic":"news.b","data":1})
+    );
+    publish_ok(gw.admin_addr(), "news.a", b"2").await;
+    let a = next_json(&mut first).await;
+    assert_eq!(a["data"], 2);
+    seq_of(&a);
+}
