@@ -33,6 +33,10 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 const SWITCH_TO_LIVE_AFTER: Duration = Duration::from_secs(10);
 /// Replays running at once per gateway: each is one consumer on the server.
 const MAX_CONCURRENT_REPLAYS: usize = 64;
+/// How long opening a live consumer may take: the router routes nothing meanwhile, so past it
+/// the pattern is served live only (until history's availability or epoch next changes, like
+/// any pattern whose consumer could not be opened).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an HTTP publish waits for JetStream's acknowledgement.
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// A replay consumer left behind (the gateway died mid-replay) is removed by the server after
@@ -341,21 +345,24 @@ impl Store {
         pattern: &str,
         from: Option<u64>,
     ) -> Result<BoxStream<'static, Incoming>, HistoryError> {
+        // Without the stream info request: the router waits for this call, so one JetStream
+        // API round trip (creating the consumer) instead of two, bounded by OPEN_TIMEOUT.
         let stream = self
             .js
-            .get_stream(&self.config.stream)
+            .get_stream_no_info(&self.config.stream)
             .await
             .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: self.subject(pattern),
-                deliver_policy: match from {
-                    Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
-                    None => DeliverPolicy::New,
-                },
-                ..Default::default()
-            })
+        let consumer = stream.create_consumer(pull::OrderedConfig {
+            filter_subject: self.subject(pattern),
+            deliver_policy: match from {
+                Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+                None => DeliverPolicy::New,
+            },
+            ..Default::default()
+        });
+        let consumer = tokio::time::timeout(OPEN_TIMEOUT, consumer)
             .await
+            .map_err(|_| HistoryError::Unavailable("no answer creating the consumer".into()))?
             .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
         let messages = consumer
             .messages()
