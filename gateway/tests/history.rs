@@ -437,7 +437,7 @@ async fn a_short_outage_keeps_the_feed_sequenced_without_gap_or_duplicate() {
     let mut got = Vec::new();
     while got.len() < stored.len() {
         let frame = tokio::time::timeout(
-            Duration::from_secs(15),
+            Duration::from_secs(30),
             futures_util::StreamExt::next(&mut client),
         )
         .await;
