@@ -17,6 +17,7 @@ use crate::hub::{Publish, PublishError};
 use crate::nats::{self, NatsState};
 use crate::topic;
 
+mod idempotency;
 pub mod server;
 
 /// Where a published message goes.
@@ -34,20 +35,48 @@ pub(crate) enum Publisher {
     },
 }
 
+/// What a publish did, for the 202 body.
+#[derive(Debug, Default)]
+struct Published {
+    /// The `Idempotency-Key` it was stored under (topics with history only).
+    key: Option<String>,
+    /// JetStream had already stored a message with that key: this one was not stored again.
+    duplicate: bool,
+}
+
 impl Publisher {
-    async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
+    /// Whether `topic` goes through JetStream (and so takes an `Idempotency-Key`).
+    fn stores(&self, topic: &str) -> bool {
+        matches!(self, Publisher::Nats { history: Some(store), .. } if store.config().covers_topic(topic))
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        key: Option<String>,
+    ) -> Result<Published, PublishError> {
         match self {
-            Publisher::Local(local) => local.publish(topic, payload),
+            Publisher::Local(local) => local.publish(topic, payload).map(|()| Published::default()),
             Publisher::Nats {
                 history: Some(store),
                 ..
-            } if store.config().covers_topic(topic) => store.publish(topic, payload).await,
+            } if store.config().covers_topic(topic) => {
+                let key = key.unwrap_or_else(|| nuid::next().to_string());
+                let duplicate = store.publish(topic, payload, &key).await?;
+                Ok(Published {
+                    key: Some(key),
+                    duplicate,
+                })
+            }
             Publisher::Nats {
                 client,
                 state,
                 prefix,
                 ..
-            } => nats::publish(client, state, prefix, topic, payload).await,
+            } => nats::publish(client, state, prefix, topic, payload)
+                .await
+                .map(|()| Published::default()),
         }
     }
 }
@@ -192,12 +221,54 @@ async fn publish(
         );
         return error(StatusCode::PAYLOAD_TOO_LARGE, &message);
     }
-    match state.publisher.publish(&topic_name, body).await {
-        Ok(()) => (
-            StatusCode::ACCEPTED,
-            axum::Json(serde_json::json!({ "topic": topic_name })),
-        )
-            .into_response(),
+    // Only a JetStream publish can be deduplicated; for other topics the header is ignored.
+    let stores = state.publisher.stores(&topic_name);
+    let key = if stores {
+        match idempotency::given_or_new(&headers) {
+            Ok(key) => Some(key),
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        }
+    } else {
+        None
+    };
+    match state
+        .publisher
+        .publish(&topic_name, body, key.clone())
+        .await
+    {
+        Ok(published) => {
+            let mut body = serde_json::json!({ "topic": topic_name });
+            let mut response_headers = HeaderMap::new();
+            if let Some(key) = &published.key {
+                body["idempotencyKey"] = key.as_str().into();
+                body["duplicate"] = published.duplicate.into();
+                if let Ok(value) = key.parse() {
+                    response_headers.insert(idempotency::HEADER, value);
+                }
+            }
+            (StatusCode::ACCEPTED, response_headers, axum::Json(body)).into_response()
+        }
+        // JetStream did not acknowledge: the message may still have been stored (an ack lost
+        // or late). Retrying with the same key stores it at most once.
+        Err(PublishError::Unavailable) if stores => {
+            let key = key.unwrap_or_default();
+            let body = serde_json::json!({
+                "error": "JetStream did not acknowledge the message: it may or may not be \
+                          stored; retry with the same Idempotency-Key to store it exactly once \
+                          (within the stream's duplicate window)",
+                "idempotencyKey": key,
+            });
+            let mut response_headers = HeaderMap::new();
+            if let Ok(value) = key.parse() {
+                response_headers.insert(idempotency::HEADER, value);
+            }
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                response_headers,
+                axum::Json(body),
+            )
+                .into_response()
+        }
         Err(e @ (PublishError::Overloaded | PublishError::Closed | PublishError::Unavailable)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }

@@ -25,6 +25,10 @@ use crate::metrics::Metrics;
 use crate::secret::redact_urls;
 use crate::topic_index::TopicIndex;
 
+mod route;
+
+use route::{Matches, Routing};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("cannot read NATS credentials file {path}: {source}")]
@@ -169,6 +173,31 @@ struct Held {
     /// Consumed through JetStream (its messages carry a stream sequence), not a core
     /// subscription.
     durable: bool,
+    /// Stream sequence of the last message its JetStream feed delivered, and the epoch that feed
+    /// was opened in: a feed reopened in the same epoch starts right after it (no gap).
+    last_seq: Option<u64>,
+    epoch: Option<Arc<str>>,
+}
+
+impl Held {
+    /// Where a reopened JetStream feed of this pattern starts: right after the last message its
+    /// feed delivered, when that feed was a JetStream one of the stream as it is now (`epoch`).
+    /// Otherwise (a new stream, a core subscription before) with the next message stored.
+    fn resume_from(&self, epoch: Option<&str>) -> Option<u64> {
+        if !self.durable || epoch.is_none() || self.epoch.as_deref() != epoch {
+            return None;
+        }
+        self.last_seq.map(|seq| seq.saturating_add(1))
+    }
+
+    /// Records the feed just opened for this pattern.
+    fn reopened(&mut self, durable: bool, epoch: Option<Arc<str>>) {
+        if !durable || self.epoch != epoch {
+            self.last_seq = None;
+        }
+        self.durable = durable;
+        self.epoch = if durable { epoch } else { None };
+    }
 }
 
 /// Owns the NATS subscriptions and routes their messages to the shards.
@@ -192,6 +221,10 @@ pub(crate) struct Router {
     history: Option<Store>,
     /// Bumped by the history maintainer when live consumers must be opened again.
     generation: watch::Receiver<u64>,
+    /// Which copy of a message matched by several feeds is delivered, and the stream epoch its
+    /// sequences belong to.
+    routing: Routing,
+    routing_epoch: Option<Arc<str>>,
 }
 
 impl Router {
@@ -218,6 +251,8 @@ impl Router {
             next_id: 1,
             history: None,
             generation: watch::channel(0).1,
+            routing: Routing::default(),
+            routing_epoch: None,
         }
     }
 
@@ -229,29 +264,69 @@ impl Router {
         self
     }
 
-    /// History became available or its stream was recreated: every pattern it covers gets a
-    /// fresh JetStream consumer (same id, so its place among overlapping patterns is kept).
+    /// History became available (again) or its stream was recreated: every pattern it covers
+    /// whose feed is not a JetStream consumer of the stream as it is now gets one (same id, so
+    /// its place among overlapping patterns is kept). A healthy consumer of the current stream
+    /// is left alone; one that must move to core subscriptions (history gone for good) or off
+    /// them is replaced.
     async fn reopen_history(&mut self) {
         let Some(store) = &self.history else {
             return;
         };
-        let covered: Vec<(u64, Box<str>)> = self
+        let epoch = store.state().epoch();
+        let available = store.state().is_available();
+        if epoch != self.routing_epoch {
+            // A recreated stream numbers its messages from 1 again.
+            self.routing.clear();
+            self.routing_epoch = epoch.clone();
+        }
+        let covered: Vec<(u64, Box<str>, Option<u64>)> = self
             .held
             .iter()
             .filter(|(_, h)| store.config().covers_pattern(&h.pattern))
-            .map(|(id, h)| (*id, h.pattern.clone()))
+            .filter(|(id, h)| {
+                let healthy = h.durable && h.epoch == epoch && self.subs.contains_key(id);
+                !(healthy && available)
+            })
+            .map(|(id, h)| (*id, h.pattern.clone(), h.resume_from(epoch.as_deref())))
             .collect();
-        for (id, pattern) in covered {
-            if let Some((feed, durable)) =
-                open_feed(&self.client, &self.prefix, self.history.as_ref(), &pattern).await
+        for (id, pattern, from) in covered {
+            let room = self.room_for(id);
+            if let Some((feed, durable)) = open_feed(
+                &self.client,
+                &self.prefix,
+                self.history.as_ref(),
+                &pattern,
+                from,
+                room,
+            )
+            .await
             {
                 self.subs.insert(id, feed);
+                if from.is_none() || !durable {
+                    self.routing.restart(id);
+                }
                 if let Some(held) = self.held.get_mut(&id) {
-                    held.durable = durable;
+                    held.reopened(durable, epoch.clone());
                 }
             }
         }
         self.count_consumers();
+    }
+
+    /// Whether the feed `id` (a new one: an id not held) may be a JetStream consumer under
+    /// `maxConsumers`: one already consuming through JetStream keeps its place when reopened.
+    /// Past the cap a pattern is served live only, so the consumers one gateway creates on the
+    /// server stay bounded whatever patterns clients ask for.
+    fn room_for(&self, id: u64) -> bool {
+        let Some(store) = &self.history else {
+            return false;
+        };
+        if self.held.get(&id).is_some_and(|h| h.durable) {
+            return true;
+        }
+        let durable = self.held.values().filter(|h| h.durable).count();
+        durable < store.config().max_consumers
     }
 
     fn count_consumers(&self) {
@@ -328,20 +403,32 @@ impl Router {
     /// A feed that ended (a JetStream consumer that gave up) is opened again, so a held pattern
     /// never silently stops delivering.
     async fn reopen_ended(&mut self) {
-        let ended: Vec<(u64, Box<str>)> = self
+        let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
+        let ended: Vec<(u64, Box<str>, Option<u64>)> = self
             .held
             .iter()
             .filter(|(id, _)| !self.subs.contains_key(id))
-            .map(|(id, h)| (*id, h.pattern.clone()))
+            .map(|(id, h)| (*id, h.pattern.clone(), h.resume_from(epoch.as_deref())))
             .collect();
-        for (id, pattern) in ended {
-            tracing::warn!(%pattern, "feed ended; opening it again");
-            if let Some((feed, durable)) =
-                open_feed(&self.client, &self.prefix, self.history.as_ref(), &pattern).await
+        for (id, pattern, from) in ended {
+            tracing::warn!(%pattern, ?from, "feed ended; opening it again");
+            let room = self.room_for(id);
+            if let Some((feed, durable)) = open_feed(
+                &self.client,
+                &self.prefix,
+                self.history.as_ref(),
+                &pattern,
+                from,
+                room,
+            )
+            .await
             {
                 self.subs.insert(id, feed);
+                if from.is_none() || !durable {
+                    self.routing.restart(id);
+                }
                 if let Some(held) = self.held.get_mut(&id) {
-                    held.durable = durable;
+                    held.reopened(durable, epoch.clone());
                 }
             }
         }
@@ -360,11 +447,15 @@ impl Router {
                 held.release_at = None;
                 return;
             }
+            let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
+            let room = self.room_for(u64::MAX);
             if let Some((feed, durable)) = open_feed(
                 &self.client,
                 &self.prefix,
                 self.history.as_ref(),
                 &change.pattern,
+                None,
+                room,
             )
             .await
             {
@@ -380,6 +471,8 @@ impl Router {
                         shards: bit,
                         release_at: None,
                         durable,
+                        last_seq: None,
+                        epoch: if durable { epoch } else { None },
                     },
                 );
                 self.count_consumers();
@@ -411,6 +504,7 @@ impl Router {
                 // Dropping a core subscriber unsubscribes; dropping an ordered consumer stops
                 // its pulls and the server removes the ephemeral consumer.
                 drop(self.subs.remove(&id));
+                self.routing.restart(id);
             }
         }
         self.count_consumers();
@@ -425,20 +519,21 @@ impl Router {
         else {
             return;
         };
-        // NATS delivers a message once per matching subscription. When several held patterns
-        // match (say `a.>` and `a.b`), only the copy that came through the oldest of them is
-        // used: a newer subscription never hides one that was already delivering, so nothing is
-        // lost while subscriptions come and go.
-        let mut oldest = u64::MAX;
+        if let (Some(seq), Some(held)) = (message.seq, self.held.get_mut(&via)) {
+            held.last_seq = Some(seq);
+        }
+        // NATS delivers a message once per matching subscription or consumer: `route` says
+        // which copy a client gets.
+        let mut found = Matches::default();
         let mut shards = 0u64;
         let held = &self.held;
         self.index.for_each_match(topic, |id| {
-            oldest = oldest.min(id);
             if let Some(h) = held.get(&id) {
+                found.add(id, h.durable);
                 shards |= h.shards;
             }
         });
-        if oldest != via || shards == 0 {
+        if !self.routing.accept(topic, message.seq, via, &found) || shards == 0 {
             return;
         }
         let framed = Message::with_seq(topic, message.payload, message.seq);
@@ -458,25 +553,36 @@ impl Router {
 }
 
 /// Opens the feed of `pattern`: the JetStream consumer when history covers it and is available,
-/// else a core subscription (live only). Returns it and whether it is durable. A free function
+/// else a core subscription (live only); `room` says whether one more JetStream consumer fits
+/// under `maxConsumers`. Returns it and whether it is durable. A free function
 /// over the router's fields so the router's future stays `Send`.
 async fn open_feed(
     client: &Client,
     prefix: &str,
     history: Option<&Store>,
     pattern: &str,
+    from: Option<u64>,
+    room: bool,
 ) -> Option<(BoxStream<'static, Incoming>, bool)> {
     if let Some(store) = history
         && store.config().covers_pattern(pattern)
         && store.state().is_available()
     {
-        match store.live(pattern).await {
-            Ok(feed) => return Some((feed, true)),
-            Err(e) => tracing::warn!(
+        if !room {
+            tracing::warn!(
                 pattern,
-                error = %e,
-                "cannot open the history consumer; serving the pattern live only"
-            ),
+                max_consumers = store.config().max_consumers,
+                "history.maxConsumers reached; serving the pattern live only"
+            );
+        } else {
+            match store.live(pattern, from).await {
+                Ok(feed) => return Some((feed, true)),
+                Err(e) => tracing::warn!(
+                    pattern,
+                    error = %e,
+                    "cannot open the history consumer; serving the pattern live only"
+                ),
+            }
         }
     }
     let subject = format!("{prefix}.{pattern}");

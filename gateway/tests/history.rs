@@ -244,24 +244,32 @@ async fn a_recreated_stream_changes_the_epoch_and_resume_is_not_recovered() {
         metric(gw.admin_addr(), "volley_recoveries_total", "epoch_changed").await,
         1.0
     );
-    // Still served live, through a consumer on the new stream.
-    let mut live = None;
-    for n in 0..100 {
-        publish_ok(gw.admin_addr(), "news.a", format!("{n}").as_bytes()).await;
-        if let Ok(Some(Ok(_))) = tokio::time::timeout(
-            Duration::from_millis(200),
-            futures_util::StreamExt::next(&mut back),
-        )
-        .await
-        {
-            live = Some(n);
+    // Still served live, through a consumer on the new stream: once the gateway has opened it
+    // (a consumer starting with new messages; not one left over from the old stream's feed),
+    // the first message published reaches the client, once.
+    let mut opened = false;
+    for _ in 0..400 {
+        let stream = js.get_stream(STREAM).await.expect("history stream");
+        let mut consumers = stream.consumers();
+        while let Some(Ok(info)) = futures_util::StreamExt::next(&mut consumers).await {
+            if info.config.deliver_policy == jetstream::consumer::DeliverPolicy::New {
+                opened = true;
+            }
+        }
+        if opened {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(
-        live.is_some(),
-        "live delivery continues after the stream was recreated"
+        opened,
+        "the gateway opens a live consumer on the new stream"
     );
+    publish_ok(gw.admin_addr(), "news.a", b"7").await;
+    let live = next_json(&mut back).await;
+    assert_eq!(live["data"], json!(7), "{live}");
+    assert_eq!(seq_of(&live), last_seq(&js).await);
+    expect_silence(&mut back, Duration::from_millis(300)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,4 +448,275 @@ async fn without_jetstream_history_topics_are_live_only_and_health_says_why() {
     assert_eq!(status, 503);
     // Topics without history still publish.
     publish_ok(gw.admin_addr(), "chat", b"3").await;
+}
+
+/// Publishes through JetStream and returns the stored sequence, retrying while a restarted
+/// server is not ready yet (bounded).
+async fn js_publish(js: &jetstream::Context, subject: &str, body: String) -> u64 {
+    for _ in 0..100 {
+        if let Ok(ack) = js.publish(subject.to_owned(), body.clone().into()).await
+            && let Ok(Ok(ack)) = tokio::time::timeout(Duration::from_secs(2), ack).await
+        {
+            return ack.sequence;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("JetStream never stored {subject}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_outage_keeps_the_feed_sequenced_without_gap_or_duplicate() {
+    let mut nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let mut client = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut client, &["news.>"]).await;
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+    publish_ok(gw.admin_addr(), "news.a", b"0").await;
+    let first = seq_of(&next_json(&mut client).await);
+
+    // NATS goes away long enough for the gateway's stream check to fail, and comes back with
+    // its store (same stream, same epoch).
+    nats.stop();
+    // Up to a check interval plus a JetStream request timeout.
+    let mut failed = false;
+    for _ in 0..800 {
+        if metric(gw.admin_addr(), "volley_history_available", "").await == 0.0 {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(failed, "the stream check never failed while NATS was down");
+    nats.restart();
+    let js = js(&nats).await;
+    let mut stored = Vec::new();
+    for n in 1..=20 {
+        let topic = if n % 2 == 0 {
+            "push.news.a"
+        } else {
+            "push.news.b"
+        };
+        stored.push(js_publish(&js, topic, format!("{n}")).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Everything stored since arrives once, in order, each with its position: the feed was not
+    // moved to a core subscription (no seq) and back (a gap) for one failed check.
+    let mut got = Vec::new();
+    while got.len() < stored.len() {
+        let frame = tokio::time::timeout(
+            Duration::from_secs(30),
+            futures_util::StreamExt::next(&mut client),
+        )
+        .await;
+        let Ok(Some(Ok(frame))) = frame else {
+            panic!("got {got:?} of {stored:?}: {frame:?}");
+        };
+        if let Ok(text) = frame.to_text()
+            && !text.is_empty()
+        {
+            let message: Value = serde_json::from_str(text).expect("JSON frame");
+            got.push(seq_of(&message));
+        }
+    }
+    assert!(stored[0] > first, "{stored:?} after {first}");
+    assert_eq!(got, stored);
+    expect_silence(&mut client, Duration::from_millis(300)).await;
+}
+
+/// Reads `count` messages (skipping nothing else: every frame must be one) within a bound.
+async fn read_seqs(client: &mut Client, count: usize) -> Vec<u64> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        got.push(seq_of(&next_json(client).await));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_with_history_is_delivered_from_jetstream_despite_an_older_core_pattern() {
+    let nats = js_server();
+    // History covers news.eu.> only; news.> is a core subscription, and the older one.
+    let gw = start_history(&nats, "news.eu.>", HistoryFile::default()).await;
+    let mut wide = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut wide, &["news.>"]).await;
+    nats.wait_for_subscriptions("push.news.>", 1).await;
+    let mut narrow = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut narrow, &["news.eu.x"]).await;
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+
+    let js = js(&nats).await;
+    let mut stored = Vec::new();
+    for n in 0..5 {
+        stored.push(js_publish(&js, "push.news.eu.x", format!("{n}")).await);
+    }
+    // Each client gets every message once, with its position (the JetStream copy, not the
+    // core one that came through the older news.> subscription).
+    assert_eq!(read_seqs(&mut narrow, 5).await, stored);
+    assert_eq!(read_seqs(&mut wide, 5).await, stored);
+    // A subject without history still reaches the wide pattern, live (no position).
+    publish_ok(gw.admin_addr(), "news.us", b"9").await;
+    assert_eq!(
+        next_json(&mut wide).await,
+        json!({"topic":"news.us","data":9})
+    );
+    expect_silence(&mut narrow, Duration::from_millis(300)).await;
+    expect_silence(&mut wide, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_an_older_overlapping_feed_mid_stream_loses_and_duplicates_nothing() {
+    let nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let mut wide = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut wide, &["news.>"]).await;
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+    let mut narrow = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut narrow, &["news.eu"]).await;
+    wait_metric(&gw, "volley_history_consumers", 2.0).await;
+
+    // A steady stream on news.eu while the older feed (news.>) goes away: its client leaves
+    // and the feed is released after the linger.
+    let core = async_nats::connect(nats.url()).await.unwrap();
+    let total = 400;
+    let publisher = tokio::spawn(async move {
+        for n in 0..total {
+            core.publish("push.news.eu", format!("{n}").into())
+                .await
+                .unwrap();
+            if n % 20 == 0 {
+                core.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        core.flush().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    wide.close(None).await.unwrap();
+    drop(wide);
+    publisher.await.unwrap();
+    let js = js(&nats).await;
+    wait_stored(&js, total).await;
+    let got = read_seqs(&mut narrow, total as usize).await;
+    assert_eq!(got, (1..=total).collect::<Vec<_>>());
+    expect_silence(&mut narrow, Duration::from_millis(300)).await;
+}
+
+/// An HTTP publish with an `Idempotency-Key` header; returns (status, raw response).
+async fn publish_keyed(gw: &Gateway, topic: &str, key: Option<&str>, body: &[u8]) -> (u16, String) {
+    let header = key.map_or(String::new(), |k| format!("Idempotency-Key: {k}\r\n"));
+    let mut request = format!(
+        "POST /v1/publish/{topic} HTTP/1.1\r\nHost: test\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    http(gw.admin_addr(), &request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_http_publish_with_the_same_idempotency_key_is_stored_once() {
+    let nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let js = js(&nats).await;
+    let mut client = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut client, &["news.>"]).await;
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+
+    // The publisher's retry after an unanswered attempt carries the same key.
+    let (status, body) = publish_keyed(&gw, "news.eu", Some("order-42"), b"1").await;
+    assert_eq!(status, 202, "{body}");
+    let first: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(first["idempotencyKey"], "order-42");
+    assert_eq!(first["duplicate"], false);
+    let (status, body) = publish_keyed(&gw, "news.eu", Some("order-42"), b"1").await;
+    assert_eq!(status, 202, "{body}");
+    let again: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["duplicate"], true, "{again}");
+    let stored = last_seq(&js).await;
+    assert_eq!(seq_of(&next_json(&mut client).await), stored);
+
+    // Without a key one is made and returned (in the body and the header) for reuse.
+    let (status, body) = publish_keyed(&gw, "news.eu", None, b"2").await;
+    assert_eq!(status, 202, "{body}");
+    let made: Value = serde_json::from_str(&body).unwrap();
+    let key = made["idempotencyKey"]
+        .as_str()
+        .expect("a generated key")
+        .to_owned();
+    assert!(!key.is_empty());
+    let raw = {
+        let request = format!(
+            "POST /v1/publish/news.eu HTTP/1.1\r\nHost: test\r\nIdempotency-Key: {key}\r\nContent-Length: 1\r\nConnection: close\r\n\r\n2"
+        );
+        let mut stream = tokio::net::TcpStream::connect(gw.admin_addr())
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&response).to_lowercase()
+    };
+    assert!(
+        raw.contains(&format!("idempotency-key: {}", key.to_lowercase())),
+        "{raw}"
+    );
+    assert!(raw.contains(r#""duplicate":true"#), "{raw}");
+    assert_eq!(last_seq(&js).await, stored + 1);
+    assert_eq!(seq_of(&next_json(&mut client).await), stored + 1);
+    expect_silence(&mut client, Duration::from_millis(300)).await;
+
+    // A malformed key is refused before anything is published.
+    let (status, body) = publish_keyed(&gw, "news.eu", Some(&"k".repeat(129)), b"3").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Idempotency-Key"), "{body}");
+    assert_eq!(last_seq(&js).await, stored + 1);
+    // Topics without history ignore the header (core NATS has no deduplication).
+    let (status, body) = publish_keyed(&gw, "chat", Some("x"), b"4").await;
+    assert_eq!(status, 202, "{body}");
+    assert!(!body.contains("idempotencyKey"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_consumers_a_pattern_is_served_live_only_and_resume_says_unavailable() {
+    let nats = js_server();
+    let file = HistoryFile {
+        max_consumers: Some(1),
+        ..HistoryFile::default()
+    };
+    let gw = start_history(&nats, "news.>", file).await;
+    let mut first = connect(&ws_url(&gw, "")).await;
+    let epoch = subscribe(&mut first, &["news.a"]).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+
+    // A second pattern with history finds the cap reached: live through core NATS.
+    let mut second = connect(&ws_url(&gw, "")).await;
+    send_json(
+        &mut second,
+        json!({"op":"sub","topics":["news.b"],"since":{"news.b":1},"epoch":epoch}),
+    )
+    .await;
+    let reply = next_json(&mut second).await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_eq!(reply["reason"], "unavailable", "{reply}");
+    nats.wait_for_subscriptions("push.news.b", 1).await;
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_history_consumers", "").await,
+        1.0
+    );
+    publish_ok(gw.admin_addr(), "news.b", b"1").await;
+    assert_eq!(
+        next_json(&mut second).await,
+        json!({"topic":"news.b","data":1})
+    );
+    publish_ok(gw.admin_addr(), "news.a", b"2").await;
+    let a = next_json(&mut first).await;
+    assert_eq!(a["data"], 2);
+    seq_of(&a);
 }

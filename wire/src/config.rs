@@ -267,7 +267,8 @@ pub struct Options {
     pub history_topics: Option<Vec<String>>,
 
     /// JetStream history, nested in the file: `history: {topics, stream, maxMessagesPerTopic,
-    /// maxAge, storage, replicas, replayMaxMessages, replayMaxBytes, replayTimeout}`
+    /// maxAge, storage, replicas, replayMaxMessages, replayMaxBytes, replayTimeout,
+    /// maxConsumers}`
     /// (docs/history.md).
     #[cfg_attr(feature = "cli", arg(skip))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -414,6 +415,7 @@ impl Options {
                 replay_max_messages: Some(d::HISTORY_REPLAY_MAX_MESSAGES),
                 replay_max_bytes: Some(d::HISTORY_REPLAY_MAX_BYTES),
                 replay_timeout: Some(d::HISTORY_REPLAY_TIMEOUT),
+                max_consumers: Some(d::HISTORY_MAX_CONSUMERS),
             }),
             ..Options::default()
         }

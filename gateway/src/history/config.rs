@@ -22,6 +22,8 @@ pub const DEFAULT_REPLAY_MAX_MESSAGES: usize = d::HISTORY_REPLAY_MAX_MESSAGES;
 pub const DEFAULT_REPLAY_MAX_BYTES: usize = d::HISTORY_REPLAY_MAX_BYTES;
 /// Default deadline of one replay, from the request to the last stored message.
 pub const DEFAULT_REPLAY_TIMEOUT: Duration = d::HISTORY_REPLAY_TIMEOUT;
+/// Default most JetStream live consumers per gateway.
+pub const DEFAULT_MAX_CONSUMERS: usize = d::HISTORY_MAX_CONSUMERS;
 
 pub use volley_wire::config::history::{History as HistoryFile, Storage};
 
@@ -38,6 +40,9 @@ pub struct HistoryConfig {
     pub replay_max_messages: usize,
     pub replay_max_bytes: usize,
     pub replay_timeout: Duration,
+    /// Most JetStream live consumers (patterns with history) this gateway holds at once: each
+    /// is a consumer on the server. Past it a pattern is served live only.
+    pub max_consumers: usize,
 }
 
 /// A `history` value the gateway refuses; `key` is the camelCase key under `history`.
@@ -87,6 +92,7 @@ impl HistoryConfig {
                 .unwrap_or(DEFAULT_REPLAY_MAX_MESSAGES),
             replay_max_bytes: file.replay_max_bytes.unwrap_or(DEFAULT_REPLAY_MAX_BYTES),
             replay_timeout: file.replay_timeout.unwrap_or(DEFAULT_REPLAY_TIMEOUT),
+            max_consumers: file.max_consumers.unwrap_or(DEFAULT_MAX_CONSUMERS),
         };
         config.validate()?;
         Ok(Some(config))
@@ -123,6 +129,9 @@ impl HistoryConfig {
         }
         if self.replay_max_bytes == 0 {
             return Err(invalid("replayMaxBytes", "must be at least 1"));
+        }
+        if self.max_consumers == 0 {
+            return Err(invalid("maxConsumers", "must be at least 1"));
         }
         if self.replay_timeout.is_zero() {
             return Err(invalid("replayTimeout", "must be greater than zero"));

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, Context, ErrorCode};
 use bytes::Bytes;
@@ -26,8 +27,17 @@ use crate::metrics::Metrics;
 /// How often the stream is checked while it is healthy, and while it is not.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How long the stream must stay out of reach before the live feeds of history patterns move to
+/// core subscriptions. One slow or failed check (a JetStream API call timing out under load, a
+/// NATS reconnect) must not tear down healthy consumers: each switch loses or duplicates what is
+/// published while it happens, and an ordered consumer rides out a short outage by itself.
+const SWITCH_TO_LIVE_AFTER: Duration = Duration::from_secs(10);
 /// Replays running at once per gateway: each is one consumer on the server.
 const MAX_CONCURRENT_REPLAYS: usize = 64;
+/// How long opening a live consumer may take: the router routes nothing meanwhile, so past it
+/// the pattern is served live only (until history's availability or epoch next changes, like
+/// any pattern whose consumer could not be opened).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an HTTP publish waits for JetStream's acknowledgement.
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// A replay consumer left behind (the gateway died mid-replay) is removed by the server after
@@ -249,13 +259,19 @@ impl Store {
     pub(crate) async fn maintain(self, generation: watch::Sender<u64>) {
         let mut last_epoch: Option<Arc<str>> = None;
         let mut was_available = false;
+        // Since when the checks fail, and whether the feeds were already moved to core
+        // subscriptions for it.
+        let mut failing_since: Option<Instant> = None;
+        let mut switched = false;
         loop {
             let pause = match self.ensure().await {
                 Ok(epoch) => {
                     self.state.set_available(&epoch);
                     self.metrics.history_available.set(1);
+                    // After any failed check too: a pattern first wanted meanwhile was opened
+                    // as a core subscription. The router keeps the healthy consumers as they are.
                     if !was_available || last_epoch.as_deref() != Some(&*epoch) {
-                        if was_available {
+                        if last_epoch.is_some() && last_epoch.as_deref() != Some(&*epoch) {
                             tracing::warn!(%epoch, "history stream was recreated (new epoch)");
                         } else {
                             tracing::info!(%epoch, "history available");
@@ -264,6 +280,8 @@ impl Store {
                     }
                     last_epoch = Some(epoch);
                     was_available = true;
+                    failing_since = None;
+                    switched = false;
                     CHECK_EVERY
                 }
                 Err(e) => {
@@ -273,10 +291,13 @@ impl Store {
                             "history unavailable; history topics are served live only"
                         );
                     }
-                    if was_available {
-                        // Live delivery must not hang on consumers of a stream that is gone:
-                        // the router reopens those patterns as core subscriptions.
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if last_epoch.is_some() && !switched && since.elapsed() >= SWITCH_TO_LIVE_AFTER
+                    {
+                        // Live delivery must not hang on consumers of a stream that stays
+                        // gone: the router reopens those patterns as core subscriptions.
                         generation.send_modify(|g| *g += 1);
+                        switched = true;
                     }
                     self.state.set_unavailable(e.to_string());
                     self.metrics.history_available.set(0);
@@ -291,13 +312,22 @@ impl Store {
         }
     }
 
-    /// Publishes to the stream and waits for JetStream's acknowledgement: success means stored.
-    pub(crate) async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), PublishError> {
+    /// Publishes to the stream with `Nats-Msg-Id: msg_id` and waits for JetStream's
+    /// acknowledgement: success means stored. The id makes a retry after an unanswered attempt
+    /// safe: JetStream stores a message once per id within the stream's duplicate window, and
+    /// acknowledges a repeat as a duplicate (returned as `true`).
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        msg_id: &str,
+    ) -> Result<bool, PublishError> {
         let js = &self.js;
         let subject = self.subject(topic);
-        let stored = async move { js.publish(subject, payload).await?.await.map(|_| ()) };
+        let message = PublishMessage::build().payload(payload).message_id(msg_id);
+        let stored = async move { js.send_publish(subject, message).await?.await };
         match tokio::time::timeout(PUBLISH_ACK_TIMEOUT, stored).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(ack)) => Ok(ack.duplicate),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, topic, "JetStream publish failed");
                 Err(PublishError::Unavailable)
@@ -306,25 +336,34 @@ impl Store {
         }
     }
 
-    /// Opens the live feed of `pattern`: an ordered consumer that starts with the next message
-    /// stored, and after a NATS reconnect resumes right after the last one it delivered (the
-    /// client recreates it from its last stream sequence), so no message is skipped.
+    /// Opens the live feed of `pattern`: an ordered consumer that starts at stream sequence
+    /// `from` (a feed reopened right after the last message its predecessor delivered, so the
+    /// switch leaves no gap) or, without one, with the next message stored; after a NATS
+    /// reconnect it resumes right after the last one it delivered (the client recreates it from
+    /// its last stream sequence), so no message is skipped.
     pub(crate) async fn live(
         &self,
         pattern: &str,
+        from: Option<u64>,
     ) -> Result<BoxStream<'static, Incoming>, HistoryError> {
+        // Without the stream info request: the router waits for this call, so one JetStream
+        // API round trip (creating the consumer) instead of two, bounded by OPEN_TIMEOUT.
         let stream = self
             .js
-            .get_stream(&self.config.stream)
+            .get_stream_no_info(&self.config.stream)
             .await
             .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: self.subject(pattern),
-                deliver_policy: DeliverPolicy::New,
-                ..Default::default()
-            })
+        let consumer = stream.create_consumer(pull::OrderedConfig {
+            filter_subject: self.subject(pattern),
+            deliver_policy: match from {
+                Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+                None => DeliverPolicy::New,
+            },
+            ..Default::default()
+        });
+        let consumer = tokio::time::timeout(OPEN_TIMEOUT, consumer)
             .await
+            .map_err(|_| HistoryError::Unavailable("no answer creating the consumer".into()))?
             .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
         let messages = consumer
             .messages()

@@ -91,6 +91,8 @@ pub(super) fn validate(
         replay_max_messages: count("replayMaxMessages", h.replay_max_messages)?,
         replay_max_bytes: count("replayMaxBytes", h.replay_max_bytes)?,
         replay_timeout,
+        // Not in the PushCluster spec yet: the gateway's default applies.
+        max_consumers: None,
     }))
 }
 

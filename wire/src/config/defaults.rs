@@ -71,5 +71,7 @@ pub const HISTORY_REPLICAS: usize = 1;
 pub const HISTORY_REPLAY_MAX_MESSAGES: usize = 1_000;
 /// `history.replayMaxBytes`: most payload bytes one resume replays.
 pub const HISTORY_REPLAY_MAX_BYTES: usize = 512 * 1024;
+/// `history.maxConsumers`: most JetStream live consumers (patterns with history) per gateway.
+pub const HISTORY_MAX_CONSUMERS: usize = 1_000;
 /// `history.replayTimeout`: deadline of one replay.
 pub const HISTORY_REPLAY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -16,7 +16,7 @@ pub enum Storage {
 }
 
 /// `history: {topics, stream, maxMessagesPerTopic, maxAge, storage, replicas,
-/// replayMaxMessages, replayMaxBytes, replayTimeout}`.
+/// replayMaxMessages, replayMaxBytes, replayTimeout, maxConsumers}`.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct History {
@@ -46,4 +46,8 @@ pub struct History {
         skip_serializing_if = "Option::is_none"
     )]
     pub replay_timeout: Option<Duration>,
+    /// Most JetStream live consumers (one per pattern with history) this gateway holds; past
+    /// it a pattern is served live only (resume answers `unavailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_consumers: Option<usize>,
 }

@@ -27,13 +27,15 @@ fn defaults_are_documented_values() {
     assert_eq!(c.replay_max_messages, DEFAULT_REPLAY_MAX_MESSAGES);
     assert_eq!(c.replay_max_bytes, DEFAULT_REPLAY_MAX_BYTES);
     assert_eq!(c.replay_timeout, DEFAULT_REPLAY_TIMEOUT);
+    assert_eq!(c.max_consumers, DEFAULT_MAX_CONSUMERS);
 }
 
 #[test]
 fn yaml_block_is_read_and_the_flag_wins_for_topics() {
     let f = file(
         "topics: [a.>]\nstream: S1\nmaxMessagesPerTopic: 5\nmaxAge: 1h\nstorage: memory\n\
-         replicas: 3\nreplayMaxMessages: 7\nreplayMaxBytes: 99\nreplayTimeout: 250ms\n",
+         replicas: 3\nreplayMaxMessages: 7\nreplayMaxBytes: 99\nreplayTimeout: 250ms\n\
+         maxConsumers: 2\n",
     );
     let c = HistoryConfig::resolve(Some(f.clone()), None)
         .unwrap()
@@ -47,6 +49,7 @@ fn yaml_block_is_read_and_the_flag_wins_for_topics() {
     assert_eq!(c.replay_max_messages, 7);
     assert_eq!(c.replay_max_bytes, 99);
     assert_eq!(c.replay_timeout, Duration::from_millis(250));
+    assert_eq!(c.max_consumers, 2);
     let c = HistoryConfig::resolve(Some(f), Some(vec!["b".into()]))
         .unwrap()
         .unwrap();
@@ -70,6 +73,7 @@ fn unknown_keys_and_bad_values_are_refused_with_the_key() {
     assert_eq!(bad("replayMaxMessages: 0"), "replayMaxMessages");
     assert_eq!(bad("replayMaxBytes: 0"), "replayMaxBytes");
     assert_eq!(bad("replayTimeout: 0s"), "replayTimeout");
+    assert_eq!(bad("maxConsumers: 0"), "maxConsumers");
     let err = HistoryConfig::resolve(None, Some(vec!["a.>.b".into()])).unwrap_err();
     assert_eq!(err.key, "topics");
 }
