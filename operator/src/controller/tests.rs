@@ -1183,13 +1183,18 @@ async fn a_pod_without_fresh_stats_is_a_stats_stale_event_once() {
         vec![pod_json("web-a"), pod_json("web-b")],
     );
     let mut c = ctx(client);
-    // Stale after 1s without stats (30s in production).
-    Arc::get_mut(&mut c).unwrap().stats_max_age = Duration::from_secs(1);
+    // Stale after 3s without stats (30s in production).
+    let max_age = Duration::from_secs(3);
+    Arc::get_mut(&mut c).unwrap().stats_max_age = max_age;
+    let appeared = Instant::now();
     reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
     wait_for_stats(&c, 1).await;
-    // Not yet: a pod that just appeared has not had time to publish.
+    // Not yet: a pod that just appeared has not had time to publish. (Checked only while that is
+    // still true: on a loaded machine the two reconciles above may take longer than `max_age`.)
     reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
-    assert!(events(&seen.lock().unwrap(), "StatsStale").is_empty());
+    if appeared.elapsed() < max_age {
+        assert!(events(&seen.lock().unwrap(), "StatsStale").is_empty());
+    }
     let started = Instant::now();
     while events(&seen.lock().unwrap(), "StatsStale").is_empty() {
         assert!(
