@@ -290,7 +290,14 @@ impl Router {
             })
             .map(|(id, h)| (*id, h.pattern.clone(), h.resume_from(epoch.as_deref())))
             .collect();
-        for (id, pattern, from) in covered {
+        self.reopen(covered, epoch).await;
+    }
+
+    /// Opens each `(id, pattern, resume from)` feed again under its old id (so its place among
+    /// overlapping patterns is kept), as a JetStream consumer where history and `maxConsumers`
+    /// allow, else a core subscription.
+    async fn reopen(&mut self, feeds: Vec<(u64, Box<str>, Option<u64>)>, epoch: Option<Arc<str>>) {
+        for (id, pattern, from) in feeds {
             let room = self.room_for(id);
             if let Some((feed, durable)) = open_feed(
                 &self.client,
@@ -410,29 +417,10 @@ impl Router {
             .filter(|(id, _)| !self.subs.contains_key(id))
             .map(|(id, h)| (*id, h.pattern.clone(), h.resume_from(epoch.as_deref())))
             .collect();
-        for (id, pattern, from) in ended {
+        for (_, pattern, from) in &ended {
             tracing::warn!(%pattern, ?from, "feed ended; opening it again");
-            let room = self.room_for(id);
-            if let Some((feed, durable)) = open_feed(
-                &self.client,
-                &self.prefix,
-                self.history.as_ref(),
-                &pattern,
-                from,
-                room,
-            )
-            .await
-            {
-                self.subs.insert(id, feed);
-                if from.is_none() || !durable {
-                    self.routing.restart(id);
-                }
-                if let Some(held) = self.held.get_mut(&id) {
-                    held.reopened(durable, epoch.clone());
-                }
-            }
         }
-        self.count_consumers();
+        self.reopen(ended, epoch).await;
     }
 
     async fn on_interest(&mut self, change: InterestChange) {
