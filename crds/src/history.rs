@@ -43,6 +43,12 @@ pub struct HistorySpec {
     /// Deadline of one replay, e.g. `5s` [gateway default: 5s].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_timeout: Option<String>,
+    /// Most JetStream live consumers (one per subscribed pattern with history) one gateway pod
+    /// holds; past it a pattern is served live only and a resume on it answers `unavailable`
+    /// [gateway default: 1000].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_consumers: Option<i64>,
 }
 
 /// JetStream storage type.

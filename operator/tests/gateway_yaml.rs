@@ -114,6 +114,7 @@ fn spec_history_reaches_the_gateway_with_every_knob() {
         replay_max_messages: Some(200),
         replay_max_bytes: Some(65536),
         replay_timeout: Some("3s".into()),
+        max_consumers: Some(4),
     });
     let history = loaded(spec).history.expect("history reaches the gateway");
     assert_eq!(history.topics, ["news.>", "scores.*"]);
@@ -125,6 +126,7 @@ fn spec_history_reaches_the_gateway_with_every_knob() {
     assert_eq!(history.replay_max_messages, 200);
     assert_eq!(history.replay_max_bytes, 65536);
     assert_eq!(history.replay_timeout, Duration::from_secs(3));
+    assert_eq!(history.max_consumers, 4);
     // Only the topics: the gateway's defaults apply.
     let mut spec = PushClusterSpec::default();
     spec.nats = Some(NatsSpec {
@@ -139,5 +141,9 @@ fn spec_history_reaches_the_gateway_with_every_knob() {
     assert_eq!(
         history.stream,
         volley_gateway::history::config::DEFAULT_STREAM
+    );
+    assert_eq!(
+        history.max_consumers,
+        volley_gateway::history::config::DEFAULT_MAX_CONSUMERS
     );
 }

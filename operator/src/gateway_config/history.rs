@@ -75,8 +75,15 @@ pub(super) fn validate(
         return Err(bad("replayTimeout", "must be greater than zero"));
     }
     let count = |field: &'static str, v: Option<i64>| -> Result<Option<usize>, SpecError> {
-        v.map(|n| usize::try_from(n).map_err(|_| bad(field, "must be at least 1")))
-            .transpose()
+        // The schema says `minimum: 1` too, but the gateway refuses 0 at start-up, so a spec that
+        // slipped past the API server (an older CRD) must not reach it.
+        v.map(|n| {
+            usize::try_from(n)
+                .ok()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| bad(field, "must be at least 1"))
+        })
+        .transpose()
     };
     Ok(Some(History {
         topics: Some(h.topics.clone()),
@@ -91,8 +98,7 @@ pub(super) fn validate(
         replay_max_messages: count("replayMaxMessages", h.replay_max_messages)?,
         replay_max_bytes: count("replayMaxBytes", h.replay_max_bytes)?,
         replay_timeout,
-        // Not in the PushCluster spec yet: the gateway's default applies.
-        max_consumers: None,
+        max_consumers: count("maxConsumers", h.max_consumers)?,
     }))
 }
 

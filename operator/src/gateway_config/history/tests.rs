@@ -25,6 +25,7 @@ fn valid_history_becomes_the_gateway_section() {
     h.replay_timeout = Some("3s".into());
     h.storage = Some(HistoryStorage::Memory);
     h.replicas = Some(3);
+    h.max_consumers = Some(7);
     let section = validate(Some(&h), true).unwrap().unwrap();
     assert_eq!(section.topics, Some(h.topics.clone()));
     assert_eq!(section.max_age, Some(std::time::Duration::from_secs(7200)));
@@ -34,6 +35,7 @@ fn valid_history_becomes_the_gateway_section() {
     );
     assert_eq!(section.storage, Some(Storage::Memory));
     assert_eq!(section.replicas, Some(3));
+    assert_eq!(section.max_consumers, Some(7));
     assert_eq!(
         section.stream, None,
         "unset keys stay unset: the gateway's defaults apply"
@@ -63,4 +65,18 @@ fn bad_values_name_their_field() {
     let mut h = spec(&["a"]);
     h.replay_timeout = Some("0s".into());
     assert_eq!(field(h), "replayTimeout");
+    for n in [0, -1] {
+        let mut h = spec(&["a"]);
+        h.max_consumers = Some(n);
+        assert_eq!(field(h), "maxConsumers", "{n}");
+        let mut h = spec(&["a"]);
+        h.replay_max_messages = Some(n);
+        assert_eq!(field(h), "replayMaxMessages", "{n}");
+    }
+}
+
+#[test]
+fn unset_max_consumers_leaves_the_gateway_default() {
+    let section = validate(Some(&spec(&["a"])), true).unwrap().unwrap();
+    assert_eq!(section.max_consumers, None);
 }
