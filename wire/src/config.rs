@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod debug;
 pub mod defaults;
 pub mod history;
 
@@ -27,8 +28,9 @@ macro_rules! layered {
 }
 
 /// Every gateway option. Keys are camelCase in the file; absent keys are `None` and are not
-/// written when serializing, so the operator renders only what a spec sets.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+/// written when serializing, so the operator renders only what a spec sets. `Debug` redacts the
+/// secrets (`debug.rs`).
+#[derive(Default, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Options {
