@@ -5,9 +5,10 @@
 //! Wake-ups are coalesced: a sender wakes the shard only when no wake-up is already pending, so a
 //! burst of messages costs one eventfd write, not one per message.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use crate::history::{ReplayDone, ReplayRequest};
 use crate::message::Message;
 use crate::metrics::Metrics;
+use crate::topic_index::TopicIndex;
 
 /// Messages one shard may have waiting before publishers are told to back off. Bounds memory when
 /// publishers outrun the shards.
@@ -22,6 +24,16 @@ const INBOX_CAPACITY: usize = 16 * 1024;
 /// Room kept above [`INBOX_CAPACITY`] for commands (drain, shed), so a backlog of messages never
 /// holds them up, while a flood of control requests is still bounded.
 const COMMAND_HEADROOM: usize = 64;
+/// Hidden test knob: overrides [`INBOX_CAPACITY`] so a test can overflow an inbox with a handful
+/// of messages (`tests/lossless.rs`). Not an operator setting.
+const CAPACITY_ENV: &str = "VOLLEY_TEST_INBOX_CAPACITY";
+/// Distinct topics a shard's [`Lost`] mark names at most; past it the mark covers every open
+/// connection of the shard (bounded memory over precision, in a flood that broad).
+const MAX_LOST_TOPICS: usize = 1024;
+/// Close code and reason for connections that missed a message with a stream sequence: the same
+/// code as a shed, so clients that resume after a shed resume after this too.
+pub(crate) const LOST_CODE: u16 = 1012;
+pub(crate) const LOST_REASON: &str = "overloaded, messages dropped; reconnect and resume";
 
 /// Work for a shard.
 #[derive(Debug)]
@@ -38,6 +50,62 @@ pub(crate) enum Command {
     },
     /// The stored messages a resuming connection missed (or why there are none).
     Replayed(Box<ReplayDone>),
+    /// Messages with a stream sequence were dropped for this shard (its inbox was full): take
+    /// the mark ([`Inbox::take_lost`]) and close their subscribers before anything newer
+    /// reaches them, so they resume from their last sequence and JetStream fills the gap.
+    Lost,
+}
+
+/// What a shard lost since it last took the mark: the topics of the sequenced messages dropped
+/// for it, or (past [`MAX_LOST_TOPICS`]) everything.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Lost {
+    topics: HashSet<Box<str>>,
+    all: bool,
+}
+
+impl Lost {
+    fn add(&mut self, topic: &str) {
+        if self.all || self.topics.contains(topic) {
+            return;
+        }
+        if self.topics.len() >= MAX_LOST_TOPICS {
+            self.topics = HashSet::new();
+            self.all = true;
+            return;
+        }
+        self.topics.insert(topic.into());
+    }
+
+    /// The connections to close: every subscriber (in `index`) of a lost topic, or with the
+    /// mark over its cap every one of `open`. Each key once.
+    pub(crate) fn affected(
+        &self,
+        index: &TopicIndex<usize>,
+        open: impl Iterator<Item = usize>,
+    ) -> Vec<usize> {
+        let mut keys: Vec<usize> = if self.all {
+            open.collect()
+        } else {
+            let mut keys = Vec::new();
+            for topic in &self.topics {
+                index.for_each_match(topic, |key| keys.push(key));
+            }
+            keys
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+}
+
+/// A shard's lost mark, shared by the hub (which adds to it) and the shard (which takes it).
+#[derive(Debug, Default)]
+struct LostMark {
+    lost: Lost,
+    /// A [`Command::Lost`] is in the inbox and not yet handled: what is added now is taken
+    /// with it, so one is enough (and at most one is ever queued).
+    queued: bool,
 }
 
 /// Where a shard reports the first and last local subscriber of a pattern, so the control plane
@@ -70,6 +138,7 @@ pub(crate) struct Inbox {
     rx: Receiver<Command>,
     wake_pending: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
+    lost: Arc<Mutex<LostMark>>,
 }
 
 impl Inbox {
@@ -85,6 +154,14 @@ impl Inbox {
     pub(crate) fn arm(&self) {
         self.wake_pending.store(false, Ordering::Release);
     }
+
+    /// Takes what was lost for this shard so far; called on [`Command::Lost`]. A loss after
+    /// this queues a new command, behind everything sent before it.
+    pub(crate) fn take_lost(&self) -> Lost {
+        let mut mark = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        mark.queued = false;
+        std::mem::take(&mut mark.lost)
+    }
 }
 
 /// The sending end of one shard's inbox. The channel itself is unbounded so that no send ever
@@ -98,6 +175,7 @@ struct Link {
     /// Commands sent and not yet taken by the shard (claimed room included).
     queued: Arc<AtomicUsize>,
     capacity: usize,
+    lost: Arc<Mutex<LostMark>>,
 }
 
 impl Link {
@@ -138,6 +216,20 @@ impl Link {
     fn command(&self, command: Command) -> bool {
         self.claim(self.capacity + COMMAND_HEADROOM) && self.send_claimed(command)
     }
+
+    /// Marks `topic` lost for this shard and makes sure a [`Command::Lost`] is queued. It goes
+    /// in FIFO order behind what the shard has not taken yet and ahead of every message sent
+    /// after this, so the subscribers are closed before anything newer than the lost message
+    /// reaches them. It bypasses the bound: at most one is ever queued (see [`LostMark`]).
+    fn lose(&self, topic: &str) {
+        let mut mark = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        mark.lost.add(topic);
+        if !mark.queued {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            // False only when the shard has exited: nobody is left to tell.
+            mark.queued = self.send_claimed(Command::Lost);
+        }
+    }
 }
 
 /// Publishing failed.
@@ -169,13 +261,19 @@ pub(crate) struct Hub {
 
 /// Builds an inbox for one shard; the waker must be registered on that shard's `Poll`.
 pub(crate) fn inbox(waker: Arc<mio::Waker>) -> (InboxSender, Inbox) {
-    inbox_with_capacity(waker, INBOX_CAPACITY)
+    let capacity = std::env::var(CAPACITY_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&c: &usize| c > 0)
+        .unwrap_or(INBOX_CAPACITY);
+    inbox_with_capacity(waker, capacity)
 }
 
 fn inbox_with_capacity(waker: Arc<mio::Waker>, capacity: usize) -> (InboxSender, Inbox) {
     let (tx, rx) = mpsc::channel();
     let wake_pending = Arc::new(AtomicBool::new(false));
     let queued = Arc::new(AtomicUsize::new(0));
+    let lost = Arc::new(Mutex::new(LostMark::default()));
     (
         InboxSender(Link {
             tx,
@@ -183,11 +281,13 @@ fn inbox_with_capacity(waker: Arc<mio::Waker>, capacity: usize) -> (InboxSender,
             wake_pending: wake_pending.clone(),
             queued: queued.clone(),
             capacity,
+            lost: lost.clone(),
         }),
         Inbox {
             rx,
             wake_pending,
             queued,
+            lost,
         },
     )
 }
@@ -216,7 +316,10 @@ impl Hub {
 
     /// Hands an already framed message to the shards in `shards` (bit i = shard i). Returns how
     /// many shards could not take it because their inbox was full. Each shard takes it or not on
-    /// its own: NATS delivery is at most once anyway, and nobody is told to retry.
+    /// its own. A dropped message without a sequence is gone (core NATS is at most once; the
+    /// caller counts and logs it). One with a sequence is marked lost for that shard: its
+    /// subscribers there are closed with [`LOST_CODE`] before anything newer reaches them, and
+    /// resume from their last sequence, so JetStream fills the gap.
     pub(crate) fn deliver(&self, message: &Arc<Message>, shards: u64) -> usize {
         let mut dropped = 0;
         for (i, link) in self.links.iter().enumerate() {
@@ -225,6 +328,9 @@ impl Hub {
             }
             if !(link.claim(link.capacity) && link.send_claimed(Command::Deliver(message.clone())))
             {
+                if message.seq().is_some() {
+                    link.lose(message.topic());
+                }
                 link.wake();
                 dropped += 1;
             }

@@ -209,7 +209,9 @@ pub(crate) struct Router {
     metrics: Metrics,
     /// `maxPendingBytes`: a NATS message framed larger than this is dropped, not delivered.
     max_frame_bytes: usize,
-    oversized: OversizedLog,
+    oversized: Throttle,
+    /// Deliveries dropped because a shard inbox was full, logged once per burst.
+    dropped: Throttle,
     /// Subscription id by pattern. Ids grow, so a smaller id is an older subscription.
     ids: HashMap<Box<str>, u64>,
     held: HashMap<u64, Held>,
@@ -243,7 +245,8 @@ impl Router {
             hub,
             metrics,
             max_frame_bytes,
-            oversized: OversizedLog::default(),
+            oversized: Throttle::default(),
+            dropped: Throttle::default(),
             ids: HashMap::new(),
             held: HashMap::new(),
             index: TopicIndex::new(),
@@ -530,12 +533,29 @@ impl Router {
         let frame = framed.largest_frame_len();
         if frame > self.max_frame_bytes {
             self.metrics.oversized_messages.inc();
-            self.oversized.note(topic, frame, self.max_frame_bytes);
+            if let Some(dropped) = self.oversized.note(1) {
+                tracing::warn!(
+                    topic,
+                    frame_bytes = frame,
+                    max_pending_bytes = self.max_frame_bytes,
+                    dropped,
+                    "NATS message too large for any client queue; dropped \
+                     (volley_oversized_messages_total)"
+                );
+            }
             return;
         }
         let dropped = self.hub.deliver(&framed, shards);
         if dropped > 0 {
             self.metrics.dropped.inc_by(dropped as u64);
+            if let Some(dropped) = self.dropped.note(dropped as u64) {
+                tracing::warn!(
+                    topic,
+                    dropped,
+                    "shard inbox full; deliveries dropped (volley_dropped_total): subscribers of \
+                     topics with history are closed with 1012 to resume, others miss them"
+                );
+            }
         }
     }
 }
@@ -590,35 +610,29 @@ async fn open_feed(
     }
 }
 
-/// Logs oversized NATS messages at most once per [`OVERSIZED_LOG_EVERY`], with how many were
-/// dropped since the last line, so a publisher sending nothing but large messages cannot flood
-/// the log.
+/// Lets a log line through at most once per [`LOG_EVERY`], counting the events it stands for, so
+/// a burst (a publisher sending nothing but large messages, a flood overflowing a shard inbox)
+/// logs once, not once per message.
 #[derive(Debug, Default)]
-struct OversizedLog {
+struct Throttle {
     last: Option<Instant>,
     unlogged: u64,
 }
 
-const OVERSIZED_LOG_EVERY: Duration = Duration::from_secs(10);
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
-impl OversizedLog {
-    fn note(&mut self, topic: &str, frame: usize, limit: usize) {
-        self.unlogged += 1;
+impl Throttle {
+    /// Counts `n` events; returns how many to report when a line is due.
+    fn note(&mut self, n: u64) -> Option<u64> {
+        self.unlogged += n;
         let now = Instant::now();
         if self
             .last
-            .is_some_and(|at| now.duration_since(at) < OVERSIZED_LOG_EVERY)
+            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
         {
-            return;
+            return None;
         }
-        tracing::warn!(
-            topic,
-            frame_bytes = frame,
-            max_pending_bytes = limit,
-            dropped = self.unlogged,
-            "NATS message too large for any client queue; dropped (volley_oversized_messages_total)"
-        );
         self.last = Some(now);
-        self.unlogged = 0;
+        Some(std::mem::take(&mut self.unlogged))
     }
 }

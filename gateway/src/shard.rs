@@ -18,7 +18,7 @@ use crate::conn::Conn;
 use crate::frame::{self, ClientEvent};
 use crate::handshake::{self, HandshakeConfig, Parsed, RejectReason, Rejection, UpgradeRequest};
 use crate::history::{NotRecovered, ReplayDone, ReplayRequest};
-use crate::hub::{Command, Inbox, InterestChange, InterestSink, ToRouter};
+use crate::hub::{self, Command, Inbox, InterestChange, InterestSink, ToRouter};
 use crate::message::Message;
 use crate::outbox::Flushed;
 use crate::session::{Cause, Clock, Effect, Gone, Limits, Phase};
@@ -662,7 +662,17 @@ impl Shard {
                 Command::Drain { over } => self.start_drain(over),
                 Command::Shed { count, over } => self.start_shed(count, over),
                 Command::Replayed(done) => self.on_replayed(*done),
+                Command::Lost => self.on_lost(),
             }
+        }
+    }
+
+    /// The hub dropped messages with a stream sequence for this shard (see [`hub::Lost`]).
+    fn on_lost(&mut self) {
+        let lost = self.inbox.take_lost();
+        let open = self.conns.iter().filter(|(_, c)| c.is_open());
+        for key in lost.affected(&self.index, open.map(|(k, _)| k)) {
+            self.close(key, hub::LOST_CODE, hub::LOST_REASON, Cause::Planned);
         }
     }
 

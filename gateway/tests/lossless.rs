@@ -1,6 +1,8 @@
 //! Lossless rebalancing against a real `nats-server -js`: clients moved off a gateway (shed with
 //! 1012, or the gateway SIGKILLed) reconnect to another gateway and resume with `since`, and
 //! every one of them receives every message of a steady publish stream exactly once, in order.
+//! The same holds for clients whose messages a full shard inbox dropped: they are closed to
+//! resume, never left with a gap they cannot see.
 
 mod support;
 
@@ -310,4 +312,114 @@ async fn clients_of_a_sigkilled_gateway_resume_on_another_and_lose_nothing() {
     }
     check_exactly_once(&all, last);
     drop(a);
+}
+
+/// How many messages with this topic the stream holds.
+async fn stored(js: &async_nats::jetstream::Context) -> (u64, u64) {
+    let mut stream = js.get_stream("VOLLEY_HISTORY").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    (state.messages, state.last_sequence)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_a_full_shard_inbox_dropped_are_resumed_not_lost() {
+    const CLIENTS: usize = 20;
+    const BURST: u64 = 200;
+    let nats = NatsServer::start_js();
+    let url = nats.url();
+    // One shard with an inbox of two messages: a burst from NATS overflows it.
+    let gw = GatewayProcess::spawn_with_env(
+        &[("VOLLEY_TEST_INBOX_CAPACITY", "2")],
+        &[
+            "--nats",
+            &url,
+            "--pod-name",
+            "gw-a",
+            "--history-topics",
+            TOPIC,
+            "--shards",
+            "1",
+        ],
+    );
+    wait_metric(gw.admin, "volley_history_available", 1.0).await;
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    let receiving = Arc::new(AtomicUsize::new(0));
+    let (last_tx, last_rx) = tokio::sync::watch::channel(0u64);
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(tokio::spawn(resuming_client(
+            gw.ws_url(""),
+            gw.ws_url(""),
+            subscribed.clone(),
+            receiving.clone(),
+            last_rx.clone(),
+        )));
+    }
+    wait_count(&subscribed, CLIENTS, "subscribed").await;
+    wait_metric(gw.admin, "volley_history_consumers", 1.0).await;
+    // Everyone has a position first (one message fits the inbox), so every resume has a `since`.
+    let core = async_nats::connect(url.as_str()).await.unwrap();
+    let js = async_nats::jetstream::new(core.clone());
+    core.publish(format!("push.{TOPIC}"), "0".into())
+        .await
+        .unwrap();
+    core.flush().await.unwrap();
+    wait_count(&receiving, CLIENTS, "receiving").await;
+
+    // Bursts until the shard's inbox overflowed (bounded: each burst is well within one
+    // replay's `replayMaxMessages`).
+    let mut published = 1;
+    for _ in 0..4 {
+        for n in 0..BURST {
+            core.publish(format!("push.{TOPIC}"), format!("{n}").into())
+                .await
+                .unwrap();
+        }
+        core.flush().await.unwrap();
+        published += BURST;
+        let mut all_stored = false;
+        for _ in 0..400 {
+            if stored(&js).await.0 >= published {
+                all_stored = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(all_stored, "not every message was stored");
+        if metric(gw.admin, "volley_dropped_total", "").await > 0.0 {
+            break;
+        }
+    }
+    assert!(
+        metric(gw.admin, "volley_dropped_total", "").await > 0.0,
+        "no burst overflowed the inbox: the test proves nothing"
+    );
+    let last = stored(&js).await.1;
+    last_tx.send(last).unwrap();
+    let mut all = Vec::new();
+    for client in clients {
+        all.push(
+            tokio::time::timeout(Duration::from_secs(120), client)
+                .await
+                .expect("every client finishes")
+                .unwrap(),
+        );
+    }
+    let expected: Vec<u64> = (1..=last).collect();
+    let mut moved = 0;
+    for (i, seen) in all.iter().enumerate() {
+        for (code, reason) in &seen.closes {
+            assert_eq!(*code, 1012, "client {i}: {seen:?}");
+            assert!(reason.contains("reconnect and resume"), "{reason}");
+        }
+        for resume in &seen.resumes {
+            assert_eq!(resume["recovered"], true, "client {i}: {resume}");
+        }
+        moved += usize::from(seen.connections > 1);
+        assert_eq!(
+            seen.seqs, expected,
+            "client {i} lost, duplicated or reordered messages"
+        );
+    }
+    assert!(moved > 0, "no client was closed to resume");
 }

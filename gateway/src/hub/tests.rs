@@ -79,3 +79,64 @@ fn deliver_counts_the_shards_that_were_full() {
     assert_eq!(drain_all(&inboxes[0]).len(), 1);
     assert_eq!(hub.deliver(&message, 0b11), 1);
 }
+
+fn sequenced(topic: &str, seq: u64) -> Arc<Message> {
+    Message::with_seq(topic, Bytes::from_static(b"1"), Some(seq))
+}
+
+fn lost_topics(lost: &Lost) -> Vec<&str> {
+    let mut topics: Vec<&str> = lost.topics.iter().map(|t| &**t).collect();
+    topics.sort_unstable();
+    topics
+}
+
+#[test]
+fn a_dropped_sequenced_message_queues_one_lost_mark_ahead_of_what_follows() {
+    let (hub, inboxes, _polls) = hub(2, 1);
+    assert_eq!(hub.deliver(&sequenced("a", 1), 0b11), 0);
+    // Shard 0 is full: two sequenced messages and one without a sequence are dropped for it.
+    assert_eq!(hub.deliver(&sequenced("a", 2), 0b01), 1);
+    assert_eq!(hub.deliver(&sequenced("b", 3), 0b01), 1);
+    assert_eq!(
+        hub.deliver(&Message::new("core", Bytes::from_static(b"x")), 0b01),
+        1
+    );
+    let taken = drain_all(&inboxes[0]);
+    // The message it had, then one mark for both losses (not one per loss).
+    assert_eq!(taken.len(), 2, "{taken:?}");
+    assert!(matches!(taken[0], Command::Deliver(_)));
+    assert!(matches!(taken[1], Command::Lost));
+    let lost = inboxes[0].take_lost();
+    assert_eq!(lost_topics(&lost), ["a", "b"], "core topics are not marked");
+    // Shard 1 lost nothing.
+    assert_eq!(drain_all(&inboxes[1]).len(), 1);
+    assert_eq!(inboxes[1].take_lost(), Lost::default());
+
+    // Once taken, a new loss queues a new mark, behind the message that filled the inbox and
+    // ahead of every message sent after it.
+    assert_eq!(hub.deliver(&sequenced("c", 4), 0b01), 0);
+    assert_eq!(hub.deliver(&sequenced("c", 5), 0b01), 1);
+    let taken = drain_all(&inboxes[0]);
+    assert!(matches!(taken[..], [Command::Deliver(_), Command::Lost]));
+    assert_eq!(hub.deliver(&sequenced("c", 6), 0b01), 0);
+    assert!(matches!(drain_all(&inboxes[0])[..], [Command::Deliver(_)]));
+    assert_eq!(lost_topics(&inboxes[0].take_lost()), ["c"]);
+}
+
+#[test]
+fn a_mark_over_its_topic_cap_covers_every_open_connection() {
+    let mut index = TopicIndex::new();
+    index.insert("a.>", 1);
+    index.insert("a.x", 2);
+    index.insert("b", 3);
+    let mut lost = Lost::default();
+    lost.add("a.x");
+    lost.add("a.x");
+    assert_eq!(lost.affected(&index, [1, 2, 3, 4].into_iter()), [1, 2]);
+    for i in 0..MAX_LOST_TOPICS {
+        lost.add(&format!("t{i}"));
+    }
+    assert!(lost.all);
+    assert!(lost.topics.is_empty(), "the names are let go");
+    assert_eq!(lost.affected(&index, [4, 3, 1].into_iter()), [1, 3, 4]);
+}

@@ -307,6 +307,13 @@ impl GatewayProcess {
         )
     }
 
+    /// Like [`GatewayProcess::spawn`], with extra environment variables (hidden test knobs).
+    pub fn spawn_with_env(env: &[(&str, &str)], args: &[&str]) -> GatewayProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_volley-gateway"));
+        command.envs(env.iter().copied());
+        Self::spawn_command(command, args, false)
+    }
+
     /// Runs the binary under a lowered open-file limit (`ulimit -n`), to exercise EMFILE.
     pub fn spawn_with_nofile(limit: u32, args: &[&str]) -> GatewayProcess {
         let mut command = Command::new("sh");
