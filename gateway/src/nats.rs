@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::Client;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::{StreamExt, StreamMap};
@@ -162,6 +162,11 @@ pub(crate) async fn publish(
     }
 }
 
+/// Replay requests kept at most per pattern while its consumer opens; past it one is answered
+/// unavailable at once. (Each is one resumed pattern of one connection: the bound only matters
+/// for a mass resume landing on a pattern whose consumer is being opened.)
+const MAX_REPLAYS_WAITING_FOR_OPEN: usize = 65_536;
+
 /// A pattern the gateway holds (or is about to release) a NATS subscription for.
 #[derive(Debug)]
 struct Held {
@@ -177,6 +182,31 @@ struct Held {
     /// was opened in: a feed reopened in the same epoch starts right after it (no gap).
     last_seq: Option<u64>,
     epoch: Option<Arc<str>>,
+    /// Its JetStream consumer is being opened (in a task of its own): meanwhile it counts as
+    /// consumed through JetStream (`durable`), so no core copy of its subjects is delivered and
+    /// nothing is delivered twice at the switch; its messages flow once the consumer is open.
+    opening: Option<Opening>,
+}
+
+/// A consumer being opened for a held pattern.
+#[derive(Debug)]
+struct Opening {
+    /// Which open this is: a later one (the stream recreated meanwhile) supersedes it, and the
+    /// answer of a superseded one is dropped.
+    attempt: u64,
+    /// The epoch it is opened in.
+    epoch: Option<Arc<str>>,
+    /// Replay requests for the pattern that came meanwhile: fetched once the consumer is open,
+    /// so a replay reaches at least as far as where live delivery starts (no gap).
+    replays: Vec<ReplayRequest>,
+}
+
+/// The answer of a consumer open, back to the router.
+struct Opened {
+    id: u64,
+    attempt: u64,
+    from: Option<u64>,
+    feed: Option<BoxStream<'static, Incoming>>,
 }
 
 impl Held {
@@ -227,6 +257,10 @@ pub(crate) struct Router {
     /// sequences belong to.
     routing: Routing,
     routing_epoch: Option<Arc<str>>,
+    /// Where open tasks answer. Unbounded: at most one open in flight per held pattern.
+    opened_tx: UnboundedSender<Opened>,
+    opened_rx: Option<UnboundedReceiver<Opened>>,
+    next_attempt: u64,
 }
 
 impl Router {
@@ -238,6 +272,7 @@ impl Router {
         metrics: Metrics,
         max_frame_bytes: usize,
     ) -> Router {
+        let (opened_tx, opened_rx) = unbounded_channel();
         Router {
             client,
             prefix,
@@ -256,6 +291,9 @@ impl Router {
             generation: watch::channel(0).1,
             routing: Routing::default(),
             routing_epoch: None,
+            opened_tx,
+            opened_rx: Some(opened_rx),
+            next_attempt: 0,
         }
     }
 
@@ -288,6 +326,10 @@ impl Router {
             .iter()
             .filter(|(_, h)| store.config().covers_pattern(&h.pattern))
             .filter(|(id, h)| {
+                if let Some(opening) = &h.opening {
+                    // Already being opened on the stream as it is now: leave it be.
+                    return !(available && opening.epoch == epoch);
+                }
                 let healthy = h.durable && h.epoch == epoch && self.subs.contains_key(id);
                 !(healthy && available)
             })
@@ -300,28 +342,136 @@ impl Router {
     /// overlapping patterns is kept), as a JetStream consumer where history and `maxConsumers`
     /// allow, else a core subscription.
     async fn reopen(&mut self, feeds: Vec<(u64, Box<str>, Option<u64>)>, epoch: Option<Arc<str>>) {
-        for (id, pattern, from) in feeds {
-            let room = self.room_for(id);
-            if let Some((feed, durable)) = open_feed(
-                &self.client,
-                &self.prefix,
-                self.history.as_ref(),
-                &pattern,
-                from,
-                room,
-            )
-            .await
-            {
-                self.subs.insert(id, feed);
-                if from.is_none() || !durable {
-                    self.routing.restart(id);
-                }
-                if let Some(held) = self.held.get_mut(&id) {
-                    held.reopened(durable, epoch.clone());
-                }
-            }
+        for (id, _, from) in feeds {
+            self.open(id, from, epoch.clone()).await;
         }
         self.count_consumers();
+    }
+
+    /// Opens the feed of held pattern `id`. A JetStream consumer (history covers the pattern,
+    /// is available, and `maxConsumers` has room) is opened in a task of its own: that is a
+    /// JetStream request, up to [`crate::history::store`]'s open timeout, and the router goes on
+    /// routing every other message meanwhile; the answer comes back as [`Opened`]. Otherwise a
+    /// core subscription is made at once (no round trip to wait for).
+    async fn open(&mut self, id: u64, from: Option<u64>, epoch: Option<Arc<str>>) {
+        let Some(pattern) = self.held.get(&id).map(|h| h.pattern.clone()) else {
+            return;
+        };
+        let store = self.history.as_ref().filter(|store| {
+            store.config().covers_pattern(&pattern) && store.state().is_available()
+        });
+        let Some(store) = store.cloned() else {
+            self.open_core(id, Vec::new()).await;
+            return;
+        };
+        if !self.room_for(id) {
+            tracing::warn!(
+                %pattern,
+                max_consumers = store.config().max_consumers,
+                "history.maxConsumers reached; serving the pattern live only"
+            );
+            self.open_core(id, Vec::new()).await;
+            return;
+        }
+        self.next_attempt += 1;
+        let attempt = self.next_attempt;
+        // The feed it replaces (a core subscription, a consumer of a recreated stream, or one
+        // that ended) stops now: while the consumer opens the pattern counts as consumed
+        // through JetStream, so core copies of its subjects would be dropped anyway.
+        drop(self.subs.remove(&id));
+        if let Some(held) = self.held.get_mut(&id) {
+            let replays = held.opening.take().map(|o| o.replays).unwrap_or_default();
+            held.durable = true;
+            held.opening = Some(Opening {
+                attempt,
+                epoch,
+                replays,
+            });
+        }
+        let opened = self.opened_tx.clone();
+        tokio::spawn(async move {
+            let feed = match store.live(&pattern, from).await {
+                Ok(feed) => Some(feed),
+                Err(e) => {
+                    tracing::warn!(
+                        %pattern,
+                        error = %e,
+                        "cannot open the history consumer; serving the pattern live only"
+                    );
+                    None
+                }
+            };
+            // The router is gone only when the gateway is shutting down.
+            let _ = opened.send(Opened {
+                id,
+                attempt,
+                from,
+                feed,
+            });
+        });
+    }
+
+    /// An open task answered. Dropped when the pattern was released or opened again since;
+    /// otherwise the consumer becomes the pattern's feed or, when it could not be opened, a core
+    /// subscription does (live only). Replay requests that waited for it go on.
+    async fn on_opened(&mut self, opened: Opened) {
+        let Opened {
+            id,
+            attempt,
+            from,
+            feed,
+        } = opened;
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        if held.opening.as_ref().is_none_or(|o| o.attempt != attempt) {
+            return;
+        }
+        let Some(opening) = held.opening.take() else {
+            return;
+        };
+        match feed {
+            Some(feed) => {
+                held.reopened(true, opening.epoch);
+                self.subs.insert(id, feed);
+                if from.is_none() {
+                    self.routing.restart(id);
+                }
+                self.count_consumers();
+                for request in opening.replays {
+                    self.on_replay(request);
+                }
+            }
+            None => self.open_core(id, opening.replays).await,
+        }
+    }
+
+    /// Serves held pattern `id` through a core subscription (live only), then answers the
+    /// replay requests that waited for its consumer (unavailable).
+    async fn open_core(&mut self, id: u64, replays: Vec<ReplayRequest>) {
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        held.opening = None;
+        held.reopened(false, None);
+        let subject = format!("{}.{}", self.prefix, held.pattern);
+        self.routing.restart(id);
+        match self.client.subscribe(subject.clone()).await {
+            Ok(subscriber) => {
+                let feed = subscriber.map(|m| Incoming {
+                    subject: m.subject.to_string(),
+                    payload: m.payload,
+                    seq: None,
+                });
+                self.subs.insert(id, Box::pin(feed));
+            }
+            // Opened again by the next tick (see `reopen_ended`).
+            Err(e) => tracing::error!(%subject, error = %e, "cannot subscribe"),
+        }
+        self.count_consumers();
+        for request in replays {
+            self.on_replay(request);
+        }
     }
 
     /// Whether the feed `id` (a new one: an id not held) may be a JetStream consumer under
@@ -350,13 +500,26 @@ impl Router {
     /// loop or a shard), the result going back through the shard's inbox. The request follows
     /// the connection's interest change on the same channel, so the live consumer already exists
     /// when the fetch starts: the replay reaches at least as far as where live delivery begins.
-    fn on_replay(&self, request: ReplayRequest) {
+    fn on_replay(&mut self, request: ReplayRequest) {
         let shard = request.shard;
+        let held = self
+            .ids
+            .get(&request.pattern)
+            .and_then(|id| self.held.get_mut(id));
+        if let Some(opening) = held.as_ref().and_then(|h| h.opening.as_ref())
+            && opening.replays.len() < MAX_REPLAYS_WAITING_FOR_OPEN
+        {
+            // Fetched once the consumer is open (or answered unavailable if it cannot be).
+            if let Some(opening) = held.and_then(|h| h.opening.as_mut()) {
+                opening.replays.push(request);
+            }
+            return;
+        }
         let durable = self
             .ids
             .get(&request.pattern)
             .and_then(|id| self.held.get(id))
-            .is_some_and(|h| h.durable);
+            .is_some_and(|h| h.durable && h.opening.is_none());
         let store = match &self.history {
             Some(store) if durable => store.clone(),
             other => {
@@ -388,8 +551,12 @@ impl Router {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut generation = self.generation.clone();
         let mut watching = self.history.is_some();
+        let Some(mut opened) = self.opened_rx.take() else {
+            return;
+        };
         loop {
             tokio::select! {
+                Some(answer) = opened.recv() => self.on_opened(answer).await,
                 change = interest.recv() => match change {
                     Some(ToRouter::Interest(change)) => self.on_interest(change).await,
                     Some(ToRouter::Replay(request)) => self.on_replay(request),
@@ -417,7 +584,7 @@ impl Router {
         let ended: Vec<(u64, Box<str>, Option<u64>)> = self
             .held
             .iter()
-            .filter(|(id, _)| !self.subs.contains_key(id))
+            .filter(|(id, h)| !self.subs.contains_key(id) && h.opening.is_none())
             .map(|(id, h)| (*id, h.pattern.clone(), h.resume_from(epoch.as_deref())))
             .collect();
         for (_, pattern, from) in &ended {
@@ -439,35 +606,24 @@ impl Router {
                 return;
             }
             let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
-            let room = self.room_for(u64::MAX);
-            if let Some((feed, durable)) = open_feed(
-                &self.client,
-                &self.prefix,
-                self.history.as_ref(),
-                &change.pattern,
-                None,
-                room,
-            )
-            .await
-            {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.subs.insert(id, feed);
-                self.index.insert(&change.pattern, id);
-                self.ids.insert(change.pattern.clone(), id);
-                self.held.insert(
-                    id,
-                    Held {
-                        pattern: change.pattern,
-                        shards: bit,
-                        release_at: None,
-                        durable,
-                        last_seq: None,
-                        epoch: if durable { epoch } else { None },
-                    },
-                );
-                self.count_consumers();
-            }
+            let id = self.next_id;
+            self.next_id += 1;
+            self.index.insert(&change.pattern, id);
+            self.ids.insert(change.pattern.clone(), id);
+            self.held.insert(
+                id,
+                Held {
+                    pattern: change.pattern,
+                    shards: bit,
+                    release_at: None,
+                    durable: false,
+                    last_seq: None,
+                    epoch: None,
+                    opening: None,
+                },
+            );
+            self.open(id, None, epoch).await;
+            self.count_consumers();
         } else if let Some(held) = self
             .ids
             .get(&change.pattern)
@@ -496,6 +652,11 @@ impl Router {
                 // its pulls and the server removes the ephemeral consumer.
                 drop(self.subs.remove(&id));
                 self.routing.restart(id);
+                // A consumer still opening is dropped when it answers; whoever waited for a
+                // replay on it is answered now (unavailable: the pattern is no longer held).
+                for request in held.opening.map(|o| o.replays).unwrap_or_default() {
+                    self.on_replay(request);
+                }
             }
         }
         self.count_consumers();
@@ -556,56 +717,6 @@ impl Router {
                      topics with history are closed with 1012 to resume, others miss them"
                 );
             }
-        }
-    }
-}
-
-/// Opens the feed of `pattern`: the JetStream consumer when history covers it and is available,
-/// else a core subscription (live only); `room` says whether one more JetStream consumer fits
-/// under `maxConsumers`. Returns it and whether it is durable. A free function
-/// over the router's fields so the router's future stays `Send`.
-async fn open_feed(
-    client: &Client,
-    prefix: &str,
-    history: Option<&Store>,
-    pattern: &str,
-    from: Option<u64>,
-    room: bool,
-) -> Option<(BoxStream<'static, Incoming>, bool)> {
-    if let Some(store) = history
-        && store.config().covers_pattern(pattern)
-        && store.state().is_available()
-    {
-        if !room {
-            tracing::warn!(
-                pattern,
-                max_consumers = store.config().max_consumers,
-                "history.maxConsumers reached; serving the pattern live only"
-            );
-        } else {
-            match store.live(pattern, from).await {
-                Ok(feed) => return Some((feed, true)),
-                Err(e) => tracing::warn!(
-                    pattern,
-                    error = %e,
-                    "cannot open the history consumer; serving the pattern live only"
-                ),
-            }
-        }
-    }
-    let subject = format!("{prefix}.{pattern}");
-    match client.subscribe(subject.clone()).await {
-        Ok(subscriber) => {
-            let feed = subscriber.map(|m| Incoming {
-                subject: m.subject.to_string(),
-                payload: m.payload,
-                seq: None,
-            });
-            Some((Box::pin(feed), false))
-        }
-        Err(e) => {
-            tracing::error!(%subject, error = %e, "cannot subscribe");
-            None
         }
     }
 }

@@ -720,3 +720,139 @@ async fn past_max_consumers_a_pattern_is_served_live_only_and_resume_says_unavai
     assert_eq!(a["data"], 2);
     seq_of(&a);
 }
+
+/// A JetStream server whose gateway user may not create consumers: such a request gets no
+/// answer at all (the server drops a publish the user may not make), like a JetStream too busy
+/// to answer. The test user may do anything.
+fn js_server_refusing_consumers() -> (NatsServer, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("volley-js-slow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("nats.conf");
+    std::fs::write(
+        &config,
+        r#"authorization {
+  users = [
+    { user: gw, password: gw, permissions: { publish: { allow: ">", deny: ["$JS.API.CONSUMER.CREATE.>"] } } }
+    { user: test, password: test }
+  ]
+}
+"#,
+    )
+    .unwrap();
+    let store = dir.join("store");
+    let nats = NatsServer::start_with(&[
+        "-js",
+        "--store_dir",
+        store.to_str().unwrap(),
+        "-c",
+        config.to_str().unwrap(),
+    ]);
+    (nats, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_takes_long_to_open_holds_up_no_other_topic() {
+    let (nats, dir) = js_server_refusing_consumers();
+    let mut opts = history_options(&nats, "news.>", HistoryFile::default());
+    opts.nats_user = Some("gw".to_owned());
+    opts.nats_password = Some("gw".to_owned());
+    let gw = start(opts).await;
+    wait_metric(&gw, "volley_history_available", 1.0).await;
+    let publisher =
+        async_nats::ConnectOptions::with_user_and_password("test".into(), "test".into())
+            .connect(nats.url())
+            .await
+            .unwrap();
+
+    let mut chat = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut chat, &["chat"]).await;
+    nats.wait_for_subscriptions("push.chat", 1).await;
+    // A pattern with history: its consumer is asked for and the answer does not come.
+    let mut news = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut news, &["news.a"]).await;
+    // Meanwhile other topics flow: each message arrives while that open is still pending (the
+    // pattern has neither its consumer nor the core subscription it falls back to).
+    for n in 0..10 {
+        publisher
+            .publish("push.chat", format!("{n}").into())
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        assert_eq!(next_json(&mut chat).await["data"], json!(n));
+        let subs = nats.subscriptions().await;
+        assert!(
+            !subs.iter().any(|s| s == "push.news.a"),
+            "message {n} was held up until the open gave up: {subs:?}"
+        );
+    }
+    // The open gives up (bounded): the pattern is served live through core NATS.
+    nats.wait_for_subscriptions("push.news.a", 1).await;
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_history_consumers", "").await,
+        0.0
+    );
+    publisher.publish("push.news.a", "1".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    assert_eq!(
+        next_json(&mut news).await,
+        json!({"topic":"news.a","data":1})
+    );
+    drop(nats);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_an_overlapping_feed_mid_stream_loses_and_duplicates_nothing() {
+    let nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let mut wide = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut wide, &["news.>"]).await;
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+
+    // A steady stream on news.eu while a second feed (news.eu) is opened, in the background,
+    // for a new subscriber: both feeds then carry the subject.
+    let core = async_nats::connect(nats.url()).await.unwrap();
+    let total = 400;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let publisher = tokio::spawn(async move {
+        let mut started = Some(started_tx);
+        for n in 0..total {
+            core.publish("push.news.eu", format!("{n}").into())
+                .await
+                .unwrap();
+            if n % 20 == 0 {
+                core.flush().await.unwrap();
+                if n >= 100
+                    && let Some(tx) = started.take()
+                {
+                    let _ = tx.send(());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        core.flush().await.unwrap();
+    });
+    started_rx.await.unwrap();
+    let mut narrow = connect(&ws_url(&gw, "")).await;
+    subscribe(&mut narrow, &["news.eu"]).await;
+    publisher.await.unwrap();
+    let js = js(&nats).await;
+    wait_stored(&js, total).await;
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_history_consumers", "").await,
+        2.0
+    );
+    // The older subscriber: every message once, in order.
+    assert_eq!(
+        read_seqs(&mut wide, total as usize).await,
+        (1..=total).collect::<Vec<_>>()
+    );
+    // The new one: from its first message on, every one once, in order, through the last.
+    let first = seq_of(&next_json(&mut narrow).await);
+    assert!(first > 1 && first <= total, "{first}");
+    let rest = read_seqs(&mut narrow, (total - first) as usize).await;
+    assert_eq!(rest, (first + 1..=total).collect::<Vec<_>>());
+    expect_silence(&mut narrow, Duration::from_millis(300)).await;
+    expect_silence(&mut wide, Duration::from_millis(300)).await;
+}

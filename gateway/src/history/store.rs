@@ -34,9 +34,10 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 const SWITCH_TO_LIVE_AFTER: Duration = Duration::from_secs(10);
 /// Replays running at once per gateway: each is one consumer on the server.
 const MAX_CONCURRENT_REPLAYS: usize = 64;
-/// How long opening a live consumer may take: the router routes nothing meanwhile, so past it
-/// the pattern is served live only (until history's availability or epoch next changes, like
-/// any pattern whose consumer could not be opened).
+/// How long opening a live consumer may take. The open runs in a task of its own (the router
+/// goes on routing), but the pattern's own messages wait for it: past it the pattern is served
+/// live only (until history's availability or epoch next changes, like any pattern whose
+/// consumer could not be opened).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an HTTP publish waits for JetStream's acknowledgement.
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -346,8 +347,9 @@ impl Store {
         pattern: &str,
         from: Option<u64>,
     ) -> Result<BoxStream<'static, Incoming>, HistoryError> {
-        // Without the stream info request: the router waits for this call, so one JetStream
-        // API round trip (creating the consumer) instead of two, bounded by OPEN_TIMEOUT.
+        // Without the stream info request: the pattern's messages wait for this call, so one
+        // JetStream API round trip (creating the consumer) instead of two, bounded by
+        // OPEN_TIMEOUT.
         let stream = self
             .js
             .get_stream_no_info(&self.config.stream)
