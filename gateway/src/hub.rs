@@ -122,6 +122,9 @@ pub(crate) type InterestSink = tokio::sync::mpsc::UnboundedSender<ToRouter>;
 pub(crate) enum ToRouter {
     Interest(InterestChange),
     Replay(ReplayRequest),
+    /// The connection whose replay requests carry this ticket is gone: nobody waits for them
+    /// any more (tickets are unique for the process's life).
+    ReplayGone(u64),
 }
 
 /// A shard's first subscriber of `pattern` arrived (`wanted`) or its last one left.

@@ -45,6 +45,7 @@ pub(crate) struct Metrics {
     pub recoveries: Family<ResultLabel, Counter>,
     pub replayed_messages: Counter,
     pub replay_duration: Histogram,
+    pub replays_cancelled: Counter,
 }
 
 impl Metrics {
@@ -73,6 +74,7 @@ impl Metrics {
             replayed_messages: Counter::default(),
             // 1 ms .. ~16 s: a replay from a local JetStream up to one at its timeout.
             replay_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            replays_cancelled: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("volley");
         r.register(
@@ -174,6 +176,11 @@ impl Metrics {
             "replay_duration_seconds",
             "Time one replay takes, from the request to the last stored message",
             metrics.replay_duration.clone(),
+        );
+        r.register(
+            "replays_cancelled",
+            "Replays stopped (or never fetched) because every connection waiting for them closed",
+            metrics.replays_cancelled.clone(),
         );
         metrics
     }

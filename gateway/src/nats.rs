@@ -546,6 +546,19 @@ impl Router {
         store.replay(request, self.hub.clone());
     }
 
+    /// The connection with replay ticket `ticket` is gone: its requests waiting for a consumer
+    /// to open are dropped, and a replay fetched for it alone stops.
+    fn on_replay_gone(&mut self, ticket: u64) {
+        for held in self.held.values_mut() {
+            if let Some(opening) = &mut held.opening {
+                opening.replays.retain(|r| r.serial != ticket);
+            }
+        }
+        if let Some(store) = &self.history {
+            store.cancel(ticket);
+        }
+    }
+
     /// Runs until the shards stop reporting interest (the gateway is shutting down).
     pub(crate) async fn run(mut self, mut interest: UnboundedReceiver<ToRouter>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -560,6 +573,7 @@ impl Router {
                 change = interest.recv() => match change {
                     Some(ToRouter::Interest(change)) => self.on_interest(change).await,
                     Some(ToRouter::Replay(request)) => self.on_replay(request),
+                    Some(ToRouter::ReplayGone(ticket)) => self.on_replay_gone(ticket),
                     None => return,
                 },
                 Some((id, message)) = self.subs.next(), if !self.subs.is_empty() => {

@@ -578,19 +578,10 @@ impl Shard {
             since: ask.since,
             epoch: ask.epoch,
         };
-        let unsent = match &self.interest {
-            Some(sink) => sink
-                .send(ToRouter::Replay(request))
-                .err()
-                .map(|e| match e.0 {
-                    ToRouter::Replay(r) => r.pattern,
-                    ToRouter::Interest(i) => i.pattern,
-                }),
-            None => Some(request.pattern),
-        };
-        if let Some(pattern) = unsent
-            && let Some(conn) = self.conns.get_mut(key)
-        {
+        let pattern = request.pattern.clone();
+        let sent = (self.interest.as_ref())
+            .is_some_and(|sink| sink.send(ToRouter::Replay(request)).is_ok());
+        if !sent && let Some(conn) = self.conns.get_mut(key) {
             let mut effects = Vec::new();
             conn.session.on_replay(
                 &pattern,
@@ -635,6 +626,10 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if let (Some(ticket), Some(sink)) = (conn.session.replay_ticket(), &self.interest) {
+            // A replay still fetched for it can stop.
+            let _ = sink.send(ToRouter::ReplayGone(ticket));
+        }
         conn.session.leave(&mut self.effects);
         self.apply(key);
         if self.conns.contains(key) {

@@ -856,3 +856,70 @@ async fn opening_an_overlapping_feed_mid_stream_loses_and_duplicates_nothing() {
     expect_silence(&mut narrow, Duration::from_millis(300)).await;
     expect_silence(&mut wide, Duration::from_millis(300)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_stops_when_every_connection_waiting_for_it_is_gone() {
+    let nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let js = js(&nats).await;
+    // This client keeps the pattern's live consumer open; its first message is the position
+    // the others resume from.
+    let mut keeper = connect(&ws_url(&gw, "")).await;
+    let epoch = subscribe(&mut keeper, &["news.>"]).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_metric(&gw, "volley_history_consumers", 1.0).await;
+    publish_ok(gw.admin_addr(), "news.a", b"0").await;
+    let since = seq_of(&next_json(&mut keeper).await);
+    for n in 1..=20 {
+        publish_ok(gw.admin_addr(), "news.a", format!("{n}").as_bytes()).await;
+    }
+    wait_stored(&js, since + 20).await;
+
+    // JetStream stalls: both replays below are started and wait on it.
+    nats.freeze();
+    let resume =
+        |since: u64| json!({"op":"sub","topics":["news.>"],"since":{"news.>":since},"epoch":epoch});
+    let mut gone = connect(&ws_url(&gw, "")).await;
+    send_json(&mut gone, resume(since)).await;
+    // Another position: a fetch of its own, not joined to the first.
+    let mut stays = connect(&ws_url(&gw, "")).await;
+    send_json(&mut stays, resume(since + 1)).await;
+    // The first client leaves before its replay could be read.
+    gone.close(None).await.unwrap();
+    drop(gone);
+    for _ in 0..400 {
+        if metric(gw.admin_addr(), "volley_connections", "").await == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(metric(gw.admin_addr(), "volley_connections", "").await, 2.0);
+    nats.thaw();
+
+    let reply = next_json(&mut stays).await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert_eq!(reply["replayed"], 19);
+    // Every replay asked for has ended, read or stopped: only the one somebody still waited for
+    // was read.
+    let ended = async || {
+        metric(gw.admin_addr(), "volley_replay_duration_seconds_count", "").await
+            + metric(gw.admin_addr(), "volley_replays_cancelled_total", "").await
+    };
+    for _ in 0..400 {
+        if ended().await >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(ended().await, 2.0);
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_replayed_messages_total", "").await,
+        19.0
+    );
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_replays_cancelled_total", "").await,
+        1.0
+    );
+}

@@ -3,7 +3,7 @@
 //! on the tokio runtime; shards only ever see its results through their inboxes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use async_nats::jetstream::{self, Context, ErrorCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use super::merge::Replayed;
 use super::{HistoryConfig, NotRecovered, ReplayDone, ReplayRequest, Storage};
@@ -129,6 +129,33 @@ struct Waiter {
     serial: u64,
 }
 
+/// A replay being fetched: who still waits for it, and how to stop it when nobody does.
+#[derive(Debug)]
+struct Fetching {
+    waiters: Vec<Waiter>,
+    /// Dropped (with the entry) when the last waiter goes: the fetch stops.
+    _stop: oneshot::Sender<()>,
+}
+
+/// Deletes a replay consumer when dropped: after the fetch, and also when the fetch is given up
+/// while reading (timed out, or nobody waits any more), so a stopped replay leaves nothing on the
+/// server. Best effort: the server removes it after [`REPLAY_CONSUMER_IDLE`] anyway.
+struct ReplayConsumer {
+    stream: jetstream::stream::Stream,
+    name: String,
+}
+
+impl Drop for ReplayConsumer {
+    fn drop(&mut self) {
+        let (stream, name) = (self.stream.clone(), std::mem::take(&mut self.name));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = stream.delete_consumer(&name).await;
+            });
+        }
+    }
+}
+
 /// Handle on the stream; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -142,6 +169,9 @@ pub(crate) struct Store {
     /// request joins instead of fetching again. Once a fetch starts, later requests start
     /// their own, so every waiter's replay is read after it began holding live messages.
     waiting: Arc<Mutex<HashMap<ReplayKey, Vec<Waiter>>>>,
+    /// Replays being fetched, by a number of their own.
+    fetching: Arc<Mutex<HashMap<u64, Fetching>>>,
+    next_fetch: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -169,6 +199,8 @@ impl Store {
             metrics,
             replays: Arc::new(Semaphore::new(MAX_CONCURRENT_REPLAYS)),
             waiting: Arc::new(Mutex::new(HashMap::new())),
+            fetching: Arc::new(Mutex::new(HashMap::new())),
+            next_fetch: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -427,11 +459,43 @@ impl Store {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key)
                 .unwrap_or_default();
+            if waiters.is_empty() {
+                // Everyone who asked is gone: nothing to fetch.
+                store.metrics.replays_cancelled.inc();
+                return;
+            }
+            let id = store.next_fetch.fetch_add(1, Ordering::Relaxed);
+            let (stop, mut stopped) = oneshot::channel();
+            store
+                .fetching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    id,
+                    Fetching {
+                        waiters,
+                        _stop: stop,
+                    },
+                );
             let outcome = match permit {
-                Ok(Ok(_permit)) => tokio::time::timeout_at(deadline, store.fetch(&request))
-                    .await
-                    .unwrap_or(Err(NotRecovered::Timeout)),
-                _ => Err(NotRecovered::Timeout),
+                Ok(Ok(_permit)) => tokio::select! {
+                    outcome = tokio::time::timeout_at(deadline, store.fetch(&request)) => {
+                        Some(outcome.unwrap_or(Err(NotRecovered::Timeout)))
+                    }
+                    // The last waiter went (see `cancel`): the fetch is dropped where it is.
+                    _ = &mut stopped => None,
+                },
+                _ => Some(Err(NotRecovered::Timeout)),
+            };
+            let waiters = store
+                .fetching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id)
+                .map(|f| f.waiters);
+            let (Some(outcome), Some(waiters)) = (outcome, waiters) else {
+                store.metrics.replays_cancelled.inc();
+                return;
             };
             store
                 .metrics
@@ -456,6 +520,24 @@ impl Store {
                     },
                 );
             }
+        });
+    }
+
+    /// The connection with replay ticket `ticket` is gone: it stops waiting for its replays. A
+    /// replay nobody waits for any more is not fetched, or stops where its fetch is (its
+    /// consumer deleted), instead of reading up to `replayMaxMessages` for nobody.
+    pub(crate) fn cancel(&self, ticket: u64) {
+        {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            // An emptied list stays: its task finds nobody when it gets a slot.
+            for waiters in waiting.values_mut() {
+                waiters.retain(|w| w.serial != ticket);
+            }
+        }
+        let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        fetching.retain(|_, f| {
+            f.waiters.retain(|w| w.serial != ticket);
+            !f.waiters.is_empty()
         });
     }
 
@@ -495,15 +577,12 @@ impl Store {
             })
             .await
             .map_err(|_| NotRecovered::Unavailable)?;
-        let name = consumer.cached_info().name.clone();
+        let _delete = ReplayConsumer {
+            stream: stream.clone(),
+            name: consumer.cached_info().name.clone(),
+        };
         let pending = consumer.cached_info().num_pending;
-        let result = self.collect(&consumer, since, last, pending).await;
-        let stream = stream.clone();
-        // Best effort: the server removes it after REPLAY_CONSUMER_IDLE anyway.
-        tokio::spawn(async move {
-            let _ = stream.delete_consumer(&name).await;
-        });
-        result
+        self.collect(&consumer, since, last, pending).await
     }
 
     async fn collect(

@@ -85,6 +85,26 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is answered until
+    /// [`NatsServer::thaw`], like a server stalled under load.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("nats-server running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     /// Restarts on the same ports (what a NATS restart looks like to the gateways).
     pub fn restart(&mut self) {
         self.stop();
