@@ -361,7 +361,7 @@ impl Router {
             store.config().covers_pattern(&pattern) && store.state().is_available()
         });
         let Some(store) = store.cloned() else {
-            self.open_core(id, Vec::new()).await;
+            self.open_core(id).await;
             return;
         };
         if !self.room_for(id) {
@@ -370,7 +370,7 @@ impl Router {
                 max_consumers = store.config().max_consumers,
                 "history.maxConsumers reached; serving the pattern live only"
             );
-            self.open_core(id, Vec::new()).await;
+            self.open_core(id).await;
             return;
         }
         self.next_attempt += 1;
@@ -427,11 +427,11 @@ impl Router {
         if held.opening.as_ref().is_none_or(|o| o.attempt != attempt) {
             return;
         }
-        let Some(opening) = held.opening.take() else {
-            return;
-        };
         match feed {
             Some(feed) => {
+                let Some(opening) = held.opening.take() else {
+                    return;
+                };
                 held.reopened(true, opening.epoch);
                 self.subs.insert(id, feed);
                 if from.is_none() {
@@ -442,17 +442,18 @@ impl Router {
                     self.on_replay(request);
                 }
             }
-            None => self.open_core(id, opening.replays).await,
+            None => self.open_core(id).await,
         }
     }
 
     /// Serves held pattern `id` through a core subscription (live only), then answers the
-    /// replay requests that waited for its consumer (unavailable).
-    async fn open_core(&mut self, id: u64, replays: Vec<ReplayRequest>) {
+    /// replay requests that waited for a consumer being opened for it (unavailable; that open,
+    /// if still running, is superseded).
+    async fn open_core(&mut self, id: u64) {
         let Some(held) = self.held.get_mut(&id) else {
             return;
         };
-        held.opening = None;
+        let replays = held.opening.take().map(|o| o.replays).unwrap_or_default();
         held.reopened(false, None);
         let subject = format!("{}.{}", self.prefix, held.pattern);
         self.routing.restart(id);
@@ -498,8 +499,10 @@ impl Router {
     /// A resuming connection asks for what it missed. Answered at once when the pattern is not
     /// consumed through JetStream; otherwise fetched in a task of its own (never blocking this
     /// loop or a shard), the result going back through the shard's inbox. The request follows
-    /// the connection's interest change on the same channel, so the live consumer already exists
-    /// when the fetch starts: the replay reaches at least as far as where live delivery begins.
+    /// the connection's interest change on the same channel, and one for a pattern whose
+    /// consumer is still being opened waits for it ([`Opening::replays`]), so the live consumer
+    /// exists when the fetch starts: the replay reaches at least as far as where live delivery
+    /// begins.
     fn on_replay(&mut self, request: ReplayRequest) {
         let shard = request.shard;
         let held = self

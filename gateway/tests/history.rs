@@ -768,9 +768,14 @@ async fn a_consumer_that_takes_long_to_open_holds_up_no_other_topic() {
     let mut chat = connect(&ws_url(&gw, "")).await;
     subscribe(&mut chat, &["chat"]).await;
     nats.wait_for_subscriptions("push.chat", 1).await;
-    // A pattern with history: its consumer is asked for and the answer does not come.
+    // A pattern with history, resumed: its consumer is asked for and the answer does not come;
+    // the replay waits for it.
     let mut news = connect(&ws_url(&gw, "")).await;
-    subscribe(&mut news, &["news.a"]).await;
+    send_json(
+        &mut news,
+        json!({"op":"sub","topics":["news.a"],"since":{"news.a":1},"epoch":"e"}),
+    )
+    .await;
     // Meanwhile other topics flow: each message arrives while that open is still pending (the
     // pattern has neither its consumer nor the core subscription it falls back to).
     for n in 0..10 {
@@ -786,8 +791,12 @@ async fn a_consumer_that_takes_long_to_open_holds_up_no_other_topic() {
             "message {n} was held up until the open gave up: {subs:?}"
         );
     }
-    // The open gives up (bounded): the pattern is served live through core NATS.
+    // The open gives up (bounded): the pattern is served live through core NATS, and the
+    // resume is answered.
     nats.wait_for_subscriptions("push.news.a", 1).await;
+    let reply = next_json(&mut news).await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_eq!(reply["reason"], "unavailable", "{reply}");
     assert_eq!(
         metric(gw.admin_addr(), "volley_history_consumers", "").await,
         0.0
