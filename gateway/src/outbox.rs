@@ -25,6 +25,11 @@ pub(crate) const FRAME_OVERHEAD: usize = 64;
 #[derive(Debug)]
 enum Entry {
     Frame(Bytes),
+    /// A resolved span's bytes: a slice of one of the shard's stream segments, which keeps the
+    /// whole segment (16 KiB or more) alive. Fine for the moment of a write; a connection that
+    /// cannot take them now gets its own copy ([`Outbox::own_slices`]), so what it holds is what
+    /// `maxPendingBytes` charges it.
+    Slice(Bytes),
     /// Positions `start..end` in the shard's stream of message frames of this connection's
     /// format; [`Outbox::resolve_spans`] replaces it with the bytes before a write.
     Span {
@@ -36,7 +41,7 @@ enum Entry {
 impl Entry {
     fn len(&self) -> usize {
         match self {
-            Entry::Frame(frame) => frame.len(),
+            Entry::Frame(bytes) | Entry::Slice(bytes) => bytes.len(),
             Entry::Span { start, end } => usize::try_from(end - start).unwrap_or(usize::MAX),
         }
     }
@@ -91,7 +96,9 @@ impl Outbox {
 
     /// Replaces every span with its bytes: `resolve(start, end, out)` pushes onto `out` the
     /// slices (one per stored segment the span crosses) that make it up. A span `resolve` cannot
-    /// (fully) find is dropped from the pending count rather than written short.
+    /// fully find is dropped whole, never written short: a cut frame would corrupt the stream
+    /// for good, where a dropped one is a lost message (and cannot happen while the engine
+    /// resolves every span before releasing what it points into).
     pub(crate) fn resolve_spans(
         &mut self,
         scratch: &mut Vec<Bytes>,
@@ -107,25 +114,43 @@ impl Outbox {
             resolve(start, end, scratch);
             let found: usize = scratch.iter().map(Bytes::len).sum();
             let wanted = usize::try_from(end - start).unwrap_or(usize::MAX);
-            self.pending -= wanted - found.min(wanted);
+            if found != wanted {
+                self.pending -= wanted;
+                self.frames.remove(i);
+                scratch.clear();
+                continue;
+            }
             match scratch.len() {
                 0 => {
+                    // An empty span: nothing to write.
                     self.frames.remove(i);
                 }
                 1 => {
-                    self.frames[i] = Entry::Frame(scratch.pop().unwrap_or_default());
+                    self.frames[i] = Entry::Slice(scratch.pop().unwrap_or_default());
                     i += 1;
                 }
                 n => {
-                    self.frames[i] = Entry::Frame(scratch[0].clone());
+                    self.frames[i] = Entry::Slice(scratch[0].clone());
                     for (k, part) in scratch.drain(..).enumerate().skip(1) {
-                        self.frames.insert(i + k, Entry::Frame(part));
+                        self.frames.insert(i + k, Entry::Slice(part));
                     }
                     i += n;
                 }
             }
         }
         scratch.clear();
+    }
+
+    /// Replaces every resolved span's bytes still queued with a copy of its own, so the queue no
+    /// longer keeps the shard's stream segments alive: for a connection whose write blocked. Its
+    /// queue is short then (what arrived since its last complete write), and it gets message
+    /// frames, not spans, until it catches up.
+    pub(crate) fn own_slices(&mut self) {
+        for entry in &mut self.frames {
+            if let Entry::Slice(bytes) = entry {
+                *entry = Entry::Frame(Bytes::copy_from_slice(bytes));
+            }
+        }
     }
 
     pub(crate) fn pending_bytes(&self) -> usize {
@@ -165,10 +190,10 @@ impl Outbox {
             return None;
         }
         match self.frames.front()? {
-            Entry::Frame(_) => {}
+            Entry::Frame(_) | Entry::Slice(_) => {}
             Entry::Span { .. } => return None,
         }
-        let Some(Entry::Frame(frame)) = self.frames.pop_front() else {
+        let Some(Entry::Frame(frame) | Entry::Slice(frame)) = self.frames.pop_front() else {
             return None;
         };
         self.pending -= frame.len();
@@ -181,11 +206,11 @@ impl Outbox {
     pub(crate) fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flushed> {
         let mut written = 0;
         let mut calls = 0;
-        while let Some(Entry::Frame(_)) = self.frames.front() {
+        while let Some(Entry::Frame(_) | Entry::Slice(_)) = self.frames.front() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
             for (i, entry) in self.frames.iter().take(MAX_IOVECS).enumerate() {
-                let Entry::Frame(frame) = entry else {
+                let (Entry::Frame(frame) | Entry::Slice(frame)) = entry else {
                     break;
                 };
                 let start = if i == 0 { self.offset } else { 0 };
@@ -193,7 +218,13 @@ impl Outbox {
                 count = i + 1;
             }
             calls += 1;
-            let n = match writer.write_vectored(&slices[..count]) {
+            // One slice (the common case: a pass's spans merge into one) goes out with a plain
+            // `send`, which skips the kernel's iovec import and VFS layer of `writev`.
+            let result = match &slices[..count] {
+                [one] => writer.write(one),
+                many => writer.write_vectored(many),
+            };
+            let n = match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -214,10 +245,32 @@ impl Outbox {
         })
     }
 
+    /// The queue's only entry when it is one span not yet started: a pass can write it straight
+    /// from the shard's stream, with no handle taken and dropped (see `Shard::write_conn`).
+    pub(crate) fn lone_span(&self) -> Option<(u64, u64)> {
+        match (self.offset, self.frames.len(), self.frames.front()) {
+            (0, 1, Some(&Entry::Span { start, end })) => Some((start, end)),
+            _ => None,
+        }
+    }
+
+    /// The lone span went out whole (see [`Outbox::lone_span`]).
+    pub(crate) fn lone_span_written(&mut self) {
+        if let Some(Entry::Span { start, end }) = self.frames.pop_front() {
+            self.pending -= usize::try_from(end - start).unwrap_or(usize::MAX);
+        }
+    }
+
+    /// `n` bytes of the front frame went out by other means than [`Outbox::write_to`] (the
+    /// front entry must be resolved): the rest stays queued, resumed at the right byte.
+    pub(crate) fn written_elsewhere(&mut self, n: usize) {
+        self.advance(n);
+    }
+
     fn advance(&mut self, mut n: usize) {
         self.pending -= n;
         while n > 0 {
-            let Some(Entry::Frame(front)) = self.frames.front() else {
+            let Some(Entry::Frame(front) | Entry::Slice(front)) = self.frames.front() else {
                 break;
             };
             let left = front.len() - self.offset;

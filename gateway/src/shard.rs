@@ -2,7 +2,7 @@
 //! connections. It reads only on readiness, answers client ops, queues references to shared
 //! message frames and flushes them in timed batches with one vectored write per connection.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -700,11 +700,19 @@ impl Shard {
                 return;
             }
             let format = conn.session.format();
-            // Each format's frame is appended once to the shard's stream, at the first
-            // recipient that reads it.
-            let (start, end) = *spans[batch::slot(format)]
-                .get_or_insert_with(|| batch.append(format, message.frame(format)));
-            if !conn.session.offer_span(start, end, &config.limits) {
+            let queued = if conn.session.write_blocked() {
+                // A connection that cannot write now holds the message's own frame (shared by
+                // every such recipient), never a slice that keeps a whole stream segment alive:
+                // what it holds stays what `maxPendingBytes` charges it.
+                conn.session.offer(message.frame(format), &config.limits)
+            } else {
+                // Each format's frame is appended once to the shard's stream, at the first
+                // recipient that reads it.
+                let (start, end) = *spans[batch::slot(format)]
+                    .get_or_insert_with(|| batch.append(format, message.frame(format)));
+                conn.session.offer_span(start, end, &config.limits)
+            };
+            if !queued {
                 doomed.push(key);
                 return;
             }
@@ -756,9 +764,9 @@ impl Shard {
                 continue;
             };
             conn.dirty = false;
-            if conn.session.write_blocked() {
-                self.resolve_spans(key);
-            } else {
+            // A write-blocked connection holds no span (it is given frames: see `deliver`); it
+            // is written when its socket has room.
+            if !conn.session.write_blocked() {
                 self.write_conn(key);
             }
         }
@@ -815,19 +823,42 @@ impl Shard {
             });
     }
 
-    /// One vectored write of everything queued (more only if over the iovec cap).
+    /// One write of everything queued (more only if over the iovec cap).
     fn write_conn(&mut self, key: usize) {
-        self.resolve_spans(key);
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(was_blocked) = self.conns.get(key).map(|c| c.session.write_blocked()) else {
             return;
         };
-        let flushed = match conn.session.outbox_mut().write_to(&mut conn.socket) {
-            Ok(flushed) => flushed,
+        let flushed = match self.write_lone_span(key) {
+            Ok(Some(flushed)) => flushed,
+            Ok(None) => {
+                // Only a connection that was not blocked can hold spans (see `deliver`): a
+                // blocked one's queue may be long, and is not scanned for them.
+                if !was_blocked {
+                    self.resolve_spans(key);
+                }
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return;
+                };
+                match conn.session.outbox_mut().write_to(&mut conn.socket) {
+                    Ok(flushed) => flushed,
+                    Err(_) => {
+                        self.remove(key);
+                        return;
+                    }
+                }
+            }
             Err(_) => {
                 self.remove(key);
                 return;
             }
         };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !was_blocked && matches!(flushed, Flushed::Blocked { .. }) {
+            // What is left must not keep stream segments alive while the client catches up.
+            conn.session.outbox_mut().own_slices();
+        }
         let (Flushed::All { bytes, calls } | Flushed::Blocked { bytes, calls }) = flushed;
         self.stats.bytes += bytes as u64;
         self.stats.writes += calls as u64;
@@ -847,6 +878,54 @@ impl Shard {
         if written.half_close {
             let _ = conn.socket.shutdown(Shutdown::Write);
         }
+    }
+
+    /// Writes a connection whose whole queue is one span (what a pass usually finds: every
+    /// message since the last pass, merged) straight from the shard's stream with one `send`:
+    /// no handle is taken and dropped, no queue entry replaced. `Ok(None)`: the queue is
+    /// anything else, or the span is not in one piece; the caller writes it the general way.
+    /// What a short write leaves is resolved into bytes the connection holds, as the general
+    /// way does, so the segment may be released after the pass.
+    fn write_lone_span(&mut self, key: usize) -> io::Result<Option<Flushed>> {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Ok(None);
+        };
+        let Some((start, end)) = conn.session.outbox().lone_span() else {
+            return Ok(None);
+        };
+        let format = conn.session.format();
+        let Some(bytes) = self.batch.contiguous(format, start, end) else {
+            return Ok(None);
+        };
+        let wanted = bytes.len();
+        let sent = loop {
+            match conn.socket.write(bytes) {
+                Ok(0) if wanted > 0 => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if sent == wanted {
+            conn.session.outbox_mut().lone_span_written();
+            return Ok(Some(Flushed::All {
+                bytes: sent,
+                calls: 1,
+            }));
+        }
+        // The socket buffer is full: the rest is resolved and resumed at the byte where this
+        // write stopped (`write_conn` then gives the connection its own copy of it).
+        let batch = &mut self.batch;
+        let outbox = conn.session.outbox_mut();
+        outbox.resolve_spans(&mut self.slices, |start, end, out| {
+            batch.resolve(format, start, end, out);
+        });
+        outbox.written_elsewhere(sent);
+        Ok(Some(Flushed::Blocked {
+            bytes: sent,
+            calls: 1,
+        }))
     }
 
     // ---- timers ----

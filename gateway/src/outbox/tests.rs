@@ -257,3 +257,76 @@ fn a_span_that_cannot_be_found_leaves_the_count_right() {
     assert_eq!(outbox.pending_bytes(), 1);
     assert_eq!(outbox.frames.len(), 1);
 }
+
+/// A span resolved short is dropped whole: writing the part found would cut a frame.
+#[test]
+fn a_span_found_short_is_dropped_not_written_short() {
+    let mut outbox = Outbox::default();
+    outbox.push_span(0, 100);
+    let mut scratch = Vec::new();
+    outbox.resolve_spans(&mut scratch, |_, _, out| out.push(Bytes::from(vec![7u8; 40])));
+    let mut wire = Vec::new();
+    outbox.write_to(&mut wire).unwrap();
+    assert!(wire.is_empty(), "{} bytes of a cut frame written", wire.len());
+    assert_eq!(outbox.pending_bytes(), 0);
+}
+
+/// A resolved span is a slice of a stream segment; a connection that keeps it (its write
+/// blocked) gets its own copy, so the segment is not kept alive by a few bytes of it.
+#[test]
+fn owned_slices_keep_no_stream_segment_alive() {
+    let segment = Bytes::from(vec![7u8; 16 * 1024]);
+    let mut outbox = Outbox::default();
+    outbox.push(Bytes::from_static(b"reply"));
+    outbox.push_span(100, 104);
+    let mut scratch = Vec::new();
+    outbox.resolve_spans(&mut scratch, |start, end, out| {
+        out.push(segment.slice(start as usize..end as usize));
+    });
+    let mut w = Throttled::new(3, 3);
+    assert_eq!(
+        outbox.write_to(&mut w).unwrap(),
+        Flushed::Blocked { bytes: 3, calls: 2 }
+    );
+    assert!(!segment.is_unique(), "the queued slice shares the segment");
+    outbox.own_slices();
+    assert!(segment.is_unique(), "the copy does not");
+    let mut w = Throttled::new(usize::MAX, usize::MAX);
+    outbox.write_to(&mut w).unwrap();
+    assert_eq!(w.out, b"ly\x07\x07\x07\x07");
+    assert_eq!(outbox.pending_bytes(), 0);
+}
+
+/// The queue's only entry, an unstarted span, is offered for a write straight from the stream;
+/// anything else is not.
+#[test]
+fn a_lone_unstarted_span_is_offered_for_a_direct_write() {
+    let mut outbox = Outbox::default();
+    outbox.push_span(10, 20);
+    outbox.push_span(20, 30);
+    assert_eq!(outbox.lone_span(), Some((10, 30)), "adjacent spans merged");
+    outbox.lone_span_written();
+    assert_eq!(outbox.pending_bytes(), 0);
+    assert!(outbox.is_empty());
+
+    outbox.push(Bytes::from_static(b"pong"));
+    outbox.push_span(30, 40);
+    assert_eq!(outbox.lone_span(), None, "a frame before it");
+}
+
+/// A direct write that stopped short: the span is resolved and resumed at the next byte.
+#[test]
+fn a_direct_write_stopped_short_resumes_at_the_next_byte() {
+    let stream = Bytes::from_static(b"0123456789");
+    let mut outbox = Outbox::default();
+    outbox.push_span(2, 8);
+    let mut scratch = Vec::new();
+    outbox.resolve_spans(&mut scratch, |start, end, out| {
+        out.push(stream.slice(start as usize..end as usize));
+    });
+    outbox.written_elsewhere(4);
+    assert_eq!(outbox.pending_bytes(), 2);
+    let mut w = Throttled::new(usize::MAX, usize::MAX);
+    outbox.write_to(&mut w).unwrap();
+    assert_eq!(w.out, b"67");
+}

@@ -1163,3 +1163,44 @@ fn overlapping_patterns_resumed_together_are_replied_then_merged_without_duplica
     assert_eq!(got[1]["replayed"], 2);
     assert_eq!(message_seqs(&got[2..]), [3, 4, 5]);
 }
+
+/// Nothing follows the close frame: a resume whose reply tips the queue over the bound closes
+/// the session (1008), and the held messages are not queued behind the close.
+#[test]
+fn no_message_frame_follows_the_close_frame() {
+    let clock = Clock::new(Instant::now());
+    let limits = history_limits(&["news.>"], "e1");
+    let mut session = open(&clock, &limits);
+    let _ = text(&mut session, r#"{"op":"sub","topics":["news.>"]}"#, &clock, &limits);
+    let _ = written(&mut session);
+    // The client stops reading and pings: pongs fill the queue to within 66 bytes of the bound.
+    let payload = [b'x'; 125];
+    let mut out = Vec::new();
+    let mut ms = 0;
+    while session.outbox().footprint() + 2 + FRAME_OVERHEAD <= limits.max_pending_bytes {
+        let gap = limits.max_pending_bytes - session.outbox().footprint() - 2 - FRAME_OVERHEAD;
+        ms += 20;
+        let at = clock_at(&clock, ms);
+        let _ = session.on_frame(ClientEvent::Ping(&payload[..gap.min(125)]), &at, &limits, &mut out);
+    }
+    assert!(session.is_open(), "still open, queue just under the bound");
+    let at = clock_at(&clock, ms + 20);
+    let _ = text(
+        &mut session,
+        r#"{"op":"sub","topics":["news.>"],"since":{"news.>":4},"epoch":"e1"}"#,
+        &at,
+        &limits,
+    );
+    assert!(session.is_resuming());
+    let mut out = Vec::new();
+    let _ = session.offer_message(&stored("news.a", 7), &at, &limits, &mut out);
+    assert!(!session.is_open(), "the resume reply did not fit: 1008");
+    let frames = written(&mut session);
+    let close = frames.iter().position(|(op, _)| *op == CLOSE).expect("a close frame");
+    assert_eq!(
+        close,
+        frames.len() - 1,
+        "frames after the close: {:?}",
+        frames[close + 1..].iter().map(|(op, p)| (op, String::from_utf8_lossy(p).into_owned())).collect::<Vec<_>>()
+    );
+}

@@ -56,6 +56,13 @@ impl Batch {
         self.streams[slot(format)].resolve(start, end, out);
     }
 
+    /// The bytes of `start..end` in `format`'s stream when they lie in one piece (one segment, or
+    /// the open buffer), borrowed: nothing is frozen and no handle is taken. `None` when the span
+    /// crosses a segment boundary or is not held any more.
+    pub(crate) fn contiguous(&self, format: Format, start: u64, end: u64) -> Option<&[u8]> {
+        self.streams[slot(format)].contiguous(start, end)
+    }
+
     /// Freezes what is open; every span handed out so far lies before the returned mark.
     pub(crate) fn freeze(&mut self) -> Mark {
         Mark(self.streams.each_mut().map(|s| {
@@ -116,6 +123,19 @@ impl Stream {
             // Both bounds are within the segment, whose length is a usize.
             out.push(segment.slice(from as usize..to as usize));
         }
+    }
+
+    fn contiguous(&self, start: u64, end: u64) -> Option<&[u8]> {
+        let (base, bytes): (u64, &[u8]) = if start >= self.open_base {
+            (self.open_base, &self.open)
+        } else {
+            // Spans of a pass sit in the newest segments: search from the back.
+            let (base, segment) = self.segments.iter().rev().find(|(base, _)| *base <= start)?;
+            (*base, segment)
+        };
+        let from = usize::try_from(start.checked_sub(base)?).ok()?;
+        let to = usize::try_from(end.checked_sub(base)?).ok()?;
+        bytes.get(from..to)
     }
 
     fn release_before(&mut self, at: u64) {

@@ -83,3 +83,30 @@ fn frozen_bytes_outlive_release_while_queued() {
     }
     assert_eq!(joined(&out), b"kept");
 }
+
+/// A span is lent in one piece when it lies in the open buffer or in one segment, without
+/// freezing anything; not when it crosses a segment boundary or was released.
+#[test]
+fn spans_in_one_piece_are_lent_without_freezing() {
+    let mut batch = Batch::default();
+    let a = batch.append(Format::Raw, b"alpha");
+    let b = batch.append(Format::Raw, b"beta");
+    assert_eq!(batch.contiguous(Format::Raw, a.0, b.1), Some(&b"alphabeta"[..]));
+    assert_eq!(batch.segments(), 0, "lending froze nothing");
+    let mark = batch.freeze();
+    let c = batch.append(Format::Raw, b"gamma");
+    assert_eq!(batch.contiguous(Format::Raw, b.0, b.1), Some(&b"beta"[..]));
+    assert_eq!(batch.contiguous(Format::Raw, c.0, c.1), Some(&b"gamma"[..]));
+    assert_eq!(
+        batch.contiguous(Format::Raw, b.0, c.1),
+        None,
+        "crosses the frozen segment's end"
+    );
+    assert_eq!(
+        batch.contiguous(Format::Envelope, a.0, a.1),
+        None,
+        "the other format's stream"
+    );
+    batch.release_before(mark);
+    assert_eq!(batch.contiguous(Format::Raw, a.0, a.1), None, "released");
+}
