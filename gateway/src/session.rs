@@ -426,8 +426,7 @@ impl Session {
     /// A session no longer open refuses (nothing may follow its close frame, RFC 6455 §5.5.1);
     /// the engine's `slow_consumer` call is then a no-op.
     pub(crate) fn offer(&mut self, frame: &Bytes, limits: &Limits) -> bool {
-        if !self.is_open() || self.outbox.pending_bytes() + frame.len() > limits.max_pending_bytes
-        {
+        if !self.is_open() || self.outbox.pending_bytes() + frame.len() > limits.max_pending_bytes {
             return false;
         }
         self.outbox.push(frame.clone());
@@ -439,7 +438,8 @@ impl Session {
     /// `maxPendingBytes` rule.
     pub(crate) fn offer_span(&mut self, start: u64, end: u64, limits: &Limits) -> bool {
         let len = usize::try_from(end - start).unwrap_or(usize::MAX);
-        if !self.is_open() || self.outbox.pending_bytes().saturating_add(len) > limits.max_pending_bytes
+        if !self.is_open()
+            || self.outbox.pending_bytes().saturating_add(len) > limits.max_pending_bytes
         {
             return false;
         }

@@ -99,6 +99,8 @@ pub fn pod_name(i: usize) -> String {
 pub struct CpuSample {
     /// Over distinct gateway processes.
     pub total: f64,
+    /// The part of `total` spent in user mode.
+    pub user: f64,
     pub per_gateway: Vec<f64>,
     pub nats: Option<f64>,
 }
@@ -108,6 +110,7 @@ impl CpuSample {
     pub fn since(&self, earlier: &CpuSample) -> CpuSample {
         CpuSample {
             total: self.total - earlier.total,
+            user: self.user - earlier.user,
             per_gateway: self
                 .per_gateway
                 .iter()
@@ -237,8 +240,10 @@ impl Fleet {
     /// in other ways).
     pub fn cpu(&self, ticks: u64) -> CpuSample {
         let cpu = |pid| procfs::cpu_seconds(pid, ticks).unwrap_or(0.0);
+        let user = |pid| procfs::cpu_split(pid, ticks).map_or(0.0, |(user, _)| user);
         CpuSample {
             total: self.pids().into_iter().map(cpu).sum(),
+            user: self.pids().into_iter().map(user).sum(),
             per_gateway: self.gateways.iter().map(|g| cpu(g.pid)).collect(),
             nats: self.nats.as_ref().and_then(|n| n.pid).map(cpu),
         }

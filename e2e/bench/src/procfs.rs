@@ -53,8 +53,16 @@ pub fn parse_stat(text: &str) -> Result<(u64, u64), ProcError> {
 
 /// CPU seconds (user + system) the process has used so far.
 pub fn cpu_seconds(pid: u32, ticks: u64) -> Result<f64, ProcError> {
+    let (user, system) = cpu_split(pid, ticks)?;
+    Ok(user + system)
+}
+
+/// CPU seconds the process has used so far in user mode and in the kernel (its syscalls, and
+/// on loopback the receivers' TCP work the kernel runs in the sender's context): where the
+/// time went, at the coarsest grain.
+pub fn cpu_split(pid: u32, ticks: u64) -> Result<(f64, f64), ProcError> {
     let (u, s) = parse_stat(&read(PathBuf::from(format!("/proc/{pid}/stat")))?)?;
-    Ok((u + s) as f64 / ticks as f64)
+    Ok((u as f64 / ticks as f64, s as f64 / ticks as f64))
 }
 
 /// `VmRSS` in bytes from the text of `/proc/PID/status`.

@@ -101,6 +101,8 @@ pub struct PhaseReport {
     pub latency_ms: Percentiles,
     /// Summed over the gateway processes.
     pub server_cpu_s: f64,
+    /// The part of `server_cpu_s` spent in user mode (the rest is the kernel's).
+    pub server_user_s: f64,
     /// Gateway CPU per million deliveries.
     pub cpu_s_per_million: f64,
     /// Each gateway's CPU in this phase.
@@ -191,7 +193,7 @@ pub fn table(reports: &[RunReport]) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<w$} {:>3} {:<12} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "\n{:<w$} {:>3} {:<12} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
         "engine",
         "run",
         "phase",
@@ -205,6 +207,7 @@ pub fn table(reports: &[RunReport]) -> String {
         "p99.9",
         "max ms",
         "srv cpu",
+        "usr cpu",
         "cpu/M",
         "cli cpu",
         w = w,
@@ -225,7 +228,7 @@ pub fn table(reports: &[RunReport]) -> String {
         for p in &r.phases {
             let _ = writeln!(
                 out,
-                "{:<w$} {:>3} {:<12} {:>10.0} {:>10.0} {:>10} {:>9.4} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8.2} {:>8.3} {:>7.2}",
+                "{:<w$} {:>3} {:<12} {:>10.0} {:>10.0} {:>10} {:>9.4} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8.2} {:>8.2} {:>8.3} {:>7.2}",
                 r.engine,
                 r.run,
                 p.name,
@@ -239,6 +242,7 @@ pub fn table(reports: &[RunReport]) -> String {
                 p.latency_ms.p999,
                 p.latency_ms.max,
                 p.server_cpu_s,
+                p.server_user_s,
                 p.cpu_s_per_million,
                 p.clients_cpu_s,
                 w = w,

@@ -479,6 +479,7 @@ impl PhaseContext<'_> {
             delivered_per_s: tally.received as f64 / plan.duration.as_secs_f64().max(1e-9),
             latency_ms: Percentiles::from_micros(&tally.latency),
             server_cpu_s: server_cpu.total,
+            server_user_s: server_cpu.user,
             cpu_s_per_million: if tally.received == 0 {
                 0.0
             } else {

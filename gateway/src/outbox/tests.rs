@@ -264,10 +264,16 @@ fn a_span_found_short_is_dropped_not_written_short() {
     let mut outbox = Outbox::default();
     outbox.push_span(0, 100);
     let mut scratch = Vec::new();
-    outbox.resolve_spans(&mut scratch, |_, _, out| out.push(Bytes::from(vec![7u8; 40])));
+    outbox.resolve_spans(&mut scratch, |_, _, out| {
+        out.push(Bytes::from(vec![7u8; 40]))
+    });
     let mut wire = Vec::new();
     outbox.write_to(&mut wire).unwrap();
-    assert!(wire.is_empty(), "{} bytes of a cut frame written", wire.len());
+    assert!(
+        wire.is_empty(),
+        "{} bytes of a cut frame written",
+        wire.len()
+    );
     assert_eq!(outbox.pending_bytes(), 0);
 }
 

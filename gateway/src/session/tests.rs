@@ -1171,7 +1171,12 @@ fn no_message_frame_follows_the_close_frame() {
     let clock = Clock::new(Instant::now());
     let limits = history_limits(&["news.>"], "e1");
     let mut session = open(&clock, &limits);
-    let _ = text(&mut session, r#"{"op":"sub","topics":["news.>"]}"#, &clock, &limits);
+    let _ = text(
+        &mut session,
+        r#"{"op":"sub","topics":["news.>"]}"#,
+        &clock,
+        &limits,
+    );
     let _ = written(&mut session);
     // The client stops reading and pings: pongs fill the queue to within 66 bytes of the bound.
     let payload = [b'x'; 125];
@@ -1181,7 +1186,12 @@ fn no_message_frame_follows_the_close_frame() {
         let gap = limits.max_pending_bytes - session.outbox().footprint() - 2 - FRAME_OVERHEAD;
         ms += 20;
         let at = clock_at(&clock, ms);
-        let _ = session.on_frame(ClientEvent::Ping(&payload[..gap.min(125)]), &at, &limits, &mut out);
+        let _ = session.on_frame(
+            ClientEvent::Ping(&payload[..gap.min(125)]),
+            &at,
+            &limits,
+            &mut out,
+        );
     }
     assert!(session.is_open(), "still open, queue just under the bound");
     let at = clock_at(&clock, ms + 20);
@@ -1196,11 +1206,17 @@ fn no_message_frame_follows_the_close_frame() {
     let _ = session.offer_message(&stored("news.a", 7), &at, &limits, &mut out);
     assert!(!session.is_open(), "the resume reply did not fit: 1008");
     let frames = written(&mut session);
-    let close = frames.iter().position(|(op, _)| *op == CLOSE).expect("a close frame");
+    let close = frames
+        .iter()
+        .position(|(op, _)| *op == CLOSE)
+        .expect("a close frame");
     assert_eq!(
         close,
         frames.len() - 1,
         "frames after the close: {:?}",
-        frames[close + 1..].iter().map(|(op, p)| (op, String::from_utf8_lossy(p).into_owned())).collect::<Vec<_>>()
+        frames[close + 1..]
+            .iter()
+            .map(|(op, p)| (op, String::from_utf8_lossy(p).into_owned()))
+            .collect::<Vec<_>>()
     );
 }

@@ -130,7 +130,11 @@ impl Stream {
             (self.open_base, &self.open)
         } else {
             // Spans of a pass sit in the newest segments: search from the back.
-            let (base, segment) = self.segments.iter().rev().find(|(base, _)| *base <= start)?;
+            let (base, segment) = self
+                .segments
+                .iter()
+                .rev()
+                .find(|(base, _)| *base <= start)?;
             (*base, segment)
         };
         let from = usize::try_from(start.checked_sub(base)?).ok()?;

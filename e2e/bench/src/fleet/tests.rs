@@ -25,16 +25,19 @@ fn pod_names_differ() {
 fn cpu_used_between_samples() {
     let before = CpuSample {
         total: 1.0,
+        user: 0.25,
         per_gateway: vec![0.25, 0.75],
         nats: Some(0.5),
     };
     let after = CpuSample {
         total: 3.0,
+        user: 0.5,
         per_gateway: vec![1.25, 1.75],
         nats: Some(0.75),
     };
     let used = after.since(&before);
     assert_eq!(used.total, 2.0);
+    assert_eq!(used.user, 0.25);
     assert_eq!(used.per_gateway, vec![1.0, 1.0]);
     assert_eq!(used.nats, Some(0.25));
     let standalone = CpuSample::default();

@@ -52,3 +52,21 @@ fn own_process_is_readable() {
     assert!(cpu_seconds(pid, clock_ticks()).unwrap() >= 0.0);
     assert!(sockstat().is_ok());
 }
+
+#[test]
+fn work_in_user_mode_shows_in_the_user_part() {
+    let pid = std::process::id();
+    let ticks = clock_ticks();
+    let (user0, _) = cpu_split(pid, ticks).unwrap();
+    // Bounded in time: the machine may be loaded, so spin until the user time moved.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut x = 0u64;
+    while cpu_split(pid, ticks).unwrap().0 < user0 + 0.05 && std::time::Instant::now() < deadline {
+        for i in 0..1_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    }
+    let (user, system) = cpu_split(pid, ticks).unwrap();
+    assert!(user >= user0 + 0.05, "user {user} s, before {user0} s");
+    assert!(system >= 0.0);
+}

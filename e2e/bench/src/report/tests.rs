@@ -54,6 +54,7 @@ fn report(engine: &str, gateways: usize, nats: Option<f64>) -> RunReport {
             delivered_per_s: 3000.0,
             latency_ms: percentiles(),
             server_cpu_s: 0.2,
+            server_user_s: 0.05,
             cpu_s_per_million: 33.0,
             gateway_cpu_s: vec![0.1; gateways],
             nats_cpu_s: nats,

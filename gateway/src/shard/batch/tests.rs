@@ -91,7 +91,10 @@ fn spans_in_one_piece_are_lent_without_freezing() {
     let mut batch = Batch::default();
     let a = batch.append(Format::Raw, b"alpha");
     let b = batch.append(Format::Raw, b"beta");
-    assert_eq!(batch.contiguous(Format::Raw, a.0, b.1), Some(&b"alphabeta"[..]));
+    assert_eq!(
+        batch.contiguous(Format::Raw, a.0, b.1),
+        Some(&b"alphabeta"[..])
+    );
     assert_eq!(batch.segments(), 0, "lending froze nothing");
     let mark = batch.freeze();
     let c = batch.append(Format::Raw, b"gamma");
