@@ -146,9 +146,17 @@ impl Outbox {
     /// queue is short then (what arrived since its last complete write), and it gets message
     /// frames, not spans, until it catches up.
     pub(crate) fn own_slices(&mut self) {
-        for entry in &mut self.frames {
+        for (i, entry) in self.frames.iter_mut().enumerate() {
             if let Entry::Slice(bytes) = entry {
-                *entry = Entry::Frame(Bytes::copy_from_slice(bytes));
+                // Of the front entry only what is still to go out: the rest is written and no
+                // longer charged.
+                let from = if i == 0 { self.offset } else { 0 };
+                *entry = Entry::Frame(Bytes::copy_from_slice(
+                    bytes.get(from..).unwrap_or_default(),
+                ));
+                if i == 0 {
+                    self.offset = 0;
+                }
             }
         }
     }

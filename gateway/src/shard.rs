@@ -626,8 +626,9 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let (Some(ticket), Some(sink)) = (conn.session.replay_ticket(), &self.interest) {
-            // A replay still fetched for it can stop.
+        if let (Some(ticket), Some(sink)) = (conn.session.pending_replay_ticket(), &self.interest) {
+            // A replay still fetched for it can stop. (Only then: each of these costs the
+            // router a walk of what it holds, and a drain removes every connection at once.)
             let _ = sink.send(ToRouter::ReplayGone(ticket));
         }
         conn.session.leave(&mut self.effects);

@@ -336,3 +336,25 @@ fn a_direct_write_stopped_short_resumes_at_the_next_byte() {
     outbox.write_to(&mut w).unwrap();
     assert_eq!(w.out, b"67");
 }
+
+/// A short write of a resolved span, then a block: the copy holds only the bytes still to go
+/// out, which is what the connection is charged.
+#[test]
+fn an_owned_copy_holds_only_what_is_left_to_write() {
+    let segment = Bytes::from(vec![7u8; 16 * 1024]);
+    let mut outbox = Outbox::default();
+    outbox.push_span(0, 100);
+    let mut scratch = Vec::new();
+    outbox.resolve_spans(&mut scratch, |start, end, out| {
+        out.push(segment.slice(start as usize..end as usize));
+    });
+    outbox.written_elsewhere(60);
+    outbox.own_slices();
+    assert!(segment.is_unique());
+    assert_eq!(outbox.frames.len(), 1);
+    assert_eq!(outbox.frames[0].len(), 40, "only the unsent part is held");
+    assert_eq!(outbox.pending_bytes(), 40);
+    let mut w = Throttled::new(usize::MAX, usize::MAX);
+    outbox.write_to(&mut w).unwrap();
+    assert_eq!(w.out, vec![7u8; 40]);
+}

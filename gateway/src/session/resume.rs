@@ -65,6 +65,13 @@ impl Session {
         self.extra.as_ref()?.resume.as_ref().map(|r| r.ticket)
     }
 
+    /// The ticket of a replay this session still waits for: only then is there a fetch the
+    /// router could stop when the connection goes (a finished resume has nothing in flight).
+    pub(crate) fn pending_replay_ticket(&self) -> Option<u64> {
+        let resume = self.extra.as_ref()?.resume.as_ref()?;
+        resume.merge.is_replaying().then_some(resume.ticket)
+    }
+
     /// Whether live messages must go through [`Session::offer_message`] (a replay in flight or
     /// positions already replayed to filter against).
     pub(crate) fn is_resuming(&self) -> bool {

@@ -913,6 +913,11 @@ fn a_resume_asks_for_a_replay_holds_live_messages_then_delivers_replay_then_live
     assert_eq!((&*asks[0].pattern, asks[0].since), ("news.>", 4));
     assert_eq!(asks[0].epoch.as_deref(), Some("e1"));
     assert_eq!(session.replay_ticket(), Some(asks[0].ticket));
+    assert_eq!(
+        session.pending_replay_ticket(),
+        Some(asks[0].ticket),
+        "a replay is in flight"
+    );
     assert!(
         replies(&mut session).is_empty(),
         "the reply waits for the replay"
@@ -937,6 +942,11 @@ fn a_resume_asks_for_a_replay_holds_live_messages_then_delivers_replay_then_live
         &mut out,
     );
     assert!(out.contains(&Effect::Recovery("recovered")));
+    assert_eq!(
+        session.pending_replay_ticket(),
+        None,
+        "nothing in flight: a close need not tell the router"
+    );
     let got: Vec<Value> = replies(&mut session);
     assert_eq!(
         got[0],
