@@ -8,6 +8,10 @@
 //! It speaks just enough to be driven by the same clients and publishers as a gateway: the
 //! WebSocket upgrade on the client port, `POST /v1/publish/{topic}` (answered 202) on the admin
 //! port, and the gateway's `listening client=… admin=…` line on stdout.
+//!
+//! Two variants (`__reference [--fold]`): the plain one holds what is published during a pass
+//! for the next pass; `reference-fold` puts it in the current pass for the connections not yet
+//! written, as a Volley shard does with its inbox, so it bounds Volley's latency fairly.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
@@ -25,14 +29,33 @@ mod tests;
 
 /// The engine name that selects the reference in `volley-bench run --engines`.
 pub const ENGINE: &str = "reference";
+/// The engine name of the variant that folds mid-pass publishes into the current pass.
+pub const FOLD_ENGINE: &str = "reference-fold";
+
+/// Whether `engine` names a reference variant, and if so whether it folds.
+pub fn fold_of(engine: &str) -> Option<bool> {
+    match engine {
+        ENGINE => Some(false),
+        FOLD_ENGINE => Some(true),
+        _ => None,
+    }
+}
+
+/// Whether `engine` is served by this tool's `__reference` mode rather than a gateway.
+pub fn is_engine(engine: &str) -> bool {
+    fold_of(engine).is_some()
+}
 
 const CLIENTS: Token = Token(0);
 const ADMIN: Token = Token(1);
 const FIRST_PEER: usize = 2;
 /// Start-to-start time of two passes: a pass that takes longer is followed by the next at once.
 pub const TICK: Duration = Duration::from_millis(10);
-/// Batches one `writev` carries at most (well under `IOV_MAX`).
-const MAX_IOVECS: usize = 64;
+/// Batches one `writev` carries at most (under Linux's `IOV_MAX` of 1024). With folding a
+/// connection gets up to two batches per `ADMIN_EVERY` connections in a pass (its own pass's
+/// folds and the previous pass's it missed) plus the pass's own: 512 keeps that to one
+/// `writev` per connection per pass up to ~32,000 connections.
+const MAX_IOVECS: usize = 512;
 /// A connection with more than this waiting is closed (slow consumer): every queue is bounded.
 const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 /// Largest publish body taken (the gateway's default message limit is far below).
@@ -44,7 +67,9 @@ const READ_BUF: usize = 64 * 1024;
 /// A pass answers the publishers after every this many connections written. A pass over
 /// 10,000 sockets takes ~100 ms; a publisher waiting for its 202 all that time would cap the
 /// offered rate (the gateway answers publishes on another thread). What they publish meanwhile
-/// waits for the next pass: one write per connection per pass stays the rule.
+/// waits for the next pass, or with `fold` is frozen into a further batch for the connections
+/// not yet written (the others get it in the next pass): one write per connection per pass
+/// stays the rule either way.
 const ADMIN_EVERY: usize = 128;
 
 /// One accepted socket.
@@ -85,6 +110,14 @@ pub struct Reference {
     admins: Vec<usize>,
     /// Frames published since the last pass, concatenated.
     pending: Vec<u8>,
+    /// Fold mid-pass publishes into the current pass (`reference-fold`).
+    fold: bool,
+    /// Batches folded in during the last pass, each with the first key that had it: the keys
+    /// before it get it at the start of the next pass.
+    folded: Vec<(usize, Rc<[u8]>)>,
+    /// Bytes of `folded` plus the batches folded in the current pass: they count towards
+    /// `MAX_PENDING_BYTES` with `pending`, as they too wait for (part of) a pass.
+    folded_bytes: usize,
     last_pass: Option<Instant>,
     read_buf: Vec<u8>,
     counts: Counts,
@@ -106,10 +139,19 @@ impl Reference {
             peers: Slab::new(),
             admins: Vec::new(),
             pending: Vec::new(),
+            fold: false,
+            folded: Vec::new(),
+            folded_bytes: 0,
             last_pass: None,
             read_buf: vec![0; READ_BUF],
             counts: Counts::default(),
         })
+    }
+
+    /// The `reference-fold` variant when `on`: what publishers send during a pass goes to the
+    /// connections this pass has not written yet.
+    pub fn set_fold(&mut self, on: bool) {
+        self.fold = on;
     }
 
     /// (client address, admin address) it listens on.
@@ -149,10 +191,11 @@ impl Reference {
         Ok(())
     }
 
-    /// When the next pass is due: never with nothing pending, else one tick after the last
-    /// pass started (at once when that is past).
+    /// When the next pass is due: never with nothing pending (nor folded batches owed to the
+    /// connections a pass had written before), else one tick after the last pass started (at
+    /// once when that is past).
     fn next_pass(&self) -> Option<Instant> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.folded.is_empty() {
             return None;
         }
         Some(self.last_pass.map_or_else(Instant::now, |t| t + TICK))
@@ -241,7 +284,8 @@ impl Reference {
                 Kind::Open { .. } => true,
                 Kind::Admin { inbuf, out } => {
                     inbuf.extend_from_slice(data);
-                    serve_admin(inbuf, out, &mut self.pending, &mut self.counts)
+                    let room = MAX_PENDING_BYTES.saturating_sub(self.folded_bytes);
+                    serve_admin(inbuf, out, &mut self.pending, room, &mut self.counts)
                 }
             };
             if !ok {
@@ -275,16 +319,27 @@ impl Reference {
     }
 
     /// The fan-out: the pending frames become one shared batch, queued on every open
-    /// connection and written with one `writev` each.
+    /// connection and written with one `writev` each. With `fold`, a connection first gets the
+    /// last pass's folded batches it missed (folded in after it was written), then the batch,
+    /// then this pass's folded batches so far: each frame once, in publish order.
     fn pass(&mut self) {
         self.last_pass = Some(Instant::now());
         self.counts.passes += 1;
         let batch: Rc<[u8]> = Rc::from(std::mem::take(&mut self.pending).into_boxed_slice());
+        let owed = std::mem::take(&mut self.folded);
+        // The owed batches are being delivered now, like `batch`: only new folds count.
+        self.folded_bytes = 0;
         let mut gone = Vec::new();
         // By key rather than through an iterator, so publishers can be answered in between.
         for key in 0..self.peers.capacity() {
             if key % ADMIN_EVERY == ADMIN_EVERY - 1 {
                 self.serve_admins();
+                if self.fold && !self.pending.is_empty() {
+                    let folded: Rc<[u8]> =
+                        Rc::from(std::mem::take(&mut self.pending).into_boxed_slice());
+                    self.folded_bytes += folded.len();
+                    self.folded.push((key, folded));
+                }
             }
             let Some(peer) = self.peers.get_mut(key) else {
                 continue;
@@ -297,8 +352,15 @@ impl Reference {
             else {
                 continue;
             };
-            queue.push_back(batch.clone());
-            *queued += batch.len();
+            // Folds are made in key order: the ones this key missed are a suffix of `owed`.
+            let missed = &owed[owed.partition_point(|(first, _)| *first <= key)..];
+            let parts = missed.iter().map(|(_, b)| b).chain([&batch]);
+            for part in parts.chain(self.folded.iter().map(|(_, b)| b)) {
+                if !part.is_empty() {
+                    queue.push_back(part.clone());
+                    *queued += part.len();
+                }
+            }
             match write_queue(&mut peer.socket, queue, offset, queued) {
                 Ok(calls) if *queued <= MAX_QUEUED_BYTES => self.counts.writes += calls,
                 _ => gone.push(key),
@@ -362,6 +424,7 @@ fn serve_admin(
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
     pending: &mut Vec<u8>,
+    room: usize,
     counts: &mut Counts,
 ) -> bool {
     loop {
@@ -385,7 +448,7 @@ fn serve_admin(
             out.extend_from_slice(&parse::status(404, "Not Found", true));
             return false;
         }
-        if pending.len() >= MAX_PENDING_BYTES {
+        if pending.len() >= room {
             out.extend_from_slice(&parse::status(503, "Service Unavailable", false));
         } else {
             parse::push_frame(pending, &inbuf[head.len..end]);
@@ -452,10 +515,11 @@ fn write_queue(
     Ok(calls)
 }
 
-/// `volley-bench __reference`: binds, prints the listening line a gateway prints, serves until
-/// killed.
-pub fn main(client: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+/// `volley-bench __reference [--fold]`: binds, prints the listening line a gateway prints,
+/// serves until killed.
+pub fn main(client: SocketAddr, admin: SocketAddr, fold: bool) -> anyhow::Result<()> {
     let mut server = Reference::bind(client, admin)?;
+    server.set_fold(fold);
     let (c, a) = server.addrs()?;
     println!("volley-bench reference listening client={c} admin={a}");
     io::stdout().flush()?;

@@ -33,7 +33,7 @@ pub(crate) fn command(program: &Path, cpu: Option<&str>) -> Command {
 }
 
 impl Server {
-    /// Starts `volley-gateway` (or, for the `reference` engine, this tool's limit reference) on
+    /// Starts `volley-gateway` (or, for a `reference` engine, this tool's limit reference) on
     /// loopback ports with extra flags and environment and waits for its listening line. taskset execs the program, so the pid is the gateway's own.
     pub async fn spawn(
         binary: &Path,
@@ -44,7 +44,8 @@ impl Server {
     ) -> Result<Server, BenchError> {
         // The limit reference is this tool itself, in its hidden `__reference` mode; it takes
         // no gateway flags.
-        let reference = engine == crate::reference::ENGINE;
+        let fold = crate::reference::fold_of(engine);
+        let reference = fold.is_some();
         let program = if reference {
             std::env::current_exe()?
         } else {
@@ -53,6 +54,9 @@ impl Server {
         let mut command = command(&program, cpu);
         if reference {
             command.arg("__reference");
+        }
+        if fold == Some(true) {
+            command.arg("--fold");
         }
         command.args(["--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"]);
         if !reference {

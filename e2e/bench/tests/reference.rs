@@ -1,21 +1,34 @@
-//! End to end: `volley-bench run --engines reference` drives the limit reference with the same
-//! client processes and publishers as a gateway, and every message reaches every connection.
+//! End to end: `volley-bench run --engines reference` (and `reference-fold`) drives the limit
+//! reference with the same client processes and publishers as a gateway, and every connection
+//! receives as many messages as were published, no fewer and no more (order and duplicates per
+//! connection are checked in `src/reference/tests.rs`).
 //! Checks only the accounting, never speed.
 
 mod support;
 
 #[test]
 fn the_reference_delivers_every_message_to_every_connection() {
+    delivers_every_message("reference");
+}
+
+#[test]
+fn the_folding_reference_delivers_every_message_to_every_connection() {
+    delivers_every_message("reference-fold");
+}
+
+fn delivers_every_message(engine: &str) {
     let json = support::bench(
-        "reference",
-        "--engines reference -n 200 --per-process 120 --rates 10,40 --duration 1s --grace 5s --settle 200ms --runs 1",
+        engine,
+        &format!(
+            "--engines {engine} -n 200 --per-process 120 --rates 10,40 --duration 1s --grace 5s --settle 200ms --runs 1"
+        ),
         &[],
     );
     let reports: serde_json::Value = serde_json::from_str(&json).expect("JSON report");
     let reports = reports.as_array().expect("array");
     assert_eq!(reports.len(), 1);
     let r = &reports[0];
-    assert_eq!(r["engine"], "reference");
+    assert_eq!(r["engine"], engine);
     assert_eq!(r["connect"]["ok"], 200, "{r}");
     assert_eq!(r["connect"]["failed"], 0);
     assert!(r["memory"]["rss_idle"].as_u64().unwrap() > 0);

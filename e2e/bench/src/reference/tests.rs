@@ -1,11 +1,12 @@
-use std::io::{Read, Write};
+use std::cell::Cell;
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::parse::{self, ParseError};
-use super::{Counts, Reference};
+use super::{ADMIN_EVERY, Counts, Kind, Reference};
 use crate::{payload, wire};
 
 #[test]
@@ -83,7 +84,7 @@ struct Running {
 }
 
 impl Running {
-    fn start() -> Running {
+    fn start(fold: bool) -> Running {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -91,6 +92,7 @@ impl Running {
         let thread = std::thread::spawn(move || {
             let any = "127.0.0.1:0".parse().unwrap();
             let mut server = Reference::bind(any, any).unwrap();
+            server.set_fold(fold);
             tx.send(server.addrs().unwrap()).unwrap();
             server
                 .run_until(Duration::from_millis(20), || flag.load(Ordering::Relaxed))
@@ -160,7 +162,16 @@ fn frames(s: &mut TcpStream, count: usize) -> Vec<(u32, u64)> {
 
 #[test]
 fn every_connection_gets_every_message_in_order() {
-    let server = Running::start();
+    every_message_in_order(false);
+}
+
+#[test]
+fn every_connection_gets_every_message_in_order_with_fold() {
+    every_message_in_order(true);
+}
+
+fn every_message_in_order(fold: bool) {
+    let server = Running::start(fold);
     let mut clients: Vec<TcpStream> = (0..20).map(|_| connect(server.client)).collect();
     let mut admin = TcpStream::connect(server.admin).unwrap();
     admin
@@ -190,7 +201,7 @@ fn every_connection_gets_every_message_in_order() {
 
 #[test]
 fn anything_but_a_publish_is_refused() {
-    let server = Running::start();
+    let server = Running::start(false);
     let mut admin = TcpStream::connect(server.admin).unwrap();
     admin
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -209,4 +220,205 @@ fn anything_but_a_publish_is_refused() {
     client.read_to_end(&mut answer).unwrap();
     assert!(answer.starts_with(b"HTTP/1.1 400 "), "{answer:?}");
     assert_eq!(server.stop().published, 0);
+}
+
+/// `POST /v1/publish/bench.all` of the payload `(phase, ts)`.
+fn publish_request(phase: u32, ts: u64) -> Vec<u8> {
+    let body = payload::build(phase, ts, 64);
+    let mut req = format!(
+        "POST /v1/publish/bench.all HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    req
+}
+
+/// Turns the server's loop once (poll, serve the events, a pass only if one is due).
+fn turn(server: &mut Reference) {
+    let turns = Cell::new(0);
+    server
+        .run_until(Duration::from_millis(5), || {
+            turns.set(turns.get() + 1);
+            turns.get() > 1
+        })
+        .unwrap();
+}
+
+/// Turns the loop until `done` holds, for 20 s at most.
+fn turn_until(server: &mut Reference, what: &str, done: impl Fn(&Reference) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(server) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        turn(server);
+    }
+}
+
+/// Whatever else is waiting on `s` right now, without waiting (loopback normally delivers
+/// within the writer's syscall; a late frame could only make this miss an extra, never fail).
+fn extras_now(s: &mut TcpStream) -> usize {
+    s.set_nonblocking(true).unwrap();
+    let mut total = 0;
+    let mut chunk = [0; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    s.set_nonblocking(false).unwrap();
+    total
+}
+
+/// The reviewer's scenario (review 13, finding 2): 300 upgraded clients; A is pending when a
+/// pass starts and B arrives on the admin socket while the pass runs (the pass serves its
+/// publishers at key `ADMIN_EVERY - 1`). After that one pass the client with the highest key
+/// has A and B when folding, only A without; the clients written before B arrived get it in
+/// the next pass; each message arrives exactly once and in order, folded or not.
+fn mid_pass_publish(fold: bool) {
+    const CLIENTS: usize = 300;
+    let any = "127.0.0.1:0".parse().unwrap();
+    let mut server = Reference::bind(any, any).unwrap();
+    server.set_fold(fold);
+    // No pass is due until the test makes one: `pass()` is called by hand below.
+    server.last_pass = Some(Instant::now() + Duration::from_secs(3600));
+    let (client_addr, admin_addr) = server.addrs().unwrap();
+
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        // The server runs on this thread: accept as we go, so the backlog never fills.
+        if i % 32 == 31 {
+            turn_until(&mut server, "the accepts", |r| r.peers.len() == i);
+        }
+        let mut s = TcpStream::connect(client_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(&wire::upgrade_request(
+            &client_addr.to_string(),
+            "/ws?topics=bench.all",
+        ))
+        .unwrap();
+        clients.push(s);
+    }
+    let upgraded = |r: &Reference| {
+        r.peers
+            .iter()
+            .filter(|(_, p)| matches!(p.kind, Kind::Open { .. }))
+            .count()
+            == CLIENTS
+    };
+    turn_until(&mut server, "the upgrades", upgraded);
+    // Each client reads its 101 (already written: nothing else is queued yet).
+    for s in &mut clients {
+        let mut buf = Vec::new();
+        let mut chunk = [0; 512];
+        let head = loop {
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed during the upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some((status, head)) = wire::response_head(&buf) {
+                assert_eq!(status, 101);
+                break head;
+            }
+        };
+        assert_eq!(head, buf.len(), "nothing is sent before a publish");
+    }
+    // The client sockets by the server's key for them (keys are the pass's order).
+    let key_of = |s: &TcpStream| {
+        let local = s.local_addr().unwrap();
+        server
+            .peers
+            .iter()
+            .find(|(_, p)| p.socket.peer_addr().ok() == Some(local))
+            .map(|(key, _)| key)
+            .expect("the server has this client")
+    };
+    let mut by_key: Vec<(usize, TcpStream)> =
+        clients.into_iter().map(|s| (key_of(&s), s)).collect();
+    by_key.sort_by_key(|(key, _)| *key);
+    let fold_key = ADMIN_EVERY - 1;
+    assert!(
+        by_key[0].0 < fold_key && by_key[CLIENTS - 1].0 > fold_key,
+        "clients on both sides of the mid-pass publish"
+    );
+
+    let mut admin = TcpStream::connect(admin_addr).unwrap();
+    admin
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (a, b, c) = ((1, 1), (1, 2), (1, 3));
+    let mut answer = [0; 128];
+    admin.write_all(&publish_request(a.0, a.1)).unwrap();
+    turn_until(&mut server, "A to be published", |r| {
+        r.counts().published == 1
+    });
+    let n = admin.read(&mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 202 "), "{answer:?}");
+    let admin_key = server.admins[0];
+
+    // B is written to the admin socket but not read: the server reads it when the pass
+    // serves its publishers. Wait until it is in the server's receive buffer, so the pass
+    // finds it there.
+    let request_b = publish_request(b.0, b.1);
+    admin.write_all(&request_b).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut peek = vec![0; request_b.len()];
+    while server.peers[admin_key].socket.peek(&mut peek).unwrap_or(0) < request_b.len() {
+        assert!(Instant::now() < deadline, "B never reached the server");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    server.pass();
+    // Only the test makes passes.
+    server.last_pass = Some(Instant::now() + Duration::from_secs(3600));
+    let n = admin.read(&mut answer).unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 202 "),
+        "B answered during the pass"
+    );
+    assert_eq!(server.counts().published, 2);
+
+    let mut seen: Vec<Vec<(u32, u64)>> = vec![Vec::new(); CLIENTS];
+    let last = CLIENTS - 1;
+    if fold {
+        seen[last] = frames(&mut by_key[last].1, 2);
+        assert_eq!(seen[last], [a, b], "key {}: B in its pass", by_key[last].0);
+        assert!(server.pending.is_empty(), "B was folded, not held");
+    } else {
+        seen[last] = frames(&mut by_key[last].1, 1);
+        assert_eq!(seen[last], [a], "key {}", by_key[last].0);
+        assert!(!server.pending.is_empty(), "B waits for the next pass");
+    }
+    seen[0] = frames(&mut by_key[0].1, 1);
+    assert_eq!(
+        seen[0],
+        [a],
+        "key {}: written before B arrived",
+        by_key[0].0
+    );
+
+    // The next pass: B for those that have not had it, then C; nothing twice, no gap.
+    admin.write_all(&publish_request(c.0, c.1)).unwrap();
+    turn_until(&mut server, "C to be published", |r| {
+        r.counts().published == 3
+    });
+    let n = admin.read(&mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 202 "));
+    server.pass();
+    for (i, (key, s)) in by_key.iter_mut().enumerate() {
+        let mut got = std::mem::take(&mut seen[i]);
+        got.extend(frames(s, 3 - got.len()));
+        assert_eq!(got, [a, b, c], "key {key}");
+        assert_eq!(extras_now(s), 0, "key {key}: nothing more");
+    }
+}
+
+#[test]
+fn a_publish_during_a_pass_waits_for_the_next_pass_without_fold() {
+    mid_pass_publish(false);
+}
+
+#[test]
+fn a_publish_during_a_pass_reaches_the_connections_not_yet_written_with_fold() {
+    mid_pass_publish(true);
 }
