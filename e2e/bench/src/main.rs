@@ -42,6 +42,9 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long)]
         admin_addr: SocketAddr,
+        /// How a pass writes: one `writev` per connection, or io_uring (`reference-uring`).
+        #[arg(long, value_enum, default_value = "writev")]
+        io: volley_bench::reference::Io,
     },
     /// Client process (used internally).
     #[command(name = "__child", hide = true)]
@@ -64,7 +67,8 @@ struct RunArgs {
     /// --publish-via nats) need the epoll engine: the tokio baseline is standalone only.
     /// `reference` is the limit reference built into this tool (mio, each message framed once,
     /// one vectored write per connection per 10 ms tick, nothing else): fan-out, idle and storm
-    /// scenarios only, one process, no --gateway needed.
+    /// scenarios only, one process, no --gateway needed. `reference-uring` is the same with the
+    /// writes of a pass submitted through io_uring, 128 per system call.
     #[arg(long, value_delimiter = ',', default_value = "epoll,tokio")]
     engines: Vec<String>,
     /// Extra gateway flags, e.g. `--gateway-arg=--shards=1` (given to every gateway).
@@ -188,7 +192,11 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(volley_bench::child::serve())?;
             Ok(())
         }
-        Cmd::Reference { listen, admin_addr } => volley_bench::reference::main(listen, admin_addr),
+        Cmd::Reference {
+            listen,
+            admin_addr,
+            io,
+        } => volley_bench::reference::main(listen, admin_addr, io),
         Cmd::Run(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -343,10 +351,10 @@ fn targets(a: &RunArgs, clustered: bool) -> anyhow::Result<Vec<Target0>> {
             nats,
         }]);
     }
-    let reference = volley_bench::reference::ENGINE;
+    let reference = |e: &str| volley_bench::reference::engine_io(e).is_some();
     let binary = match &a.gateway {
         Some(binary) => binary.clone(),
-        None if a.engines.iter().all(|e| e == reference) => PathBuf::new(),
+        None if a.engines.iter().all(|e| reference(e)) => PathBuf::new(),
         None => anyhow::bail!("give --gateway PATH or --connect ADDR"),
     };
     if clustered && let Some(e) = a.engines.iter().find(|e| e.as_str() != "epoll") {
@@ -354,7 +362,7 @@ fn targets(a: &RunArgs, clustered: bool) -> anyhow::Result<Vec<Target0>> {
             "engine {e} serves standalone clients only; gateways behind NATS need --engines epoll"
         );
     }
-    if a.engines.iter().any(|e| e == reference) {
+    if a.engines.iter().any(|e| reference(e)) {
         // It sends every message to every connection and has no tokens: only scenarios where
         // every connection is on the one topic mean the same thing to it as to a gateway.
         anyhow::ensure!(
@@ -372,7 +380,7 @@ fn targets(a: &RunArgs, clustered: bool) -> anyhow::Result<Vec<Target0>> {
     let before = a.gateway_before.iter().flat_map(|before| {
         a.engines
             .iter()
-            .filter(|e| *e != reference)
+            .filter(|e| !reference(e))
             .map(move |e| (before.clone(), e.clone(), format!("{e}-before")))
     });
     let all: Vec<(PathBuf, String, String)> = a

@@ -5,6 +5,11 @@
 //! connection gets every message), no envelope, no session, no metrics: only the fan-out
 //! scenario means the same thing to it as to a gateway.
 //!
+//! With `--io uring` (engine `reference-uring`) a pass hands its writes to the kernel through
+//! one io_uring submission queue, [`uring::BATCH`] connections per `io_uring_enter`, instead of
+//! one `writev` system call each; everything else (batches, bounds, the tick, the event-driven
+//! writes after a full socket) is the same code.
+//!
 //! It speaks just enough to be driven by the same clients and publishers as a gateway: the
 //! WebSocket upgrade on the client port, `POST /v1/publish/{topic}` (answered 202) on the admin
 //! port, and the gateway's `listening client=… admin=…` line on stdout.
@@ -12,6 +17,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -19,12 +25,36 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+pub mod metrics;
 pub mod parse;
 #[cfg(test)]
 mod tests;
+pub mod uring;
+
+pub use metrics::Counts;
 
 /// The engine name that selects the reference in `volley-bench run --engines`.
 pub const ENGINE: &str = "reference";
+/// The engine name of its io_uring variant.
+pub const ENGINE_URING: &str = "reference-uring";
+
+/// How a pass writes to the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Io {
+    /// One `writev` system call per connection.
+    Writev,
+    /// One `IORING_OP_WRITEV` per connection, submitted [`uring::BATCH`] at a time.
+    Uring,
+}
+
+/// The reference's write mode when `engine` names one of its variants.
+pub fn engine_io(engine: &str) -> Option<Io> {
+    match engine {
+        ENGINE => Some(Io::Writev),
+        ENGINE_URING => Some(Io::Uring),
+        _ => None,
+    }
+}
 
 const CLIENTS: Token = Token(0);
 const ADMIN: Token = Token(1);
@@ -67,14 +97,6 @@ enum Kind {
     Admin { inbuf: Vec<u8>, out: Vec<u8> },
 }
 
-/// Counts a run leaves, for tests and the exit line.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub published: u64,
-    pub passes: u64,
-    pub writes: u64,
-}
-
 /// The reference server on its two listeners.
 pub struct Reference {
     poll: Poll,
@@ -83,15 +105,36 @@ pub struct Reference {
     peers: Slab<Peer>,
     /// Keys of the admin (publish) connections.
     admins: Vec<usize>,
-    /// Frames published since the last pass, concatenated.
+    /// Frames published since the last pass, concatenated, and how many.
     pending: Vec<u8>,
+    pending_frames: u64,
+    /// The submission queue of `--io uring` (None: writev).
+    ring: Option<uring::Ring>,
     last_pass: Option<Instant>,
     read_buf: Vec<u8>,
     counts: Counts,
+    pass_times: metrics::PassTimes,
 }
 
 impl Reference {
+    /// The writev reference.
     pub fn bind(client: SocketAddr, admin: SocketAddr) -> io::Result<Reference> {
+        Reference::bind_with(client, admin, Io::Writev)
+    }
+
+    /// With `Io::Uring` the ring is set up here; where that fails (no io_uring in this kernel
+    /// or sandbox) it says so once on stderr and writes with `writev`.
+    pub fn bind_with(client: SocketAddr, admin: SocketAddr, io: Io) -> io::Result<Reference> {
+        let ring = match io {
+            Io::Writev => None,
+            Io::Uring => match uring::Ring::new(uring::BATCH as u32) {
+                Ok(ring) => Some(ring),
+                Err(e) => {
+                    eprintln!("volley-bench reference: io_uring unavailable ({e}); using writev");
+                    None
+                }
+            },
+        };
         let poll = Poll::new()?;
         let mut clients = TcpListener::bind(client)?;
         let mut admin = TcpListener::bind(admin)?;
@@ -106,9 +149,12 @@ impl Reference {
             peers: Slab::new(),
             admins: Vec::new(),
             pending: Vec::new(),
+            pending_frames: 0,
+            ring,
             last_pass: None,
             read_buf: vec![0; READ_BUF],
             counts: Counts::default(),
+            pass_times: metrics::PassTimes::default(),
         })
     }
 
@@ -119,6 +165,11 @@ impl Reference {
 
     pub fn counts(&self) -> Counts {
         self.counts
+    }
+
+    /// Whether passes write through io_uring (false: `writev`, asked for or fallen back to).
+    pub fn uses_uring(&self) -> bool {
+        self.ring.is_some()
     }
 
     /// Serves until `stop` says so (checked once per loop turn; the loop turns at least every
@@ -241,7 +292,13 @@ impl Reference {
                 Kind::Open { .. } => true,
                 Kind::Admin { inbuf, out } => {
                     inbuf.extend_from_slice(data);
-                    serve_admin(inbuf, out, &mut self.pending, &mut self.counts)
+                    let state = Admin {
+                        pending: &mut self.pending,
+                        pending_frames: &mut self.pending_frames,
+                        counts: &mut self.counts,
+                        pass_times: &self.pass_times,
+                    };
+                    serve_admin(inbuf, out, state)
                 }
             };
             if !ok {
@@ -275,11 +332,25 @@ impl Reference {
     }
 
     /// The fan-out: the pending frames become one shared batch, queued on every open
-    /// connection and written with one `writev` each.
+    /// connection and written with one `writev` each (or one io_uring write each).
     fn pass(&mut self) {
-        self.last_pass = Some(Instant::now());
+        let started = Instant::now();
+        self.last_pass = Some(started);
         self.counts.passes += 1;
         let batch: Rc<[u8]> = Rc::from(std::mem::take(&mut self.pending).into_boxed_slice());
+        let frames = std::mem::take(&mut self.pending_frames);
+        match self.ring.take() {
+            Some(mut ring) => {
+                self.pass_uring(&mut ring, &batch, frames);
+                self.counts.enters = ring.enters();
+                self.ring = Some(ring);
+            }
+            None => self.pass_writev(&batch, frames),
+        }
+        self.pass_times.observe(started.elapsed());
+    }
+
+    fn pass_writev(&mut self, batch: &Rc<[u8]>, frames: u64) {
         let mut gone = Vec::new();
         // By key rather than through an iterator, so publishers can be answered in between.
         for key in 0..self.peers.capacity() {
@@ -299,6 +370,7 @@ impl Reference {
             };
             queue.push_back(batch.clone());
             *queued += batch.len();
+            self.counts.frames += frames;
             match write_queue(&mut peer.socket, queue, offset, queued) {
                 Ok(calls) if *queued <= MAX_QUEUED_BYTES => self.counts.writes += calls,
                 _ => gone.push(key),
@@ -306,6 +378,136 @@ impl Reference {
         }
         for key in gone {
             self.remove(key);
+        }
+    }
+
+    /// The pass through io_uring: connections in chunks of [`uring::BATCH`] (publishers
+    /// answered between chunks, as often as the writev pass does), each chunk's writes
+    /// submitted together; a write that went out whole with more queued, or only in part, is
+    /// submitted again with the chunk's next round, as `write_queue` loops; a full socket
+    /// (`EAGAIN`) waits for its writable event, as in the writev pass.
+    fn pass_uring(&mut self, ring: &mut uring::Ring, batch: &Rc<[u8]>, frames: u64) {
+        let chunk = ring.capacity().min(ADMIN_EVERY);
+        let mut gone = Vec::new();
+        let mut keys = Vec::with_capacity(chunk);
+        let mut start = 0;
+        while start < self.peers.capacity() {
+            let end = (start + chunk).min(self.peers.capacity());
+            if start > 0 {
+                self.serve_admins();
+            }
+            keys.clear();
+            for key in start..end {
+                let Some(Peer {
+                    kind: Kind::Open { queue, queued, .. },
+                    ..
+                }) = self.peers.get_mut(key)
+                else {
+                    continue;
+                };
+                queue.push_back(batch.clone());
+                *queued += batch.len();
+                self.counts.frames += frames;
+                keys.push(key);
+            }
+            self.write_uring(ring, &mut keys, &mut gone);
+            start = end;
+        }
+        for key in gone {
+            self.remove(key);
+        }
+    }
+
+    /// Writes the queues of `keys` (open connections, at most the ring's capacity) in rounds of
+    /// one submission each until every one is empty, full or failed; failed and too-slow ones go
+    /// to `gone`.
+    fn write_uring(
+        &mut self,
+        ring: &mut uring::Ring,
+        keys: &mut Vec<usize>,
+        gone: &mut Vec<usize>,
+    ) {
+        let mut results = Vec::with_capacity(keys.len());
+        let mut jobs = Vec::with_capacity(keys.len());
+        while !keys.is_empty() {
+            jobs.clear();
+            let mut slices = Vec::with_capacity(keys.len());
+            for &key in keys.iter() {
+                let first = slices.len();
+                if let Some(Peer {
+                    socket,
+                    kind: Kind::Open { queue, offset, .. },
+                }) = self.peers.get(key)
+                {
+                    for (i, batch) in queue.iter().take(MAX_IOVECS).enumerate() {
+                        let start = if i == 0 { *offset } else { 0 };
+                        slices.push(IoSlice::new(batch.get(start..).unwrap_or_default()));
+                    }
+                    jobs.push(uring::Job {
+                        fd: socket.as_raw_fd(),
+                        first,
+                        len: slices.len() - first,
+                    });
+                } else {
+                    // Not reachable (keys are open connections, none removed mid-chunk); an
+                    // empty job on no descriptor keeps jobs and keys in step and fails (EBADF).
+                    jobs.push(uring::Job {
+                        fd: -1,
+                        first,
+                        len: 0,
+                    });
+                }
+            }
+            if ring.writev_all(&jobs, &slices, &mut results).is_err() {
+                // More jobs than the ring takes: not reachable with chunks of its capacity.
+                gone.append(keys);
+                return;
+            }
+            drop(slices);
+            let mut again = 0;
+            for i in 0..keys.len() {
+                let key = keys[i];
+                let Some(Peer {
+                    kind:
+                        Kind::Open {
+                            queue,
+                            offset,
+                            queued,
+                        },
+                    ..
+                }) = self.peers.get_mut(key)
+                else {
+                    continue;
+                };
+                let result = std::mem::replace(&mut results[i], Ok(0));
+                let retry = match result {
+                    Ok(0) => {
+                        gone.push(key);
+                        continue;
+                    }
+                    Ok(n) => {
+                        self.counts.writes += 1;
+                        consume(queue, offset, queued, n);
+                        !queue.is_empty()
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.counts.writes += 1;
+                        false
+                    }
+                    Err(_) => {
+                        gone.push(key);
+                        continue;
+                    }
+                };
+                if *queued > MAX_QUEUED_BYTES {
+                    gone.push(key);
+                } else if retry {
+                    keys[again] = key;
+                    again += 1;
+                }
+            }
+            keys.truncate(again);
         }
     }
 
@@ -356,14 +558,23 @@ fn upgrade(kind: &mut Kind) -> bool {
     true
 }
 
+/// What an admin request may read and change.
+struct Admin<'a> {
+    pending: &'a mut Vec<u8>,
+    pending_frames: &'a mut u64,
+    counts: &'a mut Counts,
+    pass_times: &'a metrics::PassTimes,
+}
+
 /// Answers every complete request in `inbuf`; false (with the answer queued) on one it cannot
-/// serve, after which the connection closes.
-fn serve_admin(
-    inbuf: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-    pending: &mut Vec<u8>,
-    counts: &mut Counts,
-) -> bool {
+/// serve or after `/metrics`, after which the connection closes.
+fn serve_admin(inbuf: &mut Vec<u8>, out: &mut Vec<u8>, state: Admin<'_>) -> bool {
+    let Admin {
+        pending,
+        pending_frames,
+        counts,
+        pass_times,
+    } = state;
     loop {
         let head = match parse::head(inbuf) {
             Ok(None) => return true,
@@ -381,6 +592,18 @@ fn serve_admin(
         if inbuf.len() < end {
             return true;
         }
+        if head.method == "GET" && head.path == "/metrics" {
+            let body = metrics::render(counts, pass_times);
+            out.extend_from_slice(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            return false;
+        }
         if parse::publish_topic(&head).is_none() {
             out.extend_from_slice(&parse::status(404, "Not Found", true));
             return false;
@@ -389,6 +612,7 @@ fn serve_admin(
             out.extend_from_slice(&parse::status(503, "Service Unavailable", false));
         } else {
             parse::push_frame(pending, &inbuf[head.len..end]);
+            *pending_frames += 1;
             counts.published += 1;
             out.extend_from_slice(&parse::status(202, "Accepted", false));
         }
@@ -430,32 +654,37 @@ fn write_queue(
             count = i + 1;
         }
         calls += 1;
-        let mut n = match socket.write_vectored(&slices[..count]) {
+        let n = match socket.write_vectored(&slices[..count]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(calls),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        *queued -= n;
-        while let Some(front) = queue.front() {
-            let left = front.len() - *offset;
-            if n < left {
-                *offset += n;
-                break;
-            }
-            n -= left;
-            *offset = 0;
-            queue.pop_front();
-        }
+        consume(queue, offset, queued, n);
     }
     Ok(calls)
 }
 
+/// Drops the `n` bytes written from the front of a queue.
+fn consume(queue: &mut VecDeque<Rc<[u8]>>, offset: &mut usize, queued: &mut usize, mut n: usize) {
+    *queued -= n;
+    while let Some(front) = queue.front() {
+        let left = front.len() - *offset;
+        if n < left {
+            *offset += n;
+            break;
+        }
+        n -= left;
+        *offset = 0;
+        queue.pop_front();
+    }
+}
+
 /// `volley-bench __reference`: binds, prints the listening line a gateway prints, serves until
 /// killed.
-pub fn main(client: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
-    let mut server = Reference::bind(client, admin)?;
+pub fn main(client: SocketAddr, admin: SocketAddr, io: Io) -> anyhow::Result<()> {
+    let mut server = Reference::bind_with(client, admin, io)?;
     let (c, a) = server.addrs()?;
     println!("volley-bench reference listening client={c} admin={a}");
     io::stdout().flush()?;

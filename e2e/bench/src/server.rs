@@ -44,15 +44,20 @@ impl Server {
     ) -> Result<Server, BenchError> {
         // The limit reference is this tool itself, in its hidden `__reference` mode; it takes
         // no gateway flags.
-        let reference = engine == crate::reference::ENGINE;
+        let io = crate::reference::engine_io(engine);
+        let reference = io.is_some();
         let program = if reference {
             std::env::current_exe()?
         } else {
             binary.to_owned()
         };
         let mut command = command(&program, cpu);
-        if reference {
-            command.arg("__reference");
+        if let Some(io) = io {
+            let io = match io {
+                crate::reference::Io::Writev => "writev",
+                crate::reference::Io::Uring => "uring",
+            };
+            command.args(["__reference", "--io", io]);
         }
         command.args(["--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"]);
         if !reference {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::parse::{self, ParseError};
-use super::{Counts, Reference};
+use super::{Counts, Io, Reference};
 use crate::{payload, wire};
 
 #[test]
@@ -84,13 +84,19 @@ struct Running {
 
 impl Running {
     fn start() -> Running {
+        Running::start_with(Io::Writev)
+    }
+
+    fn start_with(io: Io) -> Running {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         // The server is single-threaded (its batches are `Rc`): it lives on its own thread.
         let thread = std::thread::spawn(move || {
             let any = "127.0.0.1:0".parse().unwrap();
-            let mut server = Reference::bind(any, any).unwrap();
+            let mut server = Reference::bind_with(any, any, io).unwrap();
+            // This machine's kernel has io_uring: a fallback would test writev twice.
+            assert_eq!(server.uses_uring(), io == Io::Uring);
             tx.send(server.addrs().unwrap()).unwrap();
             server
                 .run_until(Duration::from_millis(20), || flag.load(Ordering::Relaxed))
@@ -158,17 +164,10 @@ fn frames(s: &mut TcpStream, count: usize) -> Vec<(u32, u64)> {
     out
 }
 
-#[test]
-fn every_connection_gets_every_message_in_order() {
-    let server = Running::start();
-    let mut clients: Vec<TcpStream> = (0..20).map(|_| connect(server.client)).collect();
-    let mut admin = TcpStream::connect(server.admin).unwrap();
-    admin
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let sent: Vec<(u32, u64)> = (0..50).map(|i| (1, 1_000 + i)).collect();
-    for &(phase, ts) in &sent {
-        let body = payload::build(phase, ts, 256);
+/// Publishes `(phase, ts)` payloads of `size` bytes one by one, each answered 202.
+fn publish(admin: &mut TcpStream, sent: &[(u32, u64)], size: usize) {
+    for &(phase, ts) in sent {
+        let body = payload::build(phase, ts, size);
         let mut req = format!(
             "POST /v1/publish/bench.all HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -180,12 +179,109 @@ fn every_connection_gets_every_message_in_order() {
         let n = admin.read(&mut answer).unwrap();
         assert!(answer[..n].starts_with(b"HTTP/1.1 202 "), "{answer:?}");
     }
+}
+
+fn admin(server: &Running) -> TcpStream {
+    let admin = TcpStream::connect(server.admin).unwrap();
+    admin
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    admin
+}
+
+fn every_connection_gets_every_message_in_order(io: Io) {
+    let server = Running::start_with(io);
+    // More connections than one io_uring submission takes: a pass makes two.
+    let mut clients: Vec<TcpStream> = (0..200).map(|_| connect(server.client)).collect();
+    let sent: Vec<(u32, u64)> = (0..50).map(|i| (1, 1_000 + i)).collect();
+    publish(&mut admin(&server), &sent, 256);
     for c in &mut clients {
         assert_eq!(frames(c, sent.len()), sent);
     }
     let counts = server.stop();
     assert_eq!(counts.published, 50);
-    assert!(counts.passes >= 1 && counts.writes >= 20, "{counts:?}");
+    assert!(counts.passes >= 1 && counts.writes >= 200, "{counts:?}");
+    // Every frame of every pass was queued to all 200 connections.
+    assert_eq!(counts.frames, 50 * 200, "{counts:?}");
+    match io {
+        // At least two submissions per pass (200 connections, 128 per submission), far fewer
+        // than writes.
+        Io::Uring => assert!(
+            counts.enters >= 2 * counts.passes && counts.enters * 10 < counts.writes,
+            "{counts:?}"
+        ),
+        Io::Writev => assert_eq!(counts.enters, 0),
+    }
+}
+
+#[test]
+fn every_connection_gets_every_message_in_order_writev() {
+    every_connection_gets_every_message_in_order(Io::Writev);
+}
+
+#[test]
+fn every_connection_gets_every_message_in_order_uring() {
+    every_connection_gets_every_message_in_order(Io::Uring);
+}
+
+/// A client that stops reading fills its socket: the pass's write comes back short or
+/// `EAGAIN`, the rest goes out on its writable events, in order, while the others keep
+/// getting theirs.
+fn a_full_socket_resumes_where_it_stopped(io: Io) {
+    let server = Running::start_with(io);
+    let mut stalled = connect(server.client);
+    let mut reading = connect(server.client);
+    // ~6 MB for each: far more than loopback socket buffers hold, under MAX_QUEUED_BYTES.
+    let sent: Vec<(u32, u64)> = (0..200).map(|i| (2, 5_000 + i)).collect();
+    let mut admin = admin(&server);
+    let size = 30_000;
+    let publisher = std::thread::spawn(move || {
+        publish(&mut admin, &sent, size);
+        sent
+    });
+    let first = frames(&mut reading, 200);
+    let sent = publisher.join().unwrap();
+    assert_eq!(first, sent);
+    assert_eq!(frames(&mut stalled, 200), sent);
+    let counts = server.stop();
+    assert_eq!(counts.published, 200);
+}
+
+#[test]
+fn a_full_socket_resumes_where_it_stopped_writev() {
+    a_full_socket_resumes_where_it_stopped(Io::Writev);
+}
+
+#[test]
+fn a_full_socket_resumes_where_it_stopped_uring() {
+    a_full_socket_resumes_where_it_stopped(Io::Uring);
+}
+
+#[test]
+fn metrics_count_passes_frames_and_writes() {
+    let server = Running::start_with(Io::Uring);
+    let mut client = connect(server.client);
+    let sent = [(3, 1), (3, 2)];
+    publish(&mut admin(&server), &sent, 64);
+    assert_eq!(frames(&mut client, 2), sent);
+    let mut admin = admin(&server);
+    admin.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    admin.read_to_end(&mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200 "), "{answer:?}");
+    let text = String::from_utf8(answer).unwrap();
+    let sample = crate::passes::Sample::parse(&text);
+    let counts = server.stop();
+    assert_eq!(sample.frames, 2, "{text}");
+    assert!(
+        sample.passes >= 1 && sample.passes <= counts.passes,
+        "{text}"
+    );
+    assert!(sample.writes >= sample.passes, "{text}");
+    assert!(
+        text.contains("volley_reference_ring_enters_total "),
+        "{text}"
+    );
 }
 
 #[test]
@@ -195,7 +291,7 @@ fn anything_but_a_publish_is_refused() {
     admin
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    admin.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    admin.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
     let mut answer = Vec::new();
     admin.read_to_end(&mut answer).unwrap();
     assert!(answer.starts_with(b"HTTP/1.1 404 "), "{answer:?}");
