@@ -54,8 +54,8 @@ impl Ring {
 
     /// Submits one `IORING_OP_WRITEV` per job (at most [`Ring::capacity`]) with one
     /// `io_uring_enter`, waits for all of them and puts each job's outcome in `results`, in job
-    /// order: bytes written, or the error (`WouldBlock` when the socket is full: the sockets are
-    /// non-blocking, so the kernel answers `EAGAIN` instead of parking the request).
+    /// order: bytes written, or the error (`WouldBlock` when the socket is full: every request
+    /// carries `RWF_NOWAIT`, so the kernel answers `EAGAIN` instead of parking it).
     ///
     /// Returns an error only for more jobs than the ring takes. Once a write is in the kernel's
     /// hands this does not return before its completion: if waiting fails in a way that cannot
@@ -97,6 +97,7 @@ impl Ring {
                 // `IoSlice` is ABI compatible with `struct iovec` on Unix (std documents it), so
                 // the slices are handed over as they are.
                 let entry = opcode::Writev::new(types::Fd(job.fd), iov.as_ptr().cast(), len32(iov))
+                    .rw_flags(RWF_NOWAIT)
                     .build()
                     .user_data(i as u64);
                 // SAFETY: the entry points at `slices` (and through them at the caller's
@@ -138,6 +139,13 @@ impl Ring {
         Ok(())
     }
 }
+
+/// `RWF_NOWAIT` (`preadv2(2)`): answer `EAGAIN` rather than wait. io_uring ignores a socket's
+/// `O_NONBLOCK` when the file supports non-blocking attempts (sockets do): it parks the request
+/// and retries it once the socket is writable, so without this flag a full socket would keep
+/// `writev_all` waiting until its reader reads (found by the full-socket tests). With it the
+/// request completes at once, as a non-blocking `writev` does.
+const RWF_NOWAIT: i32 = 0x08;
 
 /// `EBUSY` from `io_uring_enter`: completions must be reaped before more can be submitted.
 const EBUSY: i32 = 16;
