@@ -2,8 +2,8 @@
 //! fan-out, so every benchmark run can show Volley beside what one core can do at all. One
 //! thread, mio, every published message framed once into the current tick's batch, and every
 //! 10 ms one vectored write per connection of the batches it has not had yet. No topics (every
-//! connection gets every message), no envelope, no session, no metrics: only the fan-out
-//! scenario means the same thing to it as to a gateway.
+//! connection gets every message), no envelope, no session, no metrics beyond a few counters:
+//! only the fan-out scenario means the same thing to it as to a gateway.
 //!
 //! With `--io uring` (engine `reference-uring`) a pass hands its writes to the kernel through
 //! one io_uring submission queue, [`uring::BATCH`] connections per `io_uring_enter`, instead of
@@ -11,7 +11,8 @@
 //! writes after a full socket) is the same code.
 //!
 //! It speaks just enough to be driven by the same clients and publishers as a gateway: the
-//! WebSocket upgrade on the client port, `POST /v1/publish/{topic}` (answered 202) on the admin
+//! WebSocket upgrade on the client port, `POST /v1/publish/{topic}` (answered 202) and
+//! `GET /metrics` (its passes, frames and writes under the gateway's series names) on the admin
 //! port, and the gateway's `listening client=… admin=…` line on stdout.
 
 use std::collections::VecDeque;
