@@ -42,7 +42,11 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long)]
         admin_addr: SocketAddr,
-        /// Fold what is published during a pass into that pass (the `reference-fold` engine).
+        /// How a pass writes: one `writev` per connection, or io_uring (`reference-uring`).
+        #[arg(long, value_enum, default_value = "writev")]
+        io: volley_bench::reference::Io,
+        /// Fold what is published during a pass into that pass (`reference-fold`); independent
+        /// of `--io`.
         #[arg(long)]
         fold: bool,
     },
@@ -69,6 +73,8 @@ struct RunArgs {
     /// one vectored write per connection per 10 ms tick, nothing else): fan-out, idle and storm
     /// scenarios only, one process, no --gateway needed. `reference-fold` is the same but puts
     /// what is published during a pass into that pass for the connections not yet written.
+    /// `reference-uring` is the same as `reference` with the writes of a pass submitted through
+    /// io_uring, 128 per system call.
     #[arg(long, value_delimiter = ',', default_value = "epoll,tokio")]
     engines: Vec<String>,
     /// Extra gateway flags, e.g. `--gateway-arg=--shards=1` (given to every gateway).
@@ -195,8 +201,13 @@ fn main() -> anyhow::Result<()> {
         Cmd::Reference {
             listen,
             admin_addr,
+            io,
             fold,
-        } => volley_bench::reference::main(listen, admin_addr, fold),
+        } => volley_bench::reference::main(
+            listen,
+            admin_addr,
+            volley_bench::reference::Variant { io, fold },
+        ),
         Cmd::Run(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -2,20 +2,29 @@
 //! fan-out, so every benchmark run can show Volley beside what one core can do at all. One
 //! thread, mio, every published message framed once into the current tick's batch, and every
 //! 10 ms one vectored write per connection of the batches it has not had yet. No topics (every
-//! connection gets every message), no envelope, no session, no metrics: only the fan-out
-//! scenario means the same thing to it as to a gateway.
+//! connection gets every message), no envelope, no session, no metrics beyond a few counters:
+//! only the fan-out scenario means the same thing to it as to a gateway.
+//!
+//! With `--io uring` (engine `reference-uring`) a pass hands its writes to the kernel through
+//! one io_uring submission queue, [`uring::BATCH`] connections per `io_uring_enter`, instead of
+//! one `writev` system call each; everything else (batches, bounds, the tick, the event-driven
+//! writes after a full socket) is the same code.
 //!
 //! It speaks just enough to be driven by the same clients and publishers as a gateway: the
-//! WebSocket upgrade on the client port, `POST /v1/publish/{topic}` (answered 202) on the admin
+//! WebSocket upgrade on the client port, `POST /v1/publish/{topic}` (answered 202) and
+//! `GET /metrics` (its passes, frames and writes under the gateway's series names) on the admin
 //! port, and the gateway's `listening client=… admin=…` line on stdout.
 //!
-//! Two variants (`__reference [--fold]`): the plain one holds what is published during a pass
-//! for the next pass; `reference-fold` puts it in the current pass for the connections not yet
-//! written, as a Volley shard does with its inbox, so it bounds Volley's latency fairly.
+//! Folding (`__reference --fold`, engine `reference-fold`): the plain reference holds what is
+//! published during a pass for the next pass; folding puts it in the current pass for the
+//! connections not yet written, as a Volley shard does with its inbox, so it bounds Volley's
+//! latency fairly. `--fold` and `--io` are independent (`--io uring --fold` folds through
+//! io_uring).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -23,27 +32,73 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+pub mod metrics;
 pub mod parse;
 #[cfg(test)]
 mod tests;
+pub mod uring;
+
+pub use metrics::Counts;
 
 /// The engine name that selects the reference in `volley-bench run --engines`.
 pub const ENGINE: &str = "reference";
 /// The engine name of the variant that folds mid-pass publishes into the current pass.
 pub const FOLD_ENGINE: &str = "reference-fold";
+/// The engine name of its io_uring variant.
+pub const ENGINE_URING: &str = "reference-uring";
 
-/// Whether `engine` names a reference variant, and if so whether it folds.
-pub fn fold_of(engine: &str) -> Option<bool> {
-    match engine {
-        ENGINE => Some(false),
-        FOLD_ENGINE => Some(true),
-        _ => None,
+/// How a pass writes to the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Io {
+    /// One `writev` system call per connection.
+    Writev,
+    /// One `IORING_OP_WRITEV` per connection, submitted [`uring::BATCH`] at a time.
+    Uring,
+}
+
+impl Io {
+    /// Its `--io` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Io::Writev => "writev",
+            Io::Uring => "uring",
+        }
     }
+}
+
+/// One variant of the reference: how a pass writes, and whether it folds mid-pass publishes
+/// into the current pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    pub io: Io,
+    pub fold: bool,
+}
+
+impl Variant {
+    /// The `__reference` flags that select it.
+    pub fn args(self) -> Vec<&'static str> {
+        let mut args = vec!["--io", self.io.as_str()];
+        if self.fold {
+            args.push("--fold");
+        }
+        args
+    }
+}
+
+/// The reference variant `engine` names, if it names one.
+pub fn variant(engine: &str) -> Option<Variant> {
+    let (io, fold) = match engine {
+        ENGINE => (Io::Writev, false),
+        FOLD_ENGINE => (Io::Writev, true),
+        ENGINE_URING => (Io::Uring, false),
+        _ => return None,
+    };
+    Some(Variant { io, fold })
 }
 
 /// Whether `engine` is served by this tool's `__reference` mode rather than a gateway.
 pub fn is_engine(engine: &str) -> bool {
-    fold_of(engine).is_some()
+    variant(engine).is_some()
 }
 
 const CLIENTS: Token = Token(0);
@@ -92,12 +147,12 @@ enum Kind {
     Admin { inbuf: Vec<u8>, out: Vec<u8> },
 }
 
-/// Counts a run leaves, for tests and the exit line.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub published: u64,
-    pub passes: u64,
-    pub writes: u64,
+/// A batch folded into a pass after it had written the connections before `first`.
+struct Folded {
+    first: usize,
+    batch: Rc<[u8]>,
+    /// Frames in `batch`.
+    frames: u64,
 }
 
 /// The reference server on its two listeners.
@@ -108,23 +163,44 @@ pub struct Reference {
     peers: Slab<Peer>,
     /// Keys of the admin (publish) connections.
     admins: Vec<usize>,
-    /// Frames published since the last pass, concatenated.
+    /// Frames published since the last pass, concatenated, and how many.
     pending: Vec<u8>,
+    pending_frames: u64,
     /// Fold mid-pass publishes into the current pass (`reference-fold`).
     fold: bool,
     /// Batches folded in during the last pass, each with the first key that had it: the keys
     /// before it get it at the start of the next pass.
-    folded: Vec<(usize, Rc<[u8]>)>,
+    folded: Vec<Folded>,
     /// Bytes of `folded` plus the batches folded in the current pass: they count towards
     /// `MAX_PENDING_BYTES` with `pending`, as they too wait for (part of) a pass.
     folded_bytes: usize,
+    /// The submission queue of `--io uring` (None: writev).
+    ring: Option<uring::Ring>,
     last_pass: Option<Instant>,
     read_buf: Vec<u8>,
     counts: Counts,
+    pass_times: metrics::PassTimes,
 }
 
 impl Reference {
+    /// The writev reference.
     pub fn bind(client: SocketAddr, admin: SocketAddr) -> io::Result<Reference> {
+        Reference::bind_with(client, admin, Io::Writev)
+    }
+
+    /// With `Io::Uring` the ring is set up here; where that fails (no io_uring in this kernel
+    /// or sandbox) it says so once on stderr and writes with `writev`.
+    pub fn bind_with(client: SocketAddr, admin: SocketAddr, io: Io) -> io::Result<Reference> {
+        let ring = match io {
+            Io::Writev => None,
+            Io::Uring => match uring::Ring::new(uring::BATCH as u32) {
+                Ok(ring) => Some(ring),
+                Err(e) => {
+                    eprintln!("volley-bench reference: io_uring unavailable ({e}); using writev");
+                    None
+                }
+            },
+        };
         let poll = Poll::new()?;
         let mut clients = TcpListener::bind(client)?;
         let mut admin = TcpListener::bind(admin)?;
@@ -139,12 +215,15 @@ impl Reference {
             peers: Slab::new(),
             admins: Vec::new(),
             pending: Vec::new(),
+            pending_frames: 0,
             fold: false,
             folded: Vec::new(),
             folded_bytes: 0,
+            ring,
             last_pass: None,
             read_buf: vec![0; READ_BUF],
             counts: Counts::default(),
+            pass_times: metrics::PassTimes::default(),
         })
     }
 
@@ -161,6 +240,11 @@ impl Reference {
 
     pub fn counts(&self) -> Counts {
         self.counts
+    }
+
+    /// Whether passes write through io_uring (false: `writev`, asked for or fallen back to).
+    pub fn uses_uring(&self) -> bool {
+        self.ring.is_some()
     }
 
     /// Serves until `stop` says so (checked once per loop turn; the loop turns at least every
@@ -284,8 +368,14 @@ impl Reference {
                 Kind::Open { .. } => true,
                 Kind::Admin { inbuf, out } => {
                     inbuf.extend_from_slice(data);
-                    let room = MAX_PENDING_BYTES.saturating_sub(self.folded_bytes);
-                    serve_admin(inbuf, out, &mut self.pending, room, &mut self.counts)
+                    let state = Admin {
+                        pending: &mut self.pending,
+                        pending_frames: &mut self.pending_frames,
+                        room: MAX_PENDING_BYTES.saturating_sub(self.folded_bytes),
+                        counts: &mut self.counts,
+                        pass_times: &self.pass_times,
+                    };
+                    serve_admin(inbuf, out, state)
                 }
             };
             if !ok {
@@ -319,55 +409,223 @@ impl Reference {
     }
 
     /// The fan-out: the pending frames become one shared batch, queued on every open
-    /// connection and written with one `writev` each. With `fold`, a connection first gets the
-    /// last pass's folded batches it missed (folded in after it was written), then the batch,
-    /// then this pass's folded batches so far: each frame once, in publish order.
+    /// connection and written with one `writev` each (or one io_uring write each). With `fold`,
+    /// a connection first gets the last pass's folded batches it missed (folded in after it was
+    /// written), then the batch, then this pass's folded batches so far: each frame once, in
+    /// publish order.
     fn pass(&mut self) {
-        self.last_pass = Some(Instant::now());
+        let started = Instant::now();
+        self.last_pass = Some(started);
         self.counts.passes += 1;
         let batch: Rc<[u8]> = Rc::from(std::mem::take(&mut self.pending).into_boxed_slice());
+        let frames = std::mem::take(&mut self.pending_frames);
         let owed = std::mem::take(&mut self.folded);
         // The owed batches are being delivered now, like `batch`: only new folds count.
         self.folded_bytes = 0;
+        // The pass's own batch, for every connection (`first` is not used for it).
+        let this = Folded {
+            first: 0,
+            batch,
+            frames,
+        };
+        match self.ring.take() {
+            Some(mut ring) => {
+                self.pass_uring(&mut ring, &this, &owed);
+                self.counts.enters = ring.enters();
+                self.ring = Some(ring);
+            }
+            None => self.pass_writev(&this, &owed),
+        }
+        self.pass_times.observe(started.elapsed());
+    }
+
+    /// Between two connections of a pass: answers the publishers and, with `fold`, freezes
+    /// what they published into a batch for the connections from `key` on.
+    fn serve_admins_mid_pass(&mut self, key: usize) {
+        self.serve_admins();
+        if self.fold && !self.pending.is_empty() {
+            let batch: Rc<[u8]> = Rc::from(std::mem::take(&mut self.pending).into_boxed_slice());
+            self.folded_bytes += batch.len();
+            self.folded.push(Folded {
+                first: key,
+                batch,
+                frames: std::mem::take(&mut self.pending_frames),
+            });
+        }
+    }
+
+    /// Queues this pass's batches on `key`: the folds of the last pass it missed, `this`, the
+    /// folds of this pass so far. True when `key` is an open connection with something to write.
+    fn queue_pass(&mut self, key: usize, this: &Folded, owed: &[Folded]) -> bool {
+        let Some(Peer {
+            kind: Kind::Open { queue, queued, .. },
+            ..
+        }) = self.peers.get_mut(key)
+        else {
+            return false;
+        };
+        // Folds are made in key order: the ones this key missed are a suffix of `owed`.
+        let missed = &owed[owed.partition_point(|f| f.first <= key)..];
+        for part in missed.iter().chain([this]).chain(&self.folded) {
+            if !part.batch.is_empty() {
+                queue.push_back(part.batch.clone());
+                *queued += part.batch.len();
+                self.counts.frames += part.frames;
+            }
+        }
+        !queue.is_empty()
+    }
+
+    fn pass_writev(&mut self, this: &Folded, owed: &[Folded]) {
         let mut gone = Vec::new();
         // By key rather than through an iterator, so publishers can be answered in between.
         for key in 0..self.peers.capacity() {
             if key % ADMIN_EVERY == ADMIN_EVERY - 1 {
-                self.serve_admins();
-                if self.fold && !self.pending.is_empty() {
-                    let folded: Rc<[u8]> =
-                        Rc::from(std::mem::take(&mut self.pending).into_boxed_slice());
-                    self.folded_bytes += folded.len();
-                    self.folded.push((key, folded));
-                }
+                self.serve_admins_mid_pass(key);
             }
-            let Some(peer) = self.peers.get_mut(key) else {
+            if !self.queue_pass(key, this, owed) {
                 continue;
-            };
-            let Kind::Open {
-                queue,
-                offset,
-                queued,
-            } = &mut peer.kind
+            }
+            let Some(Peer {
+                socket,
+                kind:
+                    Kind::Open {
+                        queue,
+                        offset,
+                        queued,
+                    },
+            }) = self.peers.get_mut(key)
             else {
                 continue;
             };
-            // Folds are made in key order: the ones this key missed are a suffix of `owed`.
-            let missed = &owed[owed.partition_point(|(first, _)| *first <= key)..];
-            let parts = missed.iter().map(|(_, b)| b).chain([&batch]);
-            for part in parts.chain(self.folded.iter().map(|(_, b)| b)) {
-                if !part.is_empty() {
-                    queue.push_back(part.clone());
-                    *queued += part.len();
-                }
-            }
-            match write_queue(&mut peer.socket, queue, offset, queued) {
+            match write_queue(socket, queue, offset, queued) {
                 Ok(calls) if *queued <= MAX_QUEUED_BYTES => self.counts.writes += calls,
                 _ => gone.push(key),
             }
         }
         for key in gone {
             self.remove(key);
+        }
+    }
+
+    /// The pass through io_uring: connections in chunks of [`uring::BATCH`] (publishers
+    /// answered, and with `fold` their publishes folded in, between chunks, as often as the
+    /// writev pass does), each chunk's writes
+    /// submitted together; a write that went out whole with more queued, or only in part, is
+    /// submitted again with the chunk's next round, as `write_queue` loops; a full socket
+    /// (`EAGAIN`) waits for its writable event, as in the writev pass.
+    fn pass_uring(&mut self, ring: &mut uring::Ring, this: &Folded, owed: &[Folded]) {
+        let chunk = ring.capacity().min(ADMIN_EVERY);
+        let mut gone = Vec::new();
+        let mut keys = Vec::with_capacity(chunk);
+        let mut start = 0;
+        while start < self.peers.capacity() {
+            let end = (start + chunk).min(self.peers.capacity());
+            if start > 0 {
+                self.serve_admins_mid_pass(start);
+            }
+            keys.clear();
+            // Only connections with something to write: an empty `writev` would read as a
+            // closed socket (0 bytes written).
+            keys.extend((start..end).filter(|&key| self.queue_pass(key, this, owed)));
+            self.write_uring(ring, &mut keys, &mut gone);
+            start = end;
+        }
+        for key in gone {
+            self.remove(key);
+        }
+    }
+
+    /// Writes the queues of `keys` (open connections, at most the ring's capacity) in rounds of
+    /// one submission each until every one is empty, full or failed; failed and too-slow ones go
+    /// to `gone`.
+    fn write_uring(
+        &mut self,
+        ring: &mut uring::Ring,
+        keys: &mut Vec<usize>,
+        gone: &mut Vec<usize>,
+    ) {
+        let mut results = Vec::with_capacity(keys.len());
+        let mut jobs = Vec::with_capacity(keys.len());
+        while !keys.is_empty() {
+            jobs.clear();
+            let mut slices = Vec::with_capacity(keys.len());
+            for &key in keys.iter() {
+                let first = slices.len();
+                if let Some(Peer {
+                    socket,
+                    kind: Kind::Open { queue, offset, .. },
+                }) = self.peers.get(key)
+                {
+                    for (i, batch) in queue.iter().take(MAX_IOVECS).enumerate() {
+                        let start = if i == 0 { *offset } else { 0 };
+                        slices.push(IoSlice::new(batch.get(start..).unwrap_or_default()));
+                    }
+                    jobs.push(uring::Job {
+                        fd: socket.as_raw_fd(),
+                        first,
+                        len: slices.len() - first,
+                    });
+                } else {
+                    // Not reachable (keys are open connections, none removed mid-chunk); an
+                    // empty job on no descriptor keeps jobs and keys in step and fails (EBADF).
+                    jobs.push(uring::Job {
+                        fd: -1,
+                        first,
+                        len: 0,
+                    });
+                }
+            }
+            if ring.writev_all(&jobs, &slices, &mut results).is_err() {
+                // More jobs than the ring takes: not reachable with chunks of its capacity.
+                gone.append(keys);
+                return;
+            }
+            drop(slices);
+            let mut again = 0;
+            for i in 0..keys.len() {
+                let key = keys[i];
+                let Some(Peer {
+                    kind:
+                        Kind::Open {
+                            queue,
+                            offset,
+                            queued,
+                        },
+                    ..
+                }) = self.peers.get_mut(key)
+                else {
+                    continue;
+                };
+                let result = std::mem::replace(&mut results[i], Ok(0));
+                let retry = match result {
+                    Ok(0) => {
+                        gone.push(key);
+                        continue;
+                    }
+                    Ok(n) => {
+                        self.counts.writes += 1;
+                        consume(queue, offset, queued, n);
+                        !queue.is_empty()
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.counts.writes += 1;
+                        false
+                    }
+                    Err(_) => {
+                        gone.push(key);
+                        continue;
+                    }
+                };
+                if *queued > MAX_QUEUED_BYTES {
+                    gone.push(key);
+                } else if retry {
+                    keys[again] = key;
+                    again += 1;
+                }
+            }
+            keys.truncate(again);
         }
     }
 
@@ -418,15 +676,26 @@ fn upgrade(kind: &mut Kind) -> bool {
     true
 }
 
-/// Answers every complete request in `inbuf`; false (with the answer queued) on one it cannot
-/// serve, after which the connection closes.
-fn serve_admin(
-    inbuf: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-    pending: &mut Vec<u8>,
+/// What an admin request may read and change.
+struct Admin<'a> {
+    pending: &'a mut Vec<u8>,
+    pending_frames: &'a mut u64,
+    /// Bytes `pending` may hold (`MAX_PENDING_BYTES` less what folded batches hold).
     room: usize,
-    counts: &mut Counts,
-) -> bool {
+    counts: &'a mut Counts,
+    pass_times: &'a metrics::PassTimes,
+}
+
+/// Answers every complete request in `inbuf`; false (with the answer queued) on one it cannot
+/// serve or after `/metrics`, after which the connection closes.
+fn serve_admin(inbuf: &mut Vec<u8>, out: &mut Vec<u8>, state: Admin<'_>) -> bool {
+    let Admin {
+        pending,
+        pending_frames,
+        room,
+        counts,
+        pass_times,
+    } = state;
     loop {
         let head = match parse::head(inbuf) {
             Ok(None) => return true,
@@ -444,6 +713,18 @@ fn serve_admin(
         if inbuf.len() < end {
             return true;
         }
+        if head.method == "GET" && head.path == "/metrics" {
+            let body = metrics::render(counts, pass_times);
+            out.extend_from_slice(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            return false;
+        }
         if parse::publish_topic(&head).is_none() {
             out.extend_from_slice(&parse::status(404, "Not Found", true));
             return false;
@@ -452,6 +733,7 @@ fn serve_admin(
             out.extend_from_slice(&parse::status(503, "Service Unavailable", false));
         } else {
             parse::push_frame(pending, &inbuf[head.len..end]);
+            *pending_frames += 1;
             counts.published += 1;
             out.extend_from_slice(&parse::status(202, "Accepted", false));
         }
@@ -493,33 +775,38 @@ fn write_queue(
             count = i + 1;
         }
         calls += 1;
-        let mut n = match socket.write_vectored(&slices[..count]) {
+        let n = match socket.write_vectored(&slices[..count]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(calls),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        *queued -= n;
-        while let Some(front) = queue.front() {
-            let left = front.len() - *offset;
-            if n < left {
-                *offset += n;
-                break;
-            }
-            n -= left;
-            *offset = 0;
-            queue.pop_front();
-        }
+        consume(queue, offset, queued, n);
     }
     Ok(calls)
 }
 
-/// `volley-bench __reference [--fold]`: binds, prints the listening line a gateway prints,
-/// serves until killed.
-pub fn main(client: SocketAddr, admin: SocketAddr, fold: bool) -> anyhow::Result<()> {
-    let mut server = Reference::bind(client, admin)?;
-    server.set_fold(fold);
+/// Drops the `n` bytes written from the front of a queue.
+fn consume(queue: &mut VecDeque<Rc<[u8]>>, offset: &mut usize, queued: &mut usize, mut n: usize) {
+    *queued -= n;
+    while let Some(front) = queue.front() {
+        let left = front.len() - *offset;
+        if n < left {
+            *offset += n;
+            break;
+        }
+        n -= left;
+        *offset = 0;
+        queue.pop_front();
+    }
+}
+
+/// `volley-bench __reference [--io writev|uring] [--fold]`: binds, prints the listening line a
+/// gateway prints, serves until killed.
+pub fn main(client: SocketAddr, admin: SocketAddr, variant: Variant) -> anyhow::Result<()> {
+    let mut server = Reference::bind_with(client, admin, variant.io)?;
+    server.set_fold(variant.fold);
     let (c, a) = server.addrs()?;
     println!("volley-bench reference listening client={c} admin={a}");
     io::stdout().flush()?;

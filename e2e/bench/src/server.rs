@@ -44,19 +44,16 @@ impl Server {
     ) -> Result<Server, BenchError> {
         // The limit reference is this tool itself, in its hidden `__reference` mode; it takes
         // no gateway flags.
-        let fold = crate::reference::fold_of(engine);
-        let reference = fold.is_some();
+        let variant = crate::reference::variant(engine);
+        let reference = variant.is_some();
         let program = if reference {
             std::env::current_exe()?
         } else {
             binary.to_owned()
         };
         let mut command = command(&program, cpu);
-        if reference {
-            command.arg("__reference");
-        }
-        if fold == Some(true) {
-            command.arg("--fold");
+        if let Some(variant) = variant {
+            command.arg("__reference").args(variant.args());
         }
         command.args(["--listen", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"]);
         if !reference {

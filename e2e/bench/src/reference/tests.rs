@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::parse::{self, ParseError};
-use super::{ADMIN_EVERY, Counts, Kind, Reference};
+use super::{ADMIN_EVERY, Counts, Io, Kind, Reference, Variant};
 use crate::{payload, wire};
 
 #[test]
@@ -75,6 +75,23 @@ fn frames_parse_back_with_the_clients_parser() {
     assert_eq!(wire::parse_frame(&out).unwrap().opcode, wire::OP_BINARY);
 }
 
+const WRITEV: Variant = Variant {
+    io: Io::Writev,
+    fold: false,
+};
+const WRITEV_FOLD: Variant = Variant {
+    io: Io::Writev,
+    fold: true,
+};
+const URING: Variant = Variant {
+    io: Io::Uring,
+    fold: false,
+};
+const URING_FOLD: Variant = Variant {
+    io: Io::Uring,
+    fold: true,
+};
+
 /// A reference on loopback ports served by a thread until dropped.
 struct Running {
     client: std::net::SocketAddr,
@@ -84,15 +101,19 @@ struct Running {
 }
 
 impl Running {
-    fn start(fold: bool) -> Running {
+    fn start(variant: Variant) -> Running {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         // The server is single-threaded (its batches are `Rc`): it lives on its own thread.
         let thread = std::thread::spawn(move || {
             let any = "127.0.0.1:0".parse().unwrap();
-            let mut server = Reference::bind(any, any).unwrap();
-            server.set_fold(fold);
+            let mut server = Reference::bind_with(any, any, variant.io).unwrap();
+            server.set_fold(variant.fold);
+            // io_uring where the kernel and sandbox allow it (a silent fallback would test
+            // writev twice), else the writev fallback.
+            let available = super::uring::Ring::new(8).is_ok();
+            assert_eq!(server.uses_uring(), variant.io == Io::Uring && available);
             tx.send(server.addrs().unwrap()).unwrap();
             server
                 .run_until(Duration::from_millis(20), || flag.load(Ordering::Relaxed))
@@ -160,26 +181,10 @@ fn frames(s: &mut TcpStream, count: usize) -> Vec<(u32, u64)> {
     out
 }
 
-#[test]
-fn every_connection_gets_every_message_in_order() {
-    every_message_in_order(false);
-}
-
-#[test]
-fn every_connection_gets_every_message_in_order_with_fold() {
-    every_message_in_order(true);
-}
-
-fn every_message_in_order(fold: bool) {
-    let server = Running::start(fold);
-    let mut clients: Vec<TcpStream> = (0..20).map(|_| connect(server.client)).collect();
-    let mut admin = TcpStream::connect(server.admin).unwrap();
-    admin
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let sent: Vec<(u32, u64)> = (0..50).map(|i| (1, 1_000 + i)).collect();
-    for &(phase, ts) in &sent {
-        let body = payload::build(phase, ts, 256);
+/// Publishes `(phase, ts)` payloads of `size` bytes one by one, each answered 202.
+fn publish(admin: &mut TcpStream, sent: &[(u32, u64)], size: usize) {
+    for &(phase, ts) in sent {
+        let body = payload::build(phase, ts, size);
         let mut req = format!(
             "POST /v1/publish/bench.all HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -191,22 +196,132 @@ fn every_message_in_order(fold: bool) {
         let n = admin.read(&mut answer).unwrap();
         assert!(answer[..n].starts_with(b"HTTP/1.1 202 "), "{answer:?}");
     }
+}
+
+fn admin(server: &Running) -> TcpStream {
+    let admin = TcpStream::connect(server.admin).unwrap();
+    admin
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    admin
+}
+
+fn every_connection_gets_every_message_in_order(variant: Variant) {
+    let server = Running::start(variant);
+    // More connections than one io_uring submission takes: a pass makes two.
+    let mut clients: Vec<TcpStream> = (0..200).map(|_| connect(server.client)).collect();
+    let sent: Vec<(u32, u64)> = (0..50).map(|i| (1, 1_000 + i)).collect();
+    publish(&mut admin(&server), &sent, 256);
     for c in &mut clients {
         assert_eq!(frames(c, sent.len()), sent);
     }
     let counts = server.stop();
     assert_eq!(counts.published, 50);
-    assert!(counts.passes >= 1 && counts.writes >= 20, "{counts:?}");
+    assert!(counts.passes >= 1 && counts.writes >= 200, "{counts:?}");
+    // Every frame was queued to each of the 200 connections once, folded or not.
+    assert_eq!(counts.frames, 50 * 200, "{counts:?}");
+    // Submissions per pass: two (200 connections, 128 per submission); with folding a pass
+    // may carry only the folds the first connections missed, so one at least.
+    let per_pass = if variant.fold { 1 } else { 2 };
+    match variant.io {
+        Io::Uring if super::uring::Ring::new(8).is_err() => assert_eq!(counts.enters, 0),
+        // Far fewer submissions than writes.
+        Io::Uring => assert!(
+            counts.enters >= per_pass * counts.passes && counts.enters * 10 < counts.writes,
+            "{counts:?}"
+        ),
+        Io::Writev => assert_eq!(counts.enters, 0),
+    }
+}
+
+#[test]
+fn every_connection_gets_every_message_in_order_writev() {
+    every_connection_gets_every_message_in_order(WRITEV);
+}
+
+#[test]
+fn every_connection_gets_every_message_in_order_uring() {
+    every_connection_gets_every_message_in_order(URING);
+}
+
+#[test]
+fn every_connection_gets_every_message_in_order_with_fold() {
+    every_connection_gets_every_message_in_order(WRITEV_FOLD);
+}
+
+#[test]
+fn every_connection_gets_every_message_in_order_uring_with_fold() {
+    every_connection_gets_every_message_in_order(URING_FOLD);
+}
+
+/// A client that stops reading fills its socket: the pass's write comes back short or
+/// `EAGAIN`, the rest goes out on its writable events, in order, while the others keep
+/// getting theirs.
+fn a_full_socket_resumes_where_it_stopped(variant: Variant) {
+    let server = Running::start(variant);
+    let mut stalled = connect(server.client);
+    let mut reading = connect(server.client);
+    // ~6 MB for each: far more than loopback socket buffers hold, under MAX_QUEUED_BYTES.
+    let sent: Vec<(u32, u64)> = (0..200).map(|i| (2, 5_000 + i)).collect();
+    let mut admin = admin(&server);
+    let size = 30_000;
+    let publisher = std::thread::spawn(move || {
+        publish(&mut admin, &sent, size);
+        sent
+    });
+    let first = frames(&mut reading, 200);
+    let sent = publisher.join().unwrap();
+    assert_eq!(first, sent);
+    assert_eq!(frames(&mut stalled, 200), sent);
+    let counts = server.stop();
+    assert_eq!(counts.published, 200);
+}
+
+#[test]
+fn a_full_socket_resumes_where_it_stopped_writev() {
+    a_full_socket_resumes_where_it_stopped(WRITEV);
+}
+
+#[test]
+fn a_full_socket_resumes_where_it_stopped_uring() {
+    a_full_socket_resumes_where_it_stopped(URING);
+}
+
+#[test]
+fn metrics_count_passes_frames_and_writes() {
+    let server = Running::start(URING);
+    let mut client = connect(server.client);
+    let sent = [(3, 1), (3, 2)];
+    publish(&mut admin(&server), &sent, 64);
+    assert_eq!(frames(&mut client, 2), sent);
+    let mut admin = admin(&server);
+    admin.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    admin.read_to_end(&mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200 "), "{answer:?}");
+    let text = String::from_utf8(answer).unwrap();
+    let sample = crate::passes::Sample::parse(&text);
+    let counts = server.stop();
+    assert_eq!(sample.frames, 2, "{text}");
+    assert!(
+        sample.passes >= 1 && sample.passes <= counts.passes,
+        "{text}"
+    );
+    assert!(sample.writes >= sample.passes, "{text}");
+    assert!(
+        text.contains("volley_reference_ring_enters_total "),
+        "{text}"
+    );
 }
 
 #[test]
 fn anything_but_a_publish_is_refused() {
-    let server = Running::start(false);
+    let server = Running::start(WRITEV);
     let mut admin = TcpStream::connect(server.admin).unwrap();
     admin
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    admin.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    admin.write_all(b"GET /stats HTTP/1.1\r\n\r\n").unwrap();
     let mut answer = Vec::new();
     admin.read_to_end(&mut answer).unwrap();
     assert!(answer.starts_with(b"HTTP/1.1 404 "), "{answer:?}");
@@ -274,13 +389,15 @@ fn extras_now(s: &mut TcpStream) -> usize {
 
 /// The reviewer's scenario (review 13, finding 2): 300 upgraded clients; A is pending when a
 /// pass starts and B arrives on the admin socket while the pass runs (the pass serves its
-/// publishers at key `ADMIN_EVERY - 1`). After that one pass the client with the highest key
-/// has A and B when folding, only A without; the clients written before B arrived get it in
-/// the next pass; each message arrives exactly once and in order, folded or not.
-fn mid_pass_publish(fold: bool) {
+/// publishers at key `ADMIN_EVERY - 1`, or through io_uring between its chunks of
+/// `ADMIN_EVERY`). After that one pass the client with the highest key has A and B when
+/// folding, only A without; the clients written before B arrived get it in the next pass; each
+/// message arrives exactly once and in order, folded or not.
+fn mid_pass_publish(variant: Variant) {
     const CLIENTS: usize = 300;
+    let fold = variant.fold;
     let any = "127.0.0.1:0".parse().unwrap();
-    let mut server = Reference::bind(any, any).unwrap();
+    let mut server = Reference::bind_with(any, any, variant.io).unwrap();
     server.set_fold(fold);
     // No pass is due until the test makes one: `pass()` is called by hand below.
     server.last_pass = Some(Instant::now() + Duration::from_secs(3600));
@@ -337,7 +454,11 @@ fn mid_pass_publish(fold: bool) {
     let mut by_key: Vec<(usize, TcpStream)> =
         clients.into_iter().map(|s| (key_of(&s), s)).collect();
     by_key.sort_by_key(|(key, _)| *key);
-    let fold_key = ADMIN_EVERY - 1;
+    let fold_key = if server.uses_uring() {
+        ADMIN_EVERY
+    } else {
+        ADMIN_EVERY - 1
+    };
     assert!(
         by_key[0].0 < fold_key && by_key[CLIENTS - 1].0 > fold_key,
         "clients on both sides of the mid-pass publish"
@@ -415,10 +536,20 @@ fn mid_pass_publish(fold: bool) {
 
 #[test]
 fn a_publish_during_a_pass_waits_for_the_next_pass_without_fold() {
-    mid_pass_publish(false);
+    mid_pass_publish(WRITEV);
 }
 
 #[test]
 fn a_publish_during_a_pass_reaches_the_connections_not_yet_written_with_fold() {
-    mid_pass_publish(true);
+    mid_pass_publish(WRITEV_FOLD);
+}
+
+#[test]
+fn a_publish_during_a_uring_pass_waits_for_the_next_pass_without_fold() {
+    mid_pass_publish(URING);
+}
+
+#[test]
+fn a_publish_during_a_uring_pass_reaches_the_connections_not_yet_written_with_fold() {
+    mid_pass_publish(URING_FOLD);
 }
