@@ -267,6 +267,7 @@ impl Outbox {
         if let Some(Entry::Span { start, end }) = self.frames.pop_front() {
             self.pending -= usize::try_from(end - start).unwrap_or(usize::MAX);
         }
+        self.release_if_drained();
     }
 
     /// `n` bytes of the front frame went out by other means than [`Outbox::write_to`] (the
@@ -290,8 +291,22 @@ impl Outbox {
             self.offset = 0;
             self.frames.pop_front();
         }
+        self.release_if_drained();
+    }
+
+    /// An emptied queue that grew past [`KEEP_ENTRIES`] (a burst, a slow spell) gives its buffer
+    /// back: a connection idles on a small struct again instead of holding its largest queue
+    /// for good. A queue that stays small keeps its buffer, so a steady flow does not allocate
+    /// per pass.
+    fn release_if_drained(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > KEEP_ENTRIES {
+            self.frames = VecDeque::new();
+        }
     }
 }
+
+/// Queue entries an emptied queue keeps room for (see `Outbox::release_if_drained`).
+const KEEP_ENTRIES: usize = 4;
 
 #[cfg(test)]
 mod tests;

@@ -358,3 +358,29 @@ fn an_owned_copy_holds_only_what_is_left_to_write() {
     outbox.write_to(&mut w).unwrap();
     assert_eq!(w.out, vec![7u8; 40]);
 }
+
+/// A queue that grew in a burst gives its buffer back once drained; one that stays small keeps it.
+#[test]
+fn a_drained_queue_gives_back_what_a_burst_grew() {
+    let mut outbox = Outbox::default();
+    for _ in 0..100 {
+        outbox.push(Bytes::from_static(b"frame"));
+    }
+    assert!(outbox.frames.capacity() >= 100);
+    let mut w = Throttled::new(usize::MAX, usize::MAX);
+    outbox.write_to(&mut w).unwrap();
+    assert!(outbox.is_empty());
+    assert_eq!(
+        outbox.frames.capacity(),
+        0,
+        "the burst's buffer is released"
+    );
+
+    outbox.push(Bytes::from_static(b"one"));
+    outbox.write_to(&mut w).unwrap();
+    let kept = outbox.frames.capacity();
+    assert!(
+        kept > 0 && kept <= KEEP_ENTRIES,
+        "a small queue keeps its buffer ({kept})"
+    );
+}
