@@ -25,13 +25,9 @@ pub(crate) const FRAME_OVERHEAD: usize = 64;
 #[derive(Debug)]
 enum Entry {
     Frame(Bytes),
-    /// A resolved span's bytes: a slice of one of the shard's stream segments, which keeps the
-    /// whole segment (16 KiB or more) alive. Fine for the moment of a write; a connection that
-    /// cannot take them now gets its own copy ([`Outbox::own_slices`]), so what it holds is what
-    /// `maxPendingBytes` charges it.
-    Slice(Bytes),
     /// Positions `start..end` in the shard's stream of message frames of this connection's
-    /// format; [`Outbox::resolve_spans`] replaces it with the bytes before a write.
+    /// format; written straight from the stream when it is the whole queue, else replaced by a
+    /// copy of its bytes ([`Outbox::resolve_spans`]) before a write.
     Span {
         start: u64,
         end: u64,
@@ -41,7 +37,7 @@ enum Entry {
 impl Entry {
     fn len(&self) -> usize {
         match self {
-            Entry::Frame(bytes) | Entry::Slice(bytes) => bytes.len(),
+            Entry::Frame(bytes) => bytes.len(),
             Entry::Span { start, end } => usize::try_from(end - start).unwrap_or(usize::MAX),
         }
     }
@@ -94,68 +90,26 @@ impl Outbox {
             .any(|e| matches!(e, Entry::Span { .. }))
     }
 
-    /// Replaces every span with its bytes: `resolve(start, end, out)` pushes onto `out` the
-    /// slices (one per stored segment the span crosses) that make it up. A span `resolve` cannot
-    /// fully find is dropped whole, never written short: a cut frame would corrupt the stream
-    /// for good, where a dropped one is a lost message (and cannot happen while the engine
-    /// resolves every span before releasing what it points into).
-    pub(crate) fn resolve_spans(
-        &mut self,
-        scratch: &mut Vec<Bytes>,
-        mut resolve: impl FnMut(u64, u64, &mut Vec<Bytes>),
-    ) {
+    /// Replaces every span with a copy of its bytes, which `resolve(start, end)` returns. A
+    /// span `resolve` cannot find is dropped whole, never written short: a cut frame would
+    /// corrupt the stream for good, where a dropped one is a lost message (and cannot happen
+    /// while the engine resolves every span before releasing what it points into).
+    pub(crate) fn resolve_spans(&mut self, mut resolve: impl FnMut(u64, u64) -> Option<Bytes>) {
         let mut i = 0;
         while i < self.frames.len() {
             let Some(&Entry::Span { start, end }) = self.frames.get(i) else {
                 i += 1;
                 continue;
             };
-            scratch.clear();
-            resolve(start, end, scratch);
-            let found: usize = scratch.iter().map(Bytes::len).sum();
-            let wanted = usize::try_from(end - start).unwrap_or(usize::MAX);
-            if found != wanted {
-                self.pending -= wanted;
-                self.frames.remove(i);
-                scratch.clear();
-                continue;
-            }
-            match scratch.len() {
-                0 => {
-                    // An empty span: nothing to write.
-                    self.frames.remove(i);
-                }
-                1 => {
-                    self.frames[i] = Entry::Slice(scratch.pop().unwrap_or_default());
+            match resolve(start, end) {
+                Some(bytes) if !bytes.is_empty() => {
+                    self.frames[i] = Entry::Frame(bytes);
                     i += 1;
                 }
-                n => {
-                    self.frames[i] = Entry::Slice(scratch[0].clone());
-                    for (k, part) in scratch.drain(..).enumerate().skip(1) {
-                        self.frames.insert(i + k, Entry::Slice(part));
-                    }
-                    i += n;
-                }
-            }
-        }
-        scratch.clear();
-    }
-
-    /// Replaces every resolved span's bytes still queued with a copy of its own, so the queue no
-    /// longer keeps the shard's stream segments alive: for a connection whose write blocked. Its
-    /// queue is short then (what arrived since its last complete write), and it gets message
-    /// frames, not spans, until it catches up.
-    pub(crate) fn own_slices(&mut self) {
-        for (i, entry) in self.frames.iter_mut().enumerate() {
-            if let Entry::Slice(bytes) = entry {
-                // Of the front entry only what is still to go out: the rest is written and no
-                // longer charged.
-                let from = if i == 0 { self.offset } else { 0 };
-                *entry = Entry::Frame(Bytes::copy_from_slice(
-                    bytes.get(from..).unwrap_or_default(),
-                ));
-                if i == 0 {
-                    self.offset = 0;
+                _ => {
+                    // Gone, or an empty span: nothing to write.
+                    self.pending -= usize::try_from(end - start).unwrap_or(usize::MAX);
+                    self.frames.remove(i);
                 }
             }
         }
@@ -198,10 +152,10 @@ impl Outbox {
             return None;
         }
         match self.frames.front()? {
-            Entry::Frame(_) | Entry::Slice(_) => {}
+            Entry::Frame(_) => {}
             Entry::Span { .. } => return None,
         }
-        let Some(Entry::Frame(frame) | Entry::Slice(frame)) = self.frames.pop_front() else {
+        let Some(Entry::Frame(frame)) = self.frames.pop_front() else {
             return None;
         };
         self.pending -= frame.len();
@@ -214,11 +168,11 @@ impl Outbox {
     pub(crate) fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flushed> {
         let mut written = 0;
         let mut calls = 0;
-        while let Some(Entry::Frame(_) | Entry::Slice(_)) = self.frames.front() {
+        while let Some(Entry::Frame(_)) = self.frames.front() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
             for (i, entry) in self.frames.iter().take(MAX_IOVECS).enumerate() {
-                let (Entry::Frame(frame) | Entry::Slice(frame)) = entry else {
+                let Entry::Frame(frame) = entry else {
                     break;
                 };
                 let start = if i == 0 { self.offset } else { 0 };
@@ -270,16 +224,21 @@ impl Outbox {
         self.release_if_drained();
     }
 
-    /// `n` bytes of the front frame went out by other means than [`Outbox::write_to`] (the
-    /// front entry must be resolved): the rest stays queued, resumed at the right byte.
-    pub(crate) fn written_elsewhere(&mut self, n: usize) {
-        self.advance(n);
+    /// The lone span's first `sent` bytes went out and its socket took no more: the rest is
+    /// queued as `rest`, a copy of its own (the stream it was in is released after the pass).
+    pub(crate) fn lone_span_partly_written(&mut self, sent: usize, rest: Bytes) {
+        if let Some(Entry::Span { start, end }) = self.frames.pop_front() {
+            let len = usize::try_from(end - start).unwrap_or(usize::MAX);
+            debug_assert_eq!(len - sent, rest.len());
+            self.pending -= len;
+            self.push(rest);
+        }
     }
 
     fn advance(&mut self, mut n: usize) {
         self.pending -= n;
         while n > 0 {
-            let Some(Entry::Frame(front) | Entry::Slice(front)) = self.frames.front() else {
+            let Some(Entry::Frame(front)) = self.frames.front() else {
                 break;
             };
             let left = front.len() - self.offset;

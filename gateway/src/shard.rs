@@ -78,8 +78,6 @@ pub(crate) struct Shard {
     scratch: Vec<u8>,
     /// Message frames delivered since the last pass, queued by connections as spans of it.
     batch: Batch,
-    /// Reused by [`Shard::resolve_spans`].
-    slices: Vec<Bytes>,
     dirty: Vec<usize>,
     /// What the session just handled asked for; reused, applied by [`Shard::apply`].
     effects: Vec<Effect>,
@@ -133,7 +131,6 @@ impl Shard {
             index: TopicIndex::new(),
             scratch: vec![0; SCRATCH_BYTES],
             batch: Batch::default(),
-            slices: Vec::new(),
             dirty: Vec::new(),
             effects: Vec::new(),
             ticked: Vec::new(),
@@ -751,9 +748,9 @@ impl Shard {
         let started = Instant::now();
         self.last_pass = started;
         // Every span handed out so far belongs to a connection listed here, and the pass
-        // resolves each listed connection's spans: after it, no span reaches before this mark.
-        // (Connections listed anew during the pass get spans after it.)
-        let mark = self.batch.freeze();
+        // writes or copies out each listed connection's spans: after it, no span reaches before
+        // this mark. (Connections listed anew during the pass get spans after it.)
+        let mark = self.batch.mark();
         let mut dirty = std::mem::take(&mut self.dirty);
         for (i, key) in dirty.drain(..).enumerate() {
             if i % INBOX_EVERY == INBOX_EVERY - 1 {
@@ -807,7 +804,7 @@ impl Shard {
         }
     }
 
-    /// Turns a connection's queued spans into bytes it holds itself.
+    /// Turns a connection's queued spans into copies of their bytes it holds itself.
     fn resolve_spans(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -816,12 +813,10 @@ impl Shard {
             return;
         }
         let format = conn.session.format();
-        let batch = &mut self.batch;
+        let batch = &self.batch;
         conn.session
             .outbox_mut()
-            .resolve_spans(&mut self.slices, |start, end, out| {
-                batch.resolve(format, start, end, out);
-            });
+            .resolve_spans(|start, end| batch.resolve(format, start, end));
     }
 
     /// One write of everything queued (more only if over the iovec cap).
@@ -856,10 +851,6 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if !was_blocked && matches!(flushed, Flushed::Blocked { .. }) {
-            // What is left must not keep stream segments alive while the client catches up.
-            conn.session.outbox_mut().own_slices();
-        }
         let (Flushed::All { bytes, calls } | Flushed::Blocked { bytes, calls }) = flushed;
         self.stats.bytes += bytes as u64;
         self.stats.writes += calls as u64;
@@ -882,11 +873,10 @@ impl Shard {
     }
 
     /// Writes a connection whose whole queue is one span (what a pass usually finds: every
-    /// message since the last pass, merged) straight from the shard's stream with one `send`:
-    /// no handle is taken and dropped, no queue entry replaced. `Ok(None)`: the queue is
-    /// anything else, or the span is not in one piece; the caller writes it the general way.
-    /// What a short write leaves is resolved into bytes the connection holds, as the general
-    /// way does, so the segment may be released after the pass.
+    /// message since its last write, merged) straight from the shard's stream with one `send`:
+    /// no copy, no handle, no queue entry replaced. `Ok(None)`: the queue is anything else; the
+    /// caller writes it the general way. What a short write leaves is copied into bytes the
+    /// connection holds, so the stream may be released after the pass.
     fn write_lone_span(&mut self, key: usize) -> io::Result<Option<Flushed>> {
         let Some(conn) = self.conns.get_mut(key) else {
             return Ok(None);
@@ -915,14 +905,11 @@ impl Shard {
                 calls: 1,
             }));
         }
-        // The socket buffer is full: the rest is resolved and resumed at the byte where this
-        // write stopped (`write_conn` then gives the connection its own copy of it).
-        let batch = &mut self.batch;
-        let outbox = conn.session.outbox_mut();
-        outbox.resolve_spans(&mut self.slices, |start, end, out| {
-            batch.resolve(format, start, end, out);
-        });
-        outbox.written_elsewhere(sent);
+        // The socket buffer is full: the connection keeps a copy of what did not go out.
+        let rest = Bytes::copy_from_slice(bytes.get(sent..).unwrap_or_default());
+        conn.session
+            .outbox_mut()
+            .lone_span_partly_written(sent, rest);
         Ok(Some(Flushed::Blocked {
             bytes: sent,
             calls: 1,

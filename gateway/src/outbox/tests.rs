@@ -167,22 +167,14 @@ fn footprint_charges_each_frame_its_overhead() {
     assert_eq!(outbox.footprint(), 0);
 }
 
-/// Resolves spans against a fixed stream: position `p` holds byte `p % 251`, split into
-/// segments of `seg` bytes, as the shard's batch splits its stream where it froze.
-fn resolve_in(seg: u64) -> impl FnMut(u64, u64, &mut Vec<Bytes>) {
-    move |start, end, out| {
-        let mut at = start;
-        while at < end {
-            let stop = end.min((at / seg + 1) * seg);
-            out.push(
-                (at..stop)
-                    .map(|p| (p % 251) as u8)
-                    .collect::<Vec<u8>>()
-                    .into(),
-            );
-            at = stop;
-        }
-    }
+/// Resolves spans against a fixed stream: position `p` holds byte `p % 251`.
+fn resolve_in_stream(start: u64, end: u64) -> Option<Bytes> {
+    Some(
+        (start..end)
+            .map(|p| (p % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into(),
+    )
 }
 
 #[test]
@@ -207,8 +199,7 @@ fn spans_keep_their_place_between_frames() {
     outbox.push(Bytes::from_static(b";pong;"));
     outbox.push_span(4, 8);
     assert!(outbox.has_spans());
-    let mut scratch = Vec::new();
-    outbox.resolve_spans(&mut scratch, resolve_in(6));
+    outbox.resolve_spans(resolve_in_stream);
     assert!(!outbox.has_spans());
     assert_eq!(outbox.pending_bytes(), 20);
     let mut out = Throttled::new(usize::MAX, usize::MAX);
@@ -252,55 +243,9 @@ fn a_span_that_cannot_be_found_leaves_the_count_right() {
     let mut outbox = Outbox::default();
     outbox.push_span(0, 10);
     outbox.push(Bytes::from_static(b"x"));
-    let mut scratch = Vec::new();
-    outbox.resolve_spans(&mut scratch, |_, _, _| {});
+    outbox.resolve_spans(|_, _| None);
     assert_eq!(outbox.pending_bytes(), 1);
     assert_eq!(outbox.frames.len(), 1);
-}
-
-/// A span resolved short is dropped whole: writing the part found would cut a frame.
-#[test]
-fn a_span_found_short_is_dropped_not_written_short() {
-    let mut outbox = Outbox::default();
-    outbox.push_span(0, 100);
-    let mut scratch = Vec::new();
-    outbox.resolve_spans(&mut scratch, |_, _, out| {
-        out.push(Bytes::from(vec![7u8; 40]))
-    });
-    let mut wire = Vec::new();
-    outbox.write_to(&mut wire).unwrap();
-    assert!(
-        wire.is_empty(),
-        "{} bytes of a cut frame written",
-        wire.len()
-    );
-    assert_eq!(outbox.pending_bytes(), 0);
-}
-
-/// A resolved span is a slice of a stream segment; a connection that keeps it (its write
-/// blocked) gets its own copy, so the segment is not kept alive by a few bytes of it.
-#[test]
-fn owned_slices_keep_no_stream_segment_alive() {
-    let segment = Bytes::from(vec![7u8; 16 * 1024]);
-    let mut outbox = Outbox::default();
-    outbox.push(Bytes::from_static(b"reply"));
-    outbox.push_span(100, 104);
-    let mut scratch = Vec::new();
-    outbox.resolve_spans(&mut scratch, |start, end, out| {
-        out.push(segment.slice(start as usize..end as usize));
-    });
-    let mut w = Throttled::new(3, 3);
-    assert_eq!(
-        outbox.write_to(&mut w).unwrap(),
-        Flushed::Blocked { bytes: 3, calls: 2 }
-    );
-    assert!(!segment.is_unique(), "the queued slice shares the segment");
-    outbox.own_slices();
-    assert!(segment.is_unique(), "the copy does not");
-    let mut w = Throttled::new(usize::MAX, usize::MAX);
-    outbox.write_to(&mut w).unwrap();
-    assert_eq!(w.out, b"ly\x07\x07\x07\x07");
-    assert_eq!(outbox.pending_bytes(), 0);
 }
 
 /// The queue's only entry, an unstarted span, is offered for a write straight from the stream;
@@ -320,43 +265,44 @@ fn a_lone_unstarted_span_is_offered_for_a_direct_write() {
     assert_eq!(outbox.lone_span(), None, "a frame before it");
 }
 
-/// A direct write that stopped short: the span is resolved and resumed at the next byte.
+/// A direct write that stopped short: the rest is queued as the connection's own copy, resumed
+/// at the next byte and charged only for what is left.
 #[test]
 fn a_direct_write_stopped_short_resumes_at_the_next_byte() {
-    let stream = Bytes::from_static(b"0123456789");
     let mut outbox = Outbox::default();
     outbox.push_span(2, 8);
-    let mut scratch = Vec::new();
-    outbox.resolve_spans(&mut scratch, |start, end, out| {
-        out.push(stream.slice(start as usize..end as usize));
-    });
-    outbox.written_elsewhere(4);
+    outbox.lone_span_partly_written(4, Bytes::from_static(b"67"));
     assert_eq!(outbox.pending_bytes(), 2);
+    assert_eq!(outbox.lone_span(), None, "the rest is a frame, not a span");
     let mut w = Throttled::new(usize::MAX, usize::MAX);
     outbox.write_to(&mut w).unwrap();
     assert_eq!(w.out, b"67");
+    assert_eq!(outbox.pending_bytes(), 0);
 }
 
-/// A short write of a resolved span, then a block: the copy holds only the bytes still to go
-/// out, which is what the connection is charged.
+/// A resolved span is a copy: the connection holds no reference into the shard's stream, which
+/// is reused once the pass is over.
 #[test]
-fn an_owned_copy_holds_only_what_is_left_to_write() {
-    let segment = Bytes::from(vec![7u8; 16 * 1024]);
+fn a_resolved_span_is_a_copy_of_its_own() {
+    let stream = Bytes::from(vec![7u8; 16 * 1024]);
     let mut outbox = Outbox::default();
-    outbox.push_span(0, 100);
-    let mut scratch = Vec::new();
-    outbox.resolve_spans(&mut scratch, |start, end, out| {
-        out.push(segment.slice(start as usize..end as usize));
+    outbox.push(Bytes::from_static(b"reply"));
+    outbox.push_span(100, 104);
+    outbox.resolve_spans(|start, end| {
+        stream
+            .get(start as usize..end as usize)
+            .map(Bytes::copy_from_slice)
     });
-    outbox.written_elsewhere(60);
-    outbox.own_slices();
-    assert!(segment.is_unique());
-    assert_eq!(outbox.frames.len(), 1);
-    assert_eq!(outbox.frames[0].len(), 40, "only the unsent part is held");
-    assert_eq!(outbox.pending_bytes(), 40);
+    assert!(stream.is_unique(), "nothing queued shares the stream");
+    let mut w = Throttled::new(3, 3);
+    assert_eq!(
+        outbox.write_to(&mut w).unwrap(),
+        Flushed::Blocked { bytes: 3, calls: 2 }
+    );
     let mut w = Throttled::new(usize::MAX, usize::MAX);
     outbox.write_to(&mut w).unwrap();
-    assert_eq!(w.out, vec![7u8; 40]);
+    assert_eq!(w.out, b"ly\x07\x07\x07\x07");
+    assert_eq!(outbox.pending_bytes(), 0);
 }
 
 /// A queue that grew in a burst gives its buffer back once drained; one that stays small keeps it.

@@ -3,18 +3,24 @@
 //! instead of one frame handle per message, as a fan-out server built for the limit queues one
 //! shared batch per connection per pass.
 //!
-//! Bytes are appended to an open buffer and frozen into shared segments when a connection's span
-//! is resolved; a segment is released once no connection can still hold a span into it.
+//! Each format's stream is one contiguous buffer holding every byte a span can still reach, so a
+//! connection's span (every message since its last write, however many passes they came in) is
+//! always one slice: a pass writes it straight from the buffer with one `send` (see
+//! `Shard::write_lone_span`). Nothing outside the shard holds a handle into the buffer: a span
+//! that must outlive the pass is copied out ([`Batch::resolve`]), so releasing what the pass
+//! wrote is moving a start index, and the buffer is reused in place.
 
-use std::collections::VecDeque;
-
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::handshake::Format;
 
-/// Size of a fresh open buffer: a pass's worth of frames at high rates (~15 frames of ~300
-/// bytes) several times over, so freezing rarely starts a new allocation.
+/// Room a fresh buffer starts with: a pass's worth of frames at high rates (~15 frames of ~300
+/// bytes) several times over.
 const CHUNK: usize = 16 * 1024;
+
+/// A buffer emptied by a release gives its memory back when it grew past this (a burst of large
+/// messages), so a shard idles on [`CHUNK`] at most per format.
+const KEEP_CAPACITY: usize = 4 * CHUNK;
 
 /// One stream per wire format: a connection reads only its own format's frames, so its spans
 /// stay adjacent.
@@ -23,17 +29,17 @@ pub(crate) struct Batch {
     streams: [Stream; 2],
 }
 
-/// Positions up to which each stream was frozen: see [`Batch::freeze`].
+/// The end of each stream at some moment: see [`Batch::mark`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Mark([u64; 2]);
 
 #[derive(Debug, Default)]
 struct Stream {
-    /// Appended, not yet frozen; its first byte is at position `open_base`.
-    open: BytesMut,
-    open_base: u64,
-    /// Frozen bytes and the position of their first byte, in order.
-    segments: VecDeque<(u64, Bytes)>,
+    /// `buf[head..]` holds the bytes from position `base + head` on; `buf[..head]` is released.
+    buf: Vec<u8>,
+    head: usize,
+    /// The position of `buf[0]`.
+    base: u64,
 }
 
 /// The index of `format`'s stream (and of per-format slots kept by the shard).
@@ -50,104 +56,90 @@ impl Batch {
         self.streams[slot(format)].append(frame)
     }
 
-    /// Pushes onto `out` the bytes of `start..end` in `format`'s stream (one slice per segment
-    /// the span crosses), freezing the open buffer if the span reaches into it.
-    pub(crate) fn resolve(&mut self, format: Format, start: u64, end: u64, out: &mut Vec<Bytes>) {
-        self.streams[slot(format)].resolve(start, end, out);
+    /// A copy of the bytes of `start..end` in `format`'s stream, for a connection that keeps
+    /// them past the pass (its queue holds more than the span, or its write blocked). `None`
+    /// when the span is not held any more.
+    pub(crate) fn resolve(&self, format: Format, start: u64, end: u64) -> Option<Bytes> {
+        self.contiguous(format, start, end)
+            .map(Bytes::copy_from_slice)
     }
 
-    /// The bytes of `start..end` in `format`'s stream when they lie in one piece (one segment, or
-    /// the open buffer), borrowed: nothing is frozen and no handle is taken. `None` when the span
-    /// crosses a segment boundary or is not held any more.
+    /// The bytes of `start..end` in `format`'s stream, borrowed. `None` when the span is not
+    /// held any more (released) or not yet (past the end).
     pub(crate) fn contiguous(&self, format: Format, start: u64, end: u64) -> Option<&[u8]> {
-        self.streams[slot(format)].contiguous(start, end)
+        self.streams[slot(format)].get(start, end)
     }
 
-    /// Freezes what is open; every span handed out so far lies before the returned mark.
-    pub(crate) fn freeze(&mut self) -> Mark {
-        Mark(self.streams.each_mut().map(|s| {
-            s.freeze();
-            s.open_base
-        }))
+    /// The current end of every stream: every span handed out so far lies before it.
+    pub(crate) fn mark(&self) -> Mark {
+        Mark(self.streams.each_ref().map(Stream::end))
     }
 
-    /// Drops the segments wholly before `mark`: the caller knows no span into them is left.
+    /// Releases the bytes before `mark`: the caller knows no span into them is left.
     pub(crate) fn release_before(&mut self, mark: Mark) {
         for (stream, at) in self.streams.iter_mut().zip(mark.0) {
             stream.release_before(at);
         }
     }
 
-    /// Segments held, over both streams.
+    /// Bytes held (not yet released), over both streams.
     #[cfg(test)]
-    pub(crate) fn segments(&self) -> usize {
-        self.streams.iter().map(|s| s.segments.len()).sum()
+    pub(crate) fn held(&self) -> usize {
+        self.streams.iter().map(|s| s.buf.len() - s.head).sum()
+    }
+
+    /// Buffer capacity, over both streams.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.streams.iter().map(|s| s.buf.capacity()).sum()
     }
 }
 
 impl Stream {
+    fn end(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+
     fn append(&mut self, frame: &[u8]) -> (u64, u64) {
-        if self.open.capacity() - self.open.len() < frame.len() && self.open.is_empty() {
-            // A fresh buffer rather than growing one whose frozen part others still share.
-            self.open = BytesMut::with_capacity(CHUNK.max(frame.len()));
+        if self.buf.capacity() - self.buf.len() < frame.len() {
+            if self.head > 0 {
+                // Move what is held to the front rather than grow past released bytes.
+                self.buf.drain(..self.head);
+                self.base += self.head as u64;
+                self.head = 0;
+            }
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(CHUNK.max(frame.len()));
+            }
         }
-        let start = self.open_base + self.open.len() as u64;
-        self.open.extend_from_slice(frame);
+        let start = self.end();
+        self.buf.extend_from_slice(frame);
         (start, start + frame.len() as u64)
     }
 
-    fn freeze(&mut self) {
-        if self.open.is_empty() {
-            return;
+    fn get(&self, start: u64, end: u64) -> Option<&[u8]> {
+        let from = usize::try_from(start.checked_sub(self.base)?).ok()?;
+        let to = usize::try_from(end.checked_sub(self.base)?).ok()?;
+        if from < self.head {
+            return None;
         }
-        let frozen = self.open.split().freeze();
-        let base = self.open_base;
-        self.open_base += frozen.len() as u64;
-        self.segments.push_back((base, frozen));
-    }
-
-    fn resolve(&mut self, start: u64, end: u64, out: &mut Vec<Bytes>) {
-        if end > self.open_base {
-            self.freeze();
-        }
-        for (base, segment) in &self.segments {
-            let seg_end = base + segment.len() as u64;
-            if seg_end <= start {
-                continue;
-            }
-            if *base >= end {
-                break;
-            }
-            let from = start.max(*base) - base;
-            let to = end.min(seg_end) - base;
-            // Both bounds are within the segment, whose length is a usize.
-            out.push(segment.slice(from as usize..to as usize));
-        }
-    }
-
-    fn contiguous(&self, start: u64, end: u64) -> Option<&[u8]> {
-        let (base, bytes): (u64, &[u8]) = if start >= self.open_base {
-            (self.open_base, &self.open)
-        } else {
-            // Spans of a pass sit in the newest segments: search from the back.
-            let (base, segment) = self
-                .segments
-                .iter()
-                .rev()
-                .find(|(base, _)| *base <= start)?;
-            (*base, segment)
-        };
-        let from = usize::try_from(start.checked_sub(base)?).ok()?;
-        let to = usize::try_from(end.checked_sub(base)?).ok()?;
-        bytes.get(from..to)
+        self.buf.get(from..to)
     }
 
     fn release_before(&mut self, at: u64) {
-        while let Some((base, segment)) = self.segments.front() {
-            if base + segment.len() as u64 > at {
-                break;
+        let Ok(at) = usize::try_from(at.saturating_sub(self.base)) else {
+            return;
+        };
+        self.head = self.head.max(at.min(self.buf.len()));
+        if self.head == self.buf.len() {
+            // Nothing held: start over at the front (positions keep counting up).
+            self.base += self.buf.len() as u64;
+            self.head = 0;
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
             }
-            self.segments.pop_front();
         }
     }
 }
