@@ -25,6 +25,10 @@ pub(crate) const FRAME_OVERHEAD: usize = 64;
 #[derive(Debug)]
 enum Entry {
     Frame(Bytes),
+    /// The rest of a frame whose first bytes already went out (a direct write from the shard's
+    /// stream that stopped short): written like a frame, but never discarded, since dropping it
+    /// would cut the frame on the wire (see [`Outbox::discard_unstarted`]).
+    Rest(Bytes),
     /// Positions `start..end` in the shard's stream of message frames of this connection's
     /// format; written straight from the stream when it is the whole queue, else replaced by a
     /// copy of its bytes ([`Outbox::resolve_spans`]) before a write.
@@ -37,7 +41,7 @@ enum Entry {
 impl Entry {
     fn len(&self) -> usize {
         match self {
-            Entry::Frame(bytes) => bytes.len(),
+            Entry::Frame(bytes) | Entry::Rest(bytes) => bytes.len(),
             Entry::Span { start, end } => usize::try_from(end - start).unwrap_or(usize::MAX),
         }
     }
@@ -137,7 +141,8 @@ impl Outbox {
     /// Drops every frame not yet started, keeping the rest of a partly written one: cutting a frame
     /// in the middle would corrupt the stream the close frame that follows must travel on.
     pub(crate) fn discard_unstarted(&mut self) {
-        let keep = usize::from(self.offset > 0);
+        let started = self.offset > 0 || matches!(self.frames.front(), Some(Entry::Rest(_)));
+        let keep = usize::from(started);
         while self.frames.len() > keep {
             if let Some(entry) = self.frames.pop_back() {
                 self.pending -= entry.len();
@@ -153,7 +158,7 @@ impl Outbox {
         }
         match self.frames.front()? {
             Entry::Frame(_) => {}
-            Entry::Span { .. } => return None,
+            Entry::Rest(_) | Entry::Span { .. } => return None,
         }
         let Some(Entry::Frame(frame)) = self.frames.pop_front() else {
             return None;
@@ -168,11 +173,11 @@ impl Outbox {
     pub(crate) fn write_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flushed> {
         let mut written = 0;
         let mut calls = 0;
-        while let Some(Entry::Frame(_)) = self.frames.front() {
+        while let Some(Entry::Frame(_) | Entry::Rest(_)) = self.frames.front() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
             for (i, entry) in self.frames.iter().take(MAX_IOVECS).enumerate() {
-                let Entry::Frame(frame) = entry else {
+                let (Entry::Frame(frame) | Entry::Rest(frame)) = entry else {
                     break;
                 };
                 let start = if i == 0 { self.offset } else { 0 };
@@ -225,20 +230,26 @@ impl Outbox {
     }
 
     /// The lone span's first `sent` bytes went out and its socket took no more: the rest is
-    /// queued as `rest`, a copy of its own (the stream it was in is released after the pass).
+    /// queued as `rest`, a copy of its own (the stream it was in is released after the pass),
+    /// marked as started when `sent > 0` so a close never drops it half-way through a frame.
     pub(crate) fn lone_span_partly_written(&mut self, sent: usize, rest: Bytes) {
         if let Some(Entry::Span { start, end }) = self.frames.pop_front() {
             let len = usize::try_from(end - start).unwrap_or(usize::MAX);
             debug_assert_eq!(len - sent, rest.len());
-            self.pending -= len;
-            self.push(rest);
+            self.pending = self.pending - len + rest.len();
+            let entry = if sent > 0 {
+                Entry::Rest(rest)
+            } else {
+                Entry::Frame(rest)
+            };
+            self.frames.push_front(entry);
         }
     }
 
     fn advance(&mut self, mut n: usize) {
         self.pending -= n;
         while n > 0 {
-            let Some(Entry::Frame(front)) = self.frames.front() else {
+            let Some(Entry::Frame(front) | Entry::Rest(front)) = self.frames.front() else {
                 break;
             };
             let left = front.len() - self.offset;

@@ -330,3 +330,31 @@ fn a_drained_queue_gives_back_what_a_burst_grew() {
         "a small queue keeps its buffer ({kept})"
     );
 }
+
+/// A direct write that stopped mid-frame, then a close: the rest of the cut frame still goes out
+/// before the close frame, or the client would read the close's bytes as the cut frame's payload.
+#[test]
+fn a_close_after_a_short_direct_write_keeps_the_cut_frames_rest() {
+    let mut outbox = Outbox::default();
+    outbox.push_span(0, 20);
+    outbox.lone_span_partly_written(4, Bytes::from(vec![b'r'; 16]));
+    outbox.discard_unstarted();
+    outbox.push(Bytes::from_static(b"CLOSE"));
+    let mut w = Throttled::new(usize::MAX, usize::MAX);
+    outbox.write_to(&mut w).unwrap();
+    let mut expected = vec![b'r'; 16];
+    expected.extend_from_slice(b"CLOSE");
+    assert_eq!(w.out, expected);
+    assert_eq!(outbox.pending_bytes(), 0);
+}
+
+/// A direct write that sent nothing leaves a whole, unstarted frame: a close may drop it.
+#[test]
+fn a_direct_write_that_sent_nothing_leaves_a_droppable_frame() {
+    let mut outbox = Outbox::default();
+    outbox.push_span(0, 20);
+    outbox.lone_span_partly_written(0, Bytes::from(vec![b'r'; 20]));
+    outbox.discard_unstarted();
+    assert!(outbox.is_empty());
+    assert_eq!(outbox.pending_bytes(), 0);
+}

@@ -18,8 +18,8 @@ use crate::handshake::Format;
 /// bytes) several times over.
 const CHUNK: usize = 16 * 1024;
 
-/// A buffer emptied by a release gives its memory back when it grew past this (a burst of large
-/// messages), so a shard idles on [`CHUNK`] at most per format.
+/// A buffer a burst grew past this gives its memory back at the first release that leaves it
+/// empty or at most a quarter full, so a shard idles on [`CHUNK`] at most per format.
 const KEEP_CAPACITY: usize = 4 * CHUNK;
 
 /// One stream per wire format: a connection reads only its own format's frames, so its spans
@@ -104,9 +104,7 @@ impl Stream {
         if self.buf.capacity() - self.buf.len() < frame.len() {
             if self.head > 0 {
                 // Move what is held to the front rather than grow past released bytes.
-                self.buf.drain(..self.head);
-                self.base += self.head as u64;
-                self.head = 0;
+                self.compact();
             }
             if self.buf.capacity() == 0 {
                 self.buf.reserve(CHUNK.max(frame.len()));
@@ -131,7 +129,8 @@ impl Stream {
             return;
         };
         self.head = self.head.max(at.min(self.buf.len()));
-        if self.head == self.buf.len() {
+        let held = self.buf.len() - self.head;
+        if held == 0 {
             // Nothing held: start over at the front (positions keep counting up).
             self.base += self.buf.len() as u64;
             self.head = 0;
@@ -140,7 +139,19 @@ impl Stream {
             } else {
                 self.buf.clear();
             }
+        } else if self.buf.capacity() > KEEP_CAPACITY && held <= self.buf.capacity() / 4 {
+            // A burst grew the buffer and steady traffic keeps it from ever emptying (messages
+            // taken during a pass lie past its mark): give back what the burst took.
+            self.compact();
+            self.buf.shrink_to((2 * held).max(CHUNK));
         }
+    }
+
+    /// Moves the held bytes to the front of the buffer.
+    fn compact(&mut self) {
+        self.buf.drain(..self.head);
+        self.base += self.head as u64;
+        self.head = 0;
     }
 }
 
