@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::Stream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
@@ -30,7 +31,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use volley_crds::PushCluster;
 
@@ -315,6 +317,39 @@ pub async fn check_crd(client: Client, namespace: Option<&str>) -> Result<(), Cr
     }
 }
 
+/// The PushCluster watch as reconcile triggers: a new `metadata.generation` (the object listed
+/// for the first time, or its spec changed), never a change of the status alone.
+///
+/// The status this operator writes changes on nearly every pass (connections, `pods[].lastSeen`),
+/// and every write is a watch event. Without this filter each status write would start the next
+/// reconcile at once: a loop as fast as the API server answers, instead of one pass per
+/// [`RESYNC`]. With the status subresource enabled (the PushCluster CRD has it), "the
+/// .metadata.generation value is incremented for all changes, except for changes to .metadata or
+/// .status" (<https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#status-subresource>);
+/// nothing the operator builds reads the PushCluster's labels or annotations. Stats-driven passes come from the requeue
+/// ([`RESYNC`], [`FAST_RESYNC`]) and children's changes from `owns`, neither of which this
+/// filters.
+///
+/// The reflector sits before the filter, so the store (what reconcile reads) still sees every
+/// change, the status included. This is `Controller::new`'s own stream (kube-runtime 5.0.0
+/// `controller/mod.rs` `new_with`: `reflector(writer, watcher(api, wc)).applied_objects()`)
+/// plus `predicate_filter(predicates::generation)`, as in the `Controller::for_stream` doc
+/// example (`utils/predicate.rs`, feature `unstable-runtime-stream-control`). Deletions are not
+/// triggers either way (`applied_objects`): a deleted cluster is forgotten when its next requeue
+/// finds it gone (`ObjectNotFound` in [`run`]).
+///
+/// Not a `controller::Config::debounce`: it delays every reconcile, requeues included, and
+/// "keeps delaying" one whose object keeps changing (kube-runtime `Config::debounce` docs), which
+/// would hide the Deployment's progress the scale-down waits for.
+fn triggers(
+    api: Api<PushCluster>,
+    writer: Writer<PushCluster>,
+) -> impl Stream<Item = Result<PushCluster, watcher::Error>> + Send + 'static {
+    reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default())
+}
+
 /// Runs the controller until shutdown: watches PushClusters (in `namespace`, or all namespaces)
 /// and everything they own.
 pub async fn run(
@@ -340,7 +375,8 @@ pub async fn run(
     let cfg = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     let stats = ctx.stats.clone();
     let memory = ctx.memory.clone();
-    Controller::new(pcs, watcher::Config::default())
+    let (reader, writer) = reflector::store();
+    Controller::for_stream(triggers(pcs, writer), reader)
         .owns(children::<Deployment>(&client, ns), cfg.clone())
         .owns(children::<ConfigMap>(&client, ns), cfg.clone())
         .owns(children::<Service>(&client, ns), cfg.clone())

@@ -1386,3 +1386,196 @@ async fn every_reconcile_step_runs_in_a_span_of_its_name() {
         "{names:?}"
     );
 }
+
+/// One request the watched mock saw, and when.
+#[derive(Debug, Clone)]
+struct Timed {
+    at: Instant,
+    method: String,
+    path: String,
+    body: serde_json::Value,
+}
+
+/// The open PushCluster watch: each item is one line of the watch response.
+type WatchTx = futures::channel::mpsc::UnboundedSender<Result<axum::body::Bytes, std::io::Error>>;
+
+/// Where the mock puts the PushCluster watch once the controller opens it.
+type WatchSlot = Arc<Mutex<Option<WatchTx>>>;
+
+/// Every request the watched mock saw.
+type TimedLog = Arc<Mutex<Vec<Timed>>>;
+
+/// A mock API server for [`run`]: lists (the PushCluster `pc`, no children, no pods), watches
+/// that stay open (the PushCluster one fed by the test through the returned slot), and the
+/// reconcile's requests answered as by [`mock_client`]. Every request is recorded with its time.
+fn mock_watched(pc: &PushCluster) -> (Client, TimedLog, WatchSlot) {
+    let (service, mut handle) =
+        tower_test::mock::pair::<Request<Body>, Response<axum::body::Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let pc_watch: WatchSlot = Arc::default();
+    let (log, slot) = (seen.clone(), pc_watch.clone());
+    let pc_json = serde_json::to_value(pc).unwrap();
+    tokio::spawn(async move {
+        // The children's watches: kept open, never an event.
+        let mut idle = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or_default().to_string();
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            log.lock().unwrap().push(Timed {
+                at: Instant::now(),
+                method: method.clone(),
+                path: path.clone(),
+                body: body.clone(),
+            });
+            // A collection is `.../namespaces/apps/<plural>`.
+            let collection = path.rsplit('/').nth(1) == Some("apps");
+            if method == "GET" && query.contains("watch=true") {
+                let (tx, rx) = futures::channel::mpsc::unbounded();
+                if path.ends_with("/pushclusters") {
+                    *slot.lock().unwrap() = Some(tx);
+                } else {
+                    idle.push(tx);
+                }
+                send.send_response(Response::new(axum::body::Body::from_stream(rx)));
+                continue;
+            }
+            let list = |items: Vec<serde_json::Value>| {
+                serde_json::json!({"apiVersion": "v1", "kind": "List",
+                    "metadata": {"resourceVersion": "1"}, "items": items})
+            };
+            let (code, reply) = match method.as_str() {
+                "GET" if path.ends_with("/pushclusters") => {
+                    (StatusCode::OK, list(vec![pc_json.clone()]))
+                }
+                "GET" if collection => (StatusCode::OK, list(Vec::new())),
+                "GET" => (
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
+                ),
+                "POST" => (StatusCode::CREATED, body),
+                "PATCH" if path.ends_with("/status") => (StatusCode::OK, pc_json.clone()),
+                _ => (StatusCode::OK, body),
+            };
+            let resp = Response::builder()
+                .status(code)
+                .body(axum::body::Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap();
+            send.send_response(resp);
+        }
+    });
+    (Client::new(service, "default"), seen, pc_watch)
+}
+
+/// Sends one PushCluster watch event (`MODIFIED`...) on the open watch.
+fn send_watch_event(watch: &WatchSlot, type_: &str, pc: &PushCluster) {
+    let mut line = serde_json::to_vec(&serde_json::json!({"type": type_, "object": pc})).unwrap();
+    line.push(b'\n');
+    watch
+        .lock()
+        .unwrap()
+        .as_ref()
+        .expect("the PushCluster watch is open")
+        .unbounded_send(Ok(line.into()))
+        .unwrap();
+}
+
+/// Waits (up to 10s) for the status write of generation `generation`: when, and the status.
+async fn wait_for_status_of(seen: &TimedLog, generation: i64) -> (Instant, serde_json::Value) {
+    let started = Instant::now();
+    loop {
+        let found = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|t| {
+                t.method == "PATCH"
+                    && t.path.ends_with("/status")
+                    && t.body["status"]["observedGeneration"] == generation
+            })
+            .map(|t| (t.at, t.body["status"].clone()));
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no status write for generation {generation}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The start of every reconcile (its one pod list), by time.
+fn reconcile_starts(seen: &TimedLog) -> Vec<Instant> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|t| t.method == "GET" && t.path.ends_with("/pods"))
+        .map(|t| t.at)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_operators_own_status_write_does_not_start_another_reconcile() {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    let mut pc = stored(spec);
+    pc.metadata.resource_version = Some("1".into());
+    let (client, seen, watch) = mock_watched(&pc);
+    let options = BuildOptions {
+        default_image: "example/gw:1".into(),
+        ..Default::default()
+    };
+    let c = Context::new(client, options, Metrics::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run(c, Some("apps".into()), async move {
+        let _ = stopped.await;
+    }));
+
+    // Listed: the first reconcile.
+    let (first, _) = wait_for_status_of(&seen, 4).await;
+    // A spec change (the generation moves) is reconciled at once, not at the next resync.
+    pc.metadata.generation = Some(5);
+    pc.metadata.resource_version = Some("2".into());
+    send_watch_event(&watch, "MODIFIED", &pc);
+    let (second, status) = wait_for_status_of(&seen, 5).await;
+    assert!(
+        second < first + RESYNC,
+        "the spec change waited for the resync"
+    );
+
+    // The API server's echo of that status write: the same generation, a new resourceVersion and
+    // the status just written. It must not start a reconcile; the next one is the resync's.
+    pc.status = Some(serde_json::from_value(status).unwrap());
+    pc.metadata.resource_version = Some("3".into());
+    send_watch_event(&watch, "MODIFIED", &pc);
+    // The absence of a reconcile cannot be waited for: look for 3s (an echo-driven reconcile
+    // starts within milliseconds), and count only starts before the resync could be due, so a
+    // slow machine cannot turn the resync into a failure.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let starts = reconcile_starts(&seen);
+    let early: Vec<_> = starts
+        .iter()
+        .filter(|at| **at > second && **at < second + RESYNC)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "a status-only change started {} reconcile(s) before the resync: {:?}",
+        early.len(),
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|t| format!("{} {}", t.method, t.path))
+            .collect::<Vec<_>>()
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), controller)
+        .await
+        .expect("the controller stops on shutdown")
+        .unwrap();
+}
