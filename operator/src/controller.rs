@@ -34,10 +34,11 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use volley_crds::PushCluster;
+use volley_crds::{PushCluster, PushClusterStatus, condition};
 
 use crate::balancer::Timing;
 use crate::build::{self, BuildError, BuildOptions, MANAGER, Valid};
+use crate::conditions::{self, Cond};
 use crate::metrics::{Metrics, ReasonLabel, ResultLabel};
 use crate::stats::{self, NatsPool, StatsStore};
 
@@ -67,6 +68,8 @@ pub const READY_GRACE: Duration = Duration::from_secs(20);
 pub const DRAIN_STUCK_MARGIN: Duration = Duration::from_secs(30);
 /// Condition and Event reason for a spec the operator refuses.
 pub const INVALID_SPEC: &str = "InvalidSpec";
+/// Condition and Event reason for an object the API server refused (see [`WriteError::rejection`]).
+pub const APPLY_FAILED: &str = "ApplyFailed";
 /// Shed and drain requests spread their closes over this window.
 pub const SPREAD_MS: u64 = 10_000;
 
@@ -80,11 +83,54 @@ pub enum Error {
     #[error("observe: kubernetes API: {0}")]
     Observe(#[source] kube::Error),
     /// A write of the apply step failed (pod delete or cost, child apply or prune).
-    #[error("apply: kubernetes API: {0}")]
-    Apply(#[source] kube::Error),
+    #[error("apply: {0}")]
+    Apply(#[source] WriteError),
     /// Writing the status failed.
     #[error("status: kubernetes API: {0}")]
     Status(#[source] kube::Error),
+}
+
+/// A write of the apply step that failed: the object it was for, and the API's answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} {name:?}: kubernetes API: {source}")]
+pub struct WriteError {
+    /// The object's kind (`Deployment`, `Service`, `Pod`...).
+    pub kind: String,
+    /// The object's name.
+    pub name: String,
+    /// What the API server (or the connection to it) said.
+    #[source]
+    pub source: kube::Error,
+}
+
+impl WriteError {
+    fn new(kind: &str, name: &str, source: kube::Error) -> Self {
+        Self {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            source,
+        }
+    }
+
+    /// The API server's message when it refused the object itself, or the operator's right to
+    /// write it: a 4xx answer other than 408 (timeout), 409 (conflict) and 429 (throttled), which
+    /// are worth a retry. Invalid (422), bad request (400), forbidden (403: RBAC, a quota, an
+    /// admission webhook) are the user's to fix; retrying cannot help, so they go on the object.
+    /// None for a server error or a lost connection: retried after [`ERROR_REQUEUE`].
+    pub fn rejection(&self) -> Option<&str> {
+        match &self.source {
+            kube::Error::Api(s)
+                if (400..500).contains(&s.code) && ![408, 409, 429].contains(&s.code) =>
+            {
+                Some(if s.message.is_empty() {
+                    s.reason.as_str()
+                } else {
+                    s.message.as_str()
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Error {
@@ -237,8 +283,25 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         nats.as_ref(),
         now,
     )
-    .await
-    .map_err(Error::Apply)?;
+    .await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            if let Some(message) = e.rejection() {
+                // This pass's status (the observations are still true), Ready=False on top.
+                let status = status::status(
+                    pc,
+                    &observed.nats,
+                    &plan.status,
+                    &status::Outcome::default(),
+                    ctx.ready_grace,
+                    &now_time,
+                );
+                report_rejection(ctx, pc, &ns, &e, message, status, &now_time).await;
+            }
+            return Err(Error::Apply(e));
+        }
+    };
     let status = status::status(
         pc,
         &observed.nats,
@@ -279,6 +342,33 @@ async fn refuse(
         .map_err(Error::Status)?;
     events::publish_invalid_spec(ctx, pc, message).await;
     Ok(())
+}
+
+/// The API server refused a write of the apply step (a child, or a pod): the user sees it as
+/// `Ready=False, reason=ApplyFailed` naming the object and quoting the API server, and as a
+/// Warning Event. The reconcile still fails: retried after [`ERROR_REQUEUE`], or at once when the
+/// spec changes. A failed status write is logged: the error returned is the apply's.
+async fn report_rejection(
+    ctx: &Context,
+    pc: &PushCluster,
+    ns: &str,
+    e: &WriteError,
+    message: &str,
+    mut status: PushClusterStatus,
+    now: &Time,
+) {
+    let note = format!("the API server rejected {} {:?}: {message}", e.kind, e.name);
+    let ready = Cond {
+        type_: condition::READY,
+        status: false,
+        reason: APPLY_FAILED,
+        message: note.clone(),
+    };
+    conditions::set(&mut status.conditions, ready, pc.metadata.generation, now);
+    if let Err(err) = apply::patch_status(ctx, pc, ns, status).await {
+        tracing::warn!(cluster = %pc.name_any(), error = %err, "writing the ApplyFailed status failed");
+    }
+    events::publish_apply_failed(ctx, pc, &e.kind, note).await;
 }
 
 /// The start-up check failed.

@@ -31,9 +31,9 @@ pub const MAX_DRAIN: Duration = Duration::from_secs(600);
 /// A spec the operator refuses to deploy; surfaced as `Ready=False, reason=InvalidSpec`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
-    /// The name is used as a NATS subject token and in child names.
+    /// The name is used as a NATS subject token and in child names (the Service's among them).
     #[error(
-        "metadata.name {0:?} must be a DNS label (lowercase letters, digits, '-', at most 52 characters)"
+        "metadata.name {0:?} must be a DNS-1035 label, as the Service named after it must be: lowercase letters, digits and '-', starting with a letter, not ending with '-', at most 52 characters"
     )]
     BadName(String),
     /// A humantime duration failed to parse.
@@ -98,15 +98,22 @@ pub enum SpecError {
     },
 }
 
-/// Whether `name` is a DNS label short enough that `<name>-config` etc. and pod names stay
+/// Whether `name` is a DNS-1035 label short enough that `<name>-config` etc. and pod names stay
 /// valid, and usable as one NATS subject token.
+///
+/// DNS-1035, not DNS-1123: the Service takes the cluster's name, and "the name of a Service
+/// object must be a valid RFC 1035 label name"
+/// (<https://kubernetes.io/docs/concepts/services-networking/service/>), so it starts with a
+/// letter. KEP-5311 (RelaxedServiceNameValidation, alpha in 1.34, beta in 1.36,
+/// <https://github.com/kubernetes/enhancements/issues/5311>) relaxes that to DNS-1123 only from
+/// then on; the chart supports Kubernetes 1.30 and later, where `1web` would get every child but
+/// the Service (a 422 on every pass).
 pub fn is_valid_cluster_name(name: &str) -> bool {
-    !name.is_empty()
+    name.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
         && name.len() <= 52
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
         && !name.ends_with('-')
 }
 

@@ -1579,3 +1579,237 @@ async fn the_operators_own_status_write_does_not_start_another_reconcile() {
         .expect("the controller stops on shutdown")
         .unwrap();
 }
+
+/// A mock API server with no children and no pods that refuses the requests `refuse` picks
+/// (method, path) with its `(code, reason, message)`, as the API server does, and records every
+/// request.
+fn mock_refusing(
+    pc: &PushCluster,
+    refuse: impl Fn(&str, &str) -> Option<(u16, &'static str, String)> + Send + 'static,
+) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let pc_json = serde_json::to_value(pc).unwrap();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or_default().to_string();
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            log.lock().unwrap().push(Seen {
+                method: method.clone(),
+                path: path.clone(),
+                query,
+                body: body.clone(),
+            });
+            let status = |code: u16, reason: &str, message: &str| {
+                serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                    "reason": reason, "code": code, "message": message, "metadata": {}})
+            };
+            let (code, reply) = if let Some((code, reason, message)) = refuse(&method, &path) {
+                (code, status(code, reason, &message))
+            } else {
+                match method.as_str() {
+                    "GET" if path.ends_with("/pods") => (
+                        200,
+                        serde_json::json!({"apiVersion": "v1", "kind": "PodList",
+                            "metadata": {}, "items": []}),
+                    ),
+                    "GET" => (404, status(404, "NotFound", "not found")),
+                    "POST" => (201, body),
+                    "PATCH" if path.ends_with("/status") => (200, pc_json.clone()),
+                    _ => (200, body),
+                }
+            };
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (Client::new(service, "default"), seen)
+}
+
+/// What the API server answers a Service with an annotation key that is not a qualified name.
+const BAD_ANNOTATION: &str = "Service \"web\" is invalid: metadata.annotations: Invalid value: \
+    \"bad key\": name part must consist of alphanumeric characters, '-', '_' or '.'";
+
+#[tokio::test]
+async fn a_child_the_api_server_rejects_is_a_condition_and_a_warning_event() {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    // The schema takes any string key; the API server does not.
+    spec.service.annotations = BTreeMap::from([("bad key".to_string(), "x".to_string())]);
+    let mut pc = stored(spec);
+    // It was Ready before: a rejection must not leave that standing.
+    pc.status = Some(PushClusterStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "Ready".into(),
+            message: "2/2 replicas ready".into(),
+            observed_generation: Some(3),
+            last_transition_time: Time(Timestamp::now()),
+        }],
+        ..Default::default()
+    });
+    let (client, seen) = mock_refusing(&pc, |m, p| {
+        (m == "PATCH" && p.ends_with("/services/web"))
+            .then(|| (422, "Invalid", BAD_ANNOTATION.to_string()))
+    });
+    let c = ctx(client);
+    let pc = Arc::new(pc);
+    let log = seen.clone();
+    let err = reconcile(pc.clone(), c.clone()).await.unwrap_err();
+    // Still an error of the apply step: retried, counted, logged with the object.
+    assert_eq!(err.reason(), "apply");
+    assert!(err.to_string().contains("Service \"web\""), "{err}");
+
+    let seen = seen.lock().unwrap().clone();
+    let calls: Vec<_> = seen
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    let refused = calls
+        .iter()
+        .position(|c| c.ends_with("/services/web"))
+        .unwrap();
+    // After the refused Service: the status, then the Event; nothing else (no PDB).
+    assert_eq!(
+        calls[refused + 1..],
+        [
+            "PATCH /apis/volley.dev/v1alpha1/namespaces/apps/pushclusters/web/status",
+            "POST /apis/events.k8s.io/v1/namespaces/apps/events",
+        ],
+        "{calls:?}"
+    );
+    let ready = condition(&seen[refused + 1].body["status"], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ApplyFailed");
+    assert_eq!(ready["observedGeneration"], 4);
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains("Service \"web\""), "{message}");
+    assert!(message.contains(BAD_ANNOTATION), "{message}");
+    // The rest of the pass's status is written too.
+    let status = &seen[refused + 1].body["status"];
+    assert_eq!(status["observedGeneration"], 4);
+    assert_eq!(condition(status, "Scaling")["observedGeneration"], 4);
+
+    let event = &seen[refused + 2].body;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "ApplyFailed");
+    assert_eq!(event["action"], "ApplyService");
+    assert_eq!(event["note"], message);
+    assert_eq!(event["regarding"]["name"], "web");
+
+    // The next pass fails the same way: the same Event, as a series through the one recorder.
+    reconcile(pc, c.clone()).await.unwrap_err();
+    let events: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.contains("/events"))
+        .map(|s| (s.method.clone(), s.body["series"]["count"].clone()))
+        .collect();
+    assert_eq!(events[1], ("PATCH".to_string(), 2.into()), "{events:?}");
+    let metrics = c.metrics.encode();
+    assert!(
+        metrics.contains("volley_operator_reconcile_failures_total{reason=\"apply\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_that_a_retry_can_fix_leaves_the_status_alone() {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    let pc = stored(spec);
+    // (code, reason): a server error, a timeout, a conflict, throttling.
+    for (code, reason) in [
+        (500, "InternalError"),
+        (504, "Timeout"),
+        (408, "Timeout"),
+        (409, "Conflict"),
+        (429, "TooManyRequests"),
+    ] {
+        let (client, seen) = mock_refusing(&pc, move |m, p| {
+            (m == "PATCH" && p.ends_with("/deployments/web")).then(|| (code, reason, reason.into()))
+        });
+        let err = reconcile(Arc::new(pc.clone()), ctx(client))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "apply", "{code}");
+        let seen = seen.lock().unwrap().clone();
+        let last = seen.last().unwrap();
+        assert!(
+            last.method == "PATCH" && last.path.ends_with("/deployments/web"),
+            "{code}: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn rejections_are_told_apart_from_failures_worth_a_retry() {
+    let api = |code: u16, message: &str| WriteError {
+        kind: "Service".into(),
+        name: "web".into(),
+        source: kube::Error::Api(Box::new(
+            kube::core::Status::failure(message, "Reason").with_code(code),
+        )),
+    };
+    for code in [400, 403, 404, 422] {
+        assert_eq!(api(code, "no").rejection(), Some("no"), "{code}");
+    }
+    // No message: the reason says something at least.
+    assert_eq!(api(422, "").rejection(), Some("Reason"));
+    for code in [408, 409, 429, 500, 503] {
+        assert_eq!(api(code, "no").rejection(), None, "{code}");
+    }
+}
+
+#[test]
+fn a_long_event_note_is_cut_to_what_the_api_server_takes() {
+    let short = "x".repeat(events::MAX_NOTE_BYTES);
+    assert_eq!(events::fit_note(short.clone()), short);
+    // Multi-byte characters across the limit: cut at a character boundary, marked.
+    let cut = events::fit_note("é".repeat(events::MAX_NOTE_BYTES));
+    assert!(cut.len() <= events::MAX_NOTE_BYTES, "{}", cut.len());
+    assert!(cut.ends_with('…'), "{cut}");
+    assert!(cut.trim_end_matches('…').chars().all(|c| c == 'é'));
+}
+
+#[tokio::test]
+async fn a_name_starting_with_a_digit_is_an_invalid_spec() {
+    let mut pc = PushCluster::new("1web", PushClusterSpec::default());
+    pc.metadata.namespace = Some("apps".into());
+    pc.metadata.uid = Some("uid-1".into());
+    pc.metadata.generation = Some(1);
+    let (client, seen) = mock_client(&pc);
+    let action = reconcile(Arc::new(pc), ctx(client)).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let seen = seen.lock().unwrap().clone();
+    // No child is created (the Service would be refused): the status and the Event only.
+    let calls: Vec<_> = seen
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "PATCH /apis/volley.dev/v1alpha1/namespaces/apps/pushclusters/1web/status",
+            "POST /apis/events.k8s.io/v1/namespaces/apps/events",
+        ],
+    );
+    let ready = condition(&seen[0].body["status"], "Ready");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(
+        ready["message"].as_str().unwrap().contains("DNS-1035"),
+        "{ready}"
+    );
+}

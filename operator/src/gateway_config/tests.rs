@@ -86,6 +86,11 @@ fn bad_specs_are_rejected_with_clear_errors() {
         render(&bad_name),
         Err(SpecError::BadName("Web.Site".into()))
     );
+    // A leading digit: a DNS-1123 label, but the Service named after it must be DNS-1035.
+    bad_name.metadata.name = Some("1web".into());
+    let err = render(&bad_name).unwrap_err();
+    assert_eq!(err, SpecError::BadName("1web".into()));
+    assert!(err.to_string().contains("starting with a letter"), "{err}");
 
     let mut s = PushClusterSpec::default();
     s.gateway.flush_interval = Some("soon".into());
@@ -145,7 +150,9 @@ fn bad_specs_are_rejected_with_clear_errors() {
 #[test]
 fn cluster_names() {
     assert!(is_valid_cluster_name("web-1"));
-    for bad in ["", "-a", "a-", "A", "a.b", &"x".repeat(53)] {
+    assert!(is_valid_cluster_name("w"));
+    assert!(is_valid_cluster_name(&"x".repeat(52)));
+    for bad in ["", "-a", "a-", "A", "a.b", "1web", "0", &"x".repeat(53)] {
         assert!(!is_valid_cluster_name(bad), "{bad:?}");
     }
 }
