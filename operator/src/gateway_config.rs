@@ -60,7 +60,7 @@ pub enum SpecError {
     /// Empty Secret name or key.
     #[error("{0}: Secret name and key must not be empty")]
     EmptySecretRef(&'static str),
-    /// NATS URL not usable.
+    /// NATS URL not usable (held with its credentials hidden, see [`redact_nats_url`]).
     #[error(
         "nats.url {0:?} is not a NATS URL: expected nats://, tls://, ws:// or wss:// followed by host[:port] (comma-separated for several servers)"
     )]
@@ -151,6 +151,36 @@ pub fn is_nats_url(url: &str) -> bool {
             && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
     };
     !rest.is_empty() && rest.split(',').all(server_ok)
+}
+
+/// `url` as the operator may repeat it in a condition, an Event or a log line: the credentials
+/// of every server hidden. `user:pass@` becomes `user:***@`; a lone userinfo is a NATS token
+/// (`token@`) and becomes `***@`. Works on any text, so a URL that does not parse is hidden too.
+///
+/// Credentials in the URL are accepted (user/password and token auth have no other way in the
+/// spec; `credentialsSecret` takes a creds file), but the status and Events reach a wider
+/// audience than the spec's readers: logs are shipped elsewhere, Events are readable by the
+/// default `view` role.
+pub fn redact_nats_url(url: &str) -> String {
+    url.split(',')
+        .map(|server| {
+            let (scheme, rest) = server
+                .find("://")
+                .map_or(("", server), |i| server.split_at(i + 3));
+            // The host follows the LAST '@': a password may hold one.
+            match rest.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let hidden = match userinfo.split_once(':') {
+                        Some((user, _)) => format!("{user}:***"),
+                        None => "***".to_string(),
+                    };
+                    format!("{scheme}{hidden}@{host}")
+                }
+                None => server.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn parse_duration(field: &'static str, value: &str) -> Result<Duration, SpecError> {
@@ -262,7 +292,7 @@ pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
     let (nats, subject_prefix) = match &spec.nats {
         Some(n) => {
             if !is_nats_url(&n.url) {
-                return Err(SpecError::BadNatsUrl(n.url.clone()));
+                return Err(SpecError::BadNatsUrl(redact_nats_url(&n.url)));
             }
             if n.credentials_secret.as_deref() == Some("") {
                 return Err(SpecError::EmptyCredentialsSecret);

@@ -1813,3 +1813,38 @@ async fn a_name_starting_with_a_digit_is_an_invalid_spec() {
         "{ready}"
     );
 }
+
+#[tokio::test]
+async fn credentials_in_the_nats_url_stay_out_of_the_status() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut spec = PushClusterSpec::default();
+    spec.nats = Some(volley_crds::NatsSpec {
+        url: format!("nats://volley:s3cret@127.0.0.1:{port}"),
+        ..Default::default()
+    });
+    let pc = stored(spec);
+    let (client, seen) = mock_client(&pc);
+    reconcile(Arc::new(pc), ctx(client)).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let status = last_status(&seen);
+    let nats = condition(&status, "NatsConnected");
+    assert_eq!(nats["reason"], "ConnectFailed");
+    let message = nats["message"].as_str().unwrap();
+    // Still says where it tried, and as whom.
+    assert!(
+        message.contains(&format!("nats://volley:***@127.0.0.1:{port}")),
+        "{message}"
+    );
+    assert!(!status.to_string().contains("s3cret"), "{status}");
+    for event in seen.iter().filter(|s| s.path.ends_with("/events")) {
+        assert!(
+            !event.body.to_string().contains("s3cret"),
+            "{:?}",
+            event.body
+        );
+    }
+}

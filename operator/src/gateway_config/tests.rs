@@ -126,6 +126,15 @@ fn bad_specs_are_rejected_with_clear_errors() {
         ..Default::default()
     });
     assert!(matches!(render(&pc(s)), Err(SpecError::BadNatsUrl(_))));
+    // The message goes into the status and an Event: never with the password.
+    let mut s = PushClusterSpec::default();
+    s.nats = Some(NatsSpec {
+        url: "nats://u:s3cret@nats:not-a-port".into(),
+        ..Default::default()
+    });
+    let err = render(&pc(s)).unwrap_err().to_string();
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(err.contains("nats://u:***@nats:not-a-port"), "{err}");
 
     let mut s = PushClusterSpec::default();
     s.nats = Some(NatsSpec {
@@ -226,5 +235,26 @@ fn nats_urls() {
         "nats nats://a",
     ] {
         assert!(!is_nats_url(bad), "{bad}");
+    }
+}
+
+#[test]
+fn credentials_in_nats_urls_are_hidden() {
+    for (url, shown) in [
+        ("nats://nats:4222", "nats://nats:4222"),
+        ("nats://u:p@nats:4222", "nats://u:***@nats:4222"),
+        // A lone userinfo is a token.
+        ("tls://t0ken@nats:4222", "tls://***@nats:4222"),
+        // A password holding '@' and ':'.
+        ("nats://u:p@ss:w@nats:4222", "nats://u:***@nats:4222"),
+        // Every server of a list, with or without its own scheme.
+        (
+            "nats://a:1@n1:4222,b:2@n2:4222, nats://n3",
+            "nats://a:***@n1:4222,b:***@n2:4222, nats://n3",
+        ),
+        ("[::1]:4222", "[::1]:4222"),
+        ("", ""),
+    ] {
+        assert_eq!(redact_nats_url(url), shown, "{url}");
     }
 }
