@@ -416,9 +416,9 @@ pub async fn check_crd(client: Client, namespace: Option<&str>) -> Result<(), Cr
 /// [`RESYNC`]. With the status subresource enabled (the PushCluster CRD has it), "the
 /// .metadata.generation value is incremented for all changes, except for changes to .metadata or
 /// .status" (<https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#status-subresource>);
-/// nothing the operator builds reads the PushCluster's labels or annotations. Stats-driven passes come from the requeue
-/// ([`RESYNC`], [`FAST_RESYNC`]) and children's changes from `owns`, neither of which this
-/// filters.
+/// nothing the operator builds reads the PushCluster's labels or annotations. Stats-driven
+/// passes come from the requeue ([`RESYNC`], [`FAST_RESYNC`]) and children's changes from
+/// `owns`, neither of which this filters.
 ///
 /// The reflector sits before the filter, so the store (what reconcile reads) still sees every
 /// change, the status included. This is `Controller::new`'s own stream (kube-runtime 5.0.0
