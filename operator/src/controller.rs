@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::Stream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
@@ -30,12 +31,14 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::{PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use volley_crds::PushCluster;
+use volley_crds::{PushCluster, PushClusterStatus, condition};
 
 use crate::balancer::Timing;
 use crate::build::{self, BuildError, BuildOptions, MANAGER, Valid};
+use crate::conditions::{self, Cond};
 use crate::metrics::{Metrics, ReasonLabel, ResultLabel};
 use crate::stats::{self, NatsPool, StatsStore};
 
@@ -65,6 +68,8 @@ pub const READY_GRACE: Duration = Duration::from_secs(20);
 pub const DRAIN_STUCK_MARGIN: Duration = Duration::from_secs(30);
 /// Condition and Event reason for a spec the operator refuses.
 pub const INVALID_SPEC: &str = "InvalidSpec";
+/// Condition and Event reason for an object the API server refused (see [`WriteError::rejection`]).
+pub const APPLY_FAILED: &str = "ApplyFailed";
 /// Shed and drain requests spread their closes over this window.
 pub const SPREAD_MS: u64 = 10_000;
 
@@ -78,11 +83,54 @@ pub enum Error {
     #[error("observe: kubernetes API: {0}")]
     Observe(#[source] kube::Error),
     /// A write of the apply step failed (pod delete or cost, child apply or prune).
-    #[error("apply: kubernetes API: {0}")]
-    Apply(#[source] kube::Error),
+    #[error("apply: {0}")]
+    Apply(#[source] WriteError),
     /// Writing the status failed.
     #[error("status: kubernetes API: {0}")]
     Status(#[source] kube::Error),
+}
+
+/// A write of the apply step that failed: the object it was for, and the API's answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} {name:?}: kubernetes API: {source}")]
+pub struct WriteError {
+    /// The object's kind (`Deployment`, `Service`, `Pod`...).
+    pub kind: String,
+    /// The object's name.
+    pub name: String,
+    /// What the API server (or the connection to it) said.
+    #[source]
+    pub source: kube::Error,
+}
+
+impl WriteError {
+    fn new(kind: &str, name: &str, source: kube::Error) -> Self {
+        Self {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            source,
+        }
+    }
+
+    /// The API server's message when it refused the object itself, or the operator's right to
+    /// write it: a 4xx answer other than 408 (timeout), 409 (conflict) and 429 (throttled), which
+    /// are worth a retry. Invalid (422), bad request (400), forbidden (403: RBAC, a quota, an
+    /// admission webhook) are the user's to fix; retrying cannot help, so they go on the object.
+    /// None for a server error or a lost connection: retried after [`ERROR_REQUEUE`].
+    pub fn rejection(&self) -> Option<&str> {
+        match &self.source {
+            kube::Error::Api(s)
+                if (400..500).contains(&s.code) && ![408, 409, 429].contains(&s.code) =>
+            {
+                Some(if s.message.is_empty() {
+                    s.reason.as_str()
+                } else {
+                    s.message.as_str()
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Error {
@@ -235,8 +283,25 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         nats.as_ref(),
         now,
     )
-    .await
-    .map_err(Error::Apply)?;
+    .await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            if let Some(message) = e.rejection() {
+                // This pass's status (the observations are still true), Ready=False on top.
+                let status = status::status(
+                    pc,
+                    &observed.nats,
+                    &plan.status,
+                    &status::Outcome::default(),
+                    ctx.ready_grace,
+                    &now_time,
+                );
+                report_rejection(ctx, pc, &ns, &e, message, status, &now_time).await;
+            }
+            return Err(Error::Apply(e));
+        }
+    };
     let status = status::status(
         pc,
         &observed.nats,
@@ -279,6 +344,33 @@ async fn refuse(
     Ok(())
 }
 
+/// The API server refused a write of the apply step (a child, or a pod): the user sees it as
+/// `Ready=False, reason=ApplyFailed` naming the object and quoting the API server, and as a
+/// Warning Event. The reconcile still fails: retried after [`ERROR_REQUEUE`], or at once when the
+/// spec changes. A failed status write is logged: the error returned is the apply's.
+async fn report_rejection(
+    ctx: &Context,
+    pc: &PushCluster,
+    ns: &str,
+    e: &WriteError,
+    message: &str,
+    mut status: PushClusterStatus,
+    now: &Time,
+) {
+    let note = format!("the API server rejected {} {:?}: {message}", e.kind, e.name);
+    let ready = Cond {
+        type_: condition::READY,
+        status: false,
+        reason: APPLY_FAILED,
+        message: note.clone(),
+    };
+    conditions::set(&mut status.conditions, ready, pc.metadata.generation, now);
+    if let Err(err) = apply::patch_status(ctx, pc, ns, status).await {
+        tracing::warn!(cluster = %pc.name_any(), error = %err, "writing the ApplyFailed status failed");
+    }
+    events::publish_apply_failed(ctx, pc, &e.kind, note).await;
+}
+
 /// The start-up check failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CrdCheckError {
@@ -315,6 +407,39 @@ pub async fn check_crd(client: Client, namespace: Option<&str>) -> Result<(), Cr
     }
 }
 
+/// The PushCluster watch as reconcile triggers: a new `metadata.generation` (the object listed
+/// for the first time, or its spec changed), never a change of the status alone.
+///
+/// The status this operator writes changes on nearly every pass (connections, `pods[].lastSeen`),
+/// and every write is a watch event. Without this filter each status write would start the next
+/// reconcile at once: a loop as fast as the API server answers, instead of one pass per
+/// [`RESYNC`]. With the status subresource enabled (the PushCluster CRD has it), "the
+/// .metadata.generation value is incremented for all changes, except for changes to .metadata or
+/// .status" (<https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#status-subresource>);
+/// nothing the operator builds reads the PushCluster's labels or annotations. Stats-driven
+/// passes come from the requeue ([`RESYNC`], [`FAST_RESYNC`]) and children's changes from
+/// `owns`, neither of which this filters.
+///
+/// The reflector sits before the filter, so the store (what reconcile reads) still sees every
+/// change, the status included. This is `Controller::new`'s own stream (kube-runtime 5.0.0
+/// `controller/mod.rs` `new_with`: `reflector(writer, watcher(api, wc)).applied_objects()`)
+/// plus `predicate_filter(predicates::generation)`, as in the `Controller::for_stream` doc
+/// example (`utils/predicate.rs`, feature `unstable-runtime-stream-control`). Deletions are not
+/// triggers either way (`applied_objects`): a deleted cluster is forgotten when its next requeue
+/// finds it gone (`ObjectNotFound` in [`run`]).
+///
+/// Not a `controller::Config::debounce`: it delays every reconcile, requeues included, and
+/// "keeps delaying" one whose object keeps changing (kube-runtime `Config::debounce` docs), which
+/// would hide the Deployment's progress the scale-down waits for.
+fn triggers(
+    api: Api<PushCluster>,
+    writer: Writer<PushCluster>,
+) -> impl Stream<Item = Result<PushCluster, watcher::Error>> + Send + 'static {
+    reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+        .applied_objects()
+        .predicate_filter(predicates::generation, PredicateConfig::default())
+}
+
 /// Runs the controller until shutdown: watches PushClusters (in `namespace`, or all namespaces)
 /// and everything they own.
 pub async fn run(
@@ -340,7 +465,8 @@ pub async fn run(
     let cfg = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     let stats = ctx.stats.clone();
     let memory = ctx.memory.clone();
-    Controller::new(pcs, watcher::Config::default())
+    let (reader, writer) = reflector::store();
+    Controller::for_stream(triggers(pcs, writer), reader)
         .owns(children::<Deployment>(&client, ns), cfg.clone())
         .owns(children::<ConfigMap>(&client, ns), cfg.clone())
         .owns(children::<Service>(&client, ns), cfg.clone())

@@ -31,9 +31,9 @@ pub const MAX_DRAIN: Duration = Duration::from_secs(600);
 /// A spec the operator refuses to deploy; surfaced as `Ready=False, reason=InvalidSpec`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
-    /// The name is used as a NATS subject token and in child names.
+    /// The name is used as a NATS subject token and in child names (the Service's among them).
     #[error(
-        "metadata.name {0:?} must be a DNS label (lowercase letters, digits, '-', at most 52 characters)"
+        "metadata.name {0:?} must be a DNS-1035 label, as the Service named after it must be: lowercase letters, digits and '-', starting with a letter, not ending with '-', at most 52 characters"
     )]
     BadName(String),
     /// A humantime duration failed to parse.
@@ -60,7 +60,7 @@ pub enum SpecError {
     /// Empty Secret name or key.
     #[error("{0}: Secret name and key must not be empty")]
     EmptySecretRef(&'static str),
-    /// NATS URL not usable.
+    /// NATS URL not usable (held with its credentials hidden, see [`redact_nats_url`]).
     #[error(
         "nats.url {0:?} is not a NATS URL: expected nats://, tls://, ws:// or wss:// followed by host[:port] (comma-separated for several servers)"
     )]
@@ -98,15 +98,22 @@ pub enum SpecError {
     },
 }
 
-/// Whether `name` is a DNS label short enough that `<name>-config` etc. and pod names stay
+/// Whether `name` is a DNS-1035 label short enough that `<name>-config` etc. and pod names stay
 /// valid, and usable as one NATS subject token.
+///
+/// DNS-1035, not DNS-1123: the Service takes the cluster's name, and "the name of a Service
+/// object must be a valid RFC 1035 label name"
+/// (<https://kubernetes.io/docs/concepts/services-networking/service/>), so it starts with a
+/// letter. KEP-5311 (RelaxedServiceNameValidation, alpha in 1.34, beta in 1.36,
+/// <https://github.com/kubernetes/enhancements/issues/5311>) relaxes that to DNS-1123 only from
+/// then on; the chart supports Kubernetes 1.30 and later, where `1web` would get every child but
+/// the Service (a 422 on every pass).
 pub fn is_valid_cluster_name(name: &str) -> bool {
-    !name.is_empty()
+    name.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
         && name.len() <= 52
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
         && !name.ends_with('-')
 }
 
@@ -144,6 +151,36 @@ pub fn is_nats_url(url: &str) -> bool {
             && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
     };
     !rest.is_empty() && rest.split(',').all(server_ok)
+}
+
+/// `url` as the operator may repeat it in a condition, an Event or a log line: the credentials
+/// of every server hidden. `user:pass@` becomes `user:***@`; a lone userinfo is a NATS token
+/// (`token@`) and becomes `***@`. Works on any text, so a URL that does not parse is hidden too.
+///
+/// Credentials in the URL are accepted (user/password and token auth have no other way in the
+/// spec; `credentialsSecret` takes a creds file), but the status and Events reach a wider
+/// audience than the spec's readers: logs are shipped elsewhere, Events are readable by the
+/// default `view` role.
+pub fn redact_nats_url(url: &str) -> String {
+    url.split(',')
+        .map(|server| {
+            let (scheme, rest) = server
+                .find("://")
+                .map_or(("", server), |i| server.split_at(i + 3));
+            // The host follows the LAST '@': a password may hold one.
+            match rest.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let hidden = match userinfo.split_once(':') {
+                        Some((user, _)) => format!("{user}:***"),
+                        None => "***".to_string(),
+                    };
+                    format!("{scheme}{hidden}@{host}")
+                }
+                None => server.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn parse_duration(field: &'static str, value: &str) -> Result<Duration, SpecError> {
@@ -255,7 +292,7 @@ pub fn render(pc: &PushCluster) -> Result<Validated, SpecError> {
     let (nats, subject_prefix) = match &spec.nats {
         Some(n) => {
             if !is_nats_url(&n.url) {
-                return Err(SpecError::BadNatsUrl(n.url.clone()));
+                return Err(SpecError::BadNatsUrl(redact_nats_url(&n.url)));
             }
             if n.credentials_secret.as_deref() == Some("") {
                 return Err(SpecError::EmptyCredentialsSecret);

@@ -94,8 +94,9 @@ pub fn pod_view(seen: &Seen) -> PodView {
 /// Why talking to NATS failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
-    /// Could not connect.
-    #[error("connecting to {url}: {message}")]
+    /// Could not connect. The URL is shown without its credentials: this text reaches the
+    /// status and the logs.
+    #[error("connecting to {}: {message}", crate::gateway_config::redact_nats_url(.url))]
     Connect {
         /// Server URL.
         url: String,

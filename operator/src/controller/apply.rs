@@ -26,7 +26,7 @@ use super::events;
 use super::memory::Key;
 use super::plan::{Now, Plan};
 use super::status::Outcome;
-use super::{Context, control};
+use super::{Context, WriteError, control};
 use crate::build::{self, Children, MANAGER, Valid};
 use crate::scaledown;
 
@@ -45,7 +45,7 @@ pub(crate) async fn apply(
     children: &Children,
     nats: Option<&async_nats::Client>,
     now: Now,
-) -> Result<Outcome, kube::Error> {
+) -> Result<Outcome, WriteError> {
     let key: Key = (v.namespace.clone(), v.name.clone());
     let written = scale(ctx, v, pods, plan, children, nats, now).await;
     if let Err(e) = written {
@@ -90,12 +90,14 @@ async fn scale(
     children: &Children,
     nats: Option<&async_nats::Client>,
     now: Now,
-) -> Result<(), kube::Error> {
+) -> Result<(), WriteError> {
     let (ns, pc) = (&v.namespace, v.pc);
     let key: Key = (ns.clone(), v.name.clone());
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     for (pod, decision) in &plan.stuck {
-        delete_pod(&pods_api, pods, pod).await?;
+        delete_pod(&pods_api, pods, pod)
+            .await
+            .map_err(|e| WriteError::new("Pod", pod, e))?;
         ctx.memory.with(&key, |m| m.drains.forget(pod));
         ctx.metrics.stuck_drains.inc();
         events::publish(ctx, pc, decision.clone()).await;
@@ -108,7 +110,8 @@ async fn scale(
             scaledown::DELETION_COST: cost.to_string()}}});
         pods_api
             .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+            .await
+            .map_err(|e| WriteError::new("Pod", pod, e))?;
     }
     if let Some(client) = nats {
         let drained = control::drain(ctx, v, client, &plan.drains, now).await;
@@ -123,7 +126,7 @@ async fn scale(
 }
 
 /// Step 6: each child applied, or pruned when the spec no longer yields it.
-async fn apply_children(client: &Client, v: &Valid<'_>, c: &Children) -> Result<(), kube::Error> {
+async fn apply_children(client: &Client, v: &Valid<'_>, c: &Children) -> Result<(), WriteError> {
     let (ns, name, pc) = (&v.namespace, &v.name, v.pc);
     apply_or_prune(client, ns, name, Some(&c.service_account), pc).await?;
     let config_map = build::config_map_name(name);
@@ -135,14 +138,14 @@ async fn apply_children(client: &Client, v: &Valid<'_>, c: &Children) -> Result<
 
 /// Server-side applies `child`, or, when the spec yields none, deletes the existing object of
 /// kind `K` named `name` (the name the child has when built) if `owner` is its controller.
-/// Objects owned by someone else are never touched.
+/// Objects owned by someone else are never touched. A failure names the child's kind and name.
 async fn apply_or_prune<K>(
     client: &Client,
     ns: &str,
     name: &str,
     child: Option<&K>,
     owner: &PushCluster,
-) -> Result<(), kube::Error>
+) -> Result<(), WriteError>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -151,13 +154,15 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let fail = |name: &str, e| WriteError::new(&K::kind(&()), name, e);
     if let Some(obj) = child {
         let name = obj.meta().name.clone().unwrap_or_default();
         api.patch(&name, &apply_params(), &Patch::Apply(obj))
-            .await?;
+            .await
+            .map_err(|e| fail(&name, e))?;
         return Ok(());
     }
-    let Some(existing) = api.get_opt(name).await? else {
+    let Some(existing) = api.get_opt(name).await.map_err(|e| fail(name, e))? else {
         return Ok(());
     };
     let uid = owner.metadata.uid.as_deref();
@@ -183,7 +188,7 @@ where
         match api.delete(name, &dp).await {
             Ok(_) => tracing::info!(kind = %K::kind(&()), name, "pruned"),
             Err(kube::Error::Api(e)) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(fail(name, e)),
         }
     }
     Ok(())

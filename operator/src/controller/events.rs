@@ -99,18 +99,60 @@ pub(crate) async fn publish(ctx: &Context, pc: &PushCluster, d: Decision) {
     }
 }
 
-/// Publishes the Warning Event of a spec the operator refuses (the condition already says it,
-/// so this is not counted as a decision: nothing was decided).
-pub(crate) async fn publish_invalid_spec(ctx: &Context, pc: &PushCluster, message: String) {
+/// Longest Event note the API server takes: `NoteLengthLimit = 1024` bytes in kubernetes
+/// `pkg/apis/core/validation/events.go` (events.k8s.io/v1); a longer one is a 422 and no Event.
+pub(crate) const MAX_NOTE_BYTES: usize = 1024;
+
+/// `note` cut to [`MAX_NOTE_BYTES`] at a character boundary, marked with `…` when cut.
+pub(crate) fn fit_note(mut note: String) -> String {
+    if note.len() <= MAX_NOTE_BYTES {
+        return note;
+    }
+    let mut end = MAX_NOTE_BYTES - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push('…');
+    note
+}
+
+/// Publishes a Warning Event that repeats what a condition already says (so it is not counted as
+/// a decision: nothing was decided). `action` names what failed, so the recorder keeps one series
+/// per kind of failure.
+async fn publish_warning(
+    ctx: &Context,
+    pc: &PushCluster,
+    reason: &str,
+    action: String,
+    note: String,
+) {
     let event = Event {
         type_: EventType::Warning,
-        reason: super::INVALID_SPEC.into(),
-        note: Some(message),
-        action: "Validate".into(),
+        reason: reason.into(),
+        note: Some(fit_note(note)),
+        action,
         secondary: None,
     };
     // The condition already says it; a lost Event is logged, not retried.
     if let Err(err) = ctx.recorder.publish(&event, &pc.object_ref(&())).await {
-        tracing::warn!(cluster = %pc.name_any(), error = %err, "publishing the InvalidSpec event failed");
+        tracing::warn!(cluster = %pc.name_any(), reason, error = %err, "publishing an event failed");
     }
+}
+
+/// Publishes the Warning Event of a spec the operator refuses.
+pub(crate) async fn publish_invalid_spec(ctx: &Context, pc: &PushCluster, message: String) {
+    publish_warning(ctx, pc, super::INVALID_SPEC, "Validate".into(), message).await;
+}
+
+/// Publishes the Warning Event of an object the API server refused (`kind` is its kind, the
+/// action is `Apply<kind>`).
+pub(crate) async fn publish_apply_failed(
+    ctx: &Context,
+    pc: &PushCluster,
+    kind: &str,
+    message: String,
+) {
+    let action = format!("Apply{kind}");
+    publish_warning(ctx, pc, super::APPLY_FAILED, action, message).await;
 }

@@ -11,6 +11,7 @@ use kube::api::ListParams;
 
 use super::Context;
 use crate::build::{self, Valid};
+use crate::gateway_config::redact_nats_url;
 use crate::stats::{self, Seen};
 
 /// The NATS connection as far as deciding and the status care.
@@ -129,7 +130,8 @@ async fn nats(
     Ok(match ctx.nats.client(&nats.url, creds.as_deref()).await {
         Ok(c) if stats::is_connected(&c) => (NatsView::Connected, Some(c)),
         Ok(_) => (
-            NatsView::Failed(format!("not connected to {}", nats.url)),
+            // The status is read more widely than the spec: no credentials in it.
+            NatsView::Failed(format!("not connected to {}", redact_nats_url(&nats.url))),
             None,
         ),
         Err(e) => (NatsView::Failed(e.to_string()), None),

@@ -1386,3 +1386,465 @@ async fn every_reconcile_step_runs_in_a_span_of_its_name() {
         "{names:?}"
     );
 }
+
+/// One request the watched mock saw, and when.
+#[derive(Debug, Clone)]
+struct Timed {
+    at: Instant,
+    method: String,
+    path: String,
+    body: serde_json::Value,
+}
+
+/// The open PushCluster watch: each item is one line of the watch response.
+type WatchTx = futures::channel::mpsc::UnboundedSender<Result<axum::body::Bytes, std::io::Error>>;
+
+/// Where the mock puts the PushCluster watch once the controller opens it.
+type WatchSlot = Arc<Mutex<Option<WatchTx>>>;
+
+/// Every request the watched mock saw.
+type TimedLog = Arc<Mutex<Vec<Timed>>>;
+
+/// A mock API server for [`run`]: lists (the PushCluster `pc`, no children, no pods), watches
+/// that stay open (the PushCluster one fed by the test through the returned slot), and the
+/// reconcile's requests answered as by [`mock_client`]. Every request is recorded with its time.
+fn mock_watched(pc: &PushCluster) -> (Client, TimedLog, WatchSlot) {
+    let (service, mut handle) =
+        tower_test::mock::pair::<Request<Body>, Response<axum::body::Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let pc_watch: WatchSlot = Arc::default();
+    let (log, slot) = (seen.clone(), pc_watch.clone());
+    let pc_json = serde_json::to_value(pc).unwrap();
+    tokio::spawn(async move {
+        // The children's watches: kept open, never an event.
+        let mut idle = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or_default().to_string();
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            log.lock().unwrap().push(Timed {
+                at: Instant::now(),
+                method: method.clone(),
+                path: path.clone(),
+                body: body.clone(),
+            });
+            // A collection is `.../namespaces/apps/<plural>`.
+            let collection = path.rsplit('/').nth(1) == Some("apps");
+            if method == "GET" && query.contains("watch=true") {
+                let (tx, rx) = futures::channel::mpsc::unbounded();
+                if path.ends_with("/pushclusters") {
+                    *slot.lock().unwrap() = Some(tx);
+                } else {
+                    idle.push(tx);
+                }
+                send.send_response(Response::new(axum::body::Body::from_stream(rx)));
+                continue;
+            }
+            let list = |items: Vec<serde_json::Value>| {
+                serde_json::json!({"apiVersion": "v1", "kind": "List",
+                    "metadata": {"resourceVersion": "1"}, "items": items})
+            };
+            let (code, reply) = match method.as_str() {
+                "GET" if path.ends_with("/pushclusters") => {
+                    (StatusCode::OK, list(vec![pc_json.clone()]))
+                }
+                "GET" if collection => (StatusCode::OK, list(Vec::new())),
+                "GET" => (
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
+                ),
+                "POST" => (StatusCode::CREATED, body),
+                "PATCH" if path.ends_with("/status") => (StatusCode::OK, pc_json.clone()),
+                _ => (StatusCode::OK, body),
+            };
+            let resp = Response::builder()
+                .status(code)
+                .body(axum::body::Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap();
+            send.send_response(resp);
+        }
+    });
+    (Client::new(service, "default"), seen, pc_watch)
+}
+
+/// Sends one PushCluster watch event (`MODIFIED`...) on the open watch.
+fn send_watch_event(watch: &WatchSlot, type_: &str, pc: &PushCluster) {
+    let mut line = serde_json::to_vec(&serde_json::json!({"type": type_, "object": pc})).unwrap();
+    line.push(b'\n');
+    watch
+        .lock()
+        .unwrap()
+        .as_ref()
+        .expect("the PushCluster watch is open")
+        .unbounded_send(Ok(line.into()))
+        .unwrap();
+}
+
+/// Waits (up to 10s) for the status write of generation `generation`: when, and the status.
+async fn wait_for_status_of(seen: &TimedLog, generation: i64) -> (Instant, serde_json::Value) {
+    let started = Instant::now();
+    loop {
+        let found = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|t| {
+                t.method == "PATCH"
+                    && t.path.ends_with("/status")
+                    && t.body["status"]["observedGeneration"] == generation
+            })
+            .map(|t| (t.at, t.body["status"].clone()));
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no status write for generation {generation}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The start of every reconcile (its one pod list), by time.
+fn reconcile_starts(seen: &TimedLog) -> Vec<Instant> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|t| t.method == "GET" && t.path.ends_with("/pods"))
+        .map(|t| t.at)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_operators_own_status_write_does_not_start_another_reconcile() {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    let mut pc = stored(spec);
+    pc.metadata.resource_version = Some("1".into());
+    let (client, seen, watch) = mock_watched(&pc);
+    let options = BuildOptions {
+        default_image: "example/gw:1".into(),
+        ..Default::default()
+    };
+    let c = Context::new(client, options, Metrics::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run(c, Some("apps".into()), async move {
+        let _ = stopped.await;
+    }));
+
+    // Listed: the first reconcile.
+    let (first, _) = wait_for_status_of(&seen, 4).await;
+    // A spec change (the generation moves) is reconciled at once, not at the next resync.
+    pc.metadata.generation = Some(5);
+    pc.metadata.resource_version = Some("2".into());
+    send_watch_event(&watch, "MODIFIED", &pc);
+    let (second, status) = wait_for_status_of(&seen, 5).await;
+    assert!(
+        second < first + RESYNC,
+        "the spec change waited for the resync"
+    );
+
+    // The API server's echo of that status write: the same generation, a new resourceVersion and
+    // the status just written. It must not start a reconcile; the next one is the resync's.
+    pc.status = Some(serde_json::from_value(status).unwrap());
+    pc.metadata.resource_version = Some("3".into());
+    send_watch_event(&watch, "MODIFIED", &pc);
+    // The absence of a reconcile cannot be waited for: look for 3s (an echo-driven reconcile
+    // starts within milliseconds), and count only starts before the resync could be due, so a
+    // slow machine cannot turn the resync into a failure.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let starts = reconcile_starts(&seen);
+    let early: Vec<_> = starts
+        .iter()
+        .filter(|at| **at > second && **at < second + RESYNC)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "a status-only change started {} reconcile(s) before the resync: {:?}",
+        early.len(),
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|t| format!("{} {}", t.method, t.path))
+            .collect::<Vec<_>>()
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), controller)
+        .await
+        .expect("the controller stops on shutdown")
+        .unwrap();
+}
+
+/// A mock API server with no children and no pods that refuses the requests `refuse` picks
+/// (method, path) with its `(code, reason, message)`, as the API server does, and records every
+/// request.
+fn mock_refusing(
+    pc: &PushCluster,
+    refuse: impl Fn(&str, &str) -> Option<(u16, &'static str, String)> + Send + 'static,
+) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let pc_json = serde_json::to_value(pc).unwrap();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or_default().to_string();
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            log.lock().unwrap().push(Seen {
+                method: method.clone(),
+                path: path.clone(),
+                query,
+                body: body.clone(),
+            });
+            let status = |code: u16, reason: &str, message: &str| {
+                serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                    "reason": reason, "code": code, "message": message, "metadata": {}})
+            };
+            let (code, reply) = if let Some((code, reason, message)) = refuse(&method, &path) {
+                (code, status(code, reason, &message))
+            } else {
+                match method.as_str() {
+                    "GET" if path.ends_with("/pods") => (
+                        200,
+                        serde_json::json!({"apiVersion": "v1", "kind": "PodList",
+                            "metadata": {}, "items": []}),
+                    ),
+                    "GET" => (404, status(404, "NotFound", "not found")),
+                    "POST" => (201, body),
+                    "PATCH" if path.ends_with("/status") => (200, pc_json.clone()),
+                    _ => (200, body),
+                }
+            };
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (Client::new(service, "default"), seen)
+}
+
+/// What the API server answers a Service with an annotation key that is not a qualified name.
+const BAD_ANNOTATION: &str = "Service \"web\" is invalid: metadata.annotations: Invalid value: \
+    \"bad key\": name part must consist of alphanumeric characters, '-', '_' or '.'";
+
+#[tokio::test]
+async fn a_child_the_api_server_rejects_is_a_condition_and_a_warning_event() {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    // The schema takes any string key; the API server does not.
+    spec.service.annotations = BTreeMap::from([("bad key".to_string(), "x".to_string())]);
+    let mut pc = stored(spec);
+    // It was Ready before: a rejection must not leave that standing.
+    pc.status = Some(PushClusterStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "Ready".into(),
+            message: "2/2 replicas ready".into(),
+            observed_generation: Some(3),
+            last_transition_time: Time(Timestamp::now()),
+        }],
+        ..Default::default()
+    });
+    let (client, seen) = mock_refusing(&pc, |m, p| {
+        (m == "PATCH" && p.ends_with("/services/web"))
+            .then(|| (422, "Invalid", BAD_ANNOTATION.to_string()))
+    });
+    let c = ctx(client);
+    let pc = Arc::new(pc);
+    let log = seen.clone();
+    let err = reconcile(pc.clone(), c.clone()).await.unwrap_err();
+    // Still an error of the apply step: retried, counted, logged with the object.
+    assert_eq!(err.reason(), "apply");
+    assert!(err.to_string().contains("Service \"web\""), "{err}");
+
+    let seen = seen.lock().unwrap().clone();
+    let calls: Vec<_> = seen
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    let refused = calls
+        .iter()
+        .position(|c| c.ends_with("/services/web"))
+        .unwrap();
+    // After the refused Service: the status, then the Event; nothing else (no PDB).
+    assert_eq!(
+        calls[refused + 1..],
+        [
+            "PATCH /apis/volley.dev/v1alpha1/namespaces/apps/pushclusters/web/status",
+            "POST /apis/events.k8s.io/v1/namespaces/apps/events",
+        ],
+        "{calls:?}"
+    );
+    let ready = condition(&seen[refused + 1].body["status"], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ApplyFailed");
+    assert_eq!(ready["observedGeneration"], 4);
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains("Service \"web\""), "{message}");
+    assert!(message.contains(BAD_ANNOTATION), "{message}");
+    // The rest of the pass's status is written too.
+    let status = &seen[refused + 1].body["status"];
+    assert_eq!(status["observedGeneration"], 4);
+    assert_eq!(condition(status, "Scaling")["observedGeneration"], 4);
+
+    let event = &seen[refused + 2].body;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "ApplyFailed");
+    assert_eq!(event["action"], "ApplyService");
+    assert_eq!(event["note"], message);
+    assert_eq!(event["regarding"]["name"], "web");
+
+    // The next pass fails the same way: the same Event, as a series through the one recorder.
+    reconcile(pc, c.clone()).await.unwrap_err();
+    let events: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.contains("/events"))
+        .map(|s| (s.method.clone(), s.body["series"]["count"].clone()))
+        .collect();
+    assert_eq!(events[1], ("PATCH".to_string(), 2.into()), "{events:?}");
+    let metrics = c.metrics.encode();
+    assert!(
+        metrics.contains("volley_operator_reconcile_failures_total{reason=\"apply\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_that_a_retry_can_fix_leaves_the_status_alone() {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    let pc = stored(spec);
+    // (code, reason): a server error, a timeout, a conflict, throttling.
+    for (code, reason) in [
+        (500, "InternalError"),
+        (504, "Timeout"),
+        (408, "Timeout"),
+        (409, "Conflict"),
+        (429, "TooManyRequests"),
+    ] {
+        let (client, seen) = mock_refusing(&pc, move |m, p| {
+            (m == "PATCH" && p.ends_with("/deployments/web")).then(|| (code, reason, reason.into()))
+        });
+        let err = reconcile(Arc::new(pc.clone()), ctx(client))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "apply", "{code}");
+        let seen = seen.lock().unwrap().clone();
+        let last = seen.last().unwrap();
+        assert!(
+            last.method == "PATCH" && last.path.ends_with("/deployments/web"),
+            "{code}: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn rejections_are_told_apart_from_failures_worth_a_retry() {
+    let api = |code: u16, message: &str| WriteError {
+        kind: "Service".into(),
+        name: "web".into(),
+        source: kube::Error::Api(Box::new(
+            kube::core::Status::failure(message, "Reason").with_code(code),
+        )),
+    };
+    for code in [400, 403, 404, 422] {
+        assert_eq!(api(code, "no").rejection(), Some("no"), "{code}");
+    }
+    // No message: the reason says something at least.
+    assert_eq!(api(422, "").rejection(), Some("Reason"));
+    for code in [408, 409, 429, 500, 503] {
+        assert_eq!(api(code, "no").rejection(), None, "{code}");
+    }
+}
+
+#[test]
+fn a_long_event_note_is_cut_to_what_the_api_server_takes() {
+    let short = "x".repeat(events::MAX_NOTE_BYTES);
+    assert_eq!(events::fit_note(short.clone()), short);
+    // Multi-byte characters across the limit: cut at a character boundary, marked.
+    let cut = events::fit_note("é".repeat(events::MAX_NOTE_BYTES));
+    assert!(cut.len() <= events::MAX_NOTE_BYTES, "{}", cut.len());
+    assert!(cut.ends_with('…'), "{cut}");
+    assert!(cut.trim_end_matches('…').chars().all(|c| c == 'é'));
+}
+
+#[tokio::test]
+async fn a_name_starting_with_a_digit_is_an_invalid_spec() {
+    let mut pc = PushCluster::new("1web", PushClusterSpec::default());
+    pc.metadata.namespace = Some("apps".into());
+    pc.metadata.uid = Some("uid-1".into());
+    pc.metadata.generation = Some(1);
+    let (client, seen) = mock_client(&pc);
+    let action = reconcile(Arc::new(pc), ctx(client)).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let seen = seen.lock().unwrap().clone();
+    // No child is created (the Service would be refused): the status and the Event only.
+    let calls: Vec<_> = seen
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "PATCH /apis/volley.dev/v1alpha1/namespaces/apps/pushclusters/1web/status",
+            "POST /apis/events.k8s.io/v1/namespaces/apps/events",
+        ],
+    );
+    let ready = condition(&seen[0].body["status"], "Ready");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(
+        ready["message"].as_str().unwrap().contains("DNS-1035"),
+        "{ready}"
+    );
+}
+
+#[tokio::test]
+async fn credentials_in_the_nats_url_stay_out_of_the_status() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut spec = PushClusterSpec::default();
+    spec.nats = Some(volley_crds::NatsSpec {
+        url: format!("nats://volley:s3cret@127.0.0.1:{port}"),
+        ..Default::default()
+    });
+    let pc = stored(spec);
+    let (client, seen) = mock_client(&pc);
+    reconcile(Arc::new(pc), ctx(client)).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let status = last_status(&seen);
+    let nats = condition(&status, "NatsConnected");
+    assert_eq!(nats["reason"], "ConnectFailed");
+    let message = nats["message"].as_str().unwrap();
+    // Still says where it tried, and as whom.
+    assert!(
+        message.contains(&format!("nats://volley:***@127.0.0.1:{port}")),
+        "{message}"
+    );
+    assert!(!status.to_string().contains("s3cret"), "{status}");
+    for event in seen.iter().filter(|s| s.path.ends_with("/events")) {
+        assert!(
+            !event.body.to_string().contains("s3cret"),
+            "{:?}",
+            event.body
+        );
+    }
+}

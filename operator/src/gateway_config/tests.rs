@@ -86,6 +86,11 @@ fn bad_specs_are_rejected_with_clear_errors() {
         render(&bad_name),
         Err(SpecError::BadName("Web.Site".into()))
     );
+    // A leading digit: a DNS-1123 label, but the Service named after it must be DNS-1035.
+    bad_name.metadata.name = Some("1web".into());
+    let err = render(&bad_name).unwrap_err();
+    assert_eq!(err, SpecError::BadName("1web".into()));
+    assert!(err.to_string().contains("starting with a letter"), "{err}");
 
     let mut s = PushClusterSpec::default();
     s.gateway.flush_interval = Some("soon".into());
@@ -121,6 +126,15 @@ fn bad_specs_are_rejected_with_clear_errors() {
         ..Default::default()
     });
     assert!(matches!(render(&pc(s)), Err(SpecError::BadNatsUrl(_))));
+    // The message goes into the status and an Event: never with the password.
+    let mut s = PushClusterSpec::default();
+    s.nats = Some(NatsSpec {
+        url: "nats://u:s3cret@nats:not-a-port".into(),
+        ..Default::default()
+    });
+    let err = render(&pc(s)).unwrap_err().to_string();
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(err.contains("nats://u:***@nats:not-a-port"), "{err}");
 
     let mut s = PushClusterSpec::default();
     s.nats = Some(NatsSpec {
@@ -145,7 +159,9 @@ fn bad_specs_are_rejected_with_clear_errors() {
 #[test]
 fn cluster_names() {
     assert!(is_valid_cluster_name("web-1"));
-    for bad in ["", "-a", "a-", "A", "a.b", &"x".repeat(53)] {
+    assert!(is_valid_cluster_name("w"));
+    assert!(is_valid_cluster_name(&"x".repeat(52)));
+    for bad in ["", "-a", "a-", "A", "a.b", "1web", "0", &"x".repeat(53)] {
         assert!(!is_valid_cluster_name(bad), "{bad:?}");
     }
 }
@@ -219,5 +235,26 @@ fn nats_urls() {
         "nats nats://a",
     ] {
         assert!(!is_nats_url(bad), "{bad}");
+    }
+}
+
+#[test]
+fn credentials_in_nats_urls_are_hidden() {
+    for (url, shown) in [
+        ("nats://nats:4222", "nats://nats:4222"),
+        ("nats://u:p@nats:4222", "nats://u:***@nats:4222"),
+        // A lone userinfo is a token.
+        ("tls://t0ken@nats:4222", "tls://***@nats:4222"),
+        // A password holding '@' and ':'.
+        ("nats://u:p@ss:w@nats:4222", "nats://u:***@nats:4222"),
+        // Every server of a list, with or without its own scheme.
+        (
+            "nats://a:1@n1:4222,b:2@n2:4222, nats://n3",
+            "nats://a:***@n1:4222,b:***@n2:4222, nats://n3",
+        ),
+        ("[::1]:4222", "[::1]:4222"),
+        ("", ""),
+    ] {
+        assert_eq!(redact_nats_url(url), shown, "{url}");
     }
 }
