@@ -1,11 +1,13 @@
 //! The operator's view of the gateway stats stream: a store of the latest [`GatewayStats`] per
-//! pod (fed from `volley.stats.>`), and a pool of NATS connections, one per server URL.
+//! pod (fed from `volley.stats.>`), and a pool of NATS connections (see [`pool`]).
+
+pub mod pool;
+pub use pool::{NatsPool, PoolConfig};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use volley_crds::wire::{self, ControlReply, ControlRequest, GatewayStats};
 
 use crate::scaling::PodView;
@@ -121,68 +123,6 @@ pub enum NatsError {
         /// Parse error.
         message: String,
     },
-}
-
-/// One NATS client per server URL (several PushClusters usually share one server); each client
-/// feeds the shared [`StatsStore`] from a `volley.stats.>` subscription.
-#[derive(Debug, Clone, Default)]
-pub struct NatsPool {
-    clients: Arc<tokio::sync::Mutex<HashMap<String, async_nats::Client>>>,
-    store: StatsStore,
-}
-
-impl NatsPool {
-    /// A pool feeding `store`.
-    pub fn new(store: StatsStore) -> Self {
-        Self {
-            clients: Arc::default(),
-            store,
-        }
-    }
-
-    /// The client for `url`, connecting (and subscribing to stats) on first use.
-    pub async fn client(
-        &self,
-        url: &str,
-        credentials: Option<&str>,
-    ) -> Result<async_nats::Client, NatsError> {
-        let mut clients = self.clients.lock().await;
-        if let Some(c) = clients.get(url) {
-            return Ok(c.clone());
-        }
-        let mut opts = async_nats::ConnectOptions::new()
-            .name("volley-operator")
-            .connection_timeout(Duration::from_secs(5));
-        if let Some(creds) = credentials {
-            opts = opts
-                .credentials(creds)
-                .map_err(|e| NatsError::Credentials(e.to_string()))?;
-        }
-        let client = async_nats::connect_with_options(url, opts)
-            .await
-            .map_err(|e| NatsError::Connect {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?;
-        let mut sub = client
-            .subscribe(wire::all_stats_wildcard())
-            .await
-            .map_err(|e| NatsError::Connect {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?;
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            // Ends when the client is dropped; reconnects are handled inside async-nats.
-            while let Some(msg) = sub.next().await {
-                if !store.record(msg.subject.as_str(), &msg.payload, SystemTime::now()) {
-                    tracing::debug!(subject = %msg.subject, "ignored malformed stats message");
-                }
-            }
-        });
-        clients.insert(url.to_string(), client.clone());
-        Ok(client)
-    }
 }
 
 /// Sends one control request and waits for the gateway's reply.
