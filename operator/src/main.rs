@@ -161,6 +161,17 @@ async fn main() -> anyhow::Result<()> {
         },
         metrics.clone(),
     );
+    // Messages prune the stats store and calls prune the NATS pool; this covers both once
+    // nobody publishes or asks anymore (every cluster deleted).
+    let (stats, pool) = (ctx.stats.clone(), ctx.nats.clone());
+    let upkeep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            stats.prune(std::time::SystemTime::now());
+            pool.sweep();
+        }
+    });
     let mut lost = leading.clone();
     let mut stop = shutdown_rx;
     let lost_or_stop = async move {
@@ -180,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
     metrics.leader.set(0);
     // Dropping the receivers releases the lease so a standby takes over at once.
     drop(leading);
+    upkeep.abort();
     server.abort();
     tracing::info!("stopped");
     Ok(())
