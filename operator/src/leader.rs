@@ -21,18 +21,28 @@ pub struct LeaseConfig {
     pub duration_seconds: u64,
     /// Renew this many seconds before expiry.
     pub grace_seconds: u64,
+    /// Stop leading when no renewal was accepted for this long (see [`deadline`]). Shorter than
+    /// the lease duration, so the leader stops before a standby can take the expired lease.
+    pub renew_deadline: Duration,
 }
 
 /// The lease manager's task; it releases the lease and ends once every receiver is dropped.
 pub type LeaseTask = JoinHandle<Result<LeaseManager, LeaseManagerError>>;
 
-/// Starts competing for the lease; the receiver says whether this replica leads. Dropping every
+/// Starts competing for the lease; the receiver says whether this replica leads (false for good
+/// once the renew deadline passes without an accepted renewal). Dropping every
 /// receiver makes the returned task release the lease and end: await it with [`stop`] before the
 /// runtime goes away, or the release is cut off and the standby waits for the lease to expire.
 pub async fn start(
     client: Client,
     cfg: LeaseConfig,
 ) -> Result<(watch::Receiver<bool>, LeaseTask), LeaseManagerError> {
+    let writes = deadline::Writes::default();
+    let path = format!(
+        "/apis/coordination.k8s.io/v1/namespaces/{}/leases/{}",
+        cfg.namespace, cfg.name
+    );
+    let client = deadline::recording(client, path, writes.clone());
     let manager = LeaseManagerBuilder::new(client, cfg.name)
         .with_namespace(cfg.namespace)
         .with_identity(cfg.identity)
@@ -41,7 +51,10 @@ pub async fn start(
         .with_field_manager(format!("{}-lease", crate::build::MANAGER))
         .build()
         .await?;
-    Ok(manager.watch().await)
+    let (upstream, task) = manager.watch().await;
+    let (out, rx) = watch::channel(*upstream.borrow());
+    tokio::spawn(deadline::guard(upstream, out, writes, cfg.renew_deadline));
+    Ok((rx, task))
 }
 
 /// Why [`stop`] did not see the lease released.
@@ -79,6 +92,8 @@ pub async fn wait_for(rx: &mut watch::Receiver<bool>, want: bool) -> bool {
         }
     }
 }
+
+mod deadline;
 
 #[cfg(test)]
 mod tests;

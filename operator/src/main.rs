@@ -133,8 +133,12 @@ async fn main() -> anyhow::Result<()> {
                 name: args.lease_name.clone(),
                 namespace: args.lease_namespace.clone(),
                 identity: args.identity.clone(),
+                // Renewed every 5 s (duration - grace); after 10 s without an accepted renewal
+                // (two attempts) the leader steps down, 5 s before a standby may take over: the
+                // defaults of client-go's leader election (15 s, 10 s deadline).
                 duration_seconds: 15,
-                grace_seconds: 5,
+                grace_seconds: 10,
+                renew_deadline: Duration::from_secs(10),
             },
         )
         .await
