@@ -155,18 +155,22 @@ impl NatsPool {
         let entry = {
             // A short, synchronous critical section: never held across a connect.
             let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-            self.evict_idle(&mut entries, now);
-            let entry = entries.entry(key.clone()).or_insert_with(|| {
-                Arc::new(Entry {
-                    slot: tokio::sync::Mutex::default(),
-                    last_used: Mutex::new(now),
+            let entry = entries
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    Arc::new(Entry {
+                        slot: tokio::sync::Mutex::default(),
+                        last_used: Mutex::new(now),
+                    })
                 })
-            });
+                .clone();
+            // Touched before the sweep, so asking for an idle key keeps its connection.
             *entry
                 .last_used
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = now;
-            entry.clone()
+            self.evict_idle(&mut entries, now);
+            entry
         };
         let mut slot = entry.slot.lock().await;
         let now = Instant::now();

@@ -411,27 +411,32 @@ fn backoff_doubles_up_to_the_maximum() {
 }
 
 /// A client nobody asks for is dropped and its connection closed (its cluster went away or its
-/// Secret was rotated), while a client still in use stays.
+/// Secret was rotated), while a client still asked for keeps its connection.
 #[tokio::test]
 async fn unused_clients_are_closed() {
     let server = NatsServer::start(&[]);
     let other = NatsServer::start(&[]);
+    let idle = Duration::from_secs(2);
     let config = PoolConfig {
-        idle: Duration::from_millis(500),
+        idle,
         ..PoolConfig::default()
     };
     let pool = NatsPool::with_config(StatsStore::default(), config);
     drop(pool.client(&server.url(), None).await.unwrap());
-    drop(pool.client(&other.url(), None).await.unwrap());
+    let kept = pool.client(&other.url(), None).await.unwrap();
     server.wait_connections(1).await;
     other.wait_connections(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Still in use: asked again inside the idle time.
-    drop(pool.client(&other.url(), None).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    pool.sweep();
+    tokio::time::sleep(idle + Duration::from_millis(100)).await;
+    // Both are idle now; asking for one keeps it (the same connection) and drops the other.
+    let again = pool.client(&other.url(), None).await.unwrap();
+    assert_eq!(kept.server_info().client_id, again.server_info().client_id);
     server.wait_connections(0).await;
     assert_eq!(other.connections().await, 1);
+    drop((kept, again));
+    // The periodic sweep drops what nobody asks for anymore.
+    tokio::time::sleep(idle + Duration::from_millis(100)).await;
+    pool.sweep();
+    other.wait_connections(0).await;
 }
 
 /// A client that stays disconnected is replaced by a fresh connect (which fails while the
