@@ -20,7 +20,8 @@ import helm_python as helm
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CHART = os.path.join(ROOT, "charts", "volley")
 RELEASE = "volley"
-NAMESPACE = "volley-system"
+# The release namespace; tests render into others (VOLLEY_CHART_NAMESPACE) to check quoting.
+NAMESPACE = os.environ.get("VOLLEY_CHART_NAMESPACE", "volley-system")
 
 
 def load_values(arg):

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -19,6 +20,10 @@ const VERSION: &str = concat!(
     env!("VOLLEY_REVISION"),
     ")"
 );
+
+/// How long shutdown waits for the lease release (a GET, a PATCH and a GET; kube-lease-manager
+/// manager.rs `release`) before giving up and leaving the lease to expire.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Command line; every flag can also be given as `VOLLEY_OPERATOR_<UPPER_SNAKE>`.
 #[derive(Debug, Parser)]
@@ -121,26 +126,57 @@ async fn main() -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     });
 
-    let mut leading = if args.leader_elect {
-        let rx = leader::start(
+    let (leading, lease_task) = if args.leader_elect {
+        let (rx, task) = leader::start(
             client.clone(),
             leader::LeaseConfig {
                 name: args.lease_name.clone(),
                 namespace: args.lease_namespace.clone(),
                 identity: args.identity.clone(),
+                // Renewed every 5 s (duration - grace); after 10 s without an accepted renewal
+                // (two attempts) the leader steps down, 5 s before a standby may take over: the
+                // defaults of client-go's leader election (15 s, 10 s deadline).
                 duration_seconds: 15,
-                grace_seconds: 5,
+                grace_seconds: 10,
+                renew_deadline: Duration::from_secs(10),
             },
         )
         .await
         .context("starting leader election")?;
-        Some(rx)
+        (Some(rx), Some(task))
     } else {
-        None
+        (None, None)
     };
     // A standby replica is healthy and ready: it only waits for the lease.
     health.ready.store(true, Ordering::Relaxed);
 
+    // Owns every lease receiver: they are all dropped when it ends, which makes the lease
+    // manager release the lease.
+    let result = lead(args, client, leading, shutdown_rx, metrics).await;
+    if let Some(task) = lease_task {
+        // Wait for the release: returning from main drops the runtime, which would cancel it
+        // mid-request and leave the standby waiting for the lease to expire.
+        match leader::stop(task, RELEASE_TIMEOUT).await {
+            Ok(()) => tracing::info!("lease released"),
+            Err(e) => {
+                tracing::warn!(error = %e, "lease not released; a standby takes over when it expires")
+            }
+        }
+    }
+    server.abort();
+    tracing::info!("stopped");
+    result
+}
+
+/// Waits for leadership (when elected), then runs the controller until leadership is lost or a
+/// shutdown signal arrives.
+async fn lead(
+    args: Args,
+    client: kube::Client,
+    mut leading: Option<watch::Receiver<bool>>,
+    shutdown_rx: watch::Receiver<bool>,
+    metrics: Metrics,
+) -> anyhow::Result<()> {
     if let Some(rx) = leading.as_mut() {
         tracing::info!(identity = %args.identity, "waiting for leadership");
         let mut stop = shutdown_rx.clone();
@@ -161,10 +197,20 @@ async fn main() -> anyhow::Result<()> {
         },
         metrics.clone(),
     );
-    let mut lost = leading.clone();
+    // Messages prune the stats store and calls prune the NATS pool; this covers both once
+    // nobody publishes or asks anymore (every cluster deleted).
+    let (stats, pool) = (ctx.stats.clone(), ctx.nats.clone());
+    let upkeep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            stats.prune(std::time::SystemTime::now());
+            pool.sweep();
+        }
+    });
     let mut stop = shutdown_rx;
     let lost_or_stop = async move {
-        match lost.as_mut() {
+        match leading.as_mut() {
             Some(rx) => {
                 tokio::select! {
                     _ = leader::wait_for(rx, false) => tracing::warn!("lost leadership; stopping"),
@@ -176,11 +222,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    controller::run(ctx, args.namespace.clone(), lost_or_stop).await;
+    controller::run(ctx, args.namespace, lost_or_stop).await;
     metrics.leader.set(0);
-    // Dropping the receivers releases the lease so a standby takes over at once.
-    drop(leading);
-    server.abort();
-    tracing::info!("stopped");
+    upkeep.abort();
     Ok(())
 }

@@ -20,9 +20,15 @@ fn root() -> PathBuf {
 
 /// Runs scripts/helm-chart.py; panics with its stderr (and an install hint) on failure.
 fn helm(args: &[&str]) -> (bool, String, String) {
+    helm_in("volley-system", args)
+}
+
+/// [`helm`] with the release in namespace `ns`.
+fn helm_in(ns: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new("python3")
         .arg(root().join("scripts/helm-chart.py"))
         .args(args)
+        .env("VOLLEY_CHART_NAMESPACE", ns)
         .current_dir(root())
         .output()
         .expect("python3 is required for the chart tests");
@@ -686,4 +692,115 @@ fn schema_rejects_bad_new_values() {
         assert!(!ok, "schema accepted {bad}");
         assert!(!stderr.is_empty());
     }
+}
+
+/// Finding 8: without leader election every replica reconciles, so the chart refuses more than
+/// one (the default replicaCount is 2).
+#[test]
+fn leader_election_off_refuses_several_replicas() {
+    let f = values_file(
+        "no-le.json",
+        &serde_json::json!({"leaderElection": {"enabled": false}}),
+    );
+    let (ok, _, stderr) = helm(&["render", f.to_str().unwrap()]);
+    assert!(!ok, "rendered two operators without leader election");
+    assert!(
+        stderr.contains("replicaCount 2 with leaderElection.enabled=false"),
+        "{stderr}"
+    );
+    for (replicas, elect) in [(1, false), (0, false), (3, true)] {
+        let values = serde_json::json!({
+            "replicaCount": replicas,
+            "leaderElection": {"enabled": elect},
+        });
+        let objects = all_objects(&render(Some(&values)));
+        let [d] = of_kind(&objects, "Deployment")
+            .try_into()
+            .expect("one Deployment");
+        assert_eq!(d["spec"]["replicas"], replicas);
+    }
+}
+
+/// Finding 16: namespace and priority class names that a YAML 1.1 reader (the API server's
+/// sigs.k8s.io/yaml, PyYAML here) would read as a bool or a number stay strings in every
+/// rendered object.
+#[test]
+fn names_stay_strings_to_a_yaml_1_1_reader() {
+    let dir = std::env::temp_dir().join(format!("volley-chart-y11-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["on", "no", "y", "off", "2024", "0x1f"] {
+        for monitor_namespaces in [serde_json::json!([]), serde_json::json!([name])] {
+            let values = serde_json::json!({
+                "watchNamespace": name,
+                "priorityClassName": name,
+                "metrics": {
+                    "podMonitor": {"enabled": true, "namespaces": monitor_namespaces},
+                    "serviceMonitor": {"enabled": true},
+                },
+            });
+            let f = values_file("y11.json", &values);
+            let (ok, out, stderr) = helm_in(name, &["render", f.to_str().unwrap()]);
+            assert!(ok, "render for {name:?} failed:\n{stderr}");
+            let files: BTreeMap<String, String> = serde_json::from_str(&out).unwrap();
+            let mut paths = Vec::new();
+            for (i, (path, text)) in files.iter().enumerate() {
+                if path.ends_with(".yaml") {
+                    let p = dir.join(format!("{name}-{i}.yaml"));
+                    std::fs::write(&p, text).unwrap();
+                    paths.push(p.to_str().unwrap().to_string());
+                }
+            }
+            let out = Command::new("python3")
+                .arg(root().join("operator/tests/yaml11.py"))
+                .args(&paths)
+                .output()
+                .expect("python3 is required for the YAML 1.1 checks");
+            assert!(
+                out.status.success(),
+                "yaml11.py failed (pip install PyYAML): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let read: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&out.stdout).unwrap();
+            let mut checked = 0;
+            for docs in read.values() {
+                for doc in docs.as_array().unwrap() {
+                    checked += names_are(doc, name);
+                }
+            }
+            // Deployment, Service, ServiceAccount, Role/RoleBinding pairs, monitors, test pod.
+            assert!(checked >= 10, "only {checked} names checked for {name:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Checks that every `namespace`, `matchNames` entry and `priorityClassName` under `v` is the
+/// string `name`; returns how many it checked.
+fn names_are(v: &serde_json::Value, name: &str) -> usize {
+    let mut checked = 0;
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                match k.as_str() {
+                    "namespace" | "priorityClassName" => {
+                        assert_eq!(child, &serde_json::json!(name), "{k} in {v:#}");
+                        checked += 1;
+                    }
+                    "matchNames" => {
+                        for n in child.as_array().unwrap() {
+                            assert_eq!(n, &serde_json::json!(name), "{k} in {v:#}");
+                            checked += 1;
+                        }
+                    }
+                    _ => checked += names_are(child, name),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            checked += items.iter().map(|i| names_are(i, name)).sum::<usize>();
+        }
+        _ => {}
+    }
+    checked
 }

@@ -1,4 +1,12 @@
-//! Tests for the leadership wait helper (the Lease itself needs a cluster: see e2e/).
+//! Leadership against a mocked Kubernetes API (tower-test) holding one Lease: winning it,
+//! releasing it at shutdown, and the wait helper.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
 
 use super::*;
 
@@ -18,4 +26,230 @@ async fn waits_for_leadership_changes() {
     // Sender gone: "not leading" is reached, "leading" never is.
     assert!(wait_for(&mut rx, false).await);
     assert!(!wait_for(&mut rx, true).await);
+}
+
+/// One request the lease manager made.
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    body: serde_json::Value,
+}
+
+type Calls = Arc<Mutex<Vec<Call>>>;
+/// The Lease as the API server holds it (None before it is created).
+type StoredLease = Arc<Mutex<Option<Value>>>;
+
+/// How the mock API server misbehaves.
+#[derive(Clone, Default)]
+struct Faults {
+    /// The release PATCH (holderIdentity null) is never answered.
+    hang_release: bool,
+    /// While set, every PATCH fails with 500 (an API server that cannot write).
+    fail_writes: Arc<AtomicBool>,
+}
+
+/// A tiny API server holding one Lease (tower-test): GET, POST (create) and PATCH (the spec
+/// fields merged, `null` removes one, like a strategic merge of these scalar fields).
+fn lease_api(faults: Faults) -> (Client, Calls, StoredLease) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let calls = Calls::default();
+    let lease = StoredLease::default();
+    let (log, stored) = (calls.clone(), lease.clone());
+    tokio::spawn(async move {
+        // Unanswered requests stay pending (dropping the sender would fail them at once).
+        let mut held = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().to_string();
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            log.lock().unwrap().push(Call {
+                method: method.clone(),
+                body: body.clone(),
+            });
+            let mut lease = stored.lock().unwrap();
+            let (code, reply) = match (method.as_str(), lease.as_mut()) {
+                ("GET", Some(l)) => (StatusCode::OK, l.clone()),
+                ("GET", None) => (
+                    StatusCode::NOT_FOUND,
+                    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
+                ),
+                ("POST", _) => {
+                    let mut created = body.clone();
+                    created["metadata"]["resourceVersion"] = json!("1");
+                    *lease = Some(created.clone());
+                    (StatusCode::CREATED, created)
+                }
+                ("PATCH", _) if faults.fail_writes.load(Ordering::SeqCst) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                        "reason": "InternalError", "code": 500, "message": "etcd unavailable",
+                        "metadata": {}}),
+                ),
+                ("PATCH", Some(l)) => {
+                    let releasing = body["spec"].get("holderIdentity") == Some(&Value::Null);
+                    if faults.hang_release && releasing {
+                        held.push(send);
+                        continue;
+                    }
+                    let spec = l["spec"].as_object().cloned().unwrap_or_default();
+                    let mut spec = spec;
+                    for (k, v) in body["spec"].as_object().cloned().unwrap_or_default() {
+                        if v.is_null() {
+                            spec.remove(&k);
+                        } else {
+                            spec.insert(k, v);
+                        }
+                    }
+                    l["spec"] = Value::Object(spec);
+                    (StatusCode::OK, l.clone())
+                }
+                _ => (StatusCode::METHOD_NOT_ALLOWED, json!({})),
+            };
+            let resp = Response::builder()
+                .status(code)
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap();
+            send.send_response(resp);
+        }
+    });
+    (Client::new(service, "volley"), calls, lease)
+}
+
+fn config() -> LeaseConfig {
+    LeaseConfig {
+        name: "volley-operator".into(),
+        namespace: "volley".into(),
+        identity: "operator-0".into(),
+        duration_seconds: 15,
+        grace_seconds: 10,
+        renew_deadline: Duration::from_secs(10),
+    }
+}
+
+fn holder(lease: &Mutex<Option<Value>>) -> Value {
+    lease.lock().unwrap().as_ref().expect("lease created")["spec"]["holderIdentity"].clone()
+}
+
+/// The way `main` ends: lead, drop the receivers, wait for the release with [`stop`], return
+/// from the runtime. The Lease has no holder afterwards, so a standby takes over at once
+/// instead of after the 15 s lease. (Before, the release task was detached and the runtime's
+/// shutdown cancelled it.)
+#[test]
+fn shutdown_releases_the_lease() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (calls, lease) = runtime.block_on(async {
+        let (client, calls, lease) = lease_api(Faults::default());
+        let (mut rx, task) = start(client, config()).await.unwrap();
+        assert!(wait_for(&mut rx, true).await);
+        assert_eq!(holder(&lease), "operator-0");
+        drop(rx);
+        stop(task, Duration::from_secs(30)).await.unwrap();
+        (calls, lease)
+    });
+    drop(runtime);
+    assert_eq!(holder(&lease), Value::Null, "{:?}", lease.lock().unwrap());
+    let calls = calls.lock().unwrap();
+    let release = calls
+        .iter()
+        .rfind(|c| c.method == "PATCH")
+        .expect("a release PATCH");
+    assert_eq!(release.body["spec"]["holderIdentity"], Value::Null);
+    assert!(
+        release.body["spec"]
+            .as_object()
+            .unwrap()
+            .contains_key("holderIdentity")
+    );
+}
+
+/// An API server that never answers the release does not hold the shutdown: `stop` gives up
+/// after its timeout.
+#[tokio::test]
+async fn stop_gives_up_on_a_release_that_hangs() {
+    let (client, calls, lease) = lease_api(Faults {
+        hang_release: true,
+        ..Faults::default()
+    });
+    let (mut rx, task) = start(client, config()).await.unwrap();
+    assert!(wait_for(&mut rx, true).await);
+    drop(rx);
+    let err = stop(task, Duration::from_millis(500))
+        .await
+        .expect_err("the release never finishes");
+    assert!(matches!(err, StopError::Timeout(_)), "{err}");
+    // It got as far as sending the release.
+    assert!(
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.method == "PATCH" && c.body["spec"]["holderIdentity"].is_null())
+    );
+    assert_eq!(holder(&lease), "operator-0");
+}
+
+/// How many renewals (PATCHes of an already held lease: renewTime only) the API accepted or
+/// refused so far.
+fn renewals(calls: &Calls) -> usize {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.method == "PATCH" && c.body["spec"].get("holderIdentity").is_none())
+        .filter(|c| c.body["spec"].get("renewTime").is_some())
+        .count()
+}
+
+async fn wait_renewals(calls: &Calls, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while renewals(calls) < n {
+        assert!(tokio::time::Instant::now() < deadline, "no renewal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A leader whose renewals keep failing (not a conflict: kube-lease-manager then keeps saying
+/// "leader") steps down by itself after the renew deadline, while the Lease it can no longer
+/// renew still names it. While renewals succeed it stays leader.
+#[tokio::test]
+async fn a_leader_that_cannot_renew_steps_down() {
+    let faults = Faults::default();
+    let (client, calls, lease) = lease_api(faults.clone());
+    let cfg = LeaseConfig {
+        // Renewed every second; 2 s without an accepted renewal is the deadline.
+        duration_seconds: 3,
+        grace_seconds: 2,
+        renew_deadline: Duration::from_secs(2),
+        ..config()
+    };
+    let (mut rx, task) = start(client, cfg).await.unwrap();
+    assert!(wait_for(&mut rx, true).await);
+    // Renewals succeed past the deadline: still leading.
+    let start = tokio::time::Instant::now();
+    let mut seen = renewals(&calls);
+    while start.elapsed() < Duration::from_secs(4) {
+        wait_renewals(&calls, seen + 1).await;
+        seen = renewals(&calls);
+    }
+    assert!(*rx.borrow(), "stepped down while renewing");
+    assert!(!rx.has_changed().unwrap());
+    // Writes start failing: the leader steps down, and stays down.
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    // (kube-lease-manager alone never says so: bounded, so that fails instead of hanging.)
+    tokio::time::timeout(Duration::from_secs(30), wait_for(&mut rx, false))
+        .await
+        .expect("still leading long after the renew deadline");
+    assert!(
+        renewals(&calls) > seen,
+        "stepped down without a failed renewal"
+    );
+    assert_eq!(holder(&lease), "operator-0");
+    faults.fail_writes.store(false, Ordering::SeqCst);
+    wait_renewals(&calls, renewals(&calls) + 2).await;
+    assert!(!*rx.borrow(), "leading again after the deadline passed");
+    // Dropping the receiver still releases the lease.
+    drop(rx);
+    stop(task, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(holder(&lease), Value::Null);
 }

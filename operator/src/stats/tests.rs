@@ -60,3 +60,54 @@ fn malformed_or_spoofed_messages_are_dropped() {
     assert!(!store.record("volley.stats.ns.web.a", &vec![b' '; 100_000], t0));
     assert!(store.snapshot("ns", "web", DEFAULT_MAX_AGE, t0).is_empty());
 }
+
+#[test]
+fn old_entries_of_any_cluster_are_pruned_as_messages_arrive() {
+    let store = StatsStore::default();
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+    // Many pods of a cluster this operator never reconciles (so never snapshots).
+    for i in 0..10_000 {
+        let pod = format!("p{i}");
+        let subject = format!("volley.stats.elsewhere.web.{pod}");
+        assert!(store.record(&subject, &body("elsewhere", "web", &pod, 1), t0));
+    }
+    assert_eq!(store.len(), 10_000);
+    // Still kept a moment later (inside the retention).
+    let t1 = t0 + DEFAULT_RETENTION / 2;
+    assert!(store.record("volley.stats.ns.web.a", &body("ns", "web", "a", 1), t1));
+    assert_eq!(store.len(), 10_001);
+    // One message past the retention prunes every old entry.
+    let t2 = t0 + DEFAULT_RETENTION * 2;
+    assert!(store.record("volley.stats.ns.web.b", &body("ns", "web", "b", 1), t2));
+    assert_eq!(store.len(), 1);
+    // A periodic prune empties a store nobody publishes to anymore.
+    store.prune(t2 + DEFAULT_RETENTION * 2);
+    assert!(store.is_empty());
+}
+
+#[test]
+fn a_full_store_refuses_new_pods_and_keeps_updating_known_ones() {
+    let retention = Duration::from_secs(60);
+    let store = StatsStore::with_limits(retention, 3);
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+    for pod in ["a", "b", "c"] {
+        let subject = format!("volley.stats.ns.web.{pod}");
+        assert!(store.record(&subject, &body("ns", "web", pod, 1), t0));
+    }
+    assert!(!store.record("volley.stats.ns.web.d", &body("ns", "web", "d", 1), t0));
+    assert!(!store.record("volley.stats.x.y.z", &body("x", "y", "z", 1), t0));
+    // A known pod still updates.
+    let t1 = t0 + Duration::from_secs(50);
+    assert!(store.record("volley.stats.ns.web.a", &body("ns", "web", "a", 7), t1));
+    assert_eq!(store.len(), 3);
+    // Once b and c age out, there is room again.
+    let t2 = t0 + Duration::from_secs(61);
+    assert!(store.record("volley.stats.ns.web.d", &body("ns", "web", "d", 1), t2));
+    let snap = store.snapshot("ns", "web", retention, t2);
+    let names: Vec<_> = snap.iter().map(|s| s.stats.pod.as_str()).collect();
+    assert_eq!(names, ["a", "d"]);
+    assert_eq!(snap[0].stats.connections, 7);
+    // Snapshots and forget keep the count right.
+    store.forget("ns", "web");
+    assert!(store.is_empty());
+}
