@@ -79,7 +79,14 @@ async fn wait_stored(js: &jetstream::Context, seq: u64) {
 async fn wait_server_consumers(js: &jetstream::Context, n: usize) {
     for _ in 0..400 {
         let mut stream = js.get_stream(STREAM).await.expect("history stream");
-        if stream.info().await.expect("stream info").state.consumer_count >= n {
+        if stream
+            .info()
+            .await
+            .expect("stream info")
+            .state
+            .consumer_count
+            >= n
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
