@@ -1,6 +1,7 @@
 //! What a client connection may do, as pure functions both engines call: which upgrade is let in
 //! and with which subscriptions ([`admit`]), whether one topic of a `sub` op is taken
-//! ([`check_sub`]), and what a `refresh` op does ([`refresh`]).
+//! ([`check_sub`]), and what a `refresh` op does ([`refresh`]: a newer token for the same user,
+//! and the subscriptions it no longer allows are dropped).
 //!
 //! The epoll shards and the tokio baseline keep their connections in very different shapes, but
 //! the rules live only here, so the two engines cannot drift apart (they once did: the baseline
@@ -26,19 +27,31 @@ pub(crate) struct Admission {
     /// 101 and the connection stays, as for a `sub` op: a client asking for too much in its URL
     /// should still get what it may have.
     pub forbidden: Vec<String>,
+    /// The URL topic a `?since=` position resumes, when it was allowed: the one the client
+    /// named, never the `user.<sub>` that came with the token (whatever their order in
+    /// `allowed`). `None` without `since`, or when that topic is forbidden (its `forbidden`
+    /// reply is then its answer).
+    pub resumed: Option<String>,
 }
 
 /// Checks an upgrade's URL topics and token (`?token=` or `Authorization: Bearer`).
 ///
 /// Too many or invalid topics are a 400 and, with a `verifier`, a missing or invalid token a
 /// 401, both before the upgrade. Without one the connection is anonymous and any token is
-/// ignored.
+/// ignored. `resuming` (the URL has `?since=`) needs exactly one URL topic, a 400 otherwise:
+/// a position names one topic's place in history, with several it is ambiguous.
 pub(crate) fn admit(
     topics: Vec<String>,
+    resuming: bool,
     token: Option<&str>,
     verifier: Option<&Verifier>,
     max_subscriptions: usize,
 ) -> Result<Admission, Rejection> {
+    if resuming && topics.len() != 1 {
+        return Err(Rejection::bad_request(
+            "since needs exactly one topic in the URL (resume several with the sub op)",
+        ));
+    }
     if topics.len() > max_subscriptions {
         return Err(Rejection::bad_request(format!(
             "at most {max_subscriptions} topics per connection"
@@ -60,6 +73,9 @@ pub(crate) fn admit(
         }
         None => None,
     };
+    // Taken before the own topic is added and the list sorted: `allowed.first()` would be
+    // `user.<sub>` for every URL topic that sorts after it.
+    let url_topic = topics.first().filter(|_| resuming).cloned();
     let mut topics = topics;
     // A user's own topic comes with the token, beyond the per-connection limit.
     if let Some(own) = identity.as_ref().and_then(Identity::user_topic) {
@@ -67,13 +83,15 @@ pub(crate) fn admit(
     }
     topics.sort_unstable();
     topics.dedup();
-    let (allowed, forbidden) = topics
+    let (allowed, forbidden): (Vec<String>, Vec<String>) = topics
         .into_iter()
         .partition(|t| may_subscribe(identity.as_ref(), t));
+    let resumed = url_topic.filter(|t| allowed.contains(t));
     Ok(Admission {
         identity,
         allowed,
         forbidden,
+        resumed,
     })
 }
 
@@ -162,17 +180,50 @@ impl RefreshError {
     }
 }
 
-/// `{"op":"refresh","token":..}`: the identity that replaces `current` when `token` is valid
-/// and for the same user. Subscriptions are kept as they are: the user is the same.
-pub(crate) fn refresh(
+/// What an accepted `refresh` op does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refreshed {
+    /// Replaces the connection's identity (and so its `exp`).
+    pub identity: Identity,
+    /// Held patterns the new token no longer allows, in the order held: the connection drops
+    /// them, each with a [`revoked_reply`]. Same user, but its `topics` claim may have shrunk
+    /// (an entitlement revoked); keeping them would let a client keep reading, refresh after
+    /// refresh, what a reconnect with the same token is refused.
+    pub revoked: Vec<String>,
+}
+
+/// `{"op":"refresh","token":..}` for a connection holding `held`: the identity that replaces
+/// `current` when `token` is valid and for the same user, and the held patterns it no longer
+/// allows.
+pub(crate) fn refresh<S: AsRef<str>>(
     verifier: Option<&Verifier>,
     current: Option<&Identity>,
     token: &str,
-) -> Result<Identity, RefreshError> {
+    held: &[S],
+) -> Result<Refreshed, RefreshError> {
     let verifier = verifier.ok_or(RefreshError::AuthDisabled)?;
     let fresh = verifier.verify(token)?;
     if current.map(|i| &i.user) != Some(&fresh.user) {
         return Err(RefreshError::OtherUser);
     }
-    Ok(fresh)
+    let revoked = held
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|p| !fresh.may_subscribe(p))
+        .map(str::to_owned)
+        .collect();
+    Ok(Refreshed {
+        identity: fresh,
+        revoked,
+    })
+}
+
+/// The `{"op":"error","code":"forbidden",..}` naming a subscription a `refresh` dropped: the
+/// reply a `sub` of it would now get, with a message that says it was held and is gone.
+pub(crate) fn revoked_reply(pattern: &str) -> String {
+    protocol::error(
+        ErrorCode::Forbidden,
+        Some(pattern),
+        "not allowed by the refreshed token; unsubscribed",
+    )
 }

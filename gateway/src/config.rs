@@ -283,15 +283,10 @@ impl Config {
             return Err(invalid("maxHeaderBytes", "at least 256"));
         }
         if let Some(nats) = &self.nats {
-            let prefix = &nats.subject_prefix;
-            if prefix.is_empty()
-                || prefix.starts_with('.')
-                || prefix.ends_with('.')
-                || prefix.contains(['*', '>', ' '])
-            {
+            if !valid_subject_prefix(&nats.subject_prefix) {
                 return Err(invalid(
                     "subjectPrefix",
-                    "a non-empty NATS subject without wildcards",
+                    "a NATS subject: dot-separated non-empty tokens, no whitespace, no wildcards",
                 ));
             }
             if nats.user.is_some() != nats.password.is_some() {
@@ -369,6 +364,18 @@ fn invalid(key: &'static str, message: &str) -> ConfigError {
         key,
         message: message.to_owned(),
     }
+}
+
+/// A subject prefix NATS accepts: what async-nats `is_valid_subject` (0.51, lib.rs) refuses —
+/// empty, a leading or trailing `.`, `..`, any whitespace (space, tab, CR, LF) — makes every
+/// subscribe fail (nothing is ever delivered) and every publish a 503, so it must fail at
+/// start-up instead. Whitespace is taken in the wider Unicode sense, and `*`/`>` anywhere are
+/// refused: the prefix is prepended to every topic and must not widen it.
+fn valid_subject_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.split('.').all(|t| {
+            !t.is_empty() && !t.contains(|c: char| c.is_whitespace() || matches!(c, '*' | '>'))
+        })
 }
 
 #[cfg(test)]

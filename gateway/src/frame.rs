@@ -166,6 +166,11 @@ pub enum ClientEvent<'a> {
     Binary(&'a [u8]),
     Ping(&'a [u8]),
     Pong(&'a [u8]),
+    /// A data frame that starts or extends a fragmented message without ending it (its bytes
+    /// are buffered; the whole message comes as `Text`/`Binary` with the final frame). Reported
+    /// so that every client frame counts against the message rate: otherwise an endless message
+    /// of empty continuations would never be limited.
+    Fragment,
     /// `code` is `None` for an empty Close payload, in which case `reason` is empty.
     Close {
         code: Option<u16>,
@@ -435,19 +440,14 @@ pub fn decode(
         pos += frame_len;
 
         let flow = match header.opcode {
-            OpCode::Data(data) => {
-                match deliver_data(
-                    data,
-                    header.fin,
-                    payload,
-                    fragments,
-                    max_message,
-                    &mut on_event,
-                )? {
-                    Some(flow) => flow,
-                    None => continue,
-                }
-            }
+            OpCode::Data(data) => deliver_data(
+                data,
+                header.fin,
+                payload,
+                fragments,
+                max_message,
+                &mut on_event,
+            )?,
             OpCode::Control(Control::Ping) => on_event(ClientEvent::Ping(payload)),
             OpCode::Control(Control::Pong) => on_event(ClientEvent::Pong(payload)),
             OpCode::Control(Control::Close) => {
@@ -465,8 +465,8 @@ pub fn decode(
     }
 }
 
-/// Handles a data frame. Returns `None` when the frame only extended a fragmented message (no
-/// event), otherwise the callback's verdict.
+/// Handles a data frame: the callback's verdict on the message it completes, or on
+/// [`ClientEvent::Fragment`] when it only started or extended one.
 fn deliver_data(
     data: Data,
     fin: bool,
@@ -474,19 +474,19 @@ fn deliver_data(
     fragments: &mut Fragments,
     max_message: usize,
     on_event: &mut impl FnMut(ClientEvent<'_>) -> ControlFlow<()>,
-) -> Result<Option<ControlFlow<()>>, ProtocolError> {
+) -> Result<ControlFlow<()>, ProtocolError> {
     match data {
         Data::Text | Data::Binary => {
             let text = data == Data::Text;
             if fin {
                 // Unfragmented: deliver straight out of the read buffer.
-                return deliver_message(text, payload, on_event).map(Some);
+                return deliver_message(text, payload, on_event);
             }
             let mut bytes = Vec::new();
             reserve_bounded(&mut bytes, payload.len(), max_message);
             bytes.extend_from_slice(payload);
             fragments.partial = Some(Box::new(Partial { text, data: bytes }));
-            Ok(None)
+            Ok(on_event(ClientEvent::Fragment))
         }
         Data::Continue => {
             let Some(partial) = fragments.partial.as_mut() else {
@@ -495,11 +495,11 @@ fn deliver_data(
             reserve_bounded(&mut partial.data, payload.len(), max_message);
             partial.data.extend_from_slice(payload);
             if !fin {
-                return Ok(None);
+                return Ok(on_event(ClientEvent::Fragment));
             }
             // Taking the box leaves `fragments` empty (None) again, as for an idle connection.
             match fragments.partial.take() {
-                Some(done) => deliver_message(done.text, &done.data, on_event).map(Some),
+                Some(done) => deliver_message(done.text, &done.data, on_event),
                 None => Err(ProtocolError::UnexpectedContinuation),
             }
         }

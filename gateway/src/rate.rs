@@ -1,6 +1,7 @@
 //! The per-connection client message rate limit, as pure window arithmetic shared by both engines.
 //!
-//! Every client frame counts: ops, binary frames, pings and pongs. Windows are one second long.
+//! Every client frame counts: ops, binary frames, pings and pongs, and each frame of a fragmented
+//! message. Windows are one second long.
 //! The first window starts at the connection's first message (not at a clock tick, so it is never
 //! a fraction of a second), and while messages keep coming each next window starts exactly where
 //! the previous one ended. A window with more than `limit` messages is *over*: the messages past
@@ -12,14 +13,16 @@
 const STRIKES_TO_CLOSE: u8 = 2;
 const WINDOW_MS: u32 = 1_000;
 
-/// Rate state of one connection: 8 bytes, no heap.
+/// Rate state of one connection: 12 bytes, no heap.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct RateLimit {
     /// Start of the current window on the caller's millisecond clock (wrapping; only
     /// differences are used, and a connection is never silent for 49 days and still open).
     start_ms: u32,
-    /// Messages in the current window; 0 means no window is open yet.
-    count: u16,
+    /// Messages in the current window; 0 means no window is open yet. As wide as the `u32`
+    /// limit: a `u16` saturated at 65,535 and then let everything through under a limit of
+    /// 65,535 or more.
+    count: u32,
     /// Windows in a row, right before the current one, that went over the limit.
     strikes: u8,
 }
@@ -46,7 +49,7 @@ impl RateLimit {
         } else {
             let elapsed = now.wrapping_sub(self.start_ms);
             if elapsed >= WINDOW_MS {
-                let went_over = u32::from(self.count) > limit;
+                let went_over = self.count > limit;
                 if went_over && elapsed < 2 * WINDOW_MS {
                     // The next window follows on without a gap: the flood goes on.
                     self.strikes = self.strikes.saturating_add(1);
@@ -59,14 +62,14 @@ impl RateLimit {
             }
         }
         self.count = self.count.saturating_add(1);
-        let count = u32::from(self.count);
+        let count = self.count;
         if count <= limit {
             Verdict::Allow
         } else if self.strikes >= STRIKES_TO_CLOSE {
             Verdict::Close
         } else {
             Verdict::Deny {
-                first: count == limit + 1,
+                first: count - 1 == limit,
             }
         }
     }

@@ -325,6 +325,7 @@ impl Session {
             identity,
             allowed,
             forbidden,
+            resumed: _,
         } = admission;
         self.set_phase(Phase::Open);
         self.format = format;
@@ -359,8 +360,8 @@ impl Session {
         if !self.is_open() {
             return ControlFlow::Break(());
         }
-        // Every client frame counts, pings and pongs too: each ping asks for a pong, and a pong
-        // flood costs reads like any other frame.
+        // Every client frame counts, pings, pongs and fragments too: each ping asks for a pong,
+        // and a pong or continuation flood costs reads like any other frame.
         if !matches!(event, ClientEvent::Close { .. }) {
             let limit = limits.max_client_messages_per_second;
             match self.rate.check(clock.ms(), limit) {
@@ -394,7 +395,7 @@ impl Session {
                 self.queue(pong, clock, limits, out);
             }
             // Liveness is already noted (any bytes count); only the rate limit cares.
-            ClientEvent::Pong(_) => {}
+            ClientEvent::Pong(_) | ClientEvent::Fragment => {}
             ClientEvent::Close { code, .. } => {
                 // Echo the peer's code as RFC 6455 asks; 1005 (no code) is answered with 1000.
                 self.close(code.unwrap_or(1000), "", Cause::Peer, clock, out);
@@ -696,29 +697,41 @@ impl Session {
         out: &mut Vec<Effect>,
     ) {
         for t in &topics {
-            if let Some(r) = self.extra.as_deref_mut().and_then(|e| e.resume.as_mut()) {
-                r.merge.forget(t);
-            }
-            if let Some(i) = self.subs.iter().position(|s| **s == **t) {
-                out.push(Effect::Unsubscribe(self.subs.swap_remove(i)));
-            }
+            self.drop_sub(t, out);
         }
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         self.reply(protocol::unsubscribed(&names), clock, limits, out);
     }
 
     /// `{"op":"refresh","token":..}`: a newer token for the same user extends the connection.
+    /// Subscriptions it no longer allows are dropped first, each with a `forbidden` error
+    /// naming it, so that `refreshed` comes once the connection holds only what the new token
+    /// allows.
     fn refresh(&mut self, token: &str, clock: &Clock, limits: &Limits, out: &mut Vec<Effect>) {
         let verifier = limits.verifier.as_deref();
-        let reply = match access::refresh(verifier, self.identity(), token) {
-            Ok(fresh) => {
-                let expires_at = fresh.expires_at;
-                self.set_identity(Some(fresh));
+        let reply = match access::refresh(verifier, self.identity(), token, &self.subs) {
+            Ok(refreshed) => {
+                for pattern in &refreshed.revoked {
+                    self.drop_sub(pattern, out);
+                    self.reply(access::revoked_reply(pattern), clock, limits, out);
+                }
+                let expires_at = refreshed.identity.expires_at;
+                self.set_identity(Some(refreshed.identity));
                 protocol::refreshed(expires_at)
             }
             Err(e) => e.reply(),
         };
         self.reply(reply, clock, limits, out);
+    }
+
+    /// Stops holding `pattern` (if held), and forgets a resume of it.
+    fn drop_sub(&mut self, pattern: &str, out: &mut Vec<Effect>) {
+        if let Some(r) = self.extra.as_deref_mut().and_then(|e| e.resume.as_mut()) {
+            r.merge.forget(pattern);
+        }
+        if let Some(i) = self.subs.iter().position(|s| **s == *pattern) {
+            out.push(Effect::Unsubscribe(self.subs.swap_remove(i)));
+        }
     }
 
     fn reply(&mut self, text: String, clock: &Clock, limits: &Limits, out: &mut Vec<Effect>) {

@@ -361,15 +361,10 @@ impl Shard {
     /// Checks an upgrade request against the gateway's state and limits and, if it passes,
     /// answers 101 and opens the session (which subscribes the URL's topics).
     fn admit(&mut self, key: usize, mut request: UpgradeRequest) -> Result<(), Rejection> {
-        // A URL position names one topic's place in history: with several it is ambiguous.
-        if request.since.is_some() && request.topics.len() != 1 {
-            return Err(Rejection::bad_request(
-                "since needs exactly one topic in the URL (resume several with the sub op)",
-            ));
-        }
         let limits = &self.config.limits;
         let admission = access::admit(
             std::mem::take(&mut request.topics),
+            request.since.is_some(),
             request.token.as_deref(),
             limits.verifier.as_deref(),
             limits.max_subscriptions,
@@ -405,7 +400,7 @@ impl Shard {
         self.capacity.metrics.handshake("ok");
         let accept = Bytes::from(handshake::accept_response(&request));
         conn.session.outbox_mut().push(accept);
-        let url_topic = admission.allowed.first().map(|t| t.as_str().to_owned());
+        let url_topic = admission.resumed.clone();
         conn.session.open(
             admission,
             request.format,

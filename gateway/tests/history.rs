@@ -75,6 +75,25 @@ async fn wait_stored(js: &jetstream::Context, seq: u64) {
     panic!("stream never reached sequence {seq}");
 }
 
+/// Waits until the history stream has at least `n` consumers on the server.
+async fn wait_server_consumers(js: &jetstream::Context, n: usize) {
+    for _ in 0..400 {
+        let mut stream = js.get_stream(STREAM).await.expect("history stream");
+        if stream
+            .info()
+            .await
+            .expect("stream info")
+            .state
+            .consumer_count
+            >= n
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the stream never had {n} consumers");
+}
+
 /// Subscribes with the op and returns the reply (which must be `subscribed`).
 async fn subscribe(client: &mut Client, topics: &[&str]) -> Value {
     send_json(client, json!({"op":"sub","topics":topics})).await;
@@ -931,4 +950,110 @@ async fn a_replay_stops_when_every_connection_waiting_for_it_is_gone() {
         metric(gw.admin_addr(), "volley_replays_cancelled_total", "").await,
         1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_resume_with_a_token_resumes_the_url_topic_not_the_user_topic() {
+    let nats = js_server();
+    let mut opts = history_options(&nats, "weather", HistoryFile::default());
+    opts.auth = support::jwt::auth_options().auth;
+    let gw = start(opts).await;
+    wait_metric(&gw, "volley_history_available", 1.0).await;
+    let alice = support::jwt::token(json!({
+        "sub":"alice","exp":support::jwt::now() + 600,"aud":"volley"
+    }));
+
+    // `weather` sorts after the `user.alice` that comes with the token.
+    let mut first = connect(&ws_url(&gw, &format!("?token={alice}&topics=weather"))).await;
+    let reply = next_json(&mut first).await;
+    assert_eq!(reply["op"], "subscribed", "{reply}");
+    let epoch = reply["epoch"].as_str().expect("epoch").to_owned();
+    // The gauge counts a consumer while it is being opened; the server knowing it is what makes
+    // the next publish reach it.
+    wait_server_consumers(&js(&nats).await, 1).await;
+    let mut seqs = Vec::new();
+    for n in 1..=3 {
+        publish_ok(gw.admin_addr(), "weather", format!("{n}").as_bytes()).await;
+        let got = next_json(&mut first).await;
+        assert_eq!(got["data"], json!(n));
+        seqs.push(seq_of(&got));
+    }
+
+    let url = ws_url(
+        &gw,
+        &format!(
+            "?token={alice}&topics=weather&since={}&epoch={epoch}",
+            seqs[0]
+        ),
+    );
+    let mut back = connect(&url).await;
+    assert_eq!(
+        next_json(&mut back).await,
+        json!({"op":"subscribed","topics":["weather"],"epoch":epoch,"recovered":true,"replayed":2})
+    );
+    for (n, seq) in [(2, seqs[1]), (3, seqs[2])] {
+        let got = next_json(&mut back).await;
+        assert_eq!((got["data"].clone(), seq_of(&got)), (json!(n), seq));
+    }
+    // Then live, and her own topic is still hers.
+    publish_ok(gw.admin_addr(), "weather", b"4").await;
+    assert_eq!(next_json(&mut back).await["data"], 4);
+    publish_ok(gw.admin_addr(), "user.alice", b"5").await;
+    assert_eq!(
+        next_json(&mut back).await,
+        json!({"topic":"user.alice","data":5})
+    );
+    expect_silence(&mut back, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_leaves_out_reserved_topics_as_live_delivery_does() {
+    let nats = js_server();
+    // `*` stores every one-token subject, reserved ones (`_…`, `$…`) included.
+    let gw = start_history(&nats, "*", HistoryFile::default()).await;
+    let js = js(&nats).await;
+    let core = async_nats::connect(nats.url()).await.unwrap();
+
+    let mut live = connect(&ws_url(&gw, "")).await;
+    let epoch = subscribe(&mut live, &["*"]).await["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    wait_server_consumers(&js, 1).await;
+    publish_ok(gw.admin_addr(), "ok", b"0").await;
+    let since = seq_of(&next_json(&mut live).await);
+    // Any NATS client can publish where the HTTP API refuses to.
+    for (subject, body) in [
+        ("push._internal", "1"),
+        ("push.$sys", "2"),
+        ("push.ok", "3"),
+    ] {
+        core.publish(subject, body.into()).await.unwrap();
+    }
+    core.flush().await.unwrap();
+    wait_stored(&js, since + 3).await;
+    // Live, `*` never matches a reserved topic.
+    let got = next_json(&mut live).await;
+    assert_eq!(
+        (got["topic"].clone(), got["data"].clone()),
+        (json!("ok"), json!(3))
+    );
+
+    // Nor does the replay of it.
+    let mut back = connect(&ws_url(&gw, "")).await;
+    send_json(
+        &mut back,
+        json!({"op":"sub","topics":["*"],"since":{"*":since},"epoch":epoch}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut back).await,
+        json!({"op":"subscribed","topics":["*"],"epoch":epoch,"recovered":true,"replayed":1})
+    );
+    let got = next_json(&mut back).await;
+    assert_eq!(
+        (got["topic"].clone(), seq_of(&got)),
+        (json!("ok"), since + 3)
+    );
+    expect_silence(&mut back, Duration::from_millis(300)).await;
 }

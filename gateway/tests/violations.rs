@@ -2,12 +2,13 @@
 
 mod support;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
@@ -30,7 +31,7 @@ fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads server frames until a close frame; returns its code.
-async fn close_code(stream: &mut TcpStream) -> u16 {
+async fn close_code<R: AsyncRead + Unpin>(stream: &mut R) -> u16 {
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -60,6 +61,18 @@ async fn close_code(stream: &mut TcpStream) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_violation_closes_with_its_code() {
     let gw = start(options()).await;
+    violations_close_with_their_codes(gw.client_addr(), gw.admin_addr()).await;
+}
+
+/// docs/bad-input.md: "Both engines behave the same": the baseline closes with the same codes
+/// and counts the same metric (it once dropped the socket without a close frame instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_violation_closes_with_its_code_on_the_tokio_engine() {
+    let gw = start_tokio(options()).await;
+    violations_close_with_their_codes(gw.client_addr(), gw.admin_addr()).await;
+}
+
+async fn violations_close_with_their_codes(client: SocketAddr, admin: SocketAddr) {
     let unmasked = vec![0x81, 0x02, b'h', b'i'];
     let cases: Vec<(Vec<u8>, u16)> = vec![
         (unmasked, 1002),
@@ -71,7 +84,7 @@ async fn each_violation_closes_with_its_code() {
         (masked(0x81, &vec![b'a'; 5000]), 1009),
     ];
     for (bytes, code) in cases {
-        let mut stream = raw_upgrade(gw.client_addr()).await;
+        let mut stream = raw_upgrade(client).await;
         stream.write_all(&bytes).await.unwrap();
         assert_eq!(
             close_code(&mut stream).await,
@@ -80,7 +93,22 @@ async fn each_violation_closes_with_its_code() {
             &bytes[..2]
         );
     }
-    assert!(metric(gw.admin_addr(), "volley_protocol_closes_total", "").await >= 7.0);
+    for (label, n) in [
+        ("unmasked", 1.0),
+        ("reserved_bits", 1.0),
+        ("reserved_opcode", 1.0),
+        ("fragmented_control", 1.0),
+        ("unexpected_continuation", 1.0),
+        ("invalid_utf8_text", 1.0),
+        ("message_too_big", 1.0),
+    ] {
+        let labels = format!("reason=\"{label}\"");
+        assert_eq!(
+            metric(admin, "volley_protocol_closes_total", &labels).await,
+            n,
+            "{label}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +124,39 @@ async fn oversized_fragmented_message_closes_1009() {
         .await
         .unwrap();
     assert_eq!(close_code(&mut stream).await, 1009);
+}
+
+/// README: "every client frame counts". A message that never ends, sent as a stream of empty
+/// continuation frames, is a flood like any other: it gets the rate limit's close (1008), where
+/// it once kept the connection busy and alive for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuation_frames_count_against_the_message_rate() {
+    let mut opts = options();
+    opts.max_client_messages_per_second = Some(5);
+    let gw = start(opts).await;
+    let stream = raw_upgrade(gw.client_addr()).await;
+    let (mut read, mut write) = stream.into_split();
+    write.write_all(&masked(0x01, b"")).await.unwrap();
+    // 50 frames a second, ten times the limit, for at most 6 s: the third window over the
+    // limit closes it after about 2 s.
+    let flood = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < deadline {
+            if write.write_all(&masked(0x00, b"")).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert_eq!(close_code(&mut read).await, 1008);
+    flood.abort();
+    metric_reaches(
+        gw.admin_addr(),
+        "volley_protocol_closes_total",
+        "reason=\"rate_limit\"",
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

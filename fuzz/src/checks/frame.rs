@@ -23,6 +23,7 @@ pub enum Event {
     Binary(Vec<u8>),
     Ping(Vec<u8>),
     Pong(Vec<u8>),
+    Fragment,
     Close(Option<u16>, String),
 }
 
@@ -33,6 +34,7 @@ impl Event {
             ClientEvent::Binary(b) => Event::Binary(b.to_vec()),
             ClientEvent::Ping(b) => Event::Ping(b.to_vec()),
             ClientEvent::Pong(b) => Event::Pong(b.to_vec()),
+            ClientEvent::Fragment => Event::Fragment,
             ClientEvent::Close { code, reason } => Event::Close(code, reason.to_owned()),
         }
     }
@@ -128,6 +130,7 @@ fn check_event(e: &ClientEvent<'_>, max: usize) {
         ClientEvent::Text(t) => assert!(t.len() <= max),
         ClientEvent::Binary(b) => assert!(b.len() <= max),
         ClientEvent::Ping(b) | ClientEvent::Pong(b) => assert!(b.len() <= MAX_CONTROL_PAYLOAD),
+        ClientEvent::Fragment => {}
         ClientEvent::Close { code, reason } => {
             match code {
                 Some(c) => assert!(matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999)),
@@ -230,6 +233,10 @@ fn structured(input: &mut Input<'_>) {
                         form,
                     ));
                     at = end;
+                    // Every frame that does not end the message is reported as it comes.
+                    if !last {
+                        expected.push(Event::Fragment);
+                    }
                     // Control frames may be interleaved with the fragments of a message.
                     if !last && input.u8().is_multiple_of(4) {
                         let ping = input.bytes(MAX_CONTROL_PAYLOAD).to_vec();

@@ -90,6 +90,36 @@ fn invalid_values_name_the_key() {
     }
 }
 
+/// Finding 17: every prefix NATS would refuse (async-nats `is_valid_subject`: no whitespace
+/// of any kind, no empty token) exits at start-up naming the key, instead of a gateway that
+/// never delivers.
+#[test]
+fn a_subject_prefix_nats_refuses_names_the_key() {
+    for prefix in [
+        "push..x", "push\tx", "push\rx", "push\nx", "pu sh", ".push", "push.", "", "a.*", "a.>",
+        "a*", "x>y",
+    ] {
+        let options = Options {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            subject_prefix: Some(prefix.into()),
+            ..Options::default()
+        };
+        let err = Config::from_options(options).unwrap_err();
+        assert!(
+            err.to_string().contains("subjectPrefix"),
+            "{prefix:?}: {err}"
+        );
+    }
+    for prefix in ["push", "app.push", "a-b_c.d1"] {
+        let options = Options {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            subject_prefix: Some(prefix.into()),
+            ..Options::default()
+        };
+        assert!(Config::from_options(options).is_ok(), "{prefix:?}");
+    }
+}
+
 #[test]
 fn nats_turns_on_cluster_mode() {
     let config = Config::from_options(

@@ -14,7 +14,6 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -23,7 +22,6 @@ use super::Context;
 use super::upgrade;
 use crate::access::{self, Admission};
 use crate::capacity::Capacity;
-use crate::frame::ProtocolError;
 use crate::handshake::{Format, RejectReason, Rejection, SUBPROTOCOL};
 use crate::message::Message;
 use crate::session::{CLOSE_LINGER, Cause, Clock, Effect, Session};
@@ -108,13 +106,9 @@ pub(super) async fn run(stream: TcpStream, ctx: Arc<Context>) {
 /// client sees it is delivered.
 fn admit(ctx: &Context, request: &Request) -> Result<(bool, Admitted), Rejection> {
     let mut upgrade = upgrade::parse(request, &ctx.handshake)?;
-    if upgrade.since.is_some() && upgrade.topics.len() != 1 {
-        return Err(Rejection::bad_request(
-            "since needs exactly one topic in the URL (resume several with the sub op)",
-        ));
-    }
     let admission = access::admit(
         std::mem::take(&mut upgrade.topics),
+        upgrade.since.is_some(),
         upgrade.token.as_deref(),
         ctx.limits.verifier.as_deref(),
         ctx.limits.max_subscriptions,
@@ -152,7 +146,7 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
     let mut clock = Clock::new(std::time::Instant::now());
     let mut session = Session::new(&clock, Duration::ZERO);
     let mut effects = Vec::new();
-    let url_topic = admission.allowed.first().cloned();
+    let url_topic = admission.resumed.clone();
     session.open(admission, format, &clock, limits, &mut effects);
     if let (Some((since, epoch)), Some(topic)) = (resume, url_topic) {
         session.resume(&topic, since, epoch, &clock, limits, &mut effects);
@@ -196,18 +190,12 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
                             let _ = session.on_frame(event, &clock, limits, &mut effects);
                         }
                     }
-                    Some(Err(WsError::Capacity(e))) => {
-                        let declared = match e {
-                            CapacityError::MessageTooLong { size, .. } => *size as u64,
-                            _ => 0,
-                        };
-                        let violation = ProtocolError::MessageTooBig {
-                            declared,
-                            max: ctx.max_message_bytes,
-                        };
-                        session.on_violation(&violation, &clock, &mut effects);
-                    }
-                    None | Some(Err(_)) => return,
+                    Some(Err(e)) => match upgrade::violation_of(e, ctx.max_message_bytes) {
+                        // Closed with its code like on the shards (`pump` writes the close).
+                        Some(violation) => session.on_violation(&violation, &clock, &mut effects),
+                        None => return,
+                    },
+                    None => return,
                 }
                 // tungstenite queues the pong itself (one at a time: a newer pong replaces an
                 // unsent one); pushing it out under the deadline is how a client that pings and

@@ -8,7 +8,10 @@ use tungstenite::handshake::server::{ErrorResponse, Request};
 use tungstenite::http::{HeaderName, HeaderValue, StatusCode};
 use tungstenite::protocol::CloseFrame;
 
-use crate::frame::ClientEvent;
+use tungstenite::Error as WsError;
+use tungstenite::error::{CapacityError, ProtocolError as WsProtocolError};
+
+use crate::frame::{ClientEvent, ProtocolError};
 
 use crate::handshake::{self, HandshakeConfig, Parsed, Rejection, UpgradeRequest};
 
@@ -122,5 +125,37 @@ pub(crate) fn event_of(message: &WsMessage) -> Option<ClientEvent<'_>> {
         },
         // Raw frames only come out of tungstenite when asked for; nothing to act on.
         WsMessage::Frame(_) => return None,
+    })
+}
+
+/// The RFC 6455 violation behind a read error of tungstenite, as the shards' decoder names it
+/// (so both engines close with the same code and reason and count the same metric label, as
+/// docs/bad-input.md says). tungstenite sends no close frame of its own on these errors (it only
+/// answers a peer's Close). `None` for errors that are not the peer breaking the protocol (a
+/// reset, IO, reads after a close): the connection is just dropped.
+pub(crate) fn violation_of(error: &WsError, max_message: usize) -> Option<ProtocolError> {
+    Some(match error {
+        WsError::Capacity(e) => ProtocolError::MessageTooBig {
+            declared: match e {
+                CapacityError::MessageTooLong { size, .. } => *size as u64,
+                _ => 0,
+            },
+            max: max_message,
+        },
+        WsError::Utf8(_) => ProtocolError::InvalidUtf8Text,
+        WsError::Protocol(p) => match p {
+            WsProtocolError::NonZeroReservedBits => ProtocolError::ReservedBits,
+            WsProtocolError::UnmaskedFrameFromClient => ProtocolError::Unmasked,
+            WsProtocolError::FragmentedControlFrame => ProtocolError::FragmentedControl,
+            WsProtocolError::ControlFrameTooBig => ProtocolError::ControlTooLong,
+            WsProtocolError::UnknownControlFrameType(n)
+            | WsProtocolError::UnknownDataFrameType(n)
+            | WsProtocolError::InvalidOpcode(n) => ProtocolError::ReservedOpcode(*n),
+            WsProtocolError::UnexpectedContinueFrame => ProtocolError::UnexpectedContinuation,
+            WsProtocolError::ExpectedFragment(_) => ProtocolError::ExpectedContinuation,
+            WsProtocolError::InvalidCloseSequence => ProtocolError::CloseTooShort,
+            _ => return None,
+        },
+        _ => return None,
     })
 }

@@ -10,6 +10,7 @@ enum Ev {
     Binary(Vec<u8>),
     Ping(Vec<u8>),
     Pong(Vec<u8>),
+    Fragment,
     Close(Option<u16>, String),
 }
 
@@ -20,6 +21,7 @@ impl From<ClientEvent<'_>> for Ev {
             ClientEvent::Binary(b) => Ev::Binary(b.to_vec()),
             ClientEvent::Ping(b) => Ev::Ping(b.to_vec()),
             ClientEvent::Pong(b) => Ev::Pong(b.to_vec()),
+            ClientEvent::Fragment => Ev::Fragment,
             ClientEvent::Close { code, reason } => Ev::Close(code, reason.to_owned()),
         }
     }
@@ -264,9 +266,13 @@ fn mixed_stream() -> Vec<u8> {
 fn mixed_expected() -> Vec<Ev> {
     vec![
         Ev::Text("first".into()),
+        // Each frame that does not end its message is reported (the rate limit counts it).
+        Ev::Fragment,
         Ev::Ping(b"mid".to_vec()),
+        Ev::Fragment,
         Ev::Text("café!".into()),
         Ev::Binary(vec![9; 200]),
+        Ev::Fragment,
         Ev::Binary(b"abcd".to_vec()),
         Ev::Close(Some(1001), "gone".into()),
     ]
@@ -296,7 +302,13 @@ fn split_at_every_byte_boundary_yields_same_events() {
 fn fragments_state_is_empty_between_messages() {
     let mut frags = Fragments::default();
     let mut buf = client_frame(false, TEXT, b"ab");
-    decode(&mut buf, &mut frags, MAX, |_| ControlFlow::Continue(())).unwrap();
+    let mut first = None;
+    decode(&mut buf, &mut frags, MAX, |e| {
+        first = Some(Ev::from(e));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(first, Some(Ev::Fragment));
     assert!(frags.in_progress());
     assert_eq!(frags.buffered(), 2);
     let mut buf = client_frame(true, CONT, b"cd");
@@ -525,7 +537,11 @@ fn message_too_big_across_fragments() {
     first.extend_from_slice(&second[..2]);
     let (res, events) = decode_all(&first, max);
     assert_eq!(res, Err(ProtocolError::MessageTooBig { declared: 11, max }));
-    assert!(events.is_empty());
+    assert_eq!(
+        events,
+        [Ev::Fragment],
+        "only the first frame, which ended nothing"
+    );
     // Control frames in between do not count towards the message.
     let ok = [
         client_frame(false, TEXT, b"123456"),
@@ -536,6 +552,7 @@ fn message_too_big_across_fragments() {
     assert_eq!(
         decode_all(&ok, max).1,
         [
+            Ev::Fragment,
             Ev::Ping(b"0123456789abc".to_vec()),
             Ev::Text("1234567890".into())
         ]
@@ -757,4 +774,32 @@ fn decode_streamed_lenient(bytes: &[u8], cut: usize, max: usize) -> Result<(), P
     pending.extend_from_slice(&bytes[cut..]);
     decode(&mut pending, &mut frags, max, |_| ControlFlow::Continue(()))?;
     Ok(())
+}
+
+/// Finding 16: a message that never ends, as empty continuation frames, is one event per
+/// frame, and a `Break` (the rate limit closing) stops the decoder at that frame.
+#[test]
+fn every_fragment_is_an_event_and_can_stop_the_decoder() {
+    let mut bytes = client_frame(false, TEXT, b"");
+    for _ in 0..1_000 {
+        bytes.extend(client_frame(false, CONT, b""));
+    }
+    let (res, events) = decode_all(&bytes, MAX);
+    assert_eq!(res, Ok(bytes.len()));
+    assert_eq!(events, vec![Ev::Fragment; 1_001]);
+
+    let mut buf = bytes.clone();
+    let mut frags = Fragments::default();
+    let mut seen = 0;
+    let used = decode(&mut buf, &mut frags, MAX, |_| {
+        seen += 1;
+        if seen == 21 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!(seen, 21);
+    assert_eq!(used, 21 * 6, "empty masked frames are 6 bytes each");
 }

@@ -83,3 +83,27 @@ fn counts_saturate_instead_of_wrapping() {
     let v = burst(&mut rate, 10, 70_000, 1);
     assert_eq!(v.last(), Some(&Verdict::Deny { first: false }));
 }
+
+/// Finding 15: the count once saturated at 65,535, after which every message passed.
+#[test]
+fn a_limit_at_or_above_65535_still_limits() {
+    for limit in [65_535u32, 100_000] {
+        let mut rate = RateLimit::default();
+        let n = limit as usize;
+        assert!(
+            burst(&mut rate, 100, n, limit)
+                .iter()
+                .all(|v| *v == Verdict::Allow)
+        );
+        assert_eq!(
+            rate.check(100, limit),
+            Verdict::Deny { first: true },
+            "{limit}"
+        );
+        assert_eq!(
+            rate.check(100, limit),
+            Verdict::Deny { first: false },
+            "{limit}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ use crate::history::NotRecovered;
 use crate::history::merge::{Live, Merge, Replayed};
 use crate::message::Message;
 use crate::protocol::{self, Recovery};
+use crate::topic;
 
 /// Grace on top of `replayTimeout` before a session stops waiting for a replay answer (the
 /// control plane always answers within the timeout, unless the answer was lost).
@@ -220,7 +221,14 @@ impl Session {
             return;
         };
         let (replayed, failed) = match outcome {
-            Ok(r) if still_wanted => (Some(r), None),
+            Ok(mut r) if still_wanted => {
+                // JetStream's filter (`push.*` for `*`) also returns reserved subjects
+                // (`_…`, `$…`) that live delivery never matches to a wildcard in the first
+                // token (`topic::matches`): a replay must not hand out what live refuses.
+                // `through` stays: the stream was read that far all the same.
+                r.messages.retain(|m| topic::matches(pattern, m.topic()));
+                (Some(r), None)
+            }
             Ok(_) => (None, Some(NotRecovered::NoHistory)),
             Err(why) => (None, Some(why)),
         };

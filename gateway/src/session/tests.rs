@@ -64,6 +64,7 @@ fn open_with(
         identity,
         allowed: allowed.iter().map(|s| s.to_string()).collect(),
         forbidden: forbidden.iter().map(|s| s.to_string()).collect(),
+        resumed: None,
     };
     session.open(admission, Format::Envelope, clock, limits, &mut out);
     (session, out)
@@ -352,6 +353,61 @@ fn refresh_needs_auth_and_the_same_user_and_moves_exp() {
     );
     assert_eq!(replies(&mut session)[0]["code"], "bad_request");
     assert_eq!(session.identity().unwrap().user.as_deref(), Some("alice"));
+}
+
+/// Finding 3: a refresh whose token no longer covers a held pattern drops it, with a
+/// `forbidden` error naming it before `refreshed`; the user topic and covered patterns stay.
+#[test]
+fn refresh_drops_what_the_new_token_no_longer_allows() {
+    let clock = Clock::new(Instant::now());
+    let limits = Limits {
+        verifier: Some(verifier()),
+        ..limits()
+    };
+    let first = Identity {
+        topics: Some(vec!["a.>".into(), "b.>".into()]),
+        ..identity("alice", unix_now() + 60)
+    };
+    let (mut session, _) = open_with(
+        &clock,
+        &limits,
+        Some(first),
+        &["a.x", "b.x", "user.alice"],
+        &[],
+    );
+    let later = unix_now() + 3_600;
+    let narrower = token(json!({"sub":"alice","exp":later,"topics":["b.>"]}));
+    let op = format!(r#"{{"op":"refresh","token":"{narrower}"}}"#);
+    let out = text(&mut session, &op, &clock, &limits);
+    assert_eq!(
+        out.iter()
+            .filter(|e| !matches!(e, Effect::Queued))
+            .collect::<Vec<_>>(),
+        [&Effect::Unsubscribe("a.x".into())]
+    );
+    assert_eq!(
+        replies(&mut session),
+        [
+            json!({"op":"error","code":"forbidden","topic":"a.x",
+                   "message":"not allowed by the refreshed token; unsubscribed"}),
+            json!({"op":"refreshed","exp":later}),
+        ]
+    );
+    assert!(!session.wants("a.x"));
+    assert!(session.wants("b.x") && session.wants("user.alice"));
+    let mut held: Vec<&str> = session.subscriptions().iter().map(|s| &**s).collect();
+    held.sort_unstable();
+    assert_eq!(held, ["b.x", "user.alice"]);
+    // A refused refresh drops nothing.
+    let bob = token(json!({"sub":"bob","exp":later,"topics":[]}));
+    let out = text(
+        &mut session,
+        &format!(r#"{{"op":"refresh","token":"{bob}"}}"#),
+        &clock,
+        &limits,
+    );
+    assert!(!out.iter().any(|e| matches!(e, Effect::Unsubscribe(_))));
+    assert_eq!(session.subscriptions().len(), 2);
 }
 
 // ---- rate limit ----
@@ -1078,6 +1134,37 @@ fn an_overflowing_hold_buffer_ends_not_recovered_and_live_never_slow_consumer() 
     // Live from now on.
     assert!(session.offer_message(&big("a", seq, 500), &clock, &limits, &mut out));
     assert_eq!(message_seqs(&replies(&mut session)), [seq]);
+}
+
+/// Finding 14: a replay hands out no reserved topic (`_…`, `$…`) the resumed wildcard never
+/// matches live, and does not count it.
+#[test]
+fn a_replay_leaves_out_reserved_topics_live_delivery_refuses() {
+    let clock = Clock::new(Instant::now());
+    let limits = history_limits(&["*"], "e1");
+    let mut session = open(&clock, &limits);
+    let out = text(
+        &mut session,
+        r#"{"op":"sub","topics":["*"],"since":{"*":1},"epoch":"e1"}"#,
+        &clock,
+        &limits,
+    );
+    assert_eq!(replay_asks(&out).len(), 1);
+    let replayed = crate::history::merge::Replayed {
+        messages: vec![stored("_x", 2), stored("ok", 3), stored("$y", 4)],
+        through: 4,
+    };
+    let mut out = Vec::new();
+    session.on_replay("*", Some("e1"), Ok(replayed), &clock, &limits, &mut out);
+    let got = replies(&mut session);
+    assert_eq!(
+        got[0],
+        json!({"op":"subscribed","topics":["*"],"epoch":"e1","recovered":true,"replayed":1})
+    );
+    assert_eq!(message_seqs(&got[1..]), [3]);
+    // Live copies of what the replay went through are still duplicates.
+    assert!(session.offer_message(&stored("ok", 3), &clock, &limits, &mut out));
+    assert!(replies(&mut session).is_empty());
 }
 
 #[test]

@@ -17,6 +17,8 @@ both_engines!(
     anonymous_connections_cannot_read_user_topics,
     message_rate_limit_errors_then_closes,
     rate_limit_closes_in_the_third_full_window,
+    a_url_resume_with_a_token_answers_for_the_url_topic_not_the_user_topic,
+    refresh_drops_the_subscriptions_the_new_token_does_not_cover,
 );
 
 async fn bad_tokens_get_401_before_the_upgrade(engine: Engine) {
@@ -245,4 +247,91 @@ async fn rate_limit_closes_in_the_third_full_window(engine: Engine) {
     assert_eq!(close.reason.as_str(), "message rate limit");
     assert!(took >= Duration::from_secs(2), "closed after {took:?}");
     assert!(took < Duration::from_secs(6), "closed after {took:?}");
+}
+
+async fn a_url_resume_with_a_token_answers_for_the_url_topic_not_the_user_topic(engine: Engine) {
+    let gw = start_engine(engine, auth_options()).await;
+    let alice = token(json!({
+        "sub":"alice","exp":now() + 600,"aud":"volley","topics":["weather","stocks.>"]
+    }));
+    // `weather` sorts after `user.alice`: the resume, and its answer, are still for `weather`
+    // (no history here, so not recovered, and live from now on).
+    let query = format!("?token={alice}&topics=weather&since=5&epoch=e");
+    let mut client = connect(&gw.url(&query)).await;
+    let reply = next_json(&mut client).await;
+    assert_eq!(reply["op"], "subscribed", "{reply}");
+    assert_eq!(reply["topics"], json!(["weather"]), "{reply}");
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_eq!(reply["reason"], "no_history", "{reply}");
+    publish_ok(gw.admin_addr(), "weather", b"1").await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"weather","data":1})
+    );
+    publish_ok(gw.admin_addr(), "user.alice", b"2").await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"user.alice","data":2})
+    );
+    // A resumed URL topic she may not have: its `forbidden` reply is the answer, and nothing
+    // is resumed (or answered) in its place.
+    let query = format!("?token={alice}&topics=news&since=5&epoch=e");
+    let mut refused = connect(&gw.url(&query)).await;
+    let reply = next_json(&mut refused).await;
+    assert_eq!(
+        (&reply["code"], &reply["topic"]),
+        (&json!("forbidden"), &json!("news")),
+        "{reply}"
+    );
+    expect_silence(&mut refused, Duration::from_millis(300)).await;
+}
+
+async fn refresh_drops_the_subscriptions_the_new_token_does_not_cover(engine: Engine) {
+    let gw = start_engine(engine, auth_options()).await;
+    let first = token(json!({
+        "sub":"erin","exp":now() + 600,"aud":"volley","topics":["premium.>","free.>"]
+    }));
+    let query = format!("?token={first}&topics=premium.news,free.news");
+    let mut client = connect(&gw.url(&query)).await;
+    send_json(&mut client, json!({"op":"sub","topics":["premium.*"]})).await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"op":"subscribed","topics":["premium.*"]})
+    );
+    // Her entitlement shrank: the next token only covers `free.>`.
+    let later = now() + 900;
+    let narrower = token(json!({
+        "sub":"erin","exp":later,"aud":"volley","topics":["free.>"]
+    }));
+    send_json(&mut client, json!({"op":"refresh","token":narrower})).await;
+    // Each subscription the new token does not cover is dropped with a `forbidden` error
+    // naming it, then the refresh is confirmed.
+    let mut dropped = Vec::new();
+    for _ in 0..2 {
+        let reply = next_json(&mut client).await;
+        assert_eq!(reply["op"], "error", "{reply}");
+        assert_eq!(reply["code"], "forbidden", "{reply}");
+        dropped.push(reply["topic"].as_str().unwrap().to_owned());
+    }
+    dropped.sort();
+    assert_eq!(dropped, ["premium.*", "premium.news"]);
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"op":"refreshed","exp":later})
+    );
+    // Dropped means not delivered: a leaked `premium.news` would arrive before the sentinel.
+    publish_ok(gw.admin_addr(), "premium.news", b"1").await;
+    publish_ok(gw.admin_addr(), "free.news", b"2").await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"free.news","data":2})
+    );
+    publish_ok(gw.admin_addr(), "user.erin", b"3").await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"user.erin","data":3})
+    );
+    // Subscribing again under the new token is refused like any other forbidden topic.
+    send_json(&mut client, json!({"op":"sub","topics":["premium.news"]})).await;
+    assert_eq!(next_json(&mut client).await["code"], "forbidden");
 }

@@ -65,3 +65,72 @@ fn payload_is_sliced_out_of_the_encoded_frame() {
     assert!(text);
     assert_eq!(&payload[..], br#"{"topic":"t","data":"hello"}"#);
 }
+
+/// Finding 12: tungstenite's read errors for a peer breaking RFC 6455 become the shards' own
+/// violations (same close code, reason and metric label); other errors stay a plain drop.
+#[test]
+fn tungstenite_violations_map_to_the_shards_close_codes() {
+    use tungstenite::protocol::frame::coding::Data;
+    let cases = [
+        (
+            WsError::Protocol(WsProtocolError::UnmaskedFrameFromClient),
+            1002,
+            "unmasked",
+        ),
+        (
+            WsError::Protocol(WsProtocolError::NonZeroReservedBits),
+            1002,
+            "reserved_bits",
+        ),
+        (
+            WsError::Protocol(WsProtocolError::UnknownDataFrameType(3)),
+            1002,
+            "reserved_opcode",
+        ),
+        (
+            WsError::Protocol(WsProtocolError::UnknownControlFrameType(11)),
+            1002,
+            "reserved_opcode",
+        ),
+        (
+            WsError::Protocol(WsProtocolError::FragmentedControlFrame),
+            1002,
+            "fragmented_control",
+        ),
+        (
+            WsError::Protocol(WsProtocolError::ControlFrameTooBig),
+            1002,
+            "control_too_long",
+        ),
+        (
+            WsError::Protocol(WsProtocolError::UnexpectedContinueFrame),
+            1002,
+            "unexpected_continuation",
+        ),
+        (
+            WsError::Protocol(WsProtocolError::ExpectedFragment(Data::Text)),
+            1002,
+            "expected_continuation",
+        ),
+        (WsError::Utf8("bad".into()), 1007, "invalid_utf8_text"),
+        (
+            WsError::Capacity(CapacityError::MessageTooLong {
+                size: 5000,
+                max_size: 4096,
+            }),
+            1009,
+            "message_too_big",
+        ),
+    ];
+    for (error, code, label) in cases {
+        let v = violation_of(&error, 4096).unwrap_or_else(|| panic!("{error:?}"));
+        assert_eq!((v.close_code(), v.label()), (code, label), "{error:?}");
+    }
+    for other in [
+        WsError::ConnectionClosed,
+        WsError::Protocol(WsProtocolError::ResetWithoutClosingHandshake),
+        WsError::Io(std::io::ErrorKind::BrokenPipe.into()),
+    ] {
+        assert_eq!(violation_of(&other, 4096), None, "{other:?}");
+    }
+}
