@@ -166,13 +166,17 @@ impl<'de> Deserialize<'de> for AutoscalingMode {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must be <= autoscaling.maxReplicas"),
-    validation = Rule::new("self.targetConnectionsPerPod > 0").message("autoscaling.targetConnectionsPerPod must be > 0")
+    validation = Rule::new("self.targetConnectionsPerPod > 0").message("autoscaling.targetConnectionsPerPod must be > 0"),
+    // With no pod there are no stats and no connections, so an autoscaler at 0 would never see
+    // load again: the operator scales to at least 1. An HPA (External) may scale to 0.
+    validation = Rule::new("self.mode != 'Operator' || self.minReplicas >= 1").message("autoscaling.minReplicas must be >= 1 in mode Operator (with no pod there is no load to scale up on); use mode External to scale to zero")
 )]
 pub struct AutoscalingSpec {
     /// Who decides the replica count.
     #[serde(default)]
     pub mode: AutoscalingMode,
-    /// Lower bound for the operator's decision.
+    /// Lower bound for the operator's decision; at least 1 in mode `Operator` (0 is allowed
+    /// only for an external autoscaler).
     #[serde(default = "default_min_replicas")]
     #[schemars(range(min = 0))]
     pub min_replicas: i32,

@@ -19,12 +19,21 @@ pub struct PodView {
     pub draining: bool,
 }
 
+/// The bounds of the operator's decision, `(min, max)`. The lower bound is at least 1: with no
+/// pod there are no stats and no connections, so a cluster scaled to 0 would never see load again
+/// and stay at 0 for good. The CRD refuses `minReplicas: 0` in mode Operator; this also covers
+/// objects stored before that rule (the API server keeps accepting an unchanged stored value).
+pub fn bounds(spec: &AutoscalingSpec) -> (i32, i32) {
+    let min = spec.min_replicas.max(1);
+    (min, spec.max_replicas.max(min))
+}
+
 /// Replicas needed for `total` connections at the target per pod, within the bounds.
 pub fn recommend(spec: &AutoscalingSpec, total: u64) -> i32 {
     let target = u64::try_from(spec.target_connections_per_pod.max(1)).unwrap_or(1);
     let raw = i32::try_from(total.div_ceil(target)).unwrap_or(i32::MAX);
-    let min = spec.min_replicas.max(0);
-    raw.clamp(min, spec.max_replicas.max(min))
+    let (min, max) = bounds(spec);
+    raw.clamp(min, max)
 }
 
 /// Whether `total` connections on `current` pods is within `spec.tolerance` of the target, the
@@ -131,8 +140,7 @@ pub fn effective_total(input: &ScaleInput<'_>) -> u64 {
 pub fn desired_replicas(input: ScaleInput<'_>, history: &mut History) -> i32 {
     let spec = input.spec;
     let total = effective_total(&input);
-    let min = spec.min_replicas.max(0);
-    let max = spec.max_replicas.max(min);
+    let (min, max) = bounds(spec);
     let current = input.current;
     let rec = if within_tolerance(spec, current, total) {
         current.clamp(min, max)

@@ -210,8 +210,8 @@ pub(crate) fn plan(
         AutoscalingMode::Operator if connected => scaling::desired_replicas(input, &mut m.history),
         // Without stats the operator cannot judge load: keep the count, within bounds.
         AutoscalingMode::Operator => {
-            let a = &pc.spec.autoscaling;
-            current.clamp(a.min_replicas.max(0), a.max_replicas.max(a.min_replicas))
+            let (min, max) = scaling::bounds(&pc.spec.autoscaling);
+            current.clamp(min, max)
         }
         AutoscalingMode::External | AutoscalingMode::Manual => pc.spec_replicas(),
     };

@@ -97,6 +97,39 @@ fn out_of_bounds_moves_into_bounds() {
     assert_eq!(decide(&s, 9, 0, 6, &mut h), 6);
 }
 
+/// Finding 3: with no pod there is no load to scale up on, so 0 would be for good.
+#[test]
+fn operator_mode_never_decides_zero_even_with_min_replicas_zero() {
+    let s = spec(0, 5, 100, 60);
+    assert_eq!(recommend(&s, 0), 1);
+    assert_eq!(bounds(&s), (1, 5));
+    let mut h = History::default();
+    let mut current = 1;
+    // No pod reports any connection, well past the scale-down window.
+    for t in (0..600).step_by(10) {
+        let input = ScaleInput {
+            spec: &s,
+            current,
+            pods: &[],
+            in_flight: 0,
+            stats_complete: true,
+            now: 1000 + t,
+        };
+        current = desired_replicas(input, &mut h);
+        assert_eq!(current, 1, "at t={t}");
+    }
+    // A cluster already at 0 (scaled there before this fix) comes back to 1 at once.
+    let input = ScaleInput {
+        spec: &s,
+        current: 0,
+        pods: &[],
+        in_flight: 0,
+        stats_complete: true,
+        now: 2000,
+    };
+    assert_eq!(desired_replicas(input, &mut h), 1);
+}
+
 #[test]
 fn history_is_pruned_to_the_window() {
     let s = spec(1, 10, 100, 10);

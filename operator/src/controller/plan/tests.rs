@@ -337,7 +337,13 @@ fn standalone_gateways_are_scaled_down_at_once_without_drains() {
 #[test]
 fn operator_mode_without_stats_keeps_the_count_within_bounds() {
     // (current, min, max) -> desired, NATS unreachable
-    for (current, min, max, want) in [(3, 1, 10, 3), (3, 4, 10, 4), (12, 1, 10, 10)] {
+    // minReplicas 0 (stored before the CRD refused it) still keeps one pod (finding 3).
+    for (current, min, max, want) in [
+        (3, 1, 10, 3),
+        (3, 4, 10, 4),
+        (12, 1, 10, 10),
+        (0, 0, 10, 1),
+    ] {
         let mut s = spec();
         s.autoscaling.min_replicas = min;
         s.autoscaling.max_replicas = max;
@@ -347,6 +353,28 @@ fn operator_mode_without_stats_keeps_the_count_within_bounds() {
         let p = run(&stored(s), &o, &mut ClusterMemory::default(), at(0));
         assert_eq!(p.status.desired, want, "{current} in [{min}, {max}]");
     }
+}
+
+/// Finding 3: the operator never decides 0 in mode Operator, even with minReplicas 0 and no
+/// load; mode External (an HPA through the scale subresource) may still ask for 0.
+#[test]
+fn min_replicas_zero_scales_to_one_in_operator_mode_and_to_zero_in_external_mode() {
+    let mut s = spec();
+    s.autoscaling.min_replicas = 0;
+    let pc = stored(s.clone());
+    let mut m = ClusterMemory::default();
+    let mut o = cluster(&[0], at(0));
+    for t in [0, 10, 400, 800] {
+        o.stats = vec![stats("web-0", 0, false, at(t))];
+        let p = run(&pc, &o, &mut m, at(t));
+        assert_eq!((p.status.desired, p.replicas), (1, 1), "at t={t}");
+        assert!(p.drains.is_empty() && p.costs.is_empty(), "at t={t}");
+    }
+    s.autoscaling.mode = AutoscalingMode::External;
+    s.replicas = Some(0);
+    let p = run(&stored(s), &o, &mut ClusterMemory::default(), at(0));
+    // (the count itself goes down through the drain protocol, as any scale-down)
+    assert_eq!(p.status.desired, 0);
 }
 
 #[test]
