@@ -66,6 +66,11 @@ pub mod condition {
     )
 )]
 #[serde(rename_all = "camelCase")]
+// A target above what a pod accepts is never reached: full pods (NotReady at capacity, refusing
+// clients) would look under-loaded and the autoscaler would shrink a saturated cluster. Only mode
+// Operator reads the target. `gateway` and `autoscaling` are defaulted before validation; the
+// `has` guards keep the rule total anyway.
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || self.autoscaling.mode != 'Operator' || !has(self.gateway) || !has(self.gateway.maxConnectionsPerPod) || self.autoscaling.targetConnectionsPerPod <= self.gateway.maxConnectionsPerPod").message("autoscaling.targetConnectionsPerPod (default 10000) must be <= gateway.maxConnectionsPerPod in mode Operator: pods full at maxConnectionsPerPod would look under the target and the cluster would be scaled down while saturated"))]
 pub struct PushClusterSpec {
     /// Gateway pod count: written by an HPA (through the scale subresource) when
     /// `autoscaling.mode` is `External`, by hand (e.g. `kubectl scale`) when `Manual`. In mode
@@ -184,7 +189,8 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_max_replicas")]
     #[schemars(range(min = 1))]
     pub max_replicas: i32,
-    /// Connections one pod should hold on average.
+    /// Connections one pod should hold on average; at most `gateway.maxConnectionsPerPod` in
+    /// mode `Operator`.
     #[serde(default = "default_target_connections")]
     #[schemars(range(min = 1))]
     pub target_connections_per_pod: i64,

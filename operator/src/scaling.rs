@@ -28,6 +28,22 @@ pub fn bounds(spec: &AutoscalingSpec) -> (i32, i32) {
     (min, spec.max_replicas.max(min))
 }
 
+/// The autoscaling spec the decision uses: `targetConnectionsPerPod` capped at the pod's hard
+/// cap `gateway.maxConnectionsPerPod`. A target above the cap is never reached: full pods
+/// (NotReady at capacity, refusing clients) would look under-loaded and the cluster would be
+/// shrunk while saturated. The CRD refuses such a spec in mode Operator; this covers objects
+/// stored before that rule.
+pub fn with_capacity(
+    spec: &AutoscalingSpec,
+    max_connections_per_pod: Option<i64>,
+) -> AutoscalingSpec {
+    let mut capped = spec.clone();
+    if let Some(cap) = max_connections_per_pod.filter(|c| *c >= 1) {
+        capped.target_connections_per_pod = capped.target_connections_per_pod.min(cap);
+    }
+    capped
+}
+
 /// Replicas needed for `total` connections at the target per pod, within the bounds.
 pub fn recommend(spec: &AutoscalingSpec, total: u64) -> i32 {
     let target = u64::try_from(spec.target_connections_per_pod.max(1)).unwrap_or(1);

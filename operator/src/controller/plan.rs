@@ -149,7 +149,12 @@ pub(crate) fn plan(
     let mut facts = scaledown::pod_facts(&o.pods, &by_pod);
     let drain_secs = v.rendered.drain.as_secs();
     let stuck_limit = drain_secs + s.drain_stuck_margin.as_secs();
-    let target = pc.spec.autoscaling.target_connections_per_pod;
+    // The target capped at what one pod accepts (finding 10).
+    let autoscaling = scaling::with_capacity(
+        &pc.spec.autoscaling,
+        pc.spec.gateway.max_connections_per_pod,
+    );
+    let target = autoscaling.target_connections_per_pod;
 
     // Safety net: a pod that has been draining past drainTimeout + margin without being deleted
     // serves nobody; delete it so the ReplicaSet replaces it (or, mid scale-down, removes it).
@@ -198,7 +203,7 @@ pub(crate) fn plan(
     m.closes.retain(|c| c.at_ms + keep > now.ms);
     let in_flight = scaling::in_flight(&m.closes, &|p| stats_at.get(p).copied(), now.ms);
     let input = ScaleInput {
-        spec: &pc.spec.autoscaling,
+        spec: &autoscaling,
         current,
         pods: &views,
         in_flight,
@@ -210,7 +215,7 @@ pub(crate) fn plan(
         AutoscalingMode::Operator if connected => scaling::desired_replicas(input, &mut m.history),
         // Without stats the operator cannot judge load: keep the count, within bounds.
         AutoscalingMode::Operator => {
-            let (min, max) = scaling::bounds(&pc.spec.autoscaling);
+            let (min, max) = scaling::bounds(&autoscaling);
             current.clamp(min, max)
         }
         AutoscalingMode::External | AutoscalingMode::Manual => pc.spec_replicas(),

@@ -130,6 +130,22 @@ fn operator_mode_never_decides_zero_even_with_min_replicas_zero() {
     assert_eq!(desired_replicas(input, &mut h), 1);
 }
 
+/// Finding 10: the target is capped at the pod's hard cap.
+#[test]
+fn the_target_is_capped_at_max_connections_per_pod() {
+    let s = spec(1, 10, 10_000, 0);
+    assert_eq!(with_capacity(&s, None), s);
+    assert_eq!(with_capacity(&s, Some(20_000)), s);
+    let capped = with_capacity(&s, Some(5_000));
+    assert_eq!(capped.target_connections_per_pod, 5_000);
+    // Three pods full at 5000: three pods are needed, not ceil(15000 / 10000) = 2.
+    assert_eq!(recommend(&s, 15_000), 2);
+    assert_eq!(recommend(&capped, 15_000), 3);
+    assert_eq!(recommend(&capped, 15_001), 4);
+    // A nonsense cap (the schema says minimum 1) changes nothing.
+    assert_eq!(with_capacity(&s, Some(0)), s);
+}
+
 #[test]
 fn history_is_pruned_to_the_window() {
     let s = spec(1, 10, 100, 10);

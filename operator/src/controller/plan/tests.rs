@@ -338,12 +338,8 @@ fn standalone_gateways_are_scaled_down_at_once_without_drains() {
 fn operator_mode_without_stats_keeps_the_count_within_bounds() {
     // (current, min, max) -> desired, NATS unreachable
     // minReplicas 0 (stored before the CRD refused it) still keeps one pod (finding 3).
-    for (current, min, max, want) in [
-        (3, 1, 10, 3),
-        (3, 4, 10, 4),
-        (12, 1, 10, 10),
-        (0, 0, 10, 1),
-    ] {
+    for (current, min, max, want) in [(3, 1, 10, 3), (3, 4, 10, 4), (12, 1, 10, 10), (0, 0, 10, 1)]
+    {
         let mut s = spec();
         s.autoscaling.min_replicas = min;
         s.autoscaling.max_replicas = max;
@@ -375,6 +371,31 @@ fn min_replicas_zero_scales_to_one_in_operator_mode_and_to_zero_in_external_mode
     let p = run(&stored(s), &o, &mut ClusterMemory::default(), at(0));
     // (the count itself goes down through the drain protocol, as any scale-down)
     assert_eq!(p.status.desired, 0);
+}
+
+/// Finding 10: three pods full at maxConnectionsPerPod 5000 with the default target 10000 (an
+/// object stored before the CRD refused that) are not scaled down to 2; less load scales down
+/// against the capped target.
+#[test]
+fn a_saturated_cluster_is_not_shrunk_when_the_target_exceeds_the_pod_cap() {
+    let mut s = spec();
+    s.gateway.max_connections_per_pod = Some(5_000);
+    assert_eq!(s.autoscaling.target_connections_per_pod, 10_000);
+    let pc = stored(s);
+    let mut m = ClusterMemory::default();
+    let p = run(&pc, &cluster(&[5_000, 5_000, 5_000], at(0)), &mut m, at(0));
+    assert_eq!((p.status.desired, p.replicas), (3, 3));
+    assert!(p.drains.is_empty() && p.costs.is_empty() && p.scaling.is_none());
+    // 6000 connections: 2 pods at 5000 each (1 at the uncapped 10000).
+    let p = run(
+        &pc,
+        &cluster(&[2_000, 2_000, 2_000], at(10)),
+        &mut m,
+        at(10),
+    );
+    assert_eq!(p.status.desired, 2);
+    let note = p.drain_note.expect("a scale-down").inputs;
+    assert!(note.contains("target 5000 per pod"), "{note}");
 }
 
 #[test]
