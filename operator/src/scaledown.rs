@@ -38,6 +38,17 @@ pub enum Phase {
     Running,
 }
 
+/// What a pod's fresh stats say, as far as scale-down cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodLoad {
+    /// Open connections.
+    pub connections: u64,
+    /// Draining.
+    pub draining: bool,
+    /// Takes new clients (the gateway's readiness: false while paused, draining or full).
+    pub accepting: bool,
+}
+
 /// What the operator knows of one live (not terminating, not finished) gateway pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodFacts {
@@ -56,6 +67,10 @@ pub struct PodFacts {
     pub connections: Option<u64>,
     /// Its stats say it is draining.
     pub draining: bool,
+    /// Its stats say it refuses new clients without draining: paused by a balancing round or at
+    /// `maxConnections`. A NotReady caused by that is the gateway's own and transient, not a
+    /// fault, and such a pod is usually the fullest: no reason to remove it first.
+    pub refusing: bool,
 }
 
 impl PodFacts {
@@ -71,8 +86,8 @@ impl PodFacts {
 }
 
 /// Facts of the pods that count: not terminating and not finished (the ReplicaSet ignores
-/// those, `controller.IsPodActive`). `stats` maps pod name to (connections, draining).
-pub fn pod_facts(pods: &[Pod], stats: &HashMap<String, (u64, bool)>) -> Vec<PodFacts> {
+/// those, `controller.IsPodActive`). `stats` maps pod name to its fresh stats.
+pub fn pod_facts(pods: &[Pod], stats: &HashMap<String, PodLoad>) -> Vec<PodFacts> {
     let mut out: Vec<PodFacts> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -103,8 +118,9 @@ pub fn pod_facts(pods: &[Pod], stats: &HashMap<String, (u64, bool)>) -> Vec<PodF
                 .is_some_and(|n| !n.is_empty());
             let seen = stats.get(&name);
             Some(PodFacts {
-                connections: seen.map(|s| s.0),
-                draining: seen.is_some_and(|s| s.1),
+                connections: seen.map(|s| s.connections),
+                draining: seen.is_some_and(|s| s.draining),
+                refusing: seen.is_some_and(|s| !s.accepting && !s.draining),
                 name,
                 assigned,
                 phase,
@@ -122,11 +138,17 @@ pub fn pod_facts(pods: &[Pod], stats: &HashMap<String, (u64, bool)>) -> Vec<PodF
 /// cannot change (unassigned, pending, not ready first, since the ReplicaSet would remove those
 /// before any cost is consulted); then the emptiest (pods without stats after every pod with
 /// stats: their load is unknown); the name breaks ties.
+///
+/// A pod NotReady only because it [refuses](PodFacts::refusing) new clients (paused or full)
+/// ranks as Ready here: it is usually the fullest, and the ready key needs no help from the
+/// choice, since a drained victim turns NotReady and with cost −1 ranks before that pod anyway
+/// ([`may_shrink`] checks it on the listing).
 pub fn choose_victims(pods: &[PodFacts], count: usize) -> Vec<String> {
     let mut sorted: Vec<&PodFacts> = pods.iter().collect();
+    let ready = |p: &PodFacts| p.ready || p.refusing;
     sorted.sort_by(|a, b| {
-        (!a.marked(), a.assigned, a.phase, a.ready)
-            .cmp(&(!b.marked(), b.assigned, b.phase, b.ready))
+        (!a.marked(), a.assigned, a.phase, ready(a))
+            .cmp(&(!b.marked(), b.assigned, b.phase, ready(b)))
             .then(
                 (a.connections.is_none(), a.connections)
                     .cmp(&(b.connections.is_none(), b.connections)),

@@ -20,7 +20,7 @@ use super::memory::ClusterMemory;
 use super::observe::Observed;
 use crate::balancer::{Balancer, Command, Timing};
 use crate::build::Valid;
-use crate::scaledown::{self, PodFacts};
+use crate::scaledown::{self, PodFacts, PodLoad};
 use crate::scaling::{self, PodView, ScaleInput};
 use crate::stats::{self, Seen};
 
@@ -141,10 +141,17 @@ pub(crate) fn plan(
         .map_or((0, 0, 0), |d| (d.replicas, d.ready, d.updated));
 
     // Only stats of pods that exist and are not terminating count.
-    let by_pod: HashMap<String, (u64, bool)> = o
+    let by_pod: HashMap<String, PodLoad> = o
         .stats
         .iter()
-        .map(|s| (s.stats.pod.clone(), (s.stats.connections, s.stats.draining)))
+        .map(|s| {
+            let load = PodLoad {
+                connections: s.stats.connections,
+                draining: s.stats.draining,
+                accepting: s.stats.accepting,
+            };
+            (s.stats.pod.clone(), load)
+        })
         .collect();
     let mut facts = scaledown::pod_facts(&o.pods, &by_pod);
     let drain_secs = v.rendered.drain.as_secs();
@@ -269,16 +276,42 @@ pub(crate) fn plan(
     // gateways are never sent a drain, so nothing can be left draining: the count is lowered at
     // once and the ReplicaSet's pick drains through the preStop hook.
     let protocol = desired < current && exists && !facts.is_empty() && connected;
-    let settled = replicas == current
+    // The Deployment controller has not acted on the latest spec (e.g. a new config hash) while
+    // its observedGeneration is behind: the counts below describe the old one, and a rollout is
+    // about to replace pods, so nothing is drained yet (kubectl's `rollout status` makes the same
+    // check first: `Generation <= Status.ObservedGeneration`, kubectl
+    // pkg/polymorphichelpers/rollout_status.go).
+    let observed = o.deployment.is_none_or(|d| d.observed);
+    let settled = observed
+        && replicas == current
         && updated == current
         && facts.len() == usize::try_from(current).unwrap_or(0);
+    // A balancing round pauses the fullest pods (NotReady while they shed): the victims are
+    // chosen only after it ends (lead + spread + settle, about 21 s), from counts it no longer
+    // moves; a scale-down has no hurry.
+    let round: Vec<String> = m
+        .balancer
+        .as_ref()
+        .map(Balancer::paused)
+        .unwrap_or_default();
     if protocol && !settled {
         // Mid-rollout the Deployment scales several ReplicaSets; drain nothing until it settles.
         apply_replicas = current;
+        let generation = if observed {
+            ""
+        } else {
+            ", the latest spec not yet observed by the Deployment controller"
+        };
         hold = Some(format!(
             "{current} -> {desired}: waiting for the Deployment to settle ({} live pods, \
-             {replicas} replicas, {updated} updated, {current} wanted)",
+             {replicas} replicas, {updated} updated, {current} wanted{generation})",
             facts.len()
+        ));
+    } else if protocol && !round.is_empty() {
+        apply_replicas = current;
+        hold = Some(format!(
+            "{current} -> {desired}: waiting for the balancing round on {} to end",
+            round.join(", ")
         ));
     } else if protocol {
         let count = usize::try_from(current - desired).unwrap_or(0);

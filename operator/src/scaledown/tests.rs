@@ -25,10 +25,18 @@ fn api_pod(name: &str, ready: bool, created: u32, cost: Option<i32>) -> Pod {
     .unwrap()
 }
 
-fn stats(entries: &[(&str, u64, bool)]) -> HashMap<String, (u64, bool)> {
+/// Stats of (pod, connections, draining); a draining gateway does not accept (its readiness).
+fn stats(entries: &[(&str, u64, bool)]) -> HashMap<String, PodLoad> {
     entries
         .iter()
-        .map(|(n, c, d)| ((*n).to_string(), (*c, *d)))
+        .map(|(n, c, d)| {
+            let load = PodLoad {
+                connections: *c,
+                draining: *d,
+                accepting: !*d,
+            };
+            ((*n).to_string(), load)
+        })
         .collect()
 }
 
@@ -118,6 +126,42 @@ fn victims_follow_the_replicaset_keys_the_operator_cannot_change() {
     let facts = pod_facts(&pods, &st);
     assert_eq!(choose_victims(&facts, 1), ["c"]);
     assert_eq!(choose_victims(&facts, 2), ["c", "b"]);
+}
+
+/// Finding 5: a pod NotReady because a balancing round paused it (or it is full) is the fullest
+/// pod; the ReplicaSet's not-ready key does not force it to be the victim, and the emptiest goes.
+#[test]
+fn a_pod_not_ready_because_it_refuses_clients_is_not_drained_first() {
+    let mut pods = vec![
+        api_pod("a", false, 1, None),
+        api_pod("b", true, 2, None),
+        api_pod("c", true, 3, None),
+    ];
+    let mut st = stats(&[("a", 900, false), ("b", 100, false), ("c", 120, false)]);
+    // Paused (or at maxConnections): not accepting, not draining.
+    st.get_mut("a").unwrap().accepting = false;
+    let facts = pod_facts(&pods, &st);
+    assert!(facts[0].refusing && !facts[1].refusing);
+    let victims = choose_victims(&facts, 1);
+    assert_eq!(victims, ["b"]);
+    // The protocol still removes exactly b: costed, drained (NotReady), then it ranks first.
+    write_costs(&mut pods, &cost_patches(&facts, &victims));
+    set_ready(&mut pods, &victims, false);
+    let facts = pod_facts(&pods, &st);
+    assert_eq!(may_shrink(&facts, &victims, true, false), Ok(()));
+    assert_eq!(replicaset_deletes(&pods, 1), victims);
+    // A pod NotReady for any other reason (its stats say it accepts) still goes first.
+    st.get_mut("a").unwrap().accepting = true;
+    let facts = pod_facts(&api_pods_abc(), &st);
+    assert_eq!(choose_victims(&facts, 1), ["a"]);
+}
+
+fn api_pods_abc() -> Vec<Pod> {
+    vec![
+        api_pod("a", false, 1, None),
+        api_pod("b", true, 2, None),
+        api_pod("c", true, 3, None),
+    ]
 }
 
 #[test]

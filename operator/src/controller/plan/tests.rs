@@ -4,6 +4,7 @@
 // Tests start from a default spec and change one field at a time: easier to read.
 #![allow(clippy::field_reassign_with_default)]
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::EventType;
 use volley_crds::wire::GatewayStats;
@@ -102,6 +103,7 @@ fn settled(n: i32) -> Option<DeploymentView> {
         replicas: n,
         ready: n,
         updated: n,
+        observed: true,
     })
 }
 
@@ -313,6 +315,91 @@ fn a_rollout_in_progress_holds_the_scale_down_without_costs_or_drains() {
             .hold
             .unwrap()
             .contains("waiting for the Deployment to settle")
+    );
+}
+
+/// Finding 17: right after a template change the Deployment's counts still look settled, but its
+/// observedGeneration is behind and a rollout is about to replace the pods: nothing is drained.
+#[test]
+fn a_deployment_whose_latest_spec_is_not_observed_holds_the_scale_down() {
+    let deployment = |generation: i64, observed: i64| -> Deployment {
+        serde_json::from_value(
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "apps", "generation": generation},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {}}, "template": {}},
+            "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2,
+                "observedGeneration": observed}}),
+        )
+        .unwrap()
+    };
+    let view = DeploymentView::of(&deployment(3, 2));
+    assert!(!view.observed);
+    assert!(DeploymentView::of(&deployment(3, 3)).observed);
+    let mut s = spec();
+    s.autoscaling.target_connections_per_pod = 1000;
+    let pc = stored(s);
+    let mut o = cluster(&[5, 3], at(0));
+    o.deployment = Some(view);
+    let p = run(&pc, &o, &mut ClusterMemory::default(), at(0));
+    assert!(p.costs.is_empty() && p.drains.is_empty());
+    assert_eq!((p.status.desired, p.replicas), (1, 2));
+    let hold = p.status.hold.unwrap();
+    assert!(hold.contains("not yet observed"), "{hold}");
+    // Once observed, the protocol runs.
+    o.deployment = Some(DeploymentView::of(&deployment(3, 3)));
+    let p = run(&pc, &o, &mut ClusterMemory::default(), at(0));
+    assert_eq!(p.drains, ["web-1"]);
+}
+
+/// Finding 5: a balancing round pauses the fullest pod (NotReady while it sheds); a scale-down
+/// that comes due meanwhile waits for the round to end and then drains the emptiest pod, not
+/// the paused one.
+#[test]
+fn a_scale_down_waits_for_the_balancing_round_and_then_drains_the_emptiest() {
+    let mut s = spec();
+    s.autoscaling.target_connections_per_pod = 400;
+    let pc = stored(s);
+    let mut m = ClusterMemory::default();
+    // 1120 on 3 pods at 400 each is within tolerance: 3 stay; web-0 is far above the mean.
+    let p = run(&pc, &cluster(&[900, 100, 120], at(0)), &mut m, at(0));
+    assert_eq!(p.status.desired, 3);
+    assert!(
+        p.balance.contains(&Command::Pause("web-0".into())),
+        "{:?}",
+        p.balance
+    );
+    // The load falls while web-0 is paused: NotReady, its stats say it does not accept.
+    let paused = |now: Now, ready: bool| {
+        let mut o = cluster(&[500, 100, 120], now);
+        o.stats[0].stats.accepting = false;
+        if !ready {
+            o.pods[0] = not_ready(o.pods[0].clone());
+        }
+        o
+    };
+    for t in [2, 10] {
+        let p = run(&pc, &paused(at(t), false), &mut m, at(t));
+        assert_eq!((p.status.desired, p.replicas), (2, 3), "at {t}s");
+        assert!(p.costs.is_empty() && p.drains.is_empty(), "at {t}s");
+        let hold = p.status.hold.unwrap();
+        assert!(hold.contains("balancing round on web-0"), "{hold}");
+    }
+    // The round ends (spread 10 s + settle 7 s) in this pass: web-0 is resumed after the
+    // decision, which still holds.
+    let p = run(&pc, &paused(at(17), false), &mut m, at(17));
+    assert!(p.balance.contains(&Command::Resume("web-0".into())));
+    assert!(p.drains.is_empty() && p.status.hold.is_some());
+    // web-0's readiness and stats lag the resume by a few seconds; the victim is still the
+    // emptiest pod, not the NotReady one.
+    let p = run(&pc, &paused(at(19), false), &mut m, at(19));
+    assert_eq!(p.drains, ["web-1"]);
+    assert!(
+        p.costs
+            .contains(&("web-1".to_string(), scaledown::VICTIM_COST))
+    );
+    assert!(
+        !p.costs
+            .contains(&("web-0".to_string(), scaledown::VICTIM_COST))
     );
 }
 
