@@ -138,14 +138,17 @@ pub struct ScaleInput<'a> {
     pub now: u64,
 }
 
+/// Sum of the pods' connections, saturating. The counts come from the network (any publisher on
+/// `volley.stats.<ns>.<cluster>.<pod>`): a plain sum of two huge ones would panic in a debug
+/// build and wrap to a nonsense total in release.
+pub fn total(pods: &[PodView]) -> u64 {
+    pods.iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.connections))
+}
+
 /// Total connections the decision uses: the reported sum minus what is in flight.
 pub fn effective_total(input: &ScaleInput<'_>) -> u64 {
-    input
-        .pods
-        .iter()
-        .map(|p| p.connections)
-        .sum::<u64>()
-        .saturating_sub(input.in_flight)
+    total(input.pods).saturating_sub(input.in_flight)
 }
 
 /// Desired replicas. Within the tolerance band the count stays. Scale-up happens as soon as
@@ -218,7 +221,7 @@ pub fn in_flight(
                 return 0;
             };
             let from = seen.max(r.at_ms);
-            let to = now_ms.min(r.at_ms + r.spread_ms);
+            let to = now_ms.min(r.at_ms.saturating_add(r.spread_ms));
             if to <= from {
                 return 0;
             }
@@ -229,7 +232,8 @@ pub fn in_flight(
             let share = u128::from(to - from) * u128::from(r.count) / u128::from(r.spread_ms);
             u64::try_from(share).unwrap_or(r.count).min(r.count)
         })
-        .sum()
+        // Drain counts are pods' reported connections: saturate like [`total`].
+        .fold(0u64, u64::saturating_add)
 }
 
 /// Pods that take part in balancing: every pod not draining. A pod the balancer paused
@@ -244,7 +248,9 @@ pub fn is_balanced(pods: &[PodView], tolerance: f64) -> bool {
     if pods.len() < 2 {
         return true;
     }
-    let total: u64 = pods.iter().map(|p| p.connections).sum();
+    let total = pods
+        .iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.connections));
     #[allow(clippy::cast_precision_loss)] // connection counts are far below 2^52
     let mean = total as f64 / pods.len() as f64;
     let slack = (mean * tolerance).max(1.0);
@@ -260,7 +266,9 @@ pub fn shed_plan(pods: &[PodView], tolerance: f64, budget: u64) -> Vec<(String, 
     if pods.len() < 2 || budget == 0 {
         return Vec::new();
     }
-    let total: u64 = pods.iter().map(|p| p.connections).sum();
+    let total = pods
+        .iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.connections));
     let n = pods.len() as u64;
     let mean = total.div_ceil(n);
     #[allow(
@@ -269,7 +277,7 @@ pub fn shed_plan(pods: &[PodView], tolerance: f64, budget: u64) -> Vec<(String, 
         clippy::cast_sign_loss
     )]
     let upper = ((mean as f64) * (1.0 + tolerance.max(0.0))).floor() as u64;
-    let upper = upper.max(mean + 1);
+    let upper = upper.max(mean.saturating_add(1));
     let mut over: Vec<_> = pods
         .iter()
         .filter(|p| p.connections > upper)
@@ -299,7 +307,7 @@ pub struct ShedBudget {
 impl ShedBudget {
     /// Connections still allowed this minute.
     pub fn available(&mut self, now: u64, per_minute: u64) -> u64 {
-        if now >= self.window_start + 60 {
+        if now >= self.window_start.saturating_add(60) {
             self.window_start = now;
             self.used = 0;
         }

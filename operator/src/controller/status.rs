@@ -11,6 +11,7 @@ use super::observe::NatsView;
 use super::plan::StatusInputs;
 use crate::build;
 use crate::conditions::{self, Cond};
+use crate::scaling;
 
 /// What the apply step achieved that the status reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,8 +58,7 @@ pub(crate) fn status(
     status.replicas = s.replicas;
     status.ready_replicas = s.ready;
     status.desired_replicas = s.desired;
-    status.connections =
-        i64::try_from(s.views.iter().map(|p| p.connections).sum::<u64>()).unwrap_or(i64::MAX);
+    status.connections = i64::try_from(scaling::total(&s.views)).unwrap_or(i64::MAX);
     status.pods = s
         .seen
         .iter()

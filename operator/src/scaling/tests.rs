@@ -146,6 +146,43 @@ fn the_target_is_capped_at_max_connections_per_pod() {
     assert_eq!(with_capacity(&s, Some(0)), s);
 }
 
+/// Finding 15: counts come from any NATS publisher; two at u64::MAX must not overflow (a debug
+/// build panics on a plain sum, a release build wraps to a small total).
+#[test]
+fn huge_connection_counts_saturate_instead_of_overflowing() {
+    let pods = [pod("a", u64::MAX), pod("b", u64::MAX), pod("c", 5)];
+    assert_eq!(total(&pods), u64::MAX);
+    let s = spec(1, 10, 100, 0);
+    let input = ScaleInput {
+        spec: &s,
+        current: 3,
+        pods: &pods,
+        in_flight: 10,
+        stats_complete: true,
+        now: 1000,
+    };
+    assert_eq!(effective_total(&input), u64::MAX - 10);
+    assert_eq!(desired_replicas(input, &mut History::default()), 10);
+    assert!(!is_balanced(&pods, 0.2));
+    let plan = shed_plan(&pods, 0.2, 1_000);
+    assert_eq!(plan.iter().map(|(_, n)| n).sum::<u64>(), 1_000);
+    // Two drains of u64::MAX connections, wholly closed since the stats; a request time at the
+    // end of the clock does not overflow either.
+    let close = |pod: &str, at_ms| CloseRequest {
+        pod: pod.into(),
+        at_ms,
+        count: u64::MAX,
+        spread_ms: 10_000,
+    };
+    let closes = [close("a", 0), close("b", 0), close("c", u64::MAX - 1)];
+    assert_eq!(in_flight(&closes, &|_| Some(0), 20_000), u64::MAX);
+    let mut budget = ShedBudget {
+        window_start: u64::MAX,
+        used: 0,
+    };
+    assert_eq!(budget.available(u64::MAX, 5), 5);
+}
+
 #[test]
 fn history_is_pruned_to_the_window() {
     let s = spec(1, 10, 100, 10);

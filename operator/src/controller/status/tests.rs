@@ -1,6 +1,7 @@
 //! The status step: the condition table.
 
 use super::*;
+use crate::scaling::PodView;
 
 fn facts<'a>(nats: &'a NatsView, desired: i32, replicas: i32, ready: i32) -> Facts<'a> {
     Facts {
@@ -129,6 +130,30 @@ fn ready_keeps_its_state_within_the_grace_then_names_the_pods() {
             (2, 1, Some(4))
         );
     }
+}
+
+/// Finding 15: the status total saturates instead of overflowing on counts from the network.
+#[test]
+fn the_connection_total_saturates_on_huge_counts() {
+    let pc = was_ready();
+    let now = Time(Timestamp::now());
+    let view = |name: &str, connections| PodView {
+        name: name.into(),
+        connections,
+        accepting: true,
+        draining: false,
+    };
+    let mut s = inputs(2, 2, 0);
+    s.views = vec![view("web-a", u64::MAX), view("web-b", u64::MAX)];
+    let st = status(
+        &pc,
+        &NatsView::Standalone,
+        &s,
+        &Outcome::default(),
+        std::time::Duration::from_secs(20),
+        &now,
+    );
+    assert_eq!(st.connections, i64::MAX);
 }
 
 #[test]
