@@ -52,6 +52,48 @@ pub fn recommend(spec: &AutoscalingSpec, total: u64) -> i32 {
     raw.clamp(min, max)
 }
 
+/// Which bound holds the decision back from what the load asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The load needs `needed` pods, more than `maxReplicas`.
+    Max {
+        /// Pods the load needs.
+        needed: i32,
+        /// `maxReplicas`.
+        max: i32,
+    },
+    /// The load needs `needed` pods, fewer than `minReplicas` (above 1: the floor of 1 is the
+    /// operator's own, see [`bounds`]).
+    Min {
+        /// Pods the load needs.
+        needed: i32,
+        /// `minReplicas`.
+        min: i32,
+    },
+}
+
+/// Whether the bounds hold the count away from what `total` connections on `current` pods ask
+/// for (within the tolerance band the current count is what they ask for), like the
+/// HorizontalPodAutoscaler's `ScalingLimited` condition (TooManyReplicas / TooFewReplicas).
+/// `complete`: every pod reported, so the total is not just a lower bound (needed to say fewer
+/// pods would do).
+pub fn limit(spec: &AutoscalingSpec, current: i32, total: u64, complete: bool) -> Option<Limit> {
+    let needed = if within_tolerance(spec, current, total) {
+        current
+    } else {
+        let target = u64::try_from(spec.target_connections_per_pod.max(1)).unwrap_or(1);
+        i32::try_from(total.div_ceil(target)).unwrap_or(i32::MAX)
+    };
+    let (min, max) = bounds(spec);
+    if needed > max {
+        Some(Limit::Max { needed, max })
+    } else if complete && needed < min && min > 1 {
+        Some(Limit::Min { needed, min })
+    } else {
+        None
+    }
+}
+
 /// Whether `total` connections on `current` pods is within `spec.tolerance` of the target, the
 /// HorizontalPodAutoscaler's rule: no change while `|total / (current × target) − 1| ≤
 /// tolerance`, so a count hovering at a boundary (601 for 4 × 150) does not flap.

@@ -115,6 +115,8 @@ pub(crate) struct StatusInputs {
     pub(crate) hold: Option<String>,
     /// `spec.replicas` overridden by the autoscaler.
     pub(crate) overridden: Option<i32>,
+    /// The bound holding the autoscaler back from what the load asks for, said in words.
+    pub(crate) limited: Option<String>,
     /// Seconds fewer pods than desired have been ready.
     pub(crate) short_for: u64,
 }
@@ -265,6 +267,33 @@ pub(crate) fn plan(
         facts.len()
     );
 
+    // The autoscaler held at a bound (like the HPA's ScalingLimited): said in the Scaling
+    // condition, and a Warning Event when the maxReplicas cap starts to hold (clients may be
+    // refused or pods overloaded). minReplicas holding is a choice, only shown in the condition.
+    let limit = (operator_mode && connected)
+        .then(|| scaling::limit(&autoscaling, current, total, stats_complete))
+        .flatten();
+    let limited = limit.map(|l| match l {
+        scaling::Limit::Max { needed, max } => format!(
+            "limited by maxReplicas {max}: {needed} replicas needed for {total} connections at \
+             {target} per pod"
+        ),
+        scaling::Limit::Min { needed, min } => format!(
+            "limited by minReplicas {min}: {needed} replicas would do for {total} connections at \
+             {target} per pod"
+        ),
+    });
+    let capped = matches!(limit, Some(scaling::Limit::Max { .. }));
+    if let (false, Some(scaling::Limit::Max { max, .. }), Some(note)) = (m.capped, limit, &limited)
+    {
+        notices.push(Decision::warning(
+            "ScalingLimited",
+            format!("Limit{max}"),
+            format!("{note}; raise autoscaling.maxReplicas to scale further"),
+        ));
+    }
+    m.capped = capped;
+
     // Scale-down: the pods drained are exactly the pods that go (see `scaledown`).
     let mut apply_replicas = desired;
     let mut hold = None;
@@ -406,6 +435,7 @@ pub(crate) fn plan(
             views,
             hold,
             overridden,
+            limited,
             short_for,
         },
     }

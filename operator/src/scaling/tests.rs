@@ -183,6 +183,38 @@ fn huge_connection_counts_saturate_instead_of_overflowing() {
     assert_eq!(budget.available(u64::MAX, 5), 5);
 }
 
+/// Finding 13: the decision capped at a bound says what the load needed.
+#[test]
+fn limit_names_the_bound_and_the_count_the_load_needs() {
+    let s = spec(2, 10, 10_000, 0);
+    assert_eq!(
+        limit(&s, 10, 250_000, true),
+        Some(Limit::Max {
+            needed: 25,
+            max: 10
+        })
+    );
+    // Not complete: the total is a lower bound, still above the max.
+    assert!(matches!(
+        limit(&s, 10, 250_000, false),
+        Some(Limit::Max { .. })
+    ));
+    assert_eq!(limit(&s, 10, 100_000, true), None);
+    assert_eq!(limit(&s, 5, 50_000, true), None);
+    assert_eq!(
+        limit(&s, 2, 5_000, true),
+        Some(Limit::Min { needed: 1, min: 2 })
+    );
+    // An incomplete total cannot say fewer pods would do.
+    assert_eq!(limit(&s, 2, 5_000, false), None);
+    // The floor of 1 is the operator's own: an idle cluster at 1 is not "limited".
+    assert_eq!(limit(&spec(1, 10, 10_000, 0), 1, 0, true), None);
+    // Within the tolerance band of the max, the max is what the load asks for.
+    let mut tolerant = s.clone();
+    tolerant.tolerance = 0.1;
+    assert_eq!(limit(&tolerant, 10, 105_000, true), None);
+}
+
 #[test]
 fn history_is_pruned_to_the_window() {
     let s = spec(1, 10, 100, 10);

@@ -403,6 +403,39 @@ fn a_scale_down_waits_for_the_balancing_round_and_then_drains_the_emptiest() {
     );
 }
 
+/// Finding 13: at maxReplicas with load for more, the plan says so once as a Warning Event and
+/// in the status inputs on every pass; when the load falls back, the limit goes.
+#[test]
+fn capped_at_max_replicas_is_said_once_and_in_the_status() {
+    let mut s = spec();
+    s.autoscaling.max_replicas = 2;
+    s.autoscaling.target_connections_per_pod = 100;
+    let pc = stored(s);
+    let mut m = ClusterMemory::default();
+    let limited = |p: &Plan| {
+        p.notices
+            .iter()
+            .filter(|d| d.reason == "ScalingLimited")
+            .count()
+    };
+    let p = run(&pc, &cluster(&[250, 250], at(0)), &mut m, at(0));
+    assert_eq!(p.status.desired, 2);
+    assert_eq!(
+        p.status.limited.as_deref(),
+        Some("limited by maxReplicas 2: 5 replicas needed for 500 connections at 100 per pod")
+    );
+    assert_eq!(limited(&p), 1);
+    assert_eq!(p.notices[0].type_, EventType::Warning);
+    let p = run(&pc, &cluster(&[300, 300], at(10)), &mut m, at(10));
+    assert!(p.status.limited.is_some());
+    assert_eq!(limited(&p), 0, "said once");
+    let p = run(&pc, &cluster(&[100, 100], at(20)), &mut m, at(20));
+    assert_eq!((p.status.limited.as_deref(), limited(&p)), (None, 0));
+    // It starts again: said again.
+    let p = run(&pc, &cluster(&[300, 300], at(30)), &mut m, at(30));
+    assert_eq!(limited(&p), 1);
+}
+
 #[test]
 fn standalone_gateways_are_scaled_down_at_once_without_drains() {
     // No NATS: no stats, no drains; a Manual count is applied directly.

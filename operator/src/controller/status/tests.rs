@@ -17,6 +17,7 @@ fn facts<'a>(nats: &'a NatsView, desired: i32, replicas: i32, ready: i32) -> Fac
         not_ready: Vec::new(),
         hold: None,
         overridden: None,
+        limited: None,
     }
 }
 
@@ -70,6 +71,27 @@ fn condition_table() {
     );
 }
 
+/// Finding 13: held at maxReplicas (or minReplicas) while the load asks for more (fewer), the
+/// Scaling condition says ScalingLimited and what was needed, like the HPA's condition.
+#[test]
+fn a_decision_held_at_a_bound_is_scaling_limited() {
+    let text =
+        "limited by maxReplicas 10: 25 replicas needed for 250000 connections at 10000 per pod";
+    let mut f = facts(&NatsView::Connected, 10, 10, 10);
+    f.limited = Some(text);
+    let conds = status_conditions(&f);
+    let scaling = conds.iter().find(|c| c.type_ == "Scaling").unwrap();
+    assert_eq!((scaling.status, scaling.reason), (false, "ScalingLimited"));
+    assert_eq!(scaling.message, format!("10 replicas; {text}"));
+    // While it still scales towards the bound, the reason is the move, the limit a note.
+    let mut f = facts(&NatsView::Connected, 10, 5, 5);
+    f.limited = Some(text);
+    let conds = status_conditions(&f);
+    let scaling = conds.iter().find(|c| c.type_ == "Scaling").unwrap();
+    assert_eq!(scaling.reason, "ScalingUp");
+    assert_eq!(scaling.message, format!("5 -> 10 replicas; {text}"));
+}
+
 fn inputs(desired: i32, ready: i32, short_for: u64) -> StatusInputs {
     StatusInputs {
         desired,
@@ -82,6 +104,7 @@ fn inputs(desired: i32, ready: i32, short_for: u64) -> StatusInputs {
         not_ready: vec!["web-b (not ready)".into()],
         hold: None,
         overridden: None,
+        limited: None,
         short_for,
     }
 }
