@@ -436,6 +436,74 @@ fn capped_at_max_replicas_is_said_once_and_in_the_status() {
     assert_eq!(limited(&p), 1);
 }
 
+/// Finding 11: a routine balancing round keeps the paused pod NotReady for about 21-23 s, longer
+/// than the 20 s Ready grace; Ready must stay True through it (reconciles every 2 s).
+#[test]
+fn ready_stays_true_through_a_balancing_round() {
+    use crate::controller::READY_GRACE;
+    use crate::controller::status::{Outcome, status};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    let mut s = spec();
+    s.autoscaling.min_replicas = 3;
+    let mut pc = stored(s);
+    pc.metadata.generation = Some(1);
+    // The Kubernetes timing: pause, shed 4 s later over 10 s, resume 7 s after.
+    let real = Settings {
+        balance_timing: Timing::default(),
+        ..settings()
+    };
+    let mut m = ClusterMemory::default();
+    let mut paused_seen = false;
+    for t in (0..=40).step_by(2) {
+        let now = at(t);
+        // The shed lands by t=14; web-0 is NotReady from its pause's first probe (t=2) until
+        // a probe after its resume (t=21) passes (t=24).
+        let load: &[u64] = if t < 14 {
+            &[900, 100, 100]
+        } else {
+            &[400, 350, 350]
+        };
+        let mut o = cluster(load, now);
+        if (2..24).contains(&t) {
+            o.pods[0] = not_ready(o.pods[0].clone());
+            o.stats[0].stats.accepting = false;
+            o.deployment = Some(DeploymentView {
+                ready: 2,
+                ..settled(3).unwrap()
+            });
+        }
+        let v = build::validate(&pc).unwrap();
+        let p = plan(&v, &o, &real, now, &mut m);
+        paused_seen |= p.balance.contains(&Command::Pause("web-0".into()));
+        let time = Time(Timestamp::from_second(i64::try_from(now.secs).unwrap()).unwrap());
+        let st = status(
+            &pc,
+            &o.nats,
+            &p.status,
+            &Outcome::default(),
+            READY_GRACE,
+            &time,
+        );
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.status, "True", "at t={t}s: {}", ready.message);
+        pc.status = Some(st);
+    }
+    assert!(paused_seen, "a round ran");
+    // A pod NotReady for any other reason still turns Ready False after the grace.
+    let mut o = cluster(&[100, 100, 100], at(100));
+    o.pods[2] = not_ready(o.pods[2].clone());
+    o.deployment = Some(DeploymentView {
+        ready: 2,
+        ..settled(3).unwrap()
+    });
+    for t in [100, 110, 121] {
+        let p = plan(&build::validate(&pc).unwrap(), &o, &real, at(t), &mut m);
+        assert_eq!(p.status.short_for, t - 100, "at t={t}s");
+    }
+}
+
 #[test]
 fn standalone_gateways_are_scaled_down_at_once_without_drains() {
     // No NATS: no stats, no drains; a Manual count is applied directly.
