@@ -12,7 +12,8 @@
 //!    cannot steer.
 //!
 //! So the operator (a) chooses victims in that order for the keys it cannot change (1–3), (b)
-//! gives every victim a deletion cost strictly below every survivor's, (c) drains the victims so
+//! gives every victim a deletion cost strictly below every survivor's (−1; survivors keep the
+//! default 0), (c) drains the victims so
 //! they turn NotReady, and (d) lowers the replica count only once the listed pods show that every
 //! victim ranks strictly before every survivor on keys 1–4. Key 5 is then never consulted. Pure
 //! logic: the controller feeds it the listed pods and writes what it returns.
@@ -23,8 +24,8 @@ use k8s_openapi::api::core::v1::Pod;
 
 /// Annotation the ReplicaSet controller uses to pick pods to delete first.
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
-/// Deletion cost of a chosen victim: below every survivor's (survivors get their connection
-/// count, which is never negative).
+/// Deletion cost of a chosen victim: below every survivor's (a survivor keeps no annotation,
+/// which the ReplicaSet reads as 0, or any cost above this).
 pub const VICTIM_COST: i32 = -1;
 
 /// Pod phase, as far as the ReplicaSet's ranking cares.
@@ -162,17 +163,21 @@ pub fn choose_victims(pods: &[PodFacts], count: usize) -> Vec<String> {
         .collect()
 }
 
-/// Deletion cost each pod should carry: [`VICTIM_COST`] for victims, the connection count
-/// (0 without stats) for survivors. Only pods whose listed cost differs are returned.
+/// Deletion-cost writes: [`VICTIM_COST`] for each victim not carrying it yet, and 0 for a
+/// survivor whose cost does not rank strictly above the victims' (a victim of an earlier,
+/// abandoned choice, or a cost someone else set). Every other survivor is left alone: it only
+/// needs a cost above −1, and the missing annotation (0) already is one. Rewriting survivors
+/// with their live connection counts would patch pods on every pass; the ReplicaSet docs advise
+/// against updating the annotation frequently or from a metric value, for the load on the API
+/// server (<https://kubernetes.io/docs/concepts/workloads/controllers/replicaset/#pod-deletion-cost>).
 pub fn cost_patches(pods: &[PodFacts], victims: &[String]) -> Vec<(String, i32)> {
     pods.iter()
         .filter_map(|p| {
-            let want = if victims.contains(&p.name) {
-                VICTIM_COST
+            if victims.contains(&p.name) {
+                (p.cost != VICTIM_COST).then(|| (p.name.clone(), VICTIM_COST))
             } else {
-                i32::try_from(p.connections.unwrap_or(0)).unwrap_or(i32::MAX)
-            };
-            (p.cost != want).then(|| (p.name.clone(), want))
+                (p.cost <= VICTIM_COST).then(|| (p.name.clone(), 0))
+            }
         })
         .collect()
 }

@@ -187,6 +187,51 @@ fn pods_without_stats_go_after_pods_with_known_counts() {
     );
 }
 
+/// Finding 14: survivors are not re-patched with their live connection counts on every pass;
+/// only victims get −1, and a survivor that ranks with the victims (an abandoned victim, a cost
+/// set by someone else) is lifted to 0 once.
+#[test]
+fn survivors_are_left_alone_while_their_counts_change() {
+    let pods = vec![
+        api_pod("a", true, 1, None),
+        api_pod("b", true, 2, Some(40)),
+        api_pod("c", true, 3, None),
+    ];
+    let victims = vec!["c".to_string()];
+    let mut seen = Vec::new();
+    for load in [[10, 40, 1], [12, 55, 1], [30, 7, 0]] {
+        let st = stats(&[
+            ("a", load[0], false),
+            ("b", load[1], false),
+            ("c", load[2], false),
+        ]);
+        seen.push(cost_patches(&pod_facts(&pods, &st), &victims));
+    }
+    let victim_only = vec![("c".to_string(), VICTIM_COST)];
+    assert_eq!(
+        seen,
+        [victim_only.clone(), victim_only.clone(), victim_only]
+    );
+    // Once the victim carries its cost, nothing is written at all.
+    let mut pods = pods;
+    write_costs(&mut pods, &[("c".to_string(), VICTIM_COST)]);
+    let st = stats(&[("a", 99, false), ("b", 1, false), ("c", 0, false)]);
+    assert!(cost_patches(&pod_facts(&pods, &st), &victims).is_empty());
+    // The choice changes to a: c, no longer a victim, is lifted to 0 so it ranks after a.
+    let patches = cost_patches(&pod_facts(&pods, &st), &["a".to_string()]);
+    assert_eq!(
+        patches,
+        [("a".to_string(), VICTIM_COST), ("c".to_string(), 0)]
+    );
+    // A survivor with a negative cost someone else wrote is lifted too.
+    let pods = vec![api_pod("a", true, 1, None), api_pod("b", true, 2, Some(-5))];
+    let st = stats(&[("a", 1, false), ("b", 1, false)]);
+    assert_eq!(
+        cost_patches(&pod_facts(&pods, &st), &["a".to_string()]),
+        [("a".to_string(), VICTIM_COST), ("b".to_string(), 0)]
+    );
+}
+
 #[test]
 fn a_pending_survivor_blocks_the_shrink() {
     // A survivor that is still Pending would be deleted by the ReplicaSet first.

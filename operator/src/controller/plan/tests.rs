@@ -279,7 +279,7 @@ fn scale_down_costs_and_drains_the_victims_before_lowering_the_count() {
 }
 
 #[test]
-fn scale_down_picks_the_emptiest_and_costs_survivors_by_connections() {
+fn scale_down_picks_the_emptiest_and_costs_only_the_victim() {
     let mut s = spec();
     s.autoscaling.min_replicas = 1;
     s.autoscaling.target_connections_per_pod = 1000;
@@ -290,10 +290,8 @@ fn scale_down_picks_the_emptiest_and_costs_survivors_by_connections() {
         at(0),
     );
     assert_eq!(p.drains, ["web-1"]);
-    assert_eq!(
-        p.costs,
-        [("web-0".to_string(), 150), ("web-1".to_string(), -1)]
-    );
+    // The survivor keeps no annotation (0 > -1): no write (finding 14).
+    assert_eq!(p.costs, [("web-1".to_string(), -1)]);
     assert_eq!((p.status.desired, p.replicas), (1, 2));
 }
 
@@ -397,10 +395,8 @@ fn a_scale_down_waits_for_the_balancing_round_and_then_drains_the_emptiest() {
         p.costs
             .contains(&("web-1".to_string(), scaledown::VICTIM_COST))
     );
-    assert!(
-        !p.costs
-            .contains(&("web-0".to_string(), scaledown::VICTIM_COST))
-    );
+    // Only the victim is costed (finding 14).
+    assert_eq!(p.costs, [("web-1".to_string(), scaledown::VICTIM_COST)]);
 }
 
 /// Finding 13: at maxReplicas with load for more, the plan says so once as a Warning Event and
