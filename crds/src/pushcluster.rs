@@ -66,6 +66,11 @@ pub mod condition {
     )
 )]
 #[serde(rename_all = "camelCase")]
+// A target above what a pod accepts is never reached: full pods (NotReady at capacity, refusing
+// clients) would look under-loaded and the autoscaler would shrink a saturated cluster. Only mode
+// Operator reads the target. `gateway` and `autoscaling` are defaulted before validation; the
+// `has` guards keep the rule total anyway.
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || self.autoscaling.mode != 'Operator' || !has(self.gateway) || !has(self.gateway.maxConnectionsPerPod) || self.autoscaling.targetConnectionsPerPod <= self.gateway.maxConnectionsPerPod").message("autoscaling.targetConnectionsPerPod (default 10000) must be <= gateway.maxConnectionsPerPod in mode Operator: pods full at maxConnectionsPerPod would look under the target and the cluster would be scaled down while saturated"))]
 pub struct PushClusterSpec {
     /// Gateway pod count: written by an HPA (through the scale subresource) when
     /// `autoscaling.mode` is `External`, by hand (e.g. `kubectl scale`) when `Manual`. In mode
@@ -166,13 +171,17 @@ impl<'de> Deserialize<'de> for AutoscalingMode {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must be <= autoscaling.maxReplicas"),
-    validation = Rule::new("self.targetConnectionsPerPod > 0").message("autoscaling.targetConnectionsPerPod must be > 0")
+    validation = Rule::new("self.targetConnectionsPerPod > 0").message("autoscaling.targetConnectionsPerPod must be > 0"),
+    // With no pod there are no stats and no connections, so an autoscaler at 0 would never see
+    // load again: the operator scales to at least 1. An HPA (External) may scale to 0.
+    validation = Rule::new("self.mode != 'Operator' || self.minReplicas >= 1").message("autoscaling.minReplicas must be >= 1 in mode Operator (with no pod there is no load to scale up on); use mode External to scale to zero")
 )]
 pub struct AutoscalingSpec {
     /// Who decides the replica count.
     #[serde(default)]
     pub mode: AutoscalingMode,
-    /// Lower bound for the operator's decision.
+    /// Lower bound for the operator's decision; at least 1 in mode `Operator` (0 is allowed
+    /// only for an external autoscaler).
     #[serde(default = "default_min_replicas")]
     #[schemars(range(min = 0))]
     pub min_replicas: i32,
@@ -180,7 +189,8 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_max_replicas")]
     #[schemars(range(min = 1))]
     pub max_replicas: i32,
-    /// Connections one pod should hold on average.
+    /// Connections one pod should hold on average; at most `gateway.maxConnectionsPerPod` in
+    /// mode `Operator`.
     #[serde(default = "default_target_connections")]
     #[schemars(range(min = 1))]
     pub target_connections_per_pod: i64,

@@ -109,6 +109,25 @@ async fn pushcluster_lifecycle() {
         .await
         .expect_err("minReplicas > maxReplicas is rejected by the API server");
     assert!(err.to_string().contains("minReplicas"), "{err}");
+    // Mode Operator at 0 pods would never see load again; an HPA (External) may go to 0.
+    let mut bad = PushClusterSpec::default();
+    bad.autoscaling.min_replicas = 0;
+    let err = pcs
+        .create(&PostParams::default(), &PushCluster::new("e2e-bad", bad))
+        .await
+        .expect_err("minReplicas 0 in mode Operator is rejected by the API server");
+    assert!(
+        err.to_string().contains("minReplicas must be >= 1"),
+        "{err}"
+    );
+    // A target above what a pod accepts would shrink a saturated cluster.
+    let mut bad = PushClusterSpec::default();
+    bad.gateway.max_connections_per_pod = Some(5_000);
+    let err = pcs
+        .create(&PostParams::default(), &PushCluster::new("e2e-bad", bad))
+        .await
+        .expect_err("targetConnectionsPerPod > maxConnectionsPerPod is rejected");
+    assert!(err.to_string().contains("targetConnectionsPerPod"), "{err}");
 
     let mut spec = PushClusterSpec {
         replicas: Some(2),

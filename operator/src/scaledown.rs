@@ -12,7 +12,8 @@
 //!    cannot steer.
 //!
 //! So the operator (a) chooses victims in that order for the keys it cannot change (1–3), (b)
-//! gives every victim a deletion cost strictly below every survivor's, (c) drains the victims so
+//! gives every victim a deletion cost strictly below every survivor's (−1; survivors keep the
+//! default 0), (c) drains the victims so
 //! they turn NotReady, and (d) lowers the replica count only once the listed pods show that every
 //! victim ranks strictly before every survivor on keys 1–4. Key 5 is then never consulted. Pure
 //! logic: the controller feeds it the listed pods and writes what it returns.
@@ -23,8 +24,8 @@ use k8s_openapi::api::core::v1::Pod;
 
 /// Annotation the ReplicaSet controller uses to pick pods to delete first.
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
-/// Deletion cost of a chosen victim: below every survivor's (survivors get their connection
-/// count, which is never negative).
+/// Deletion cost of a chosen victim: below every survivor's (a survivor keeps no annotation,
+/// which the ReplicaSet reads as 0, or any cost above this).
 pub const VICTIM_COST: i32 = -1;
 
 /// Pod phase, as far as the ReplicaSet's ranking cares.
@@ -36,6 +37,17 @@ pub enum Phase {
     Unknown,
     /// Running.
     Running,
+}
+
+/// What a pod's fresh stats say, as far as scale-down cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodLoad {
+    /// Open connections.
+    pub connections: u64,
+    /// Draining.
+    pub draining: bool,
+    /// Takes new clients (the gateway's readiness: false while paused, draining or full).
+    pub accepting: bool,
 }
 
 /// What the operator knows of one live (not terminating, not finished) gateway pod.
@@ -56,6 +68,10 @@ pub struct PodFacts {
     pub connections: Option<u64>,
     /// Its stats say it is draining.
     pub draining: bool,
+    /// Its stats say it refuses new clients without draining: paused by a balancing round or at
+    /// `maxConnections`. A NotReady caused by that is the gateway's own and transient, not a
+    /// fault, and such a pod is usually the fullest: no reason to remove it first.
+    pub refusing: bool,
 }
 
 impl PodFacts {
@@ -71,8 +87,8 @@ impl PodFacts {
 }
 
 /// Facts of the pods that count: not terminating and not finished (the ReplicaSet ignores
-/// those, `controller.IsPodActive`). `stats` maps pod name to (connections, draining).
-pub fn pod_facts(pods: &[Pod], stats: &HashMap<String, (u64, bool)>) -> Vec<PodFacts> {
+/// those, `controller.IsPodActive`). `stats` maps pod name to its fresh stats.
+pub fn pod_facts(pods: &[Pod], stats: &HashMap<String, PodLoad>) -> Vec<PodFacts> {
     let mut out: Vec<PodFacts> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -103,8 +119,9 @@ pub fn pod_facts(pods: &[Pod], stats: &HashMap<String, (u64, bool)>) -> Vec<PodF
                 .is_some_and(|n| !n.is_empty());
             let seen = stats.get(&name);
             Some(PodFacts {
-                connections: seen.map(|s| s.0),
-                draining: seen.is_some_and(|s| s.1),
+                connections: seen.map(|s| s.connections),
+                draining: seen.is_some_and(|s| s.draining),
+                refusing: seen.is_some_and(|s| !s.accepting && !s.draining),
                 name,
                 assigned,
                 phase,
@@ -122,11 +139,17 @@ pub fn pod_facts(pods: &[Pod], stats: &HashMap<String, (u64, bool)>) -> Vec<PodF
 /// cannot change (unassigned, pending, not ready first, since the ReplicaSet would remove those
 /// before any cost is consulted); then the emptiest (pods without stats after every pod with
 /// stats: their load is unknown); the name breaks ties.
+///
+/// A pod NotReady only because it [refuses](PodFacts::refusing) new clients (paused or full)
+/// ranks as Ready here: it is usually the fullest, and the ready key needs no help from the
+/// choice, since a drained victim turns NotReady and with cost −1 ranks before that pod anyway
+/// ([`may_shrink`] checks it on the listing).
 pub fn choose_victims(pods: &[PodFacts], count: usize) -> Vec<String> {
     let mut sorted: Vec<&PodFacts> = pods.iter().collect();
+    let ready = |p: &PodFacts| p.ready || p.refusing;
     sorted.sort_by(|a, b| {
-        (!a.marked(), a.assigned, a.phase, a.ready)
-            .cmp(&(!b.marked(), b.assigned, b.phase, b.ready))
+        (!a.marked(), a.assigned, a.phase, ready(a))
+            .cmp(&(!b.marked(), b.assigned, b.phase, ready(b)))
             .then(
                 (a.connections.is_none(), a.connections)
                     .cmp(&(b.connections.is_none(), b.connections)),
@@ -140,17 +163,21 @@ pub fn choose_victims(pods: &[PodFacts], count: usize) -> Vec<String> {
         .collect()
 }
 
-/// Deletion cost each pod should carry: [`VICTIM_COST`] for victims, the connection count
-/// (0 without stats) for survivors. Only pods whose listed cost differs are returned.
+/// Deletion-cost writes: [`VICTIM_COST`] for each victim not carrying it yet, and 0 for a
+/// survivor whose cost does not rank strictly above the victims' (a victim of an earlier,
+/// abandoned choice, or a cost someone else set). Every other survivor is left alone: it only
+/// needs a cost above −1, and the missing annotation (0) already is one. Rewriting survivors
+/// with their live connection counts would patch pods on every pass; the ReplicaSet docs advise
+/// against updating the annotation frequently or from a metric value, for the load on the API
+/// server (<https://kubernetes.io/docs/concepts/workloads/controllers/replicaset/#pod-deletion-cost>).
 pub fn cost_patches(pods: &[PodFacts], victims: &[String]) -> Vec<(String, i32)> {
     pods.iter()
         .filter_map(|p| {
-            let want = if victims.contains(&p.name) {
-                VICTIM_COST
+            if victims.contains(&p.name) {
+                (p.cost != VICTIM_COST).then(|| (p.name.clone(), VICTIM_COST))
             } else {
-                i32::try_from(p.connections.unwrap_or(0)).unwrap_or(i32::MAX)
-            };
-            (p.cost != want).then(|| (p.name.clone(), want))
+                (p.cost <= VICTIM_COST).then(|| (p.name.clone(), 0))
+            }
         })
         .collect()
 }

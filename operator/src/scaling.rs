@@ -19,12 +19,79 @@ pub struct PodView {
     pub draining: bool,
 }
 
+/// The bounds of the operator's decision, `(min, max)`. The lower bound is at least 1: with no
+/// pod there are no stats and no connections, so a cluster scaled to 0 would never see load again
+/// and stay at 0 for good. The CRD refuses `minReplicas: 0` in mode Operator; this also covers
+/// objects stored before that rule (the API server keeps accepting an unchanged stored value).
+pub fn bounds(spec: &AutoscalingSpec) -> (i32, i32) {
+    let min = spec.min_replicas.max(1);
+    (min, spec.max_replicas.max(min))
+}
+
+/// The autoscaling spec the decision uses: `targetConnectionsPerPod` capped at the pod's hard
+/// cap `gateway.maxConnectionsPerPod`. A target above the cap is never reached: full pods
+/// (NotReady at capacity, refusing clients) would look under-loaded and the cluster would be
+/// shrunk while saturated. The CRD refuses such a spec in mode Operator; this covers objects
+/// stored before that rule.
+pub fn with_capacity(
+    spec: &AutoscalingSpec,
+    max_connections_per_pod: Option<i64>,
+) -> AutoscalingSpec {
+    let mut capped = spec.clone();
+    if let Some(cap) = max_connections_per_pod.filter(|c| *c >= 1) {
+        capped.target_connections_per_pod = capped.target_connections_per_pod.min(cap);
+    }
+    capped
+}
+
 /// Replicas needed for `total` connections at the target per pod, within the bounds.
 pub fn recommend(spec: &AutoscalingSpec, total: u64) -> i32 {
     let target = u64::try_from(spec.target_connections_per_pod.max(1)).unwrap_or(1);
     let raw = i32::try_from(total.div_ceil(target)).unwrap_or(i32::MAX);
-    let min = spec.min_replicas.max(0);
-    raw.clamp(min, spec.max_replicas.max(min))
+    let (min, max) = bounds(spec);
+    raw.clamp(min, max)
+}
+
+/// Which bound holds the decision back from what the load asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The load needs `needed` pods, more than `maxReplicas`.
+    Max {
+        /// Pods the load needs.
+        needed: i32,
+        /// `maxReplicas`.
+        max: i32,
+    },
+    /// The load needs `needed` pods, fewer than `minReplicas` (above 1: the floor of 1 is the
+    /// operator's own, see [`bounds`]).
+    Min {
+        /// Pods the load needs.
+        needed: i32,
+        /// `minReplicas`.
+        min: i32,
+    },
+}
+
+/// Whether the bounds hold the count away from what `total` connections on `current` pods ask
+/// for (within the tolerance band the current count is what they ask for), like the
+/// HorizontalPodAutoscaler's `ScalingLimited` condition (TooManyReplicas / TooFewReplicas).
+/// `complete`: every pod reported, so the total is not just a lower bound (needed to say fewer
+/// pods would do).
+pub fn limit(spec: &AutoscalingSpec, current: i32, total: u64, complete: bool) -> Option<Limit> {
+    let needed = if within_tolerance(spec, current, total) {
+        current
+    } else {
+        let target = u64::try_from(spec.target_connections_per_pod.max(1)).unwrap_or(1);
+        i32::try_from(total.div_ceil(target)).unwrap_or(i32::MAX)
+    };
+    let (min, max) = bounds(spec);
+    if needed > max {
+        Some(Limit::Max { needed, max })
+    } else if complete && needed < min && min > 1 {
+        Some(Limit::Min { needed, min })
+    } else {
+        None
+    }
 }
 
 /// Whether `total` connections on `current` pods is within `spec.tolerance` of the target, the
@@ -113,14 +180,17 @@ pub struct ScaleInput<'a> {
     pub now: u64,
 }
 
+/// Sum of the pods' connections, saturating. The counts come from the network (any publisher on
+/// `volley.stats.<ns>.<cluster>.<pod>`): a plain sum of two huge ones would panic in a debug
+/// build and wrap to a nonsense total in release.
+pub fn total(pods: &[PodView]) -> u64 {
+    pods.iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.connections))
+}
+
 /// Total connections the decision uses: the reported sum minus what is in flight.
 pub fn effective_total(input: &ScaleInput<'_>) -> u64 {
-    input
-        .pods
-        .iter()
-        .map(|p| p.connections)
-        .sum::<u64>()
-        .saturating_sub(input.in_flight)
+    total(input.pods).saturating_sub(input.in_flight)
 }
 
 /// Desired replicas. Within the tolerance band the count stays. Scale-up happens as soon as
@@ -131,8 +201,7 @@ pub fn effective_total(input: &ScaleInput<'_>) -> u64 {
 pub fn desired_replicas(input: ScaleInput<'_>, history: &mut History) -> i32 {
     let spec = input.spec;
     let total = effective_total(&input);
-    let min = spec.min_replicas.max(0);
-    let max = spec.max_replicas.max(min);
+    let (min, max) = bounds(spec);
     let current = input.current;
     let rec = if within_tolerance(spec, current, total) {
         current.clamp(min, max)
@@ -194,7 +263,7 @@ pub fn in_flight(
                 return 0;
             };
             let from = seen.max(r.at_ms);
-            let to = now_ms.min(r.at_ms + r.spread_ms);
+            let to = now_ms.min(r.at_ms.saturating_add(r.spread_ms));
             if to <= from {
                 return 0;
             }
@@ -205,7 +274,8 @@ pub fn in_flight(
             let share = u128::from(to - from) * u128::from(r.count) / u128::from(r.spread_ms);
             u64::try_from(share).unwrap_or(r.count).min(r.count)
         })
-        .sum()
+        // Drain counts are pods' reported connections: saturate like [`total`].
+        .fold(0u64, u64::saturating_add)
 }
 
 /// Pods that take part in balancing: every pod not draining. A pod the balancer paused
@@ -220,7 +290,9 @@ pub fn is_balanced(pods: &[PodView], tolerance: f64) -> bool {
     if pods.len() < 2 {
         return true;
     }
-    let total: u64 = pods.iter().map(|p| p.connections).sum();
+    let total = pods
+        .iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.connections));
     #[allow(clippy::cast_precision_loss)] // connection counts are far below 2^52
     let mean = total as f64 / pods.len() as f64;
     let slack = (mean * tolerance).max(1.0);
@@ -236,7 +308,9 @@ pub fn shed_plan(pods: &[PodView], tolerance: f64, budget: u64) -> Vec<(String, 
     if pods.len() < 2 || budget == 0 {
         return Vec::new();
     }
-    let total: u64 = pods.iter().map(|p| p.connections).sum();
+    let total = pods
+        .iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.connections));
     let n = pods.len() as u64;
     let mean = total.div_ceil(n);
     #[allow(
@@ -245,7 +319,7 @@ pub fn shed_plan(pods: &[PodView], tolerance: f64, budget: u64) -> Vec<(String, 
         clippy::cast_sign_loss
     )]
     let upper = ((mean as f64) * (1.0 + tolerance.max(0.0))).floor() as u64;
-    let upper = upper.max(mean + 1);
+    let upper = upper.max(mean.saturating_add(1));
     let mut over: Vec<_> = pods
         .iter()
         .filter(|p| p.connections > upper)
@@ -275,7 +349,7 @@ pub struct ShedBudget {
 impl ShedBudget {
     /// Connections still allowed this minute.
     pub fn available(&mut self, now: u64, per_minute: u64) -> u64 {
-        if now >= self.window_start + 60 {
+        if now >= self.window_start.saturating_add(60) {
             self.window_start = now;
             self.used = 0;
         }

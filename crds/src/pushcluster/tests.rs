@@ -148,6 +148,44 @@ fn crd_carries_cel_rules_for_what_the_schema_can_say() {
     assert!(has("", "self.metadata.name.size() <= 52"), "{found:?}");
 }
 
+/// Finding 3: `minReplicas: 0` in mode Operator scales to zero for good (no pod, no stats, no
+/// load to scale up on), so the API server refuses it; mode External (an HPA) may keep 0.
+#[test]
+fn crd_refuses_min_replicas_zero_in_operator_mode_only() {
+    let mut found = Vec::new();
+    rules(&schema(), "", &mut found);
+    assert!(
+        found.iter().any(|(p, r)| p == ".spec.autoscaling"
+            && r == "self.mode != 'Operator' || self.minReplicas >= 1"),
+        "{found:?}"
+    );
+    // The schema minimum stays 0: External (an HPA on the scale subresource) may scale to 0.
+    let s = schema();
+    let min = &s["properties"]["spec"]["properties"]["autoscaling"]["properties"]["minReplicas"];
+    assert_eq!(min["minimum"], 0.0);
+}
+
+/// Finding 10: a target above the per-pod cap makes full pods look under-loaded, so the
+/// autoscaler would shrink a saturated cluster; the API server refuses it in mode Operator.
+#[test]
+fn crd_refuses_a_target_above_the_pod_connection_cap_in_operator_mode() {
+    let mut found = Vec::new();
+    rules(&schema(), "", &mut found);
+    let rule = found
+        .iter()
+        .find(|(p, r)| p == ".spec" && r.contains("targetConnectionsPerPod <= "))
+        .map(|(_, r)| r.as_str());
+    assert_eq!(
+        rule,
+        Some(
+            "!has(self.autoscaling) || self.autoscaling.mode != 'Operator' || !has(self.gateway) \
+             || !has(self.gateway.maxConnectionsPerPod) || \
+             self.autoscaling.targetConnectionsPerPod <= self.gateway.maxConnectionsPerPod"
+        ),
+        "{found:?}"
+    );
+}
+
 /// Walks every property of the Volley-owned part of the schema (embedded Kubernetes types such
 /// as `resources` or `affinity` carry upstream descriptions and are not walked into).
 fn undocumented(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {

@@ -34,6 +34,8 @@ pub(crate) struct ClusterMemory {
     pub(crate) missing_since: HashMap<String, u64>,
     /// When each victim was last asked to drain.
     pub(crate) drain_sent: HashMap<String, u64>,
+    /// The decision was last held at maxReplicas (the ScalingLimited Event was published).
+    pub(crate) capped: bool,
 }
 
 /// `(namespace, name)` of a PushCluster.

@@ -43,16 +43,23 @@ pub(crate) struct DeploymentView {
     pub(crate) ready: i32,
     /// `status.updatedReplicas`.
     pub(crate) updated: i32,
+    /// `status.observedGeneration` has caught up with `metadata.generation`: the counts above
+    /// describe the latest spec (true when the listing carries no generation).
+    pub(crate) observed: bool,
 }
 
 impl DeploymentView {
-    fn of(d: &Deployment) -> Self {
+    pub(crate) fn of(d: &Deployment) -> Self {
         let status = d.status.as_ref();
         Self {
             wanted: d.spec.as_ref().and_then(|s| s.replicas),
             replicas: status.and_then(|s| s.replicas).unwrap_or(0),
             ready: status.and_then(|s| s.ready_replicas).unwrap_or(0),
             updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),
+            observed: d
+                .metadata
+                .generation
+                .is_none_or(|g| status.and_then(|s| s.observed_generation).unwrap_or(0) >= g),
         }
     }
 }

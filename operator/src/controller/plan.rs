@@ -20,7 +20,7 @@ use super::memory::ClusterMemory;
 use super::observe::Observed;
 use crate::balancer::{Balancer, Command, Timing};
 use crate::build::Valid;
-use crate::scaledown::{self, PodFacts};
+use crate::scaledown::{self, PodFacts, PodLoad};
 use crate::scaling::{self, PodView, ScaleInput};
 use crate::stats::{self, Seen};
 
@@ -115,6 +115,8 @@ pub(crate) struct StatusInputs {
     pub(crate) hold: Option<String>,
     /// `spec.replicas` overridden by the autoscaler.
     pub(crate) overridden: Option<i32>,
+    /// The bound holding the autoscaler back from what the load asks for, said in words.
+    pub(crate) limited: Option<String>,
     /// Seconds fewer pods than desired have been ready.
     pub(crate) short_for: u64,
 }
@@ -141,15 +143,27 @@ pub(crate) fn plan(
         .map_or((0, 0, 0), |d| (d.replicas, d.ready, d.updated));
 
     // Only stats of pods that exist and are not terminating count.
-    let by_pod: HashMap<String, (u64, bool)> = o
+    let by_pod: HashMap<String, PodLoad> = o
         .stats
         .iter()
-        .map(|s| (s.stats.pod.clone(), (s.stats.connections, s.stats.draining)))
+        .map(|s| {
+            let load = PodLoad {
+                connections: s.stats.connections,
+                draining: s.stats.draining,
+                accepting: s.stats.accepting,
+            };
+            (s.stats.pod.clone(), load)
+        })
         .collect();
     let mut facts = scaledown::pod_facts(&o.pods, &by_pod);
     let drain_secs = v.rendered.drain.as_secs();
     let stuck_limit = drain_secs + s.drain_stuck_margin.as_secs();
-    let target = pc.spec.autoscaling.target_connections_per_pod;
+    // The target capped at what one pod accepts (finding 10).
+    let autoscaling = scaling::with_capacity(
+        &pc.spec.autoscaling,
+        pc.spec.gateway.max_connections_per_pod,
+    );
+    let target = autoscaling.target_connections_per_pod;
 
     // Safety net: a pod that has been draining past drainTimeout + margin without being deleted
     // serves nobody; delete it so the ReplicaSet replaces it (or, mid scale-down, removes it).
@@ -198,7 +212,7 @@ pub(crate) fn plan(
     m.closes.retain(|c| c.at_ms + keep > now.ms);
     let in_flight = scaling::in_flight(&m.closes, &|p| stats_at.get(p).copied(), now.ms);
     let input = ScaleInput {
-        spec: &pc.spec.autoscaling,
+        spec: &autoscaling,
         current,
         pods: &views,
         in_flight,
@@ -210,8 +224,8 @@ pub(crate) fn plan(
         AutoscalingMode::Operator if connected => scaling::desired_replicas(input, &mut m.history),
         // Without stats the operator cannot judge load: keep the count, within bounds.
         AutoscalingMode::Operator => {
-            let a = &pc.spec.autoscaling;
-            current.clamp(a.min_replicas.max(0), a.max_replicas.max(a.min_replicas))
+            let (min, max) = scaling::bounds(&autoscaling);
+            current.clamp(min, max)
         }
         AutoscalingMode::External | AutoscalingMode::Manual => pc.spec_replicas(),
     };
@@ -253,6 +267,33 @@ pub(crate) fn plan(
         facts.len()
     );
 
+    // The autoscaler held at a bound (like the HPA's ScalingLimited): said in the Scaling
+    // condition, and a Warning Event when the maxReplicas cap starts to hold (clients may be
+    // refused or pods overloaded). minReplicas holding is a choice, only shown in the condition.
+    let limit = (operator_mode && connected)
+        .then(|| scaling::limit(&autoscaling, current, total, stats_complete))
+        .flatten();
+    let limited = limit.map(|l| match l {
+        scaling::Limit::Max { needed, max } => format!(
+            "limited by maxReplicas {max}: {needed} replicas needed for {total} connections at \
+             {target} per pod"
+        ),
+        scaling::Limit::Min { needed, min } => format!(
+            "limited by minReplicas {min}: {needed} replicas would do for {total} connections at \
+             {target} per pod"
+        ),
+    });
+    let capped = matches!(limit, Some(scaling::Limit::Max { .. }));
+    if let (false, Some(scaling::Limit::Max { max, .. }), Some(note)) = (m.capped, limit, &limited)
+    {
+        notices.push(Decision::warning(
+            "ScalingLimited",
+            format!("Limit{max}"),
+            format!("{note}; raise autoscaling.maxReplicas to scale further"),
+        ));
+    }
+    m.capped = capped;
+
     // Scale-down: the pods drained are exactly the pods that go (see `scaledown`).
     let mut apply_replicas = desired;
     let mut hold = None;
@@ -264,16 +305,42 @@ pub(crate) fn plan(
     // gateways are never sent a drain, so nothing can be left draining: the count is lowered at
     // once and the ReplicaSet's pick drains through the preStop hook.
     let protocol = desired < current && exists && !facts.is_empty() && connected;
-    let settled = replicas == current
+    // The Deployment controller has not acted on the latest spec (e.g. a new config hash) while
+    // its observedGeneration is behind: the counts below describe the old one, and a rollout is
+    // about to replace pods, so nothing is drained yet (kubectl's `rollout status` makes the same
+    // check first: `Generation <= Status.ObservedGeneration`, kubectl
+    // pkg/polymorphichelpers/rollout_status.go).
+    let observed = o.deployment.is_none_or(|d| d.observed);
+    let settled = observed
+        && replicas == current
         && updated == current
         && facts.len() == usize::try_from(current).unwrap_or(0);
+    // A balancing round pauses the fullest pods (NotReady while they shed): the victims are
+    // chosen only after it ends (lead + spread + settle, about 21 s), from counts it no longer
+    // moves; a scale-down has no hurry.
+    let round: Vec<String> = m
+        .balancer
+        .as_ref()
+        .map(Balancer::paused)
+        .unwrap_or_default();
     if protocol && !settled {
         // Mid-rollout the Deployment scales several ReplicaSets; drain nothing until it settles.
         apply_replicas = current;
+        let generation = if observed {
+            ""
+        } else {
+            ", the latest spec not yet observed by the Deployment controller"
+        };
         hold = Some(format!(
             "{current} -> {desired}: waiting for the Deployment to settle ({} live pods, \
-             {replicas} replicas, {updated} updated, {current} wanted)",
+             {replicas} replicas, {updated} updated, {current} wanted{generation})",
             facts.len()
+        ));
+    } else if protocol && !round.is_empty() {
+        apply_replicas = current;
+        hold = Some(format!(
+            "{current} -> {desired}: waiting for the balancing round on {} to end",
+            round.join(", ")
         ));
     } else if protocol {
         let count = usize::try_from(current - desired).unwrap_or(0);
@@ -339,8 +406,23 @@ pub(crate) fn plan(
     };
 
     // Ready goes False once fewer pods than desired have been ready for longer than a grace
-    // (a pod starting or a drain finishing is normal for a few seconds).
-    let short_for = if ready < desired {
+    // (a pod starting or a drain finishing is normal for a few seconds). A pod a balancing round
+    // paused (in this pass, before or after the step) is NotReady by the operator's own doing for
+    // the whole round (lead + spread + settle, about 21 s, longer than the grace): it does not
+    // count as short, so a routine rebalance never turns Ready False (finding 11). Its readiness
+    // lags the resume by a probe period, well within the grace that starts then.
+    let paused_now = m
+        .balancer
+        .as_ref()
+        .map(Balancer::paused)
+        .unwrap_or_default();
+    let excused = facts
+        .iter()
+        .filter(|f| !f.ready && !f.draining)
+        .filter(|f| round.contains(&f.name) || paused_now.contains(&f.name))
+        .count();
+    let excused = i32::try_from(excused).unwrap_or(i32::MAX);
+    let short_for = if ready.saturating_add(excused) < desired {
         now.secs
             .saturating_sub(*m.short_since.get_or_insert(now.secs))
     } else {
@@ -368,6 +450,7 @@ pub(crate) fn plan(
             views,
             hold,
             overridden,
+            limited,
             short_for,
         },
     }

@@ -11,6 +11,7 @@ use super::observe::NatsView;
 use super::plan::StatusInputs;
 use crate::build;
 use crate::conditions::{self, Cond};
+use crate::scaling;
 
 /// What the apply step achieved that the status reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,8 +58,7 @@ pub(crate) fn status(
     status.replicas = s.replicas;
     status.ready_replicas = s.ready;
     status.desired_replicas = s.desired;
-    status.connections =
-        i64::try_from(s.views.iter().map(|p| p.connections).sum::<u64>()).unwrap_or(i64::MAX);
+    status.connections = i64::try_from(scaling::total(&s.views)).unwrap_or(i64::MAX);
     status.pods = s
         .seen
         .iter()
@@ -87,6 +87,7 @@ pub(crate) fn status(
         not_ready: s.not_ready.clone(),
         hold: s.hold.as_deref(),
         overridden: s.overridden,
+        limited: s.limited.as_deref(),
     };
     for cond in status_conditions(&facts) {
         if cond.type_ == condition::READY
@@ -119,6 +120,8 @@ pub(crate) struct Facts<'a> {
     pub(crate) hold: Option<&'a str>,
     /// spec.replicas overridden by the autoscaler.
     pub(crate) overridden: Option<i32>,
+    /// The bound holding the autoscaler back, in words (finding 13; the HPA's ScalingLimited).
+    pub(crate) limited: Option<&'a str>,
 }
 
 pub(crate) fn status_conditions(f: &Facts<'_>) -> Vec<Cond<'static>> {
@@ -143,9 +146,12 @@ pub(crate) fn status_conditions(f: &Facts<'_>) -> Vec<Cond<'static>> {
             message: format!("{ready}/{desired} gateway pods ready{names}"),
         }
     };
-    let note = f.overridden.map_or(String::new(), |r| {
-        format!("; spec.replicas={r} is overridden by the autoscaler (mode Operator)")
-    });
+    let mut note = f.limited.map_or(String::new(), |l| format!("; {l}"));
+    if let Some(r) = f.overridden {
+        note.push_str(&format!(
+            "; spec.replicas={r} is overridden by the autoscaler (mode Operator)"
+        ));
+    }
     let scaling = if let Some(hold) = f.hold {
         Cond {
             type_: condition::SCALING,
@@ -163,6 +169,14 @@ pub(crate) fn status_conditions(f: &Facts<'_>) -> Vec<Cond<'static>> {
                 "ScalingDown"
             },
             message: format!("{replicas} -> {desired} replicas{note}"),
+        }
+    } else if f.limited.is_some() {
+        // Not changing, but not where the load wants it either.
+        Cond {
+            type_: condition::SCALING,
+            status: false,
+            reason: "ScalingLimited",
+            message: format!("{desired} replicas{note}"),
         }
     } else {
         Cond {

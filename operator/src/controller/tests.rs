@@ -907,7 +907,7 @@ async fn scale_down_at_zero_connections_removes_exactly_the_drained_pods() {
 }
 
 #[tokio::test]
-async fn scale_down_picks_the_emptiest_and_costs_survivors_by_connections() {
+async fn scale_down_picks_the_emptiest_and_costs_only_the_victim() {
     let nats = nats_server().await;
     let busy = fake_gateway(&nats.url, "web-a", 150).await;
     let idle = fake_gateway(&nats.url, "web-b", 3).await;
@@ -947,13 +947,8 @@ async fn scale_down_picks_the_emptiest_and_costs_survivors_by_connections() {
             )
         })
         .collect();
-    assert_eq!(
-        costs,
-        [
-            ("web-a".to_string(), serde_json::json!("150")),
-            ("web-b".to_string(), serde_json::json!("-1"))
-        ]
-    );
+    // The survivor keeps no annotation (0 > -1): no write (finding 14).
+    assert_eq!(costs, [("web-b".to_string(), serde_json::json!("-1"))]);
     // web-b is still Ready in the API: the count waits.
     assert_eq!(deployment_replicas(&seen), 2);
     assert_eq!(last_status(&seen)["desiredReplicas"], 1);

@@ -25,10 +25,18 @@ fn api_pod(name: &str, ready: bool, created: u32, cost: Option<i32>) -> Pod {
     .unwrap()
 }
 
-fn stats(entries: &[(&str, u64, bool)]) -> HashMap<String, (u64, bool)> {
+/// Stats of (pod, connections, draining); a draining gateway does not accept (its readiness).
+fn stats(entries: &[(&str, u64, bool)]) -> HashMap<String, PodLoad> {
     entries
         .iter()
-        .map(|(n, c, d)| ((*n).to_string(), (*c, *d)))
+        .map(|(n, c, d)| {
+            let load = PodLoad {
+                connections: *c,
+                draining: *d,
+                accepting: !*d,
+            };
+            ((*n).to_string(), load)
+        })
         .collect()
 }
 
@@ -120,6 +128,42 @@ fn victims_follow_the_replicaset_keys_the_operator_cannot_change() {
     assert_eq!(choose_victims(&facts, 2), ["c", "b"]);
 }
 
+/// Finding 5: a pod NotReady because a balancing round paused it (or it is full) is the fullest
+/// pod; the ReplicaSet's not-ready key does not force it to be the victim, and the emptiest goes.
+#[test]
+fn a_pod_not_ready_because_it_refuses_clients_is_not_drained_first() {
+    let mut pods = vec![
+        api_pod("a", false, 1, None),
+        api_pod("b", true, 2, None),
+        api_pod("c", true, 3, None),
+    ];
+    let mut st = stats(&[("a", 900, false), ("b", 100, false), ("c", 120, false)]);
+    // Paused (or at maxConnections): not accepting, not draining.
+    st.get_mut("a").unwrap().accepting = false;
+    let facts = pod_facts(&pods, &st);
+    assert!(facts[0].refusing && !facts[1].refusing);
+    let victims = choose_victims(&facts, 1);
+    assert_eq!(victims, ["b"]);
+    // The protocol still removes exactly b: costed, drained (NotReady), then it ranks first.
+    write_costs(&mut pods, &cost_patches(&facts, &victims));
+    set_ready(&mut pods, &victims, false);
+    let facts = pod_facts(&pods, &st);
+    assert_eq!(may_shrink(&facts, &victims, true, false), Ok(()));
+    assert_eq!(replicaset_deletes(&pods, 1), victims);
+    // A pod NotReady for any other reason (its stats say it accepts) still goes first.
+    st.get_mut("a").unwrap().accepting = true;
+    let facts = pod_facts(&api_pods_abc(), &st);
+    assert_eq!(choose_victims(&facts, 1), ["a"]);
+}
+
+fn api_pods_abc() -> Vec<Pod> {
+    vec![
+        api_pod("a", false, 1, None),
+        api_pod("b", true, 2, None),
+        api_pod("c", true, 3, None),
+    ]
+}
+
 #[test]
 fn pods_without_stats_go_after_pods_with_known_counts() {
     let pods = vec![
@@ -140,6 +184,51 @@ fn pods_without_stats_go_after_pods_with_known_counts() {
             ("a".to_string(), VICTIM_COST),
             ("c".to_string(), VICTIM_COST)
         ]
+    );
+}
+
+/// Finding 14: survivors are not re-patched with their live connection counts on every pass;
+/// only victims get −1, and a survivor that ranks with the victims (an abandoned victim, a cost
+/// set by someone else) is lifted to 0 once.
+#[test]
+fn survivors_are_left_alone_while_their_counts_change() {
+    let pods = vec![
+        api_pod("a", true, 1, None),
+        api_pod("b", true, 2, Some(40)),
+        api_pod("c", true, 3, None),
+    ];
+    let victims = vec!["c".to_string()];
+    let mut seen = Vec::new();
+    for load in [[10, 40, 1], [12, 55, 1], [30, 7, 0]] {
+        let st = stats(&[
+            ("a", load[0], false),
+            ("b", load[1], false),
+            ("c", load[2], false),
+        ]);
+        seen.push(cost_patches(&pod_facts(&pods, &st), &victims));
+    }
+    let victim_only = vec![("c".to_string(), VICTIM_COST)];
+    assert_eq!(
+        seen,
+        [victim_only.clone(), victim_only.clone(), victim_only]
+    );
+    // Once the victim carries its cost, nothing is written at all.
+    let mut pods = pods;
+    write_costs(&mut pods, &[("c".to_string(), VICTIM_COST)]);
+    let st = stats(&[("a", 99, false), ("b", 1, false), ("c", 0, false)]);
+    assert!(cost_patches(&pod_facts(&pods, &st), &victims).is_empty());
+    // The choice changes to a: c, no longer a victim, is lifted to 0 so it ranks after a.
+    let patches = cost_patches(&pod_facts(&pods, &st), &["a".to_string()]);
+    assert_eq!(
+        patches,
+        [("a".to_string(), VICTIM_COST), ("c".to_string(), 0)]
+    );
+    // A survivor with a negative cost someone else wrote is lifted too.
+    let pods = vec![api_pod("a", true, 1, None), api_pod("b", true, 2, Some(-5))];
+    let st = stats(&[("a", 1, false), ("b", 1, false)]);
+    assert_eq!(
+        cost_patches(&pod_facts(&pods, &st), &["a".to_string()]),
+        [("a".to_string(), VICTIM_COST), ("b".to_string(), 0)]
     );
 }
 

@@ -97,6 +97,124 @@ fn out_of_bounds_moves_into_bounds() {
     assert_eq!(decide(&s, 9, 0, 6, &mut h), 6);
 }
 
+/// Finding 3: with no pod there is no load to scale up on, so 0 would be for good.
+#[test]
+fn operator_mode_never_decides_zero_even_with_min_replicas_zero() {
+    let s = spec(0, 5, 100, 60);
+    assert_eq!(recommend(&s, 0), 1);
+    assert_eq!(bounds(&s), (1, 5));
+    let mut h = History::default();
+    let mut current = 1;
+    // No pod reports any connection, well past the scale-down window.
+    for t in (0..600).step_by(10) {
+        let input = ScaleInput {
+            spec: &s,
+            current,
+            pods: &[],
+            in_flight: 0,
+            stats_complete: true,
+            now: 1000 + t,
+        };
+        current = desired_replicas(input, &mut h);
+        assert_eq!(current, 1, "at t={t}");
+    }
+    // A cluster already at 0 (scaled there before this fix) comes back to 1 at once.
+    let input = ScaleInput {
+        spec: &s,
+        current: 0,
+        pods: &[],
+        in_flight: 0,
+        stats_complete: true,
+        now: 2000,
+    };
+    assert_eq!(desired_replicas(input, &mut h), 1);
+}
+
+/// Finding 10: the target is capped at the pod's hard cap.
+#[test]
+fn the_target_is_capped_at_max_connections_per_pod() {
+    let s = spec(1, 10, 10_000, 0);
+    assert_eq!(with_capacity(&s, None), s);
+    assert_eq!(with_capacity(&s, Some(20_000)), s);
+    let capped = with_capacity(&s, Some(5_000));
+    assert_eq!(capped.target_connections_per_pod, 5_000);
+    // Three pods full at 5000: three pods are needed, not ceil(15000 / 10000) = 2.
+    assert_eq!(recommend(&s, 15_000), 2);
+    assert_eq!(recommend(&capped, 15_000), 3);
+    assert_eq!(recommend(&capped, 15_001), 4);
+    // A nonsense cap (the schema says minimum 1) changes nothing.
+    assert_eq!(with_capacity(&s, Some(0)), s);
+}
+
+/// Finding 15: counts come from any NATS publisher; two at u64::MAX must not overflow (a debug
+/// build panics on a plain sum, a release build wraps to a small total).
+#[test]
+fn huge_connection_counts_saturate_instead_of_overflowing() {
+    let pods = [pod("a", u64::MAX), pod("b", u64::MAX), pod("c", 5)];
+    assert_eq!(total(&pods), u64::MAX);
+    let s = spec(1, 10, 100, 0);
+    let input = ScaleInput {
+        spec: &s,
+        current: 3,
+        pods: &pods,
+        in_flight: 10,
+        stats_complete: true,
+        now: 1000,
+    };
+    assert_eq!(effective_total(&input), u64::MAX - 10);
+    assert_eq!(desired_replicas(input, &mut History::default()), 10);
+    assert!(!is_balanced(&pods, 0.2));
+    let plan = shed_plan(&pods, 0.2, 1_000);
+    assert_eq!(plan.iter().map(|(_, n)| n).sum::<u64>(), 1_000);
+    // Two drains of u64::MAX connections, wholly closed since the stats; a request time at the
+    // end of the clock does not overflow either.
+    let close = |pod: &str, at_ms| CloseRequest {
+        pod: pod.into(),
+        at_ms,
+        count: u64::MAX,
+        spread_ms: 10_000,
+    };
+    let closes = [close("a", 0), close("b", 0), close("c", u64::MAX - 1)];
+    assert_eq!(in_flight(&closes, &|_| Some(0), 20_000), u64::MAX);
+    let mut budget = ShedBudget {
+        window_start: u64::MAX,
+        used: 0,
+    };
+    assert_eq!(budget.available(u64::MAX, 5), 5);
+}
+
+/// Finding 13: the decision capped at a bound says what the load needed.
+#[test]
+fn limit_names_the_bound_and_the_count_the_load_needs() {
+    let s = spec(2, 10, 10_000, 0);
+    assert_eq!(
+        limit(&s, 10, 250_000, true),
+        Some(Limit::Max {
+            needed: 25,
+            max: 10
+        })
+    );
+    // Not complete: the total is a lower bound, still above the max.
+    assert!(matches!(
+        limit(&s, 10, 250_000, false),
+        Some(Limit::Max { .. })
+    ));
+    assert_eq!(limit(&s, 10, 100_000, true), None);
+    assert_eq!(limit(&s, 5, 50_000, true), None);
+    assert_eq!(
+        limit(&s, 2, 5_000, true),
+        Some(Limit::Min { needed: 1, min: 2 })
+    );
+    // An incomplete total cannot say fewer pods would do.
+    assert_eq!(limit(&s, 2, 5_000, false), None);
+    // The floor of 1 is the operator's own: an idle cluster at 1 is not "limited".
+    assert_eq!(limit(&spec(1, 10, 10_000, 0), 1, 0, true), None);
+    // Within the tolerance band of the max, the max is what the load asks for.
+    let mut tolerant = s.clone();
+    tolerant.tolerance = 0.1;
+    assert_eq!(limit(&tolerant, 10, 105_000, true), None);
+}
+
 #[test]
 fn history_is_pruned_to_the_window() {
     let s = spec(1, 10, 100, 10);

@@ -4,6 +4,7 @@
 // Tests start from a default spec and change one field at a time: easier to read.
 #![allow(clippy::field_reassign_with_default)]
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::EventType;
 use volley_crds::wire::GatewayStats;
@@ -102,6 +103,7 @@ fn settled(n: i32) -> Option<DeploymentView> {
         replicas: n,
         ready: n,
         updated: n,
+        observed: true,
     })
 }
 
@@ -277,7 +279,7 @@ fn scale_down_costs_and_drains_the_victims_before_lowering_the_count() {
 }
 
 #[test]
-fn scale_down_picks_the_emptiest_and_costs_survivors_by_connections() {
+fn scale_down_picks_the_emptiest_and_costs_only_the_victim() {
     let mut s = spec();
     s.autoscaling.min_replicas = 1;
     s.autoscaling.target_connections_per_pod = 1000;
@@ -288,10 +290,8 @@ fn scale_down_picks_the_emptiest_and_costs_survivors_by_connections() {
         at(0),
     );
     assert_eq!(p.drains, ["web-1"]);
-    assert_eq!(
-        p.costs,
-        [("web-0".to_string(), 150), ("web-1".to_string(), -1)]
-    );
+    // The survivor keeps no annotation (0 > -1): no write (finding 14).
+    assert_eq!(p.costs, [("web-1".to_string(), -1)]);
     assert_eq!((p.status.desired, p.replicas), (1, 2));
 }
 
@@ -316,6 +316,190 @@ fn a_rollout_in_progress_holds_the_scale_down_without_costs_or_drains() {
     );
 }
 
+/// Finding 17: right after a template change the Deployment's counts still look settled, but its
+/// observedGeneration is behind and a rollout is about to replace the pods: nothing is drained.
+#[test]
+fn a_deployment_whose_latest_spec_is_not_observed_holds_the_scale_down() {
+    let deployment = |generation: i64, observed: i64| -> Deployment {
+        serde_json::from_value(
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "apps", "generation": generation},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {}}, "template": {}},
+            "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2,
+                "observedGeneration": observed}}),
+        )
+        .unwrap()
+    };
+    let view = DeploymentView::of(&deployment(3, 2));
+    assert!(!view.observed);
+    assert!(DeploymentView::of(&deployment(3, 3)).observed);
+    let mut s = spec();
+    s.autoscaling.target_connections_per_pod = 1000;
+    let pc = stored(s);
+    let mut o = cluster(&[5, 3], at(0));
+    o.deployment = Some(view);
+    let p = run(&pc, &o, &mut ClusterMemory::default(), at(0));
+    assert!(p.costs.is_empty() && p.drains.is_empty());
+    assert_eq!((p.status.desired, p.replicas), (1, 2));
+    let hold = p.status.hold.unwrap();
+    assert!(hold.contains("not yet observed"), "{hold}");
+    // Once observed, the protocol runs.
+    o.deployment = Some(DeploymentView::of(&deployment(3, 3)));
+    let p = run(&pc, &o, &mut ClusterMemory::default(), at(0));
+    assert_eq!(p.drains, ["web-1"]);
+}
+
+/// Finding 5: a balancing round pauses the fullest pod (NotReady while it sheds); a scale-down
+/// that comes due meanwhile waits for the round to end and then drains the emptiest pod, not
+/// the paused one.
+#[test]
+fn a_scale_down_waits_for_the_balancing_round_and_then_drains_the_emptiest() {
+    let mut s = spec();
+    s.autoscaling.target_connections_per_pod = 400;
+    let pc = stored(s);
+    let mut m = ClusterMemory::default();
+    // 1120 on 3 pods at 400 each is within tolerance: 3 stay; web-0 is far above the mean.
+    let p = run(&pc, &cluster(&[900, 100, 120], at(0)), &mut m, at(0));
+    assert_eq!(p.status.desired, 3);
+    assert!(
+        p.balance.contains(&Command::Pause("web-0".into())),
+        "{:?}",
+        p.balance
+    );
+    // The load falls while web-0 is paused: NotReady, its stats say it does not accept.
+    let paused = |now: Now, ready: bool| {
+        let mut o = cluster(&[500, 100, 120], now);
+        o.stats[0].stats.accepting = false;
+        if !ready {
+            o.pods[0] = not_ready(o.pods[0].clone());
+        }
+        o
+    };
+    for t in [2, 10] {
+        let p = run(&pc, &paused(at(t), false), &mut m, at(t));
+        assert_eq!((p.status.desired, p.replicas), (2, 3), "at {t}s");
+        assert!(p.costs.is_empty() && p.drains.is_empty(), "at {t}s");
+        let hold = p.status.hold.unwrap();
+        assert!(hold.contains("balancing round on web-0"), "{hold}");
+    }
+    // The round ends (spread 10 s + settle 7 s) in this pass: web-0 is resumed after the
+    // decision, which still holds.
+    let p = run(&pc, &paused(at(17), false), &mut m, at(17));
+    assert!(p.balance.contains(&Command::Resume("web-0".into())));
+    assert!(p.drains.is_empty() && p.status.hold.is_some());
+    // web-0's readiness and stats lag the resume by a few seconds; the victim is still the
+    // emptiest pod, not the NotReady one.
+    let p = run(&pc, &paused(at(19), false), &mut m, at(19));
+    assert_eq!(p.drains, ["web-1"]);
+    assert!(
+        p.costs
+            .contains(&("web-1".to_string(), scaledown::VICTIM_COST))
+    );
+    // Only the victim is costed (finding 14).
+    assert_eq!(p.costs, [("web-1".to_string(), scaledown::VICTIM_COST)]);
+}
+
+/// Finding 13: at maxReplicas with load for more, the plan says so once as a Warning Event and
+/// in the status inputs on every pass; when the load falls back, the limit goes.
+#[test]
+fn capped_at_max_replicas_is_said_once_and_in_the_status() {
+    let mut s = spec();
+    s.autoscaling.max_replicas = 2;
+    s.autoscaling.target_connections_per_pod = 100;
+    let pc = stored(s);
+    let mut m = ClusterMemory::default();
+    let limited = |p: &Plan| {
+        p.notices
+            .iter()
+            .filter(|d| d.reason == "ScalingLimited")
+            .count()
+    };
+    let p = run(&pc, &cluster(&[250, 250], at(0)), &mut m, at(0));
+    assert_eq!(p.status.desired, 2);
+    assert_eq!(
+        p.status.limited.as_deref(),
+        Some("limited by maxReplicas 2: 5 replicas needed for 500 connections at 100 per pod")
+    );
+    assert_eq!(limited(&p), 1);
+    assert_eq!(p.notices[0].type_, EventType::Warning);
+    let p = run(&pc, &cluster(&[300, 300], at(10)), &mut m, at(10));
+    assert!(p.status.limited.is_some());
+    assert_eq!(limited(&p), 0, "said once");
+    let p = run(&pc, &cluster(&[100, 100], at(20)), &mut m, at(20));
+    assert_eq!((p.status.limited.as_deref(), limited(&p)), (None, 0));
+    // It starts again: said again.
+    let p = run(&pc, &cluster(&[300, 300], at(30)), &mut m, at(30));
+    assert_eq!(limited(&p), 1);
+}
+
+/// Finding 11: a routine balancing round keeps the paused pod NotReady for about 21-23 s, longer
+/// than the 20 s Ready grace; Ready must stay True through it (reconciles every 2 s).
+#[test]
+fn ready_stays_true_through_a_balancing_round() {
+    use crate::controller::READY_GRACE;
+    use crate::controller::status::{Outcome, status};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    let mut s = spec();
+    s.autoscaling.min_replicas = 3;
+    let mut pc = stored(s);
+    pc.metadata.generation = Some(1);
+    // The Kubernetes timing: pause, shed 4 s later over 10 s, resume 7 s after.
+    let real = Settings {
+        balance_timing: Timing::default(),
+        ..settings()
+    };
+    let mut m = ClusterMemory::default();
+    let mut paused_seen = false;
+    for t in (0..=40).step_by(2) {
+        let now = at(t);
+        // The shed lands by t=14; web-0 is NotReady from its pause's first probe (t=2) until
+        // a probe after its resume (t=21) passes (t=24).
+        let load: &[u64] = if t < 14 {
+            &[900, 100, 100]
+        } else {
+            &[400, 350, 350]
+        };
+        let mut o = cluster(load, now);
+        if (2..24).contains(&t) {
+            o.pods[0] = not_ready(o.pods[0].clone());
+            o.stats[0].stats.accepting = false;
+            o.deployment = Some(DeploymentView {
+                ready: 2,
+                ..settled(3).unwrap()
+            });
+        }
+        let v = build::validate(&pc).unwrap();
+        let p = plan(&v, &o, &real, now, &mut m);
+        paused_seen |= p.balance.contains(&Command::Pause("web-0".into()));
+        let time = Time(Timestamp::from_second(i64::try_from(now.secs).unwrap()).unwrap());
+        let st = status(
+            &pc,
+            &o.nats,
+            &p.status,
+            &Outcome::default(),
+            READY_GRACE,
+            &time,
+        );
+        let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.status, "True", "at t={t}s: {}", ready.message);
+        pc.status = Some(st);
+    }
+    assert!(paused_seen, "a round ran");
+    // A pod NotReady for any other reason still turns Ready False after the grace.
+    let mut o = cluster(&[100, 100, 100], at(100));
+    o.pods[2] = not_ready(o.pods[2].clone());
+    o.deployment = Some(DeploymentView {
+        ready: 2,
+        ..settled(3).unwrap()
+    });
+    for t in [100, 110, 121] {
+        let p = plan(&build::validate(&pc).unwrap(), &o, &real, at(t), &mut m);
+        assert_eq!(p.status.short_for, t - 100, "at t={t}s");
+    }
+}
+
 #[test]
 fn standalone_gateways_are_scaled_down_at_once_without_drains() {
     // No NATS: no stats, no drains; a Manual count is applied directly.
@@ -337,7 +521,9 @@ fn standalone_gateways_are_scaled_down_at_once_without_drains() {
 #[test]
 fn operator_mode_without_stats_keeps_the_count_within_bounds() {
     // (current, min, max) -> desired, NATS unreachable
-    for (current, min, max, want) in [(3, 1, 10, 3), (3, 4, 10, 4), (12, 1, 10, 10)] {
+    // minReplicas 0 (stored before the CRD refused it) still keeps one pod (finding 3).
+    for (current, min, max, want) in [(3, 1, 10, 3), (3, 4, 10, 4), (12, 1, 10, 10), (0, 0, 10, 1)]
+    {
         let mut s = spec();
         s.autoscaling.min_replicas = min;
         s.autoscaling.max_replicas = max;
@@ -347,6 +533,53 @@ fn operator_mode_without_stats_keeps_the_count_within_bounds() {
         let p = run(&stored(s), &o, &mut ClusterMemory::default(), at(0));
         assert_eq!(p.status.desired, want, "{current} in [{min}, {max}]");
     }
+}
+
+/// Finding 3: the operator never decides 0 in mode Operator, even with minReplicas 0 and no
+/// load; mode External (an HPA through the scale subresource) may still ask for 0.
+#[test]
+fn min_replicas_zero_scales_to_one_in_operator_mode_and_to_zero_in_external_mode() {
+    let mut s = spec();
+    s.autoscaling.min_replicas = 0;
+    let pc = stored(s.clone());
+    let mut m = ClusterMemory::default();
+    let mut o = cluster(&[0], at(0));
+    for t in [0, 10, 400, 800] {
+        o.stats = vec![stats("web-0", 0, false, at(t))];
+        let p = run(&pc, &o, &mut m, at(t));
+        assert_eq!((p.status.desired, p.replicas), (1, 1), "at t={t}");
+        assert!(p.drains.is_empty() && p.costs.is_empty(), "at t={t}");
+    }
+    s.autoscaling.mode = AutoscalingMode::External;
+    s.replicas = Some(0);
+    let p = run(&stored(s), &o, &mut ClusterMemory::default(), at(0));
+    // (the count itself goes down through the drain protocol, as any scale-down)
+    assert_eq!(p.status.desired, 0);
+}
+
+/// Finding 10: three pods full at maxConnectionsPerPod 5000 with the default target 10000 (an
+/// object stored before the CRD refused that) are not scaled down to 2; less load scales down
+/// against the capped target.
+#[test]
+fn a_saturated_cluster_is_not_shrunk_when_the_target_exceeds_the_pod_cap() {
+    let mut s = spec();
+    s.gateway.max_connections_per_pod = Some(5_000);
+    assert_eq!(s.autoscaling.target_connections_per_pod, 10_000);
+    let pc = stored(s);
+    let mut m = ClusterMemory::default();
+    let p = run(&pc, &cluster(&[5_000, 5_000, 5_000], at(0)), &mut m, at(0));
+    assert_eq!((p.status.desired, p.replicas), (3, 3));
+    assert!(p.drains.is_empty() && p.costs.is_empty() && p.scaling.is_none());
+    // 6000 connections: 2 pods at 5000 each (1 at the uncapped 10000).
+    let p = run(
+        &pc,
+        &cluster(&[2_000, 2_000, 2_000], at(10)),
+        &mut m,
+        at(10),
+    );
+    assert_eq!(p.status.desired, 2);
+    let note = p.drain_note.expect("a scale-down").inputs;
+    assert!(note.contains("target 5000 per pod"), "{note}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The status step: the condition table.
 
 use super::*;
+use crate::scaling::PodView;
 
 fn facts<'a>(nats: &'a NatsView, desired: i32, replicas: i32, ready: i32) -> Facts<'a> {
     Facts {
@@ -16,6 +17,7 @@ fn facts<'a>(nats: &'a NatsView, desired: i32, replicas: i32, ready: i32) -> Fac
         not_ready: Vec::new(),
         hold: None,
         overridden: None,
+        limited: None,
     }
 }
 
@@ -69,6 +71,27 @@ fn condition_table() {
     );
 }
 
+/// Finding 13: held at maxReplicas (or minReplicas) while the load asks for more (fewer), the
+/// Scaling condition says ScalingLimited and what was needed, like the HPA's condition.
+#[test]
+fn a_decision_held_at_a_bound_is_scaling_limited() {
+    let text =
+        "limited by maxReplicas 10: 25 replicas needed for 250000 connections at 10000 per pod";
+    let mut f = facts(&NatsView::Connected, 10, 10, 10);
+    f.limited = Some(text);
+    let conds = status_conditions(&f);
+    let scaling = conds.iter().find(|c| c.type_ == "Scaling").unwrap();
+    assert_eq!((scaling.status, scaling.reason), (false, "ScalingLimited"));
+    assert_eq!(scaling.message, format!("10 replicas; {text}"));
+    // While it still scales towards the bound, the reason is the move, the limit a note.
+    let mut f = facts(&NatsView::Connected, 10, 5, 5);
+    f.limited = Some(text);
+    let conds = status_conditions(&f);
+    let scaling = conds.iter().find(|c| c.type_ == "Scaling").unwrap();
+    assert_eq!(scaling.reason, "ScalingUp");
+    assert_eq!(scaling.message, format!("5 -> 10 replicas; {text}"));
+}
+
 fn inputs(desired: i32, ready: i32, short_for: u64) -> StatusInputs {
     StatusInputs {
         desired,
@@ -81,6 +104,7 @@ fn inputs(desired: i32, ready: i32, short_for: u64) -> StatusInputs {
         not_ready: vec!["web-b (not ready)".into()],
         hold: None,
         overridden: None,
+        limited: None,
         short_for,
     }
 }
@@ -129,6 +153,30 @@ fn ready_keeps_its_state_within_the_grace_then_names_the_pods() {
             (2, 1, Some(4))
         );
     }
+}
+
+/// Finding 15: the status total saturates instead of overflowing on counts from the network.
+#[test]
+fn the_connection_total_saturates_on_huge_counts() {
+    let pc = was_ready();
+    let now = Time(Timestamp::now());
+    let view = |name: &str, connections| PodView {
+        name: name.into(),
+        connections,
+        accepting: true,
+        draining: false,
+    };
+    let mut s = inputs(2, 2, 0);
+    s.views = vec![view("web-a", u64::MAX), view("web-b", u64::MAX)];
+    let st = status(
+        &pc,
+        &NatsView::Standalone,
+        &s,
+        &Outcome::default(),
+        std::time::Duration::from_secs(20),
+        &now,
+    );
+    assert_eq!(st.connections, i64::MAX);
 }
 
 #[test]
