@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::capacity::Capacity;
 use crate::history::store::Store;
 use crate::hub::{Publish, PublishError};
-use crate::nats::{self, NatsState};
+use crate::nats::{self, Acks, NatsState};
 use crate::topic;
 
 mod idempotency;
@@ -29,6 +29,8 @@ pub(crate) enum Publisher {
     Nats {
         client: async_nats::Client,
         state: Arc<NatsState>,
+        /// The server round trip that confirms a core publish.
+        acks: Arc<Acks>,
         prefix: Arc<str>,
         /// Topics with history are published through JetStream (202 means stored).
         history: Option<Box<Store>>,
@@ -72,9 +74,10 @@ impl Publisher {
             Publisher::Nats {
                 client,
                 state,
+                acks,
                 prefix,
                 ..
-            } => nats::publish(client, state, prefix, topic, payload)
+            } => nats::publish(client, state, acks, prefix, topic, payload)
                 .await
                 .map(|()| Published::default()),
         }
@@ -269,9 +272,16 @@ async fn publish(
             )
                 .into_response()
         }
-        Err(e @ (PublishError::Overloaded | PublishError::Closed | PublishError::Unavailable)) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        // Can never succeed: retrying would not help, so not a 503.
+        Err(e @ PublishError::TooLarge { .. }) => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
         }
+        Err(
+            e @ (PublishError::Overloaded
+            | PublishError::Closed
+            | PublishError::Unavailable
+            | PublishError::Unconfirmed),
+        ) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
 

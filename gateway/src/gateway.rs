@@ -147,6 +147,14 @@ impl Gateway {
         let publisher = match (&config.nats, interest_rx) {
             (Some(nats), Some(interest_rx)) => {
                 let (client, state) = nats::connect(nats, metrics.clone()).await?;
+                let acks = nats::Acks::start(&client)
+                    .await
+                    .map_err(|e| ClusterError::Connect {
+                        urls: crate::secret::redact_urls(&nats.urls),
+                        message: format!(
+                            "cannot subscribe to the publish confirmation subject: {e}"
+                        ),
+                    })?;
                 let mut router = Router::new(
                     client.clone(),
                     nats.subject_prefix.clone(),
@@ -182,6 +190,7 @@ impl Gateway {
                 Publisher::Nats {
                     client,
                     state,
+                    acks,
                     prefix: Arc::from(nats.subject_prefix.as_str()),
                     history: store.map(Box::new),
                 }

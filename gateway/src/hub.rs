@@ -245,8 +245,24 @@ pub(crate) enum PublishError {
     Overloaded,
     #[error("the gateway is shutting down")]
     Closed,
+    /// Nothing was handed to NATS (not connected, or the client did not take it in time): a
+    /// retry cannot duplicate it. For a JetStream publish, see [`crate::admin`]: there it means
+    /// no acknowledgement came, and the outcome is unknown.
     #[error("NATS is unavailable; the message was not published")]
     Unavailable,
+    /// Handed to NATS, but the server did not confirm it in time: it may still be delivered
+    /// (say once a stalled server resumes, or after a reconnect), so a retry may deliver it twice.
+    #[error(
+        "NATS did not confirm the message in time: the outcome is unknown, it may or may not be \
+         delivered (a retry may deliver it twice)"
+    )]
+    Unconfirmed,
+    /// Over the NATS server's `max_payload` (headers included): it can never be published.
+    #[error(
+        "the message is over the NATS server's max_payload ({max_payload} bytes, headers \
+         included); it was not published"
+    )]
+    TooLarge { max_payload: usize },
 }
 
 /// Where the admin API (and later NATS) hands published messages: the shard hub, or another

@@ -25,7 +25,10 @@ use crate::metrics::Metrics;
 use crate::secret::redact_urls;
 use crate::topic_index::TopicIndex;
 
+mod ack;
 mod route;
+
+pub(crate) use ack::Acks;
 
 use route::{Matches, Routing};
 
@@ -64,6 +67,7 @@ pub(crate) async fn connect(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
+        .ping_interval(PING_INTERVAL)
         // Cap the reconnect backoff so a restarted NATS is found again quickly.
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((100 * 2u64.saturating_pow(attempts.min(5) as u32)).min(2_000))
@@ -140,11 +144,26 @@ pub(crate) async fn connect(
     Ok((client, state))
 }
 
-/// Publishes to NATS and waits until the server has taken the message, so an HTTP 202 means the
-/// message is in NATS, and an outage is a 503 instead of a silent drop.
+/// How long an HTTP publish waits for NATS: to hand the message to the client, then for the
+/// server round trip that confirms it.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the client pings an otherwise silent server. async-nats declares the connection
+/// dead after two unanswered pings, so a frozen or unreachable server (no RST) is noticed in
+/// about three intervals instead of three minutes (the default is 60 s), and `/healthz`,
+/// `volley_nats_connected` and the publish API stop reporting a dead connection as up.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Publishes to NATS and waits for a server round trip after it ([`Acks`]), so an HTTP 202 means
+/// the server processed the message. Errors say whether the message may still go out:
+/// [`PublishError::Unavailable`] only when nothing was handed to the client (a retry cannot
+/// duplicate it), [`PublishError::Unconfirmed`] when it was handed over but the server did not
+/// confirm in time (it may be delivered, for example once a frozen server resumes or the client
+/// reconnects and sends what it had queued).
 pub(crate) async fn publish(
     client: &Client,
     state: &NatsState,
+    acks: &Acks,
     prefix: &str,
     topic: &str,
     payload: Bytes,
@@ -152,13 +171,26 @@ pub(crate) async fn publish(
     if !state.is_connected() {
         return Err(PublishError::Unavailable);
     }
-    client
-        .publish(format!("{prefix}.{topic}"), payload)
-        .await
-        .map_err(|_| PublishError::Unavailable)?;
-    match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
+    let deadline = Instant::now() + PUBLISH_TIMEOUT;
+    // Sending into the client's command channel is cancel-safe: on a timeout here the message
+    // was not queued, so it cannot be sent later.
+    match tokio::time::timeout_at(
+        deadline,
+        client.publish(format!("{prefix}.{topic}"), payload),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+            return Err(PublishError::TooLarge {
+                max_payload: client.max_payload(),
+            });
+        }
+        Ok(Err(_)) | Err(_) => return Err(PublishError::Unavailable),
+    }
+    match tokio::time::timeout_at(deadline, acks.round_trip(client)).await {
         Ok(Ok(())) => Ok(()),
-        _ => Err(PublishError::Unavailable),
+        Ok(Err(_)) | Err(_) => Err(PublishError::Unconfirmed),
     }
 }
 

@@ -361,6 +361,12 @@ impl Store {
         let stored = async move { js.send_publish(subject, message).await?.await };
         match tokio::time::timeout(PUBLISH_ACK_TIMEOUT, stored).await {
             Ok(Ok(ack)) => Ok(ack.duplicate),
+            // Refused by the client before anything was sent: it can never be published.
+            Ok(Err(e)) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                Err(PublishError::TooLarge {
+                    max_payload: self.js.client().max_payload(),
+                })
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, topic, "JetStream publish failed");
                 Err(PublishError::Unavailable)
