@@ -157,6 +157,7 @@ impl Gateway {
                     })?;
                 let mut router = Router::new(
                     client.clone(),
+                    state.clone(),
                     nats.subject_prefix.clone(),
                     nats.linger,
                     hub.clone(),

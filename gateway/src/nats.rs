@@ -55,6 +55,10 @@ impl NatsState {
     }
 }
 
+/// Hidden test knob: the NATS client's per-subscription buffer (async-nats default 65,536), so a
+/// test can overflow it with a small burst (`tests/nats_outage.rs`). Not an operator setting.
+const SUBSCRIPTION_CAPACITY_ENV: &str = "VOLLEY_TEST_NATS_SUBSCRIPTION_CAPACITY";
+
 /// Connects in the background: the gateway serves its clients whether or not NATS is up, and the
 /// client retries forever with backoff, resubscribing everything after a reconnect.
 pub(crate) async fn connect(
@@ -100,10 +104,19 @@ pub(crate) async fn connect(
     if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
+    if let Some(capacity) = std::env::var(SUBSCRIPTION_CAPACITY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&c| c > 0)
+    {
+        options = options.subscription_capacity(capacity);
+    }
     let events_state = state.clone();
+    let slow = Arc::new(std::sync::Mutex::new(Throttle::default()));
     options = options.event_callback(move |event| {
         let state = events_state.clone();
         let metrics = metrics.clone();
+        let slow = slow.clone();
         async move {
             match event {
                 async_nats::Event::Connected => {
@@ -128,6 +141,23 @@ pub(crate) async fn connect(
                 // An -ERR from the server, say a permissions violation on a subscription.
                 async_nats::Event::ServerError(error) => {
                     tracing::warn!(%error, "NATS server error");
+                }
+                // async-nats dropped a message for a subscription whose channel was full: the
+                // router did not keep up. One event per message (a flood of them in a burst):
+                // counted, and logged at most once per LOG_EVERY. The client's event channel
+                // holds 128 events and drops the rest, so in a burst the count is a lower bound.
+                async_nats::Event::SlowConsumer(sid) => {
+                    metrics.dropped.inc();
+                    metrics.nats_dropped.inc();
+                    let due = slow.lock().unwrap_or_else(|e| e.into_inner()).note(1);
+                    if let Some(dropped) = due {
+                        tracing::warn!(
+                            sid,
+                            dropped,
+                            "NATS messages dropped by the NATS client: the gateway is not keeping \
+                             up (volley_nats_dropped_total); their subscribers miss them"
+                        );
+                    }
                 }
                 other => tracing::info!(event = %other, "NATS event"),
             }
@@ -193,6 +223,11 @@ pub(crate) async fn publish(
         Ok(Err(_)) | Err(_) => Err(PublishError::Unconfirmed),
     }
 }
+
+/// How long the router waits for the NATS client to take a SUB (room in its command channel).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_millis(100);
+/// After a SUB was not taken in time, how long no other is tried.
+const STALL_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Replay requests kept at most per pattern while its consumer opens; past it one is answered
 /// unavailable at once. (Each is one resumed pattern of one connection: the bound only matters
@@ -265,6 +300,16 @@ impl Held {
 /// Owns the NATS subscriptions and routes their messages to the shards.
 pub(crate) struct Router {
     client: Client,
+    /// Whether the client is connected: while it is not, no subscription is made (see
+    /// [`Router::open_core`]).
+    state: Arc<NatsState>,
+    /// Set when a subscribe could not even be queued in time (the client's command channel is
+    /// full): no subscribe is tried again before then, so the router never stalls for more than
+    /// [`SUBSCRIBE_TIMEOUT`] per [`STALL_BACKOFF`].
+    stalled_until: Option<Instant>,
+    /// Patterns left without a feed while NATS was down or the client stalled, logged once per
+    /// burst.
+    deferred: Throttle,
     prefix: String,
     linger: Duration,
     hub: Arc<Hub>,
@@ -298,6 +343,7 @@ pub(crate) struct Router {
 impl Router {
     pub(crate) fn new(
         client: Client,
+        state: Arc<NatsState>,
         prefix: String,
         linger: Duration,
         hub: Arc<Hub>,
@@ -307,6 +353,9 @@ impl Router {
         let (opened_tx, opened_rx) = unbounded_channel();
         Router {
             client,
+            state,
+            stalled_until: None,
+            deferred: Throttle::default(),
             prefix,
             linger,
             hub,
@@ -489,21 +538,58 @@ impl Router {
         held.reopened(false, None);
         let subject = format!("{}.{}", self.prefix, held.pattern);
         self.routing.restart(id);
-        match self.client.subscribe(subject.clone()).await {
-            Ok(subscriber) => {
-                let feed = subscriber.map(|m| Incoming {
-                    subject: m.subject.to_string(),
-                    payload: m.payload,
-                    seq: None,
-                });
-                self.subs.insert(id, Box::pin(feed));
+        if self.may_subscribe() {
+            // Queuing the SUB waits for room in the client's command channel, which nobody
+            // drains while it reconnects or while a stalled server takes no bytes: bounded, so
+            // the router (and every shard's interest, replay and linger behind it) never waits
+            // on NATS.
+            match tokio::time::timeout(SUBSCRIBE_TIMEOUT, self.client.subscribe(subject.clone()))
+                .await
+            {
+                Ok(Ok(subscriber)) => {
+                    let feed = subscriber.map(|m| Incoming {
+                        subject: m.subject.to_string(),
+                        payload: m.payload,
+                        seq: None,
+                    });
+                    self.subs.insert(id, Box::pin(feed));
+                }
+                // Opened again by a later tick (see `reopen_ended`).
+                Ok(Err(e)) => tracing::error!(%subject, error = %e, "cannot subscribe"),
+                Err(_) => {
+                    self.stalled_until = Some(Instant::now() + STALL_BACKOFF);
+                    self.note_deferred(&subject);
+                }
             }
-            // Opened again by the next tick (see `reopen_ended`).
-            Err(e) => tracing::error!(%subject, error = %e, "cannot subscribe"),
+        } else {
+            // Held without a feed; `reopen_ended` subscribes once NATS is back.
+            self.note_deferred(&subject);
         }
         self.count_consumers();
         for request in replays {
             self.on_replay(request);
+        }
+    }
+
+    /// Whether a core subscription may be made now: the client is connected and did not just
+    /// stall. Otherwise patterns are held without a feed and subscribed by `reopen_ended` later
+    /// (async-nats would queue the SUB anyway and send it after the reconnect; deferring it
+    /// keeps the router off the client's command channel while nobody drains it).
+    fn may_subscribe(&mut self) -> bool {
+        if self.stalled_until.is_some_and(|at| Instant::now() < at) {
+            return false;
+        }
+        self.stalled_until = None;
+        self.state.is_connected()
+    }
+
+    fn note_deferred(&mut self, subject: &str) {
+        if let Some(deferred) = self.deferred.note(1) {
+            tracing::warn!(
+                subject,
+                deferred,
+                "NATS is down or not taking commands; subscriptions are made once it is back"
+            );
         }
     }
 
@@ -629,6 +715,10 @@ impl Router {
     /// A feed that ended (a JetStream consumer that gave up) is opened again, so a held pattern
     /// never silently stops delivering.
     async fn reopen_ended(&mut self) {
+        // Nothing can be subscribed now: every pattern would only be deferred again.
+        if !self.may_subscribe() {
+            return;
+        }
         let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
         let ended: Vec<(u64, Box<str>, Option<u64>)> = self
             .held
@@ -636,8 +726,15 @@ impl Router {
             .filter(|(id, h)| !self.subs.contains_key(id) && h.opening.is_none())
             .map(|(id, h)| (*id, h.pattern.clone(), h.resume_from(epoch.as_deref())))
             .collect();
-        for (_, pattern, from) in &ended {
-            tracing::warn!(%pattern, ?from, "feed ended; opening it again");
+        // One line, not one per pattern: after an outage every pattern subscribed meanwhile
+        // (deferred) is opened here at once.
+        if let Some((_, pattern, from)) = ended.first() {
+            tracing::warn!(
+                %pattern,
+                ?from,
+                feeds = ended.len(),
+                "feeds ended or deferred (NATS was down); opening them again"
+            );
         }
         self.reopen(ended, epoch).await;
     }
@@ -796,3 +893,6 @@ impl Throttle {
         Some(std::mem::take(&mut self.unlogged))
     }
 }
+
+#[cfg(test)]
+mod tests;
