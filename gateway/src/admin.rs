@@ -153,11 +153,19 @@ async fn healthz(State(state): State<AdminState>) -> String {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    match state.capacity.readiness() {
+    let ready = state.capacity.readiness().map_err(|why| why.as_str());
+    // Cluster mode: not before NATS is connected (and history checked) for the first time.
+    let ready = ready.and_then(|()| match &state.publisher {
+        Publisher::Local(_) => Ok(()),
+        Publisher::Nats { state, history, .. } => {
+            state.settled(history.as_deref().map(|store| &**store.state()))
+        }
+    });
+    match ready {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", why.as_str()),
+            format!("not ready: {why}\n"),
         )
             .into_response(),
     }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_stream::{StreamExt, StreamMap};
 
 use crate::config::NatsConfig;
-use crate::history::store::{Incoming, Store};
+use crate::history::store::{HistoryState, Incoming, Store};
 use crate::history::{NotRecovered, ReplayDone, ReplayRequest};
 use crate::hub::{Hub, InterestChange, PublishError, ToRouter};
 use crate::message::Message;
@@ -47,11 +47,33 @@ pub enum ClusterError {
 #[derive(Debug, Default)]
 pub(crate) struct NatsState {
     connected: AtomicBool,
+    /// Set once the gateway was first [`NatsState::settled`]; never cleared.
+    settled: AtomicBool,
 }
 
 impl NatsState {
     pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// Whether the start-up wait for NATS is over: connected once and, with history, the
+    /// stream checked once over that connection. Until then `/readyz` says no, so clients moved
+    /// here to resume (a shed steers them to the emptiest, often newest pod) do not meet a
+    /// gateway that answers every resume `recovered:false, unavailable` only because it is not
+    /// connected yet. Once settled, it stays so: a later NATS outage must not take every
+    /// gateway out of the Service at once (clients are better served live than not at all).
+    pub(crate) fn settled(&self, history: Option<&HistoryState>) -> Result<(), &'static str> {
+        if self.settled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if !self.is_connected() {
+            return Err("waiting for NATS");
+        }
+        if history.is_some_and(|h| !h.checked()) {
+            return Err("waiting for the first history check");
+        }
+        self.settled.store(true, Ordering::Release);
+        Ok(())
     }
 }
 

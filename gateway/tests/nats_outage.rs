@@ -1,6 +1,7 @@
 //! Cluster mode when NATS or the gateway's own router falls behind, against a real nats-server:
-//! messages the NATS client drops are counted, and patterns subscribed while NATS is down are
-//! held and subscribed once it is back.
+//! messages the NATS client drops are counted, patterns subscribed while NATS is down are held
+//! and subscribed once it is back, and `/readyz` waits for the first connection (and history
+//! check) but not for a later outage.
 
 mod support;
 
@@ -127,4 +128,65 @@ async fn a_topic_subscribed_while_nats_is_down_is_delivered_once_it_is_back() {
     publisher.publish("push.late", "1".into()).await.unwrap();
     publisher.flush().await.unwrap();
     assert_eq!(next_json(&mut late).await, json!({"topic":"late","data":1}));
+}
+
+/// Polls `/readyz` until it is 200 (bounded); returns every 503 body seen before.
+async fn wait_ready(admin: std::net::SocketAddr) -> Vec<String> {
+    let mut refusals = Vec::new();
+    for _ in 0..600 {
+        let (status, body) = get(admin, "/readyz").await;
+        if status == 200 {
+            return refusals;
+        }
+        assert_eq!(status, 503, "{body}");
+        refusals.push(body);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never ready: {:?}", refusals.last());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_before_nats_is_first_connected_then_ready_through_an_outage() {
+    let mut nats = NatsServer::start();
+    nats.stop();
+    let mut opts = options();
+    opts.nats = Some(nats.url());
+    opts.pod_name = Some("gw-0".to_owned());
+    let gw = start(opts).await;
+    let (status, body) = get(gw.admin_addr(), "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("waiting for NATS"), "{body}");
+
+    nats.restart();
+    wait_ready(gw.admin_addr()).await;
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_nats_connected", "").await,
+        1.0
+    );
+    // A later outage does not take the gateway out of the Service (its clients stay served
+    // live, and every gateway would go at once).
+    nats.stop();
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 0.0).await;
+    assert_eq!(get(gw.admin_addr(), "/readyz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_history_not_ready_before_the_stream_was_checked() {
+    let mut nats = NatsServer::start_js();
+    nats.stop();
+    let mut opts = options();
+    opts.nats = Some(nats.url());
+    opts.pod_name = Some("gw-0".to_owned());
+    opts.history_topics = Some(vec!["news.>".to_owned()]);
+    opts.history = Some(volley_gateway::config::HistoryFile::default());
+    let gw = start(opts).await;
+    assert_eq!(get(gw.admin_addr(), "/readyz").await.0, 503);
+
+    nats.restart();
+    wait_ready(gw.admin_addr()).await;
+    // Ready means a resume would be served from history, not answered `unavailable`.
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_history_available", "").await,
+        1.0
+    );
 }

@@ -62,9 +62,16 @@ pub(crate) struct HistoryState {
     available: AtomicBool,
     epoch: RwLock<Option<Arc<str>>>,
     problem: Mutex<Option<String>>,
+    /// A check of the stream started while NATS was connected has ended (available or a
+    /// definite error): from then on `is_available` means something (readiness waits for it).
+    checked: AtomicBool,
 }
 
 impl HistoryState {
+    pub(crate) fn checked(&self) -> bool {
+        self.checked.load(Ordering::Acquire)
+    }
+
     pub(crate) fn is_available(&self) -> bool {
         self.available.load(Ordering::Acquire)
     }
@@ -297,6 +304,9 @@ impl Store {
         let mut failing_since: Option<Instant> = None;
         let mut switched = false;
         loop {
+            // A check made while NATS is not connected says nothing about JetStream.
+            let connected =
+                self.js.client().connection_state() == async_nats::connection::State::Connected;
             let pause = match self.ensure().await {
                 Ok(epoch) => {
                     self.state.set_available(&epoch);
@@ -338,6 +348,9 @@ impl Store {
                     RETRY_EVERY
                 }
             };
+            if connected {
+                self.state.checked.store(true, Ordering::Release);
+            }
             tokio::time::sleep(pause).await;
             if generation.is_closed() {
                 return;
