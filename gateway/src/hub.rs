@@ -179,6 +179,9 @@ struct Link {
     queued: Arc<AtomicUsize>,
     capacity: usize,
     lost: Arc<Mutex<LostMark>>,
+    /// A [`Command::Drain`] was sent: one is all a shard ever needs, so it may bypass the
+    /// bound (a drain must not be lost to a full inbox) and later ones are not sent.
+    drain_sent: AtomicBool,
 }
 
 impl Link {
@@ -218,6 +221,17 @@ impl Link {
     /// the headroom, or the shard has exited.
     fn command(&self, command: Command) -> bool {
         self.claim(self.capacity + COMMAND_HEADROOM) && self.send_claimed(command)
+    }
+
+    /// Sends the shard its one drain, bypassing the bound; false only when the shard has exited
+    /// without one (nothing left to drain there either).
+    fn drain(&self, over: Duration) -> bool {
+        if self.drain_sent.swap(true, Ordering::AcqRel) {
+            // Already on its way or done; the first window stands.
+            return true;
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.send_claimed(Command::Drain { over })
     }
 
     /// Marks `topic` lost for this shard and makes sure a [`Command::Lost`] is queued. It goes
@@ -301,6 +315,7 @@ fn inbox_with_capacity(waker: Arc<mio::Waker>, capacity: usize) -> (InboxSender,
             queued: queued.clone(),
             capacity,
             lost: lost.clone(),
+            drain_sent: AtomicBool::new(false),
         }),
         Inbox {
             rx,
@@ -323,14 +338,11 @@ impl Hub {
         }
     }
 
-    /// Tells every shard to drain. Never blocks: commands have room of their own above the
-    /// message backlog.
-    pub(crate) fn drain(&self, over: Duration) {
-        for link in &self.links {
-            // False only for a shard that already exited (nothing left to drain) or with a
-            // flood of commands queued ahead, which includes a drain already.
-            let _ = link.command(Command::Drain { over });
-        }
+    /// Tells every shard to drain. Never blocks, and is never refused for a full inbox (each
+    /// shard gets one drain, above the bound: see [`Link::drain`]). Returns how many shards
+    /// could not be told (they have exited).
+    pub(crate) fn drain(&self, over: Duration) -> usize {
+        self.links.iter().filter(|link| !link.drain(over)).count()
     }
 
     /// Hands an already framed message to the shards in `shards` (bit i = shard i). Returns how
@@ -374,13 +386,17 @@ impl Hub {
 
     /// Asks shard i to shed `counts[i]` connections with 1012, spread over the window. Never
     /// blocks; a shard whose inbox is full even for commands skips this round (the operator asks
-    /// again while the counts stay unbalanced).
-    pub(crate) fn shed(&self, counts: &[usize], over: Duration) {
+    /// again while the counts stay unbalanced). Returns how many of the connections asked for
+    /// will not be shed because their shard refused.
+    pub(crate) fn shed(&self, counts: &[usize], over: Duration) -> usize {
+        let mut refused = 0;
         for (link, &count) in self.links.iter().zip(counts) {
             if count > 0 && !link.command(Command::Shed { count, over }) {
-                tracing::warn!("shard inbox full; shed request skipped");
+                tracing::warn!(count, "shard inbox full; shed request skipped");
+                refused += count;
             }
         }
+        refused
     }
 }
 
