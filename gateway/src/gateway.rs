@@ -172,6 +172,9 @@ impl Gateway {
                         h.state,
                         metrics.clone(),
                     )
+                    // A connection resumes each of its patterns once; a few times over is
+                    // still legitimate, a loop is not.
+                    .with_replay_budget(2 * config.max_subscriptions_per_connection)
                 });
                 if let Some(store) = &store {
                     let (generation_tx, generation_rx) = tokio::sync::watch::channel(0u64);

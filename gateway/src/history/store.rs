@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio::sync::{Semaphore, oneshot, watch};
 
+use super::budget::ReplayBudget;
 use super::merge::Replayed;
 use super::{HistoryConfig, NotRecovered, ReplayDone, ReplayRequest, Storage};
 use crate::handshake::Format;
@@ -179,6 +180,8 @@ pub(crate) struct Store {
     /// Replays being fetched, by a number of their own.
     fetching: Arc<Mutex<HashMap<u64, Fetching>>>,
     next_fetch: Arc<AtomicU64>,
+    /// Replays each connection may ask for per minute.
+    budget: Arc<ReplayBudget>,
 }
 
 impl std::fmt::Debug for Store {
@@ -208,7 +211,14 @@ impl Store {
             waiting: Arc::new(Mutex::new(HashMap::new())),
             fetching: Arc::new(Mutex::new(HashMap::new())),
             next_fetch: Arc::new(AtomicU64::new(0)),
+            budget: Arc::new(ReplayBudget::new(usize::MAX)),
         }
+    }
+
+    /// At most `per_minute` replays per connection per minute (see [`ReplayBudget`]).
+    pub(crate) fn with_replay_budget(mut self, per_minute: usize) -> Store {
+        self.budget = Arc::new(ReplayBudget::new(per_minute));
+        self
     }
 
     pub(crate) fn config(&self) -> &HistoryConfig {
@@ -448,6 +458,20 @@ impl Store {
     /// position: a request identical to one still waiting for a slot joins it, and one fetch
     /// answers them all.
     pub(crate) fn replay(&self, request: ReplayRequest, hub: Arc<Hub>) {
+        if !self.budget.take(request.serial, std::time::Instant::now()) {
+            // Answered without touching JetStream: the connection's budget is spent.
+            hub.replay_done(
+                request.shard,
+                ReplayDone {
+                    key: request.key,
+                    serial: request.serial,
+                    pattern: request.pattern,
+                    epoch: self.state.epoch(),
+                    outcome: Err(NotRecovered::Limit),
+                },
+            );
+            return;
+        }
         let key: ReplayKey = (
             request.pattern.clone(),
             request.since,
@@ -546,6 +570,7 @@ impl Store {
     /// replay nobody waits for any more is not fetched, or stops where its fetch is (its
     /// consumer deleted), instead of reading up to `replayMaxMessages` for nobody.
     pub(crate) fn cancel(&self, ticket: u64) {
+        self.budget.forget(ticket);
         {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             // An emptied list stays: its task finds nobody when it gets a slot.
