@@ -155,6 +155,11 @@ impl Gateway {
                             "cannot subscribe to the publish confirmation subject: {e}"
                         ),
                     })?;
+                tokio::spawn(nats::warn_if_over_max_payload(
+                    client.clone(),
+                    state.clone(),
+                    config.max_publish_bytes,
+                ));
                 let mut router = Router::new(
                     client.clone(),
                     state.clone(),

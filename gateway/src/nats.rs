@@ -196,6 +196,28 @@ pub(crate) async fn connect(
     Ok((client, state))
 }
 
+/// Warns once NATS is first connected (its INFO read) if `maxPublishBytes` lets through bodies
+/// the server's `max_payload` refuses: those publishes are answered 413, which an operator who
+/// raised `maxPublishBytes` would not expect.
+pub(crate) async fn warn_if_over_max_payload(
+    client: Client,
+    state: Arc<NatsState>,
+    max_publish_bytes: usize,
+) {
+    while !state.is_connected() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let max_payload = client.max_payload();
+    if max_publish_bytes > max_payload {
+        tracing::warn!(
+            max_publish_bytes,
+            max_payload,
+            "maxPublishBytes is over the NATS server's max_payload: larger publishes are \
+             refused with 413; lower maxPublishBytes or raise max_payload"
+        );
+    }
+}
+
 /// How long an HTTP publish waits for NATS: to hand the message to the client, then for the
 /// server round trip that confirms it.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);

@@ -43,10 +43,12 @@ impl Drop for Thaw<'_> {
 
 /// A nats-server whose `max_payload` is `bytes` (a config file: there is no flag for it).
 fn server_with_max_payload(bytes: usize, js: bool) -> (NatsServer, std::path::PathBuf) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "volley-maxpayload-{}-{}",
         std::process::id(),
-        if js { "js" } else { "core" }
+        N.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -141,5 +143,27 @@ async fn history_publish_over_the_nats_max_payload_is_413_not_503() {
     let (status, text) = publish(gw.admin_addr(), "news.a", body.as_bytes()).await;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("max_payload (1024"), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_publish_bytes_over_the_nats_max_payload_is_warned_at_start_up() {
+    let (nats, dir) = server_with_max_payload(1024, false);
+    let url = nats.url();
+    let gw = GatewayProcess::spawn_logged(&[
+        "--nats",
+        &url,
+        "--pod-name",
+        "gw-a",
+        "--max-publish-bytes",
+        "4096",
+    ]);
+    gw.wait_for_log(
+        "over the NATS server's max_payload",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(gw.log().contains("max_payload=1024"), "{}", gw.log());
     let _ = std::fs::remove_dir_all(dir);
 }

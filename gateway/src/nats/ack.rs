@@ -5,8 +5,11 @@
 //! socket (no PING/PONG), and commands queued while it reconnects are sent after the reconnect.
 //! So the gateway publishes a small marker to a subject of its own that it subscribes to, right
 //! after the message, and waits for the marker to come back. A NATS server processes the
-//! protocol operations of one connection in order (one read loop per client connection), so
-//! when the marker is delivered back, the message before it was processed too.
+//! protocol operations of one connection in order, so when the marker is delivered back, the
+//! message before it was processed too (nats-server `server/client.go` `readLoop`: one
+//! goroutine per client connection hands what it reads to `parse` in `server/parser.go`, which
+//! runs each PUB through `processInboundMsg`, delivery to the matching subscriptions included,
+//! before it parses the next operation).
 //!
 //! Why not a request answered by `NoResponders` (cheaper by one subscription): any subscriber of
 //! `>` on the account (a `nats sub '>'` while debugging, a tap) would make the server deliver the
