@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::capacity::Capacity;
 use crate::history::store::Store;
 use crate::hub::{Publish, PublishError};
-use crate::nats::{self, NatsState};
+use crate::nats::{self, Acks, NatsState};
 use crate::topic;
 
 mod idempotency;
@@ -29,6 +29,8 @@ pub(crate) enum Publisher {
     Nats {
         client: async_nats::Client,
         state: Arc<NatsState>,
+        /// The server round trip that confirms a core publish.
+        acks: Arc<Acks>,
         prefix: Arc<str>,
         /// Topics with history are published through JetStream (202 means stored).
         history: Option<Box<Store>>,
@@ -72,9 +74,10 @@ impl Publisher {
             Publisher::Nats {
                 client,
                 state,
+                acks,
                 prefix,
                 ..
-            } => nats::publish(client, state, prefix, topic, payload)
+            } => nats::publish(client, state, acks, prefix, topic, payload)
                 .await
                 .map(|()| Published::default()),
         }
@@ -150,11 +153,19 @@ async fn healthz(State(state): State<AdminState>) -> String {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    match state.capacity.readiness() {
+    let ready = state.capacity.readiness().map_err(|why| why.as_str());
+    // Cluster mode: not before NATS is connected (and history checked) for the first time.
+    let ready = ready.and_then(|()| match &state.publisher {
+        Publisher::Local(_) => Ok(()),
+        Publisher::Nats { state, history, .. } => {
+            state.settled(history.as_deref().map(|store| &**store.state()))
+        }
+    });
+    match ready {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", why.as_str()),
+            format!("not ready: {why}\n"),
         )
             .into_response(),
     }
@@ -269,9 +280,16 @@ async fn publish(
             )
                 .into_response()
         }
-        Err(e @ (PublishError::Overloaded | PublishError::Closed | PublishError::Unavailable)) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        // Can never succeed: retrying would not help, so not a 503.
+        Err(e @ PublishError::TooLarge { .. }) => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
         }
+        Err(
+            e @ (PublishError::Overloaded
+            | PublishError::Closed
+            | PublishError::Unavailable
+            | PublishError::Unconfirmed),
+        ) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
 

@@ -116,32 +116,45 @@ impl ClusterNode {
     }
 
     fn apply(&self, request: ControlRequest) -> ControlReply {
-        let capacity = &self.capacity;
-        let closing = match request {
-            ControlRequest::Shed { count, over_ms } => {
-                let split = split_shed(count as usize, &capacity.connections_per_shard());
-                let total = split.iter().sum::<usize>();
-                self.hub.shed(&split, Duration::from_millis(over_ms));
-                total as u64
-            }
-            ControlRequest::Drain { over_ms } => {
-                let open = capacity.open_connections() as u64;
-                capacity.start_draining();
-                self.hub.drain(Duration::from_millis(over_ms));
-                open
-            }
-            ControlRequest::Accepting { value } => {
-                capacity.set_accepting(value);
-                0
-            }
-        };
-        ControlReply {
-            ok: true,
-            closing,
-            accepting: capacity.readiness().is_ok(),
-            draining: capacity.is_draining(),
-            error: None,
+        apply(&self.hub, &self.capacity, request)
+    }
+}
+
+/// Carries out a control request; the reply says `ok:false` (and why) when a shard did not take
+/// its part, so the operator does not count on connections that will not close.
+fn apply(hub: &Hub, capacity: &Capacity, request: ControlRequest) -> ControlReply {
+    let (closing, error) = match request {
+        ControlRequest::Shed { count, over_ms } => {
+            let split = split_shed(count as usize, &capacity.connections_per_shard());
+            let total = split.iter().sum::<usize>();
+            let refused = hub.shed(&split, Duration::from_millis(over_ms));
+            let error = (refused > 0).then(|| {
+                format!(
+                    "{refused} of the {total} connections to shed will not be: their shard's \
+                     inbox is full (overloaded); ask again"
+                )
+            });
+            ((total - refused) as u64, error)
         }
+        ControlRequest::Drain { over_ms } => {
+            let open = capacity.open_connections() as u64;
+            capacity.start_draining();
+            let refused = hub.drain(Duration::from_millis(over_ms));
+            let error =
+                (refused > 0).then(|| format!("{refused} shards have exited and cannot drain"));
+            (open, error)
+        }
+        ControlRequest::Accepting { value } => {
+            capacity.set_accepting(value);
+            (0, None)
+        }
+    };
+    ControlReply {
+        ok: error.is_none(),
+        closing,
+        accepting: capacity.readiness().is_ok(),
+        draining: capacity.is_draining(),
+        error,
     }
 }
 

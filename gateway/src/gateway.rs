@@ -147,8 +147,22 @@ impl Gateway {
         let publisher = match (&config.nats, interest_rx) {
             (Some(nats), Some(interest_rx)) => {
                 let (client, state) = nats::connect(nats, metrics.clone()).await?;
+                let acks = nats::Acks::start(&client)
+                    .await
+                    .map_err(|e| ClusterError::Connect {
+                        urls: crate::secret::redact_urls(&nats.urls),
+                        message: format!(
+                            "cannot subscribe to the publish confirmation subject: {e}"
+                        ),
+                    })?;
+                tokio::spawn(nats::warn_if_over_max_payload(
+                    client.clone(),
+                    state.clone(),
+                    config.max_publish_bytes,
+                ));
                 let mut router = Router::new(
                     client.clone(),
+                    state.clone(),
                     nats.subject_prefix.clone(),
                     nats.linger,
                     hub.clone(),
@@ -163,6 +177,9 @@ impl Gateway {
                         h.state,
                         metrics.clone(),
                     )
+                    // A connection resumes each of its patterns once; a few times over is
+                    // still legitimate, a loop is not.
+                    .with_replay_budget(2 * config.max_subscriptions_per_connection)
                 });
                 if let Some(store) = &store {
                     let (generation_tx, generation_rx) = tokio::sync::watch::channel(0u64);
@@ -182,6 +199,7 @@ impl Gateway {
                 Publisher::Nats {
                     client,
                     state,
+                    acks,
                     prefix: Arc::from(nats.subject_prefix.as_str()),
                     history: store.map(Box::new),
                 }

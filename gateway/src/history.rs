@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::message::Message;
 
+pub(crate) mod budget;
 pub mod config;
 pub(crate) mod merge;
 pub mod positions;
@@ -65,7 +66,10 @@ impl NotRecovered {
             NotRecovered::BadPosition => "position unknown to this history; live messages only",
             NotRecovered::NoHistory => "this topic has no history; live messages only",
             NotRecovered::Unavailable => "history (JetStream) is unavailable; live messages only",
-            NotRecovered::Limit => "more was missed than one replay carries; live messages only",
+            NotRecovered::Limit => {
+                "more was missed than one replay carries (or this connection resumed too often); \
+                 live messages only"
+            }
             NotRecovered::Timeout => "the replay timed out; live messages only",
             NotRecovered::Overflow => "too much live traffic during the replay; live messages only",
         }

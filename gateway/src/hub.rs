@@ -179,6 +179,9 @@ struct Link {
     queued: Arc<AtomicUsize>,
     capacity: usize,
     lost: Arc<Mutex<LostMark>>,
+    /// A [`Command::Drain`] was sent: one is all a shard ever needs, so it may bypass the
+    /// bound (a drain must not be lost to a full inbox) and later ones are not sent.
+    drain_sent: AtomicBool,
 }
 
 impl Link {
@@ -220,6 +223,17 @@ impl Link {
         self.claim(self.capacity + COMMAND_HEADROOM) && self.send_claimed(command)
     }
 
+    /// Sends the shard its one drain, bypassing the bound; false only when the shard has exited
+    /// without one (nothing left to drain there either).
+    fn drain(&self, over: Duration) -> bool {
+        if self.drain_sent.swap(true, Ordering::AcqRel) {
+            // Already on its way or done; the first window stands.
+            return true;
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.send_claimed(Command::Drain { over })
+    }
+
     /// Marks `topic` lost for this shard and makes sure a [`Command::Lost`] is queued. It goes
     /// in FIFO order behind what the shard has not taken yet and ahead of every message sent
     /// after this, so the subscribers are closed before anything newer than the lost message
@@ -245,8 +259,24 @@ pub(crate) enum PublishError {
     Overloaded,
     #[error("the gateway is shutting down")]
     Closed,
+    /// Nothing was handed to NATS (not connected, or the client did not take it in time): a
+    /// retry cannot duplicate it. For a JetStream publish, see [`crate::admin`]: there it means
+    /// no acknowledgement came, and the outcome is unknown.
     #[error("NATS is unavailable; the message was not published")]
     Unavailable,
+    /// Handed to NATS, but the server did not confirm it in time: it may still be delivered
+    /// (say once a stalled server resumes, or after a reconnect), so a retry may deliver it twice.
+    #[error(
+        "NATS did not confirm the message in time: the outcome is unknown, it may or may not be \
+         delivered (a retry may deliver it twice)"
+    )]
+    Unconfirmed,
+    /// Over the NATS server's `max_payload` (headers included): it can never be published.
+    #[error(
+        "the message is over the NATS server's max_payload ({max_payload} bytes, headers \
+         included); it was not published"
+    )]
+    TooLarge { max_payload: usize },
 }
 
 /// Where the admin API (and later NATS) hands published messages: the shard hub, or another
@@ -285,6 +315,7 @@ fn inbox_with_capacity(waker: Arc<mio::Waker>, capacity: usize) -> (InboxSender,
             queued: queued.clone(),
             capacity,
             lost: lost.clone(),
+            drain_sent: AtomicBool::new(false),
         }),
         Inbox {
             rx,
@@ -307,14 +338,11 @@ impl Hub {
         }
     }
 
-    /// Tells every shard to drain. Never blocks: commands have room of their own above the
-    /// message backlog.
-    pub(crate) fn drain(&self, over: Duration) {
-        for link in &self.links {
-            // False only for a shard that already exited (nothing left to drain) or with a
-            // flood of commands queued ahead, which includes a drain already.
-            let _ = link.command(Command::Drain { over });
-        }
+    /// Tells every shard to drain. Never blocks, and is never refused for a full inbox (each
+    /// shard gets one drain, above the bound: see [`Link::drain`]). Returns how many shards
+    /// could not be told (they have exited).
+    pub(crate) fn drain(&self, over: Duration) -> usize {
+        self.links.iter().filter(|link| !link.drain(over)).count()
     }
 
     /// Hands an already framed message to the shards in `shards` (bit i = shard i). Returns how
@@ -358,13 +386,17 @@ impl Hub {
 
     /// Asks shard i to shed `counts[i]` connections with 1012, spread over the window. Never
     /// blocks; a shard whose inbox is full even for commands skips this round (the operator asks
-    /// again while the counts stay unbalanced).
-    pub(crate) fn shed(&self, counts: &[usize], over: Duration) {
+    /// again while the counts stay unbalanced). Returns how many of the connections asked for
+    /// will not be shed because their shard refused.
+    pub(crate) fn shed(&self, counts: &[usize], over: Duration) -> usize {
+        let mut refused = 0;
         for (link, &count) in self.links.iter().zip(counts) {
             if count > 0 && !link.command(Command::Shed { count, over }) {
-                tracing::warn!("shard inbox full; shed request skipped");
+                tracing::warn!(count, "shard inbox full; shed request skipped");
+                refused += count;
             }
         }
+        refused
     }
 }
 

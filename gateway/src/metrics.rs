@@ -37,6 +37,7 @@ pub(crate) struct Metrics {
     pub accept_pauses: Counter,
     pub dropped: Counter,
     pub oversized_messages: Counter,
+    pub nats_dropped: Counter,
     pub nats_connected: Gauge,
     pub nats_disconnects: Counter,
     pub nats_subscriptions: Gauge,
@@ -65,6 +66,7 @@ impl Metrics {
             accept_pauses: Counter::default(),
             dropped: Counter::default(),
             oversized_messages: Counter::default(),
+            nats_dropped: Counter::default(),
             nats_connected: Gauge::default(),
             nats_disconnects: Counter::default(),
             nats_subscriptions: Gauge::default(),
@@ -129,8 +131,13 @@ impl Metrics {
         );
         r.register(
             "dropped",
-            "Message deliveries to a shard dropped because its inbox was full",
+            "Message deliveries dropped: to a shard whose inbox was full, or (cluster mode, also in volley_nats_dropped) by the NATS client because the gateway did not keep up",
             metrics.dropped.clone(),
+        );
+        r.register(
+            "nats_dropped",
+            "NATS messages the NATS client dropped because the gateway's router did not keep up (async-nats slow consumer events: a lower bound in a burst of more than 128)",
+            metrics.nats_dropped.clone(),
         );
         r.register(
             "oversized_messages",

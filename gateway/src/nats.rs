@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_stream::{StreamExt, StreamMap};
 
 use crate::config::NatsConfig;
-use crate::history::store::{Incoming, Store};
+use crate::history::store::{HistoryState, Incoming, Store};
 use crate::history::{NotRecovered, ReplayDone, ReplayRequest};
 use crate::hub::{Hub, InterestChange, PublishError, ToRouter};
 use crate::message::Message;
@@ -25,7 +25,10 @@ use crate::metrics::Metrics;
 use crate::secret::redact_urls;
 use crate::topic_index::TopicIndex;
 
+mod ack;
 mod route;
+
+pub(crate) use ack::Acks;
 
 use route::{Matches, Routing};
 
@@ -44,13 +47,39 @@ pub enum ClusterError {
 #[derive(Debug, Default)]
 pub(crate) struct NatsState {
     connected: AtomicBool,
+    /// Set once the gateway was first [`NatsState::settled`]; never cleared.
+    settled: AtomicBool,
 }
 
 impl NatsState {
     pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
+
+    /// Whether the start-up wait for NATS is over: connected once and, with history, the
+    /// stream checked once over that connection. Until then `/readyz` says no, so clients moved
+    /// here to resume (a shed steers them to the emptiest, often newest pod) do not meet a
+    /// gateway that answers every resume `recovered:false, unavailable` only because it is not
+    /// connected yet. Once settled, it stays so: a later NATS outage must not take every
+    /// gateway out of the Service at once (clients are better served live than not at all).
+    pub(crate) fn settled(&self, history: Option<&HistoryState>) -> Result<(), &'static str> {
+        if self.settled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if !self.is_connected() {
+            return Err("waiting for NATS");
+        }
+        if history.is_some_and(|h| !h.checked()) {
+            return Err("waiting for the first history check");
+        }
+        self.settled.store(true, Ordering::Release);
+        Ok(())
+    }
 }
+
+/// Hidden test knob: the NATS client's per-subscription buffer (async-nats default 65,536), so a
+/// test can overflow it with a small burst (`tests/nats_outage.rs`). Not an operator setting.
+const SUBSCRIPTION_CAPACITY_ENV: &str = "VOLLEY_TEST_NATS_SUBSCRIPTION_CAPACITY";
 
 /// Connects in the background: the gateway serves its clients whether or not NATS is up, and the
 /// client retries forever with backoff, resubscribing everything after a reconnect.
@@ -64,6 +93,7 @@ pub(crate) async fn connect(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
+        .ping_interval(PING_INTERVAL)
         // Cap the reconnect backoff so a restarted NATS is found again quickly.
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((100 * 2u64.saturating_pow(attempts.min(5) as u32)).min(2_000))
@@ -96,10 +126,19 @@ pub(crate) async fn connect(
     if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
+    if let Some(capacity) = std::env::var(SUBSCRIPTION_CAPACITY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&c| c > 0)
+    {
+        options = options.subscription_capacity(capacity);
+    }
     let events_state = state.clone();
+    let slow = Arc::new(std::sync::Mutex::new(Throttle::default()));
     options = options.event_callback(move |event| {
         let state = events_state.clone();
         let metrics = metrics.clone();
+        let slow = slow.clone();
         async move {
             match event {
                 async_nats::Event::Connected => {
@@ -125,6 +164,23 @@ pub(crate) async fn connect(
                 async_nats::Event::ServerError(error) => {
                     tracing::warn!(%error, "NATS server error");
                 }
+                // async-nats dropped a message for a subscription whose channel was full: the
+                // router did not keep up. One event per message (a flood of them in a burst):
+                // counted, and logged at most once per LOG_EVERY. The client's event channel
+                // holds 128 events and drops the rest, so in a burst the count is a lower bound.
+                async_nats::Event::SlowConsumer(sid) => {
+                    metrics.dropped.inc();
+                    metrics.nats_dropped.inc();
+                    let due = slow.lock().unwrap_or_else(|e| e.into_inner()).note(1);
+                    if let Some(dropped) = due {
+                        tracing::warn!(
+                            sid,
+                            dropped,
+                            "NATS messages dropped by the NATS client: the gateway is not keeping \
+                             up (volley_nats_dropped_total); their subscribers miss them"
+                        );
+                    }
+                }
                 other => tracing::info!(event = %other, "NATS event"),
             }
         }
@@ -140,11 +196,48 @@ pub(crate) async fn connect(
     Ok((client, state))
 }
 
-/// Publishes to NATS and waits until the server has taken the message, so an HTTP 202 means the
-/// message is in NATS, and an outage is a 503 instead of a silent drop.
+/// Warns once NATS is first connected (its INFO read) if `maxPublishBytes` lets through bodies
+/// the server's `max_payload` refuses: those publishes are answered 413, which an operator who
+/// raised `maxPublishBytes` would not expect.
+pub(crate) async fn warn_if_over_max_payload(
+    client: Client,
+    state: Arc<NatsState>,
+    max_publish_bytes: usize,
+) {
+    while !state.is_connected() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let max_payload = client.max_payload();
+    if max_publish_bytes > max_payload {
+        tracing::warn!(
+            max_publish_bytes,
+            max_payload,
+            "maxPublishBytes is over the NATS server's max_payload: larger publishes are \
+             refused with 413; lower maxPublishBytes or raise max_payload"
+        );
+    }
+}
+
+/// How long an HTTP publish waits for NATS: to hand the message to the client, then for the
+/// server round trip that confirms it.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the client pings an otherwise silent server. async-nats declares the connection
+/// dead after two unanswered pings, so a frozen or unreachable server (no RST) is noticed in
+/// about three intervals instead of three minutes (the default is 60 s), and `/healthz`,
+/// `volley_nats_connected` and the publish API stop reporting a dead connection as up.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Publishes to NATS and waits for a server round trip after it ([`Acks`]), so an HTTP 202 means
+/// the server processed the message. Errors say whether the message may still go out:
+/// [`PublishError::Unavailable`] only when nothing was handed to the client (a retry cannot
+/// duplicate it), [`PublishError::Unconfirmed`] when it was handed over but the server did not
+/// confirm in time (it may be delivered, for example once a frozen server resumes or the client
+/// reconnects and sends what it had queued).
 pub(crate) async fn publish(
     client: &Client,
     state: &NatsState,
+    acks: &Acks,
     prefix: &str,
     topic: &str,
     payload: Bytes,
@@ -152,15 +245,33 @@ pub(crate) async fn publish(
     if !state.is_connected() {
         return Err(PublishError::Unavailable);
     }
-    client
-        .publish(format!("{prefix}.{topic}"), payload)
-        .await
-        .map_err(|_| PublishError::Unavailable)?;
-    match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
+    let deadline = Instant::now() + PUBLISH_TIMEOUT;
+    // Sending into the client's command channel is cancel-safe: on a timeout here the message
+    // was not queued, so it cannot be sent later.
+    match tokio::time::timeout_at(
+        deadline,
+        client.publish(format!("{prefix}.{topic}"), payload),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+            return Err(PublishError::TooLarge {
+                max_payload: client.max_payload(),
+            });
+        }
+        Ok(Err(_)) | Err(_) => return Err(PublishError::Unavailable),
+    }
+    match tokio::time::timeout_at(deadline, acks.round_trip(client)).await {
         Ok(Ok(())) => Ok(()),
-        _ => Err(PublishError::Unavailable),
+        Ok(Err(_)) | Err(_) => Err(PublishError::Unconfirmed),
     }
 }
+
+/// How long the router waits for the NATS client to take a SUB (room in its command channel).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_millis(100);
+/// After a SUB was not taken in time, how long no other is tried.
+const STALL_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Replay requests kept at most per pattern while its consumer opens; past it one is answered
 /// unavailable at once. (Each is one resumed pattern of one connection: the bound only matters
@@ -233,6 +344,16 @@ impl Held {
 /// Owns the NATS subscriptions and routes their messages to the shards.
 pub(crate) struct Router {
     client: Client,
+    /// Whether the client is connected: while it is not, no subscription is made (see
+    /// [`Router::open_core`]).
+    state: Arc<NatsState>,
+    /// Set when a subscribe could not even be queued in time (the client's command channel is
+    /// full): no subscribe is tried again before then, so the router never stalls for more than
+    /// [`SUBSCRIBE_TIMEOUT`] per [`STALL_BACKOFF`].
+    stalled_until: Option<Instant>,
+    /// Patterns left without a feed while NATS was down or the client stalled, logged once per
+    /// burst.
+    deferred: Throttle,
     prefix: String,
     linger: Duration,
     hub: Arc<Hub>,
@@ -266,6 +387,7 @@ pub(crate) struct Router {
 impl Router {
     pub(crate) fn new(
         client: Client,
+        state: Arc<NatsState>,
         prefix: String,
         linger: Duration,
         hub: Arc<Hub>,
@@ -275,6 +397,9 @@ impl Router {
         let (opened_tx, opened_rx) = unbounded_channel();
         Router {
             client,
+            state,
+            stalled_until: None,
+            deferred: Throttle::default(),
             prefix,
             linger,
             hub,
@@ -457,21 +582,58 @@ impl Router {
         held.reopened(false, None);
         let subject = format!("{}.{}", self.prefix, held.pattern);
         self.routing.restart(id);
-        match self.client.subscribe(subject.clone()).await {
-            Ok(subscriber) => {
-                let feed = subscriber.map(|m| Incoming {
-                    subject: m.subject.to_string(),
-                    payload: m.payload,
-                    seq: None,
-                });
-                self.subs.insert(id, Box::pin(feed));
+        if self.may_subscribe() {
+            // Queuing the SUB waits for room in the client's command channel, which nobody
+            // drains while it reconnects or while a stalled server takes no bytes: bounded, so
+            // the router (and every shard's interest, replay and linger behind it) never waits
+            // on NATS.
+            match tokio::time::timeout(SUBSCRIBE_TIMEOUT, self.client.subscribe(subject.clone()))
+                .await
+            {
+                Ok(Ok(subscriber)) => {
+                    let feed = subscriber.map(|m| Incoming {
+                        subject: m.subject.to_string(),
+                        payload: m.payload,
+                        seq: None,
+                    });
+                    self.subs.insert(id, Box::pin(feed));
+                }
+                // Opened again by a later tick (see `reopen_ended`).
+                Ok(Err(e)) => tracing::error!(%subject, error = %e, "cannot subscribe"),
+                Err(_) => {
+                    self.stalled_until = Some(Instant::now() + STALL_BACKOFF);
+                    self.note_deferred(&subject);
+                }
             }
-            // Opened again by the next tick (see `reopen_ended`).
-            Err(e) => tracing::error!(%subject, error = %e, "cannot subscribe"),
+        } else {
+            // Held without a feed; `reopen_ended` subscribes once NATS is back.
+            self.note_deferred(&subject);
         }
         self.count_consumers();
         for request in replays {
             self.on_replay(request);
+        }
+    }
+
+    /// Whether a core subscription may be made now: the client is connected and did not just
+    /// stall. Otherwise patterns are held without a feed and subscribed by `reopen_ended` later
+    /// (async-nats would queue the SUB anyway and send it after the reconnect; deferring it
+    /// keeps the router off the client's command channel while nobody drains it).
+    fn may_subscribe(&mut self) -> bool {
+        if self.stalled_until.is_some_and(|at| Instant::now() < at) {
+            return false;
+        }
+        self.stalled_until = None;
+        self.state.is_connected()
+    }
+
+    fn note_deferred(&mut self, subject: &str) {
+        if let Some(deferred) = self.deferred.note(1) {
+            tracing::warn!(
+                subject,
+                deferred,
+                "NATS is down or not taking commands; subscriptions are made once it is back"
+            );
         }
     }
 
@@ -597,6 +759,10 @@ impl Router {
     /// A feed that ended (a JetStream consumer that gave up) is opened again, so a held pattern
     /// never silently stops delivering.
     async fn reopen_ended(&mut self) {
+        // Nothing can be subscribed now: every pattern would only be deferred again.
+        if !self.may_subscribe() {
+            return;
+        }
         let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
         let ended: Vec<(u64, Box<str>, Option<u64>)> = self
             .held
@@ -604,8 +770,15 @@ impl Router {
             .filter(|(id, h)| !self.subs.contains_key(id) && h.opening.is_none())
             .map(|(id, h)| (*id, h.pattern.clone(), h.resume_from(epoch.as_deref())))
             .collect();
-        for (_, pattern, from) in &ended {
-            tracing::warn!(%pattern, ?from, "feed ended; opening it again");
+        // One line, not one per pattern: after an outage every pattern subscribed meanwhile
+        // (deferred) is opened here at once.
+        if let Some((_, pattern, from)) = ended.first() {
+            tracing::warn!(
+                %pattern,
+                ?from,
+                feeds = ended.len(),
+                "feeds ended or deferred (NATS was down); opening them again"
+            );
         }
         self.reopen(ended, epoch).await;
     }
@@ -764,3 +937,6 @@ impl Throttle {
         Some(std::mem::take(&mut self.unlogged))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -34,3 +34,41 @@ fn shed_total_is_exact() {
 fn rss_is_read_from_proc() {
     assert!(rss_bytes().unwrap() > 0);
 }
+
+#[test]
+fn a_shed_a_full_shard_refused_is_not_reported_ok_and_a_drain_still_is() {
+    use prometheus_client::registry::Registry;
+    let metrics = crate::metrics::Metrics::register(&mut Registry::default());
+    let poll = mio::Poll::new().unwrap();
+    let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), mio::Token(1)).unwrap());
+    let (sender, _inbox) = crate::hub::inbox(waker);
+    let hub = Hub::new(vec![sender], metrics.clone());
+    let capacity = Capacity::new(metrics, 100, 1);
+    assert!(capacity.try_admit(0) && capacity.try_admit(0));
+    // A flood: the inbox is full of messages, its command headroom of sheds.
+    while crate::hub::Publish::publish(&hub, "a", "1".into()).is_ok() {}
+    while hub.shed(&[1], Duration::from_secs(1)) == 0 {}
+
+    let reply = apply(
+        &hub,
+        &capacity,
+        ControlRequest::Shed {
+            count: 2,
+            over_ms: 1000,
+        },
+    );
+    assert!(!reply.ok, "{reply:?}");
+    assert_eq!(reply.closing, 0);
+    assert!(
+        reply
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("inbox is full")),
+        "{reply:?}"
+    );
+
+    let reply = apply(&hub, &capacity, ControlRequest::Drain { over_ms: 1000 });
+    assert!(reply.ok, "{reply:?}");
+    assert!(reply.draining);
+    assert_eq!(reply.closing, 2);
+}

@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio::sync::{Semaphore, oneshot, watch};
 
+use super::budget::ReplayBudget;
 use super::merge::Replayed;
 use super::{HistoryConfig, NotRecovered, ReplayDone, ReplayRequest, Storage};
 use crate::handshake::Format;
@@ -62,9 +63,16 @@ pub(crate) struct HistoryState {
     available: AtomicBool,
     epoch: RwLock<Option<Arc<str>>>,
     problem: Mutex<Option<String>>,
+    /// A check of the stream started while NATS was connected has ended (available or a
+    /// definite error): from then on `is_available` means something (readiness waits for it).
+    checked: AtomicBool,
 }
 
 impl HistoryState {
+    pub(crate) fn checked(&self) -> bool {
+        self.checked.load(Ordering::Acquire)
+    }
+
     pub(crate) fn is_available(&self) -> bool {
         self.available.load(Ordering::Acquire)
     }
@@ -172,6 +180,8 @@ pub(crate) struct Store {
     /// Replays being fetched, by a number of their own.
     fetching: Arc<Mutex<HashMap<u64, Fetching>>>,
     next_fetch: Arc<AtomicU64>,
+    /// Replays each connection may ask for per minute.
+    budget: Arc<ReplayBudget>,
 }
 
 impl std::fmt::Debug for Store {
@@ -201,7 +211,14 @@ impl Store {
             waiting: Arc::new(Mutex::new(HashMap::new())),
             fetching: Arc::new(Mutex::new(HashMap::new())),
             next_fetch: Arc::new(AtomicU64::new(0)),
+            budget: Arc::new(ReplayBudget::new(usize::MAX)),
         }
+    }
+
+    /// At most `per_minute` replays per connection per minute (see [`ReplayBudget`]).
+    pub(crate) fn with_replay_budget(mut self, per_minute: usize) -> Store {
+        self.budget = Arc::new(ReplayBudget::new(per_minute));
+        self
     }
 
     pub(crate) fn config(&self) -> &HistoryConfig {
@@ -297,6 +314,9 @@ impl Store {
         let mut failing_since: Option<Instant> = None;
         let mut switched = false;
         loop {
+            // A check made while NATS is not connected says nothing about JetStream.
+            let connected =
+                self.js.client().connection_state() == async_nats::connection::State::Connected;
             let pause = match self.ensure().await {
                 Ok(epoch) => {
                     self.state.set_available(&epoch);
@@ -338,6 +358,9 @@ impl Store {
                     RETRY_EVERY
                 }
             };
+            if connected {
+                self.state.checked.store(true, Ordering::Release);
+            }
             tokio::time::sleep(pause).await;
             if generation.is_closed() {
                 return;
@@ -361,6 +384,12 @@ impl Store {
         let stored = async move { js.send_publish(subject, message).await?.await };
         match tokio::time::timeout(PUBLISH_ACK_TIMEOUT, stored).await {
             Ok(Ok(ack)) => Ok(ack.duplicate),
+            // Refused by the client before anything was sent: it can never be published.
+            Ok(Err(e)) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                Err(PublishError::TooLarge {
+                    max_payload: self.js.client().max_payload(),
+                })
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, topic, "JetStream publish failed");
                 Err(PublishError::Unavailable)
@@ -429,6 +458,20 @@ impl Store {
     /// position: a request identical to one still waiting for a slot joins it, and one fetch
     /// answers them all.
     pub(crate) fn replay(&self, request: ReplayRequest, hub: Arc<Hub>) {
+        if !self.budget.take(request.serial, std::time::Instant::now()) {
+            // Answered without touching JetStream: the connection's budget is spent.
+            hub.replay_done(
+                request.shard,
+                ReplayDone {
+                    key: request.key,
+                    serial: request.serial,
+                    pattern: request.pattern,
+                    epoch: self.state.epoch(),
+                    outcome: Err(NotRecovered::Limit),
+                },
+            );
+            return;
+        }
         let key: ReplayKey = (
             request.pattern.clone(),
             request.since,
@@ -527,6 +570,7 @@ impl Store {
     /// replay nobody waits for any more is not fetched, or stops where its fetch is (its
     /// consumer deleted), instead of reading up to `replayMaxMessages` for nobody.
     pub(crate) fn cancel(&self, ticket: u64) {
+        self.budget.forget(ticket);
         {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             // An emptied list stays: its task finds nobody when it gets a slot.

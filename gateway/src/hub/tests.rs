@@ -140,3 +140,38 @@ fn a_mark_over_its_topic_cap_covers_every_open_connection() {
     assert!(lost.topics.is_empty(), "the names are let go");
     assert_eq!(lost.affected(&index, [4, 3, 1].into_iter()), [1, 3, 4]);
 }
+
+/// Fills shard 0's inbox with messages, then its command headroom with sheds.
+fn fill_with_commands(hub: &Hub) {
+    while hub.publish("a", Bytes::from_static(b"1")).is_ok() {}
+    let mut sheds = 0;
+    while hub.shed(&[1], Duration::from_secs(1)) == 0 {
+        sheds += 1;
+        assert!(sheds <= COMMAND_HEADROOM, "the command headroom is bounded");
+    }
+}
+
+#[test]
+fn a_shed_refused_by_a_full_inbox_is_reported() {
+    let (hub, _inboxes, _polls) = hub(1, 1);
+    fill_with_commands(&hub);
+    assert_eq!(hub.shed(&[3], Duration::from_secs(1)), 3);
+    assert_eq!(hub.shed(&[0], Duration::from_secs(1)), 0);
+}
+
+#[test]
+fn a_drain_reaches_a_shard_whose_inbox_is_full_even_for_commands_once() {
+    let (hub, inboxes, _polls) = hub(1, 1);
+    fill_with_commands(&hub);
+    assert_eq!(hub.drain(Duration::from_secs(3)), 0);
+    // A second drain is not queued again: one is all a shard needs.
+    assert_eq!(hub.drain(Duration::from_secs(5)), 0);
+    let drains: Vec<Duration> = drain_all(&inboxes[0])
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Drain { over } => Some(over),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(drains, vec![Duration::from_secs(3)]);
+}

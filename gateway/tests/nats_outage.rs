@@ -1,0 +1,192 @@
+//! Cluster mode when NATS or the gateway's own router falls behind, against a real nats-server:
+//! messages the NATS client drops are counted, patterns subscribed while NATS is down are held
+//! and subscribed once it is back, and `/readyz` waits for the first connection (and history
+//! check) but not for a later outage.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use support::nats::NatsServer;
+use support::*;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use volley_gateway::config::Options;
+
+async fn wait_metric(admin: std::net::SocketAddr, name: &str, wanted: f64) {
+    for _ in 0..400 {
+        if metric(admin, name, "").await == wanted {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{name} never became {wanted}");
+}
+
+/// The next JSON message, or None after `within` of silence.
+async fn next_within(client: &mut Client, within: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(within, client.next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(WsMessage::Text(text)))) => {
+                return Some(serde_json::from_str(&text).expect("JSON"));
+            }
+            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_nats_client_drops_are_counted_as_dropped() {
+    const BURST: u64 = 2_000;
+    let nats = NatsServer::start();
+    let url = nats.url();
+    // A per-subscription buffer of 4 messages in the NATS client: a burst outruns the router.
+    let gw = GatewayProcess::spawn_with_env(
+        &[("VOLLEY_TEST_NATS_SUBSCRIPTION_CAPACITY", "4")],
+        &["--nats", &url, "--pod-name", "gw-a", "--shards", "1"],
+    );
+    wait_metric(gw.admin, "volley_nats_connected", 1.0).await;
+    let mut subscriber = connect(&gw.ws_url("?topics=burst")).await;
+    nats.wait_for_subscriptions("push.burst", 1).await;
+    let publisher = async_nats::connect(&url).await.expect("test NATS client");
+
+    let (mut sent, mut received) = (0u64, 0u64);
+    let mut lost_some = false;
+    for round in 0..10u64 {
+        for n in 0..BURST {
+            publisher
+                .publish("push.burst", n.to_string().into())
+                .await
+                .unwrap();
+        }
+        publisher.flush().await.unwrap();
+        sent += BURST;
+        // A sentinel behind the burst (sent again until one arrives: it may be dropped too):
+        // once it is read, every burst message before it was delivered or dropped.
+        let mut burst_received = 0;
+        'round: for _ in 0..200 {
+            publisher
+                .publish("push.burst", json!({"end": round}).to_string().into())
+                .await
+                .unwrap();
+            publisher.flush().await.unwrap();
+            sent += 1;
+            while let Some(message) = next_within(&mut subscriber, Duration::from_millis(200)).await
+            {
+                received += 1;
+                match message["data"]["end"].as_u64() {
+                    Some(r) if r == round => break 'round,
+                    Some(_) => {}
+                    None => burst_received += 1,
+                }
+            }
+        }
+        if burst_received < BURST {
+            lost_some = true;
+            break;
+        }
+    }
+    assert!(lost_some, "no burst outran a 4-message buffer in 10 rounds");
+    // Counted (events come in the background), never more than what went missing.
+    for _ in 0..400 {
+        if metric(gw.admin, "volley_nats_dropped_total", "").await > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let nats_dropped = metric(gw.admin, "volley_nats_dropped_total", "").await;
+    let dropped = metric(gw.admin, "volley_dropped_total", "").await;
+    assert!(nats_dropped > 0.0, "sent {sent}, received {received}");
+    assert!(nats_dropped <= (sent - received) as f64, "{nats_dropped}");
+    assert!(dropped >= nats_dropped, "{dropped} < {nats_dropped}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_subscribed_while_nats_is_down_is_delivered_once_it_is_back() {
+    let mut nats = NatsServer::start();
+    let mut opts: Options = options();
+    opts.nats = Some(nats.url());
+    opts.pod_name = Some("gw-0".to_owned());
+    let gw = start(opts).await;
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 1.0).await;
+    nats.stop();
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 0.0).await;
+
+    let mut late = connect(&ws_url(&gw, "")).await;
+    send_json(&mut late, json!({"op":"sub","topics":["late"]})).await;
+    assert_eq!(next_json(&mut late).await["op"], "subscribed");
+
+    nats.restart();
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 1.0).await;
+    nats.wait_for_subscriptions("push.late", 1).await;
+    let publisher = async_nats::connect(nats.url())
+        .await
+        .expect("test NATS client");
+    publisher.publish("push.late", "1".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    assert_eq!(next_json(&mut late).await, json!({"topic":"late","data":1}));
+}
+
+/// Polls `/readyz` until it is 200 (bounded); returns every 503 body seen before.
+async fn wait_ready(admin: std::net::SocketAddr) -> Vec<String> {
+    let mut refusals = Vec::new();
+    for _ in 0..600 {
+        let (status, body) = get(admin, "/readyz").await;
+        if status == 200 {
+            return refusals;
+        }
+        assert_eq!(status, 503, "{body}");
+        refusals.push(body);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never ready: {:?}", refusals.last());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_before_nats_is_first_connected_then_ready_through_an_outage() {
+    let mut nats = NatsServer::start();
+    nats.stop();
+    let mut opts = options();
+    opts.nats = Some(nats.url());
+    opts.pod_name = Some("gw-0".to_owned());
+    let gw = start(opts).await;
+    let (status, body) = get(gw.admin_addr(), "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("waiting for NATS"), "{body}");
+
+    nats.restart();
+    wait_ready(gw.admin_addr()).await;
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_nats_connected", "").await,
+        1.0
+    );
+    // A later outage does not take the gateway out of the Service (its clients stay served
+    // live, and every gateway would go at once).
+    nats.stop();
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 0.0).await;
+    assert_eq!(get(gw.admin_addr(), "/readyz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_history_not_ready_before_the_stream_was_checked() {
+    let mut nats = NatsServer::start_js();
+    nats.stop();
+    let mut opts = options();
+    opts.nats = Some(nats.url());
+    opts.pod_name = Some("gw-0".to_owned());
+    opts.history_topics = Some(vec!["news.>".to_owned()]);
+    opts.history = Some(volley_gateway::config::HistoryFile::default());
+    let gw = start(opts).await;
+    assert_eq!(get(gw.admin_addr(), "/readyz").await.0, 503);
+
+    nats.restart();
+    wait_ready(gw.admin_addr()).await;
+    // Ready means a resume would be served from history, not answered `unavailable`.
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_history_available", "").await,
+        1.0
+    );
+}
