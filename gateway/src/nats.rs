@@ -582,6 +582,11 @@ impl Router {
         held.reopened(false, None);
         let subject = format!("{}.{}", self.prefix, held.pattern);
         self.routing.restart(id);
+        // The feed it had (say an ordered JetStream consumer) goes now, whether or not the core
+        // subscription can be made at once: `reopen_ended` only subscribes patterns without a
+        // feed, and a consumer kept here would hold the pattern hostage while JetStream stays
+        // down after NATS is back (it retries for ever, so it never ends by itself).
+        drop(self.subs.remove(&id));
         if self.may_subscribe() {
             // Queuing the SUB waits for room in the client's command channel, which nobody
             // drains while it reconnects or while a stalled server takes no bytes: bounded, so

@@ -15,7 +15,17 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use volley_gateway::config::Options;
 
 async fn wait_metric(admin: std::net::SocketAddr, name: &str, wanted: f64) {
-    for _ in 0..400 {
+    wait_metric_within(admin, name, wanted, Duration::from_secs(10)).await;
+}
+
+async fn wait_metric_within(
+    admin: std::net::SocketAddr,
+    name: &str,
+    wanted: f64,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
         if metric(admin, name, "").await == wanted {
             return;
         }
@@ -189,4 +199,57 @@ async fn with_history_not_ready_before_the_stream_was_checked() {
         metric(gw.admin_addr(), "volley_history_available", "").await,
         1.0
     );
+}
+
+/// Review 2, finding 1: an outage longer than the switch to live (here 300 ms, a test knob for
+/// the 10 s) moves history patterns to core subscriptions while NATS is down. When NATS comes
+/// back without JetStream (a cluster still electing its leaders, a server restarted without
+/// `-js`), the pattern must be served live, not left on an ordered consumer that retries for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_topic_is_served_live_when_nats_returns_without_jetstream() {
+    let mut nats = NatsServer::start_js();
+    let url = nats.url();
+    let gw = GatewayProcess::spawn_with_env(
+        &[("VOLLEY_TEST_SWITCH_TO_LIVE_AFTER_MS", "300")],
+        &[
+            "--nats",
+            &url,
+            "--pod-name",
+            "gw-0",
+            "--shards",
+            "1",
+            "--history-topics",
+            "news",
+        ],
+    );
+    wait_metric(gw.admin, "volley_history_available", 1.0).await;
+    let mut subscriber = connect(&gw.ws_url("?topics=news")).await;
+    assert_eq!(next_json(&mut subscriber).await["op"], "subscribed");
+    // Consumed through JetStream.
+    wait_metric(gw.admin, "volley_history_consumers", 1.0).await;
+
+    nats.stop();
+    wait_metric(gw.admin, "volley_nats_connected", 0.0).await;
+    // The switch to core subscriptions happened while NATS is down. Each check of the stream
+    // meanwhile waits out JetStream request timeouts (5 s each), and the switch comes at the
+    // first failed check past the knob: about 25 s here.
+    wait_metric_within(
+        gw.admin,
+        "volley_history_consumers",
+        0.0,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    nats.restart_with(&[]);
+    wait_metric(gw.admin, "volley_nats_connected", 1.0).await;
+    nats.wait_for_subscriptions("push.news", 1).await;
+    let publisher = async_nats::connect(&url).await.expect("test NATS client");
+    publisher.publish("push.news", "7".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    let message = next_within(&mut subscriber, Duration::from_secs(5))
+        .await
+        .expect("the history topic is delivered live once NATS is back");
+    assert_eq!(message["topic"], "news", "{message}");
+    assert_eq!(message["data"], 7, "{message}");
 }

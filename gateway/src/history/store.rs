@@ -33,6 +33,16 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// NATS reconnect) must not tear down healthy consumers: each switch loses or duplicates what is
 /// published while it happens, and an ordered consumer rides out a short outage by itself.
 const SWITCH_TO_LIVE_AFTER: Duration = Duration::from_secs(10);
+/// Hidden test knob: [`SWITCH_TO_LIVE_AFTER`] in milliseconds, so a test of a long outage does
+/// not wait 10 s (`tests/nats_outage.rs`). Not an operator setting.
+const SWITCH_TO_LIVE_AFTER_ENV: &str = "VOLLEY_TEST_SWITCH_TO_LIVE_AFTER_MS";
+
+fn switch_to_live_after() -> Duration {
+    std::env::var(SWITCH_TO_LIVE_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(SWITCH_TO_LIVE_AFTER, Duration::from_millis)
+}
 /// Replays running at once per gateway: each is one consumer on the server.
 const MAX_CONCURRENT_REPLAYS: usize = 64;
 /// How long opening a live consumer may take. The open runs in a task of its own (the router
@@ -313,6 +323,7 @@ impl Store {
         // subscriptions for it.
         let mut failing_since: Option<Instant> = None;
         let mut switched = false;
+        let switch_after = switch_to_live_after();
         loop {
             // A check made while NATS is not connected says nothing about JetStream.
             let connected =
@@ -345,8 +356,7 @@ impl Store {
                         );
                     }
                     let since = *failing_since.get_or_insert_with(Instant::now);
-                    if last_epoch.is_some() && !switched && since.elapsed() >= SWITCH_TO_LIVE_AFTER
-                    {
+                    if last_epoch.is_some() && !switched && since.elapsed() >= switch_after {
                         // Live delivery must not hang on consumers of a stream that stays
                         // gone: the router reopens those patterns as core subscriptions.
                         generation.send_modify(|g| *g += 1);

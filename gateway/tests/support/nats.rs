@@ -111,6 +111,13 @@ impl NatsServer {
         self.launch();
     }
 
+    /// Restarts on the same ports with other extra arguments (say without `-js`: a server back
+    /// without JetStream).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.restart();
+    }
+
     /// Subjects of every subscription the server holds (from the monitoring endpoint).
     pub async fn subscriptions(&self) -> Vec<String> {
         // HTTP/1.0, so the body is not chunked.
