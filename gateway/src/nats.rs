@@ -258,6 +258,8 @@ pub(crate) async fn publish(
     if !state.is_connected() {
         return Err(PublishError::Unavailable);
     }
+    // Read before the message is handed over: see `confirm`.
+    let connects = connects(client);
     let deadline = Instant::now() + PUBLISH_TIMEOUT;
     // Sending into the client's command channel is cancel-safe: on a timeout here the message
     // was not queued, so it cannot be sent later.
@@ -275,8 +277,41 @@ pub(crate) async fn publish(
         }
         Ok(Err(_)) | Err(_) => return Err(PublishError::Unavailable),
     }
+    confirm(client, acks, deadline, connects).await
+}
+
+/// How many times the client has connected so far (the first connect and every reconnect).
+/// async-nats 0.51 counts it in `Connector::connect` (`connector.rs`) as soon as a connection is
+/// made, before that connection's resubscriptions and before any later command is handled.
+fn connects(client: &Client) -> u64 {
+    client
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Waits for the server round trip after a message handed over when the client had connected
+/// `connects_before` times. The round trip proves the message was processed only if both went
+/// over one connection: on a reconnect async-nats drops the old connection's write buffer (what
+/// it had taken and not yet written), while commands still in its channel go out on the new one.
+/// So a marker back over a newer connection says nothing about the message:
+/// [`PublishError::Unconfirmed`] (conservative: a reconnect just before the message was handed
+/// over answers so too).
+async fn confirm(
+    client: &Client,
+    acks: &Acks,
+    deadline: Instant,
+    connects_before: u64,
+) -> Result<(), PublishError> {
     match tokio::time::timeout_at(deadline, acks.round_trip(client)).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) if connects(client) == connects_before => Ok(()),
+        Ok(Ok(())) => {
+            tracing::warn!(
+                "NATS reconnected while a publish was being confirmed; answered unconfirmed \
+                 (the message may have been lost with the old connection)"
+            );
+            Err(PublishError::Unconfirmed)
+        }
         Ok(Err(_)) | Err(_) => Err(PublishError::Unconfirmed),
     }
 }

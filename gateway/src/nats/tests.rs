@@ -202,3 +202,44 @@ async fn a_connected_client_subscribes_without_having_seen_a_connected_event() {
     assert_eq!(router.ids.get("live"), Some(&id));
     assert_eq!(message.subject, "push.live");
 }
+
+/// Review 2, finding 2: a marker that came back over a newer connection than the one the message
+/// was handed to says nothing about the message (async-nats drops the old connection's write
+/// buffer on a reconnect). The connection count really moves on a reconnect, and the round trip
+/// then answers unconfirmed; over one connection it confirms.
+#[tokio::test]
+async fn a_round_trip_across_a_reconnect_is_unconfirmed() {
+    let server = Server::start();
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connect to nats-server");
+    let acks = Acks::start(&client).await.expect("ack subscription");
+    let deadline = || Instant::now() + Duration::from_secs(5);
+
+    let before = connects(&client);
+    assert_eq!(before, 1);
+    assert!(confirm(&client, &acks, deadline(), before).await.is_ok());
+
+    client.force_reconnect().await.expect("reconnect");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while connects(&client) == before
+            || client.connection_state() != async_nats::connection::State::Connected
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("reconnected");
+    // The marker itself comes back (the ack subscription was made again on the new
+    // connection), but the message handed over before the reconnect is not confirmed by it.
+    assert!(matches!(
+        confirm(&client, &acks, deadline(), before).await,
+        Err(PublishError::Unconfirmed)
+    ));
+    assert!(acks.round_trip(&client).await.is_ok());
+    assert!(
+        confirm(&client, &acks, deadline(), connects(&client))
+            .await
+            .is_ok()
+    );
+}
