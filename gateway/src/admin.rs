@@ -147,7 +147,15 @@ async fn healthz(State(state): State<AdminState>) -> String {
                         .unwrap_or_else(|| "not checked yet".to_owned())
                 ),
             };
-            format!("ok\nnats: {nats}\n{history}")
+            // Still 200 (and still ready): WebSocket delivery works; only HTTP publishes
+            // cannot be confirmed.
+            let confirm = if state.confirm_failing() {
+                "publish confirmation: failing (the NATS user needs publish rights on _INBOX.>); \
+                 HTTP publishes answer 503 while delivered\n"
+            } else {
+                ""
+            };
+            format!("ok\nnats: {nats}\n{confirm}{history}")
         }
     }
 }

@@ -155,6 +155,11 @@ impl Gateway {
                             "cannot subscribe to the publish confirmation subject: {e}"
                         ),
                     })?;
+                tokio::spawn(nats::check_publish_confirmation(
+                    client.clone(),
+                    state.clone(),
+                    acks.clone(),
+                ));
                 tokio::spawn(nats::warn_if_over_max_payload(
                     client.clone(),
                     state.clone(),

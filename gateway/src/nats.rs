@@ -50,6 +50,9 @@ pub(crate) struct NatsState {
     client: OnceLock<Client>,
     /// Set once the gateway was first [`NatsState::settled`]; never cleared.
     settled: AtomicBool,
+    /// The publish confirmation self-test ([`check_publish_confirmation`]) failed over a live
+    /// connection, and has not passed since.
+    confirm_failing: AtomicBool,
 }
 
 impl NatsState {
@@ -68,6 +71,12 @@ impl NatsState {
         self.client
             .get()
             .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected)
+    }
+
+    /// Whether HTTP publishes cannot be confirmed: the marker round trip of the self-test did not
+    /// come back over a live connection (most likely no publish right on `_INBOX.>`).
+    pub(crate) fn confirm_failing(&self) -> bool {
+        self.confirm_failing.load(Ordering::Acquire)
     }
 
     /// Whether the start-up wait for NATS is over: connected once and, with history, the
@@ -174,7 +183,16 @@ pub(crate) async fn connect(
                 ),
                 // An -ERR from the server, say a permissions violation on a subscription.
                 async_nats::Event::ServerError(error) => {
-                    tracing::warn!(%error, "NATS server error");
+                    if error.to_string().contains(INBOX_PUBLISH_DENIED) {
+                        tracing::error!(
+                            %error,
+                            "the NATS user may not publish to _INBOX.>: HTTP publishes cannot be \
+                             confirmed and answer 503 while their messages are delivered; grant \
+                             the gateway's NATS user publish rights on _INBOX.>"
+                        );
+                    } else {
+                        tracing::warn!(%error, "NATS server error");
+                    }
                 }
                 // async-nats dropped a message for a subscription whose channel was full: the
                 // router did not keep up. One event per message (a flood of them in a burst):
@@ -228,6 +246,59 @@ pub(crate) async fn warn_if_over_max_payload(
             "maxPublishBytes is over the NATS server's max_payload: larger publishes are \
              refused with 413; lower maxPublishBytes or raise max_payload"
         );
+    }
+}
+
+/// What nats-server says (`-ERR`) when the user may not publish the confirmation marker.
+const INBOX_PUBLISH_DENIED: &str = "Permissions Violation for Publish to \"_INBOX";
+
+/// How long the publish confirmation self-test waits for its marker, and how long it waits
+/// before trying again after a failure (the permission may be granted by a config reload).
+const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(5);
+const SELF_TEST_RETRY: Duration = Duration::from_secs(10);
+
+/// Self-test once NATS is first connected: one marker round trip, what every HTTP publish needs
+/// to be answered 202 ([`publish`]). A NATS user without the publish right on `_INBOX.>` (a
+/// usual least-privilege requester setup) has every marker refused by the server, so every
+/// publish would answer 503 "outcome unknown" although its message is delivered, and publishers
+/// that retry would deliver everything twice. Said loudly in the log and in `/healthz`, and
+/// tried again until it passes. Only a marker lost over a connection that stayed up counts as a
+/// failure: a reconnect meanwhile proves nothing either way.
+pub(crate) async fn check_publish_confirmation(
+    client: Client,
+    state: Arc<NatsState>,
+    acks: Arc<Acks>,
+) {
+    loop {
+        while !state.is_connected() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let before = connects(&client);
+        match tokio::time::timeout(SELF_TEST_TIMEOUT, acks.round_trip(&client)).await {
+            Ok(Ok(())) => {
+                if state.confirm_failing.swap(false, Ordering::AcqRel) {
+                    tracing::warn!("publish confirmation works again: HTTP publishes answer 202");
+                }
+                return;
+            }
+            // The client is closed: the gateway is shutting down.
+            Ok(Err(_)) => return,
+            Err(_) if connects(&client) == before && state.is_connected() => {
+                if !state.confirm_failing.swap(true, Ordering::AcqRel) {
+                    tracing::error!(
+                        timeout_ms = SELF_TEST_TIMEOUT.as_millis() as u64,
+                        "publish confirmation self-test failed: a marker published to the \
+                         gateway's own _INBOX subject did not come back over a live NATS \
+                         connection. Most likely the gateway's NATS user lacks the publish right \
+                         on _INBOX.> (look for a Permissions Violation above): every HTTP \
+                         publish answers 503 \"outcome unknown\" while its message is delivered"
+                    );
+                }
+            }
+            // Reconnected meanwhile: inconclusive.
+            Err(_) => continue,
+        }
+        tokio::time::sleep(SELF_TEST_RETRY).await;
     }
 }
 

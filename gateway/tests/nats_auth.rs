@@ -322,3 +322,46 @@ async fn nats_tls_refuses_a_server_without_tls() {
     let gw = gateway(&nats, &["--nats-tls", "true"]);
     assert_refused(gw, &publisher, None).await;
 }
+
+/// Review 2, finding 4: a least-privilege NATS user that may subscribe to `_INBOX.>` but not
+/// publish there (the usual requester setup) has every publish confirmation marker refused. The
+/// gateway says so at start (an error line naming the right) and in `/healthz`; it stays ready
+/// (WebSocket delivery works), and its HTTP publishes answer 503 while the message is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_inbox_publish_rights_is_reported_at_start() {
+    let scratch = Scratch::new("inbox");
+    let config = scratch.write(
+        "nats.conf",
+        &format!(
+            "authorization {{ users = [ {{ user: \"{USER}\", password: \"{PASSWORD}\", \
+             permissions: {{ publish: {{ allow: [\"push.>\"] }}, \
+             subscribe: {{ allow: [\"push.>\", \"_INBOX.>\"] }} }} }} ] }}\n"
+        ),
+    );
+    let nats = NatsServer::start_with(&["-c", &config]);
+    let gw = gateway(&nats, &["--nats-user", USER, "--nats-password", PASSWORD]);
+    gw.wait_for_log("publish confirmation self-test failed", 1, PATIENCE)
+        .await;
+    gw.wait_for_log("may not publish to _INBOX.>", 1, PATIENCE)
+        .await;
+    let (status, body) = get(gw.admin, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("nats: connected"), "{body}");
+    assert!(
+        body.contains(
+            "publish confirmation: failing (the NATS user needs publish rights on _INBOX.>)"
+        ),
+        "{body}"
+    );
+    let (status, body) = get(gw.admin, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut client = connect(&gw.ws_url(&format!("?topics={TOPIC}"))).await;
+    nats.wait_for_subscriptions(SUBJECT, 1).await;
+    let (status, body) = publish(gw.admin, TOPIC, b"1").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic": TOPIC, "data": 1})
+    );
+}
