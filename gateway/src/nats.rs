@@ -85,11 +85,16 @@ impl NatsState {
     /// gateway that answers every resume `recovered:false, unavailable` only because it is not
     /// connected yet. Once settled, it stays so: a later NATS outage must not take every
     /// gateway out of the Service at once (clients are better served live than not at all).
+    ///
+    /// Both conditions are latches of their own, not read from the state at probe time: the
+    /// client's connect count (async-nats counts every connection made) and the history
+    /// maintainer's `checked` (set once a check ran over a live connection). So a gateway that
+    /// connected and checked, then lost NATS before the next probe, is still ready.
     pub(crate) fn settled(&self, history: Option<&HistoryState>) -> Result<(), &'static str> {
         if self.settled.load(Ordering::Acquire) {
             return Ok(());
         }
-        if !self.is_connected() {
+        if !self.client.get().is_some_and(|c| connects(c) > 0) {
             return Err("waiting for NATS");
         }
         if history.is_some_and(|h| !h.checked()) {

@@ -253,3 +253,23 @@ async fn a_history_topic_is_served_live_when_nats_returns_without_jetstream() {
     assert_eq!(message["topic"], "news", "{message}");
     assert_eq!(message["data"], 7, "{message}");
 }
+
+/// Review 2, finding 8: readiness latches on what happened (connected once, the stream checked
+/// once), not on what a probe happens to see. A gateway that connected and checked, then lost
+/// NATS before any probe came, is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_when_nats_went_down_after_the_first_check_but_before_any_probe() {
+    let mut nats = NatsServer::start_js();
+    let mut opts = options();
+    opts.nats = Some(nats.url());
+    opts.pod_name = Some("gw-0".to_owned());
+    opts.history_topics = Some(vec!["news.>".to_owned()]);
+    opts.history = Some(volley_gateway::config::HistoryFile::default());
+    let gw = start(opts).await;
+    // No probe meanwhile: only the metrics are read.
+    wait_metric(gw.admin_addr(), "volley_history_available", 1.0).await;
+    nats.stop();
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 0.0).await;
+    let (status, body) = get(gw.admin_addr(), "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+}

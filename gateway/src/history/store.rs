@@ -330,6 +330,9 @@ impl Store {
                 self.js.client().connection_state() == async_nats::connection::State::Connected;
             let pause = match self.ensure().await {
                 Ok(epoch) => {
+                    // An answer proves a live connection, whatever the state when the check
+                    // began (the first one often starts before the first connect).
+                    self.state.checked.store(true, Ordering::Release);
                     self.state.set_available(&epoch);
                     self.metrics.history_available.set(1);
                     // After any failed check too: a pattern first wanted meanwhile was opened
