@@ -120,10 +120,12 @@ impl ClusterNode {
     }
 }
 
-/// Carries out a control request; the reply says `ok:false` (and why) when a shard did not take
-/// its part, so the operator does not count on connections that will not close.
+/// Carries out a control request. A shed some shards refused (their inbox full) is still `ok`
+/// when others took their part: `closing` says how many will close (the operator counts those
+/// as in flight, and would shed the pod again if told nothing was done) and `error` why the rest
+/// will not. `ok:false` only when nothing was taken, or a drain a shard could not take.
 fn apply(hub: &Hub, capacity: &Capacity, request: ControlRequest) -> ControlReply {
-    let (closing, error) = match request {
+    let (closing, error, partial_ok) = match request {
         ControlRequest::Shed { count, over_ms } => {
             let split = split_shed(count as usize, &capacity.connections_per_shard());
             let total = split.iter().sum::<usize>();
@@ -134,7 +136,8 @@ fn apply(hub: &Hub, capacity: &Capacity, request: ControlRequest) -> ControlRepl
                      inbox is full (overloaded); ask again"
                 )
             });
-            ((total - refused) as u64, error)
+            let closing = (total - refused) as u64;
+            (closing, error, closing > 0)
         }
         ControlRequest::Drain { over_ms } => {
             let open = capacity.open_connections() as u64;
@@ -142,15 +145,15 @@ fn apply(hub: &Hub, capacity: &Capacity, request: ControlRequest) -> ControlRepl
             let refused = hub.drain(Duration::from_millis(over_ms));
             let error =
                 (refused > 0).then(|| format!("{refused} shards have exited and cannot drain"));
-            (open, error)
+            (open, error, false)
         }
         ControlRequest::Accepting { value } => {
             capacity.set_accepting(value);
-            (0, None)
+            (0, None, false)
         }
     };
     ControlReply {
-        ok: error.is_none(),
+        ok: error.is_none() || partial_ok,
         closing,
         accepting: capacity.readiness().is_ok(),
         draining: capacity.is_draining(),
