@@ -94,7 +94,7 @@ impl NatsState {
         if self.settled.load(Ordering::Acquire) {
             return Ok(());
         }
-        if !self.client.get().is_some_and(|c| connects(c) > 0) {
+        if self.client.get().is_none_or(|c| connects(c) == 0) {
             return Err("waiting for NATS");
         }
         if history.is_some_and(|h| !h.checked()) {
