@@ -97,16 +97,25 @@ pub(crate) struct Shard {
     id: usize,
     stats: LocalStats,
     /// Replays per client address (a connect-resume-close loop gets a new per-connection
-    /// budget every time): one connection's budget per address per shard.
+    /// budget every time); see [`replays_per_ip`].
     ip_replays: IpReplayBudget,
 }
 
-/// Replays one client address may ask a shard for per minute: the budget of one connection
-/// (twice `maxSubscriptionsPerConnection`, see `Store::with_replay_budget`). Reconnecting to
-/// resume again then gains a client nothing over resuming on the connection it has, while
-/// clients behind one NAT still resume a few patterns each after a shed.
+/// Connections' worth of replay budget one client address gets on a shard; see
+/// [`replays_per_ip`].
+const ADDRESS_BUDGET_CONNECTIONS: usize = 4;
+
+/// Replays one client address may ask a shard for per minute: four connections' budgets (each
+/// twice `maxSubscriptionsPerConnection`, see `Store::with_replay_budget`), so 800 with the
+/// defaults. A connect-resume-close loop from one address then gets no more than four
+/// connections resuming in a loop would, while a shed that moves many clients behind one NAT
+/// address (each resuming a pattern or two) still recovers: 800 single-pattern resumes per
+/// shard, and `SO_REUSEPORT` spreads the address's connections over the shards.
 fn replays_per_ip(config: &ShardConfig) -> usize {
-    config.limits.max_subscriptions.saturating_mul(2)
+    config
+        .limits
+        .max_subscriptions
+        .saturating_mul(2 * ADDRESS_BUDGET_CONNECTIONS)
 }
 
 mod batch;

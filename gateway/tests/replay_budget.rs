@@ -1,7 +1,8 @@
 //! Resumes are JetStream API load: a connection gets at most twice
-//! `maxSubscriptionsPerConnection` replays a minute, and so does a client address on each shard
-//! (a connect-resume-close loop gets a new connection every time); past that its resumes are
-//! answered `recovered:false, limit` at once, without a fetch (real nats-server -js).
+//! `maxSubscriptionsPerConnection` replays a minute, and a client address four times that on
+//! each shard (a connect-resume-close loop gets a new connection every time); past that its
+//! resumes are answered `recovered:false, limit` at once, without a fetch (real nats-server
+//! -js).
 
 mod support;
 
@@ -97,14 +98,14 @@ async fn connect_from(ip: IpAddr, gw: &volley_gateway::gateway::Gateway) -> supp
 }
 
 /// Review 2 finding 5: a client that connects, resumes and closes in a loop gets a new
-/// per-connection budget every time, but its address's budget (one connection's, per shard)
+/// per-connection budget every time, but its address's budget (four connections', per shard)
 /// bounds its replays; another address still resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_resume_close_loop_from_one_address_is_cut_off_at_the_address_budget() {
     const MAX_SUBSCRIPTIONS: usize = 3;
     const SHARDS: usize = 2;
     const CYCLES: usize = 100;
-    let per_address = SHARDS * 2 * MAX_SUBSCRIPTIONS;
+    let per_address = SHARDS * 4 * 2 * MAX_SUBSCRIPTIONS;
     let nats = NatsServer::start_js();
     let mut opts = options();
     opts.shards = Some(SHARDS);
