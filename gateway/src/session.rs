@@ -724,13 +724,20 @@ impl Session {
         self.reply(reply, clock, limits, out);
     }
 
-    /// Stops holding `pattern` (if held), and forgets a resume of it.
+    /// Stops holding `pattern` (if held), and forgets a resume of it. Live messages held
+    /// behind a replay that no remaining pattern matches are dropped too: once the client is
+    /// told the pattern is gone, none of its messages may follow (review 2, finding 7).
     fn drop_sub(&mut self, pattern: &str, out: &mut Vec<Effect>) {
-        if let Some(r) = self.extra.as_deref_mut().and_then(|e| e.resume.as_mut()) {
-            r.merge.forget(pattern);
-        }
         if let Some(i) = self.subs.iter().position(|s| **s == *pattern) {
             out.push(Effect::Unsubscribe(self.subs.swap_remove(i)));
+        }
+        if let Some(r) = self.extra.as_deref_mut().and_then(|e| e.resume.as_mut()) {
+            r.merge.forget(pattern);
+            let (subs, format) = (&self.subs, self.format);
+            r.merge.retain_held(
+                |m| subs.iter().any(|p| topic::matches(p, m.topic())),
+                |m| m.frame(format).len(),
+            );
         }
     }
 

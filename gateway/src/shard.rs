@@ -17,6 +17,7 @@ use crate::capacity::Capacity;
 use crate::conn::Conn;
 use crate::frame::{self, ClientEvent};
 use crate::handshake::{self, HandshakeConfig, Parsed, RejectReason, Rejection, UpgradeRequest};
+use crate::history::budget::IpReplayBudget;
 use crate::history::{NotRecovered, ReplayDone, ReplayRequest};
 use crate::hub::{self, Command, Inbox, InterestChange, InterestSink, ToRouter};
 use crate::message::Message;
@@ -95,6 +96,26 @@ pub(crate) struct Shard {
     interest: Option<InterestSink>,
     id: usize,
     stats: LocalStats,
+    /// Replays per client address (a connect-resume-close loop gets a new per-connection
+    /// budget every time); see [`replays_per_ip`].
+    ip_replays: IpReplayBudget,
+}
+
+/// Connections' worth of replay budget one client address gets on a shard; see
+/// [`replays_per_ip`].
+const ADDRESS_BUDGET_CONNECTIONS: usize = 4;
+
+/// Replays one client address may ask a shard for per minute: four connections' budgets (each
+/// twice `maxSubscriptionsPerConnection`, see `Store::with_replay_budget`), so 800 with the
+/// defaults. A connect-resume-close loop from one address then gets no more than four
+/// connections resuming in a loop would, while a shed that moves many clients behind one NAT
+/// address (each resuming a pattern or two) still recovers: 800 single-pattern resumes per
+/// shard, and `SO_REUSEPORT` spreads the address's connections over the shards.
+fn replays_per_ip(config: &ShardConfig) -> usize {
+    config
+        .limits
+        .max_subscriptions
+        .saturating_mul(2 * ADDRESS_BUDGET_CONNECTIONS)
 }
 
 mod batch;
@@ -126,7 +147,6 @@ impl Shard {
             listener: Some(listener),
             inbox,
             capacity,
-            config,
             conns: Slab::new(),
             index: TopicIndex::new(),
             scratch: vec![0; SCRATCH_BYTES],
@@ -146,6 +166,8 @@ impl Shard {
             interest,
             id,
             stats: LocalStats::default(),
+            ip_replays: IpReplayBudget::new(replays_per_ip(&config)),
+            config,
         })
     }
 
@@ -562,6 +584,17 @@ impl Shard {
     /// request that cannot be sent (no cluster, or the router is gone at shutdown) is answered
     /// here: unavailable.
     fn request_replay(&mut self, key: usize, ask: crate::session::ReplayAsk) {
+        let ip = self.conns.get(key).and_then(|c| {
+            c.counted_ip
+                .or_else(|| c.socket.peer_addr().ok().map(|a| a.ip()))
+        });
+        if let Some(ip) = ip
+            && !self.ip_replays.take(ip, self.clock.now())
+        {
+            // Answered here, without a request: this address's budget is spent.
+            self.answer_replay_here(key, &ask.pattern, NotRecovered::Limit);
+            return;
+        }
         let request = ReplayRequest {
             shard: self.id,
             key,
@@ -573,17 +606,27 @@ impl Shard {
         let pattern = request.pattern.clone();
         let sent = (self.interest.as_ref())
             .is_some_and(|sink| sink.send(ToRouter::Replay(request)).is_ok());
-        if !sent && let Some(conn) = self.conns.get_mut(key) {
+        if !sent {
+            self.answer_replay_here(key, &pattern, NotRecovered::Unavailable);
+        }
+    }
+
+    /// A replay the shard does not ask for ends `recovered:false` with `why`.
+    fn answer_replay_here(&mut self, key: usize, pattern: &str, why: NotRecovered) {
+        if let Some(conn) = self.conns.get_mut(key) {
             let mut effects = Vec::new();
             conn.session.on_replay(
-                &pattern,
+                pattern,
                 None,
-                Err(NotRecovered::Unavailable),
+                Err(why),
                 &self.clock,
                 &self.config.limits,
                 &mut effects,
             );
+            // Applied now, nested: this runs inside `apply`, which has taken `self.effects`
+            // and would drop (or misapply to another connection) what is left there.
             self.effects.extend(effects);
+            self.apply(key);
         }
     }
 

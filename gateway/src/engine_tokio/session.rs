@@ -22,6 +22,7 @@ use super::Context;
 use super::upgrade;
 use crate::access::{self, Admission};
 use crate::capacity::Capacity;
+use crate::frame::ProtocolError;
 use crate::handshake::{Format, RejectReason, Rejection, SUBPROTOCOL};
 use crate::message::Message;
 use crate::session::{CLOSE_LINGER, Cause, Clock, Effect, Session};
@@ -186,7 +187,10 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
                 session.on_received(&clock);
                 match &incoming {
                     Some(Ok(message)) => {
-                        if let Some(event) = upgrade::event_of(message) {
+                        if let Some(violation) = upgrade::violation_in(message) {
+                            // tungstenite already queued its 1002; `pump` sends it.
+                            session.on_violation(&violation, &clock, &mut effects);
+                        } else if let Some(event) = upgrade::event_of(message) {
                             let _ = session.on_frame(event, &clock, limits, &mut effects);
                         }
                     }
@@ -243,7 +247,10 @@ async fn pump(
         match effect {
             Effect::Closing(cause) => {
                 ctx.capacity.metrics.session_closed(cause);
-                peer_closed = cause == Cause::Peer;
+                // An invalid close code only comes from a peer Close tungstenite already
+                // answered (`upgrade::violation_in`): its 1002 goes out like an echo.
+                peer_closed = cause == Cause::Peer
+                    || cause == Cause::Violation(ProtocolError::InvalidCloseCode(0).label());
             }
             Effect::Drop(_) => dropped = true,
             Effect::Recovery(result) => ctx.capacity.metrics.recovery(result),

@@ -128,6 +128,27 @@ pub(crate) fn event_of(message: &WsMessage) -> Option<ClientEvent<'_>> {
     })
 }
 
+/// The reason tungstenite puts in the Close it substitutes for a peer's Close with a code not
+/// allowed on the wire (tungstenite 0.30 `protocol/mod.rs`, `do_close`).
+const SUBSTITUTED_CLOSE_REASON: &str = "Protocol violation";
+
+/// The violation hidden in a Close tungstenite already rewrote. A peer's Close with a code not
+/// allowed on the wire (under 1000, 1004-1006, 1014-2999, from 5000) is not an error for
+/// tungstenite: it answers 1002 itself and hands over `Close(1002, "Protocol violation")` in
+/// place of the peer's frame. That is the shards' `invalid_close_code` (same 1002 on the wire),
+/// so it is counted as such. The peer's code is gone (reported as 0), and a peer that sends
+/// exactly 1002 "Protocol violation" itself is counted the same way (docs/bad-input.md).
+pub(crate) fn violation_in(message: &WsMessage) -> Option<ProtocolError> {
+    match message {
+        WsMessage::Close(Some(frame))
+            if u16::from(frame.code) == 1002 && frame.reason == SUBSTITUTED_CLOSE_REASON =>
+        {
+            Some(ProtocolError::InvalidCloseCode(0))
+        }
+        _ => None,
+    }
+}
+
 /// The RFC 6455 violation behind a read error of tungstenite, as the shards' decoder names it
 /// (so both engines close with the same code and reason and count the same metric label, as
 /// docs/bad-input.md says). tungstenite sends no close frame of its own on these errors (it only
@@ -142,6 +163,10 @@ pub(crate) fn violation_of(error: &WsError, max_message: usize) -> Option<Protoc
             },
             max: max_message,
         },
+        // Invalid UTF-8 in a close reason comes as the same `Utf8` error as in a text message
+        // (both are `Utf8Bytes::try_from`), so it is labelled as text here: same 1007 on the
+        // wire, `invalid_utf8_text` where the shards say `invalid_utf8_close_reason`
+        // (docs/bad-input.md).
         WsError::Utf8(_) => ProtocolError::InvalidUtf8Text,
         WsError::Protocol(p) => match p {
             WsProtocolError::NonZeroReservedBits => ProtocolError::ReservedBits,

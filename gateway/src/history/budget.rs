@@ -7,8 +7,14 @@
 //! Keyed by the connection's replay ticket (its serial: unique for the process's life), so it
 //! needs nothing from the session. Entries of connections that are gone expire with their
 //! window and are swept as the map grows.
+//!
+//! A new connection has a budget of its own, so a client looping connect-resume-close would get
+//! around it: [`IpReplayBudget`] also bounds the replays of one client address (review 2,
+//! finding 5), per shard, in a fixed number of slots.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -72,6 +78,64 @@ impl ReplayBudget {
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.inner.lock().unwrap().used.len()
+    }
+}
+
+/// Slots of an [`IpReplayBudget`]: its memory is fixed (24 bytes a slot) whatever the number
+/// of client addresses. Addresses that share a slot share its budget; with the shard's random
+/// hash keys a client cannot pick whose slot it lands in, and with 1024 slots an address shares
+/// its slot with a given other one about once in a thousand.
+pub(crate) const IP_SLOTS: usize = 1024;
+
+/// Replays per client address per [`WINDOW`], counted in hashed slots (see [`IP_SLOTS`]). A
+/// shard's own (its connections of that address, which `SO_REUSEPORT` spreads over the shards),
+/// so it needs no lock. IPv6 addresses count per /64, the block one host usually holds.
+#[derive(Debug)]
+pub(crate) struct IpReplayBudget {
+    per_window: u32,
+    hasher: std::collections::hash_map::RandomState,
+    /// Per slot: when its window started and the replays taken in it. Allocated at the first
+    /// replay, so a shard without history keeps none.
+    slots: Vec<(Instant, u32)>,
+}
+
+impl IpReplayBudget {
+    /// At most `per_window` replays per client address per [`WINDOW`].
+    pub(crate) fn new(per_window: usize) -> IpReplayBudget {
+        IpReplayBudget {
+            per_window: u32::try_from(per_window).unwrap_or(u32::MAX),
+            hasher: Default::default(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Takes one replay from `ip`'s budget; false when it is spent for this window.
+    pub(crate) fn take(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.slots.is_empty() {
+            self.slots = vec![(now, 0); IP_SLOTS];
+        }
+        let at = (self.hasher.hash_one(client_key(ip)) % IP_SLOTS as u64) as usize;
+        let slot = &mut self.slots[at];
+        if now.saturating_duration_since(slot.0) >= WINDOW {
+            *slot = (now, 0);
+        }
+        if slot.1 >= self.per_window {
+            return false;
+        }
+        slot.1 += 1;
+        true
+    }
+}
+
+/// The address a budget is kept for: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64.
+fn client_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => u128::from(u32::from(v4)),
+            // The /64 prefix, tagged so it cannot equal an IPv4 key.
+            None => (u128::from(v6) & !u128::from(u64::MAX)) | 1,
+        },
     }
 }
 

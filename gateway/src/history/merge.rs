@@ -170,6 +170,20 @@ impl<M: Positioned> Merge<M> {
         }
     }
 
+    /// Drops the held messages `keep` refuses (the client no longer holds a pattern matching
+    /// them), giving back their `cost` in the hold buffer.
+    pub(crate) fn retain_held(&mut self, keep: impl Fn(&M) -> bool, cost: impl Fn(&M) -> usize) {
+        let mut freed = 0usize;
+        self.held.retain(|m| {
+            let kept = keep(m);
+            if !kept {
+                freed = freed.saturating_add(cost(m));
+            }
+            kept
+        });
+        self.held_bytes = self.held_bytes.saturating_sub(freed);
+    }
+
     /// Whether a floor covers `message`; floors of another epoch than the stream's current one
     /// (asked only when a floor would drop the message) are retired first.
     fn is_duplicate(&mut self, message: &M, epoch: impl FnOnce() -> Option<Arc<str>>) -> bool {

@@ -1317,3 +1317,115 @@ fn no_message_frame_follows_the_close_frame() {
             .collect::<Vec<_>>()
     );
 }
+
+/// A session holding `premium.>` (live) and `free.>` (resuming, its replay in flight), with a
+/// live `premium.x` and a live `free.a` held behind that replay. Auth is on so a refresh can
+/// revoke `premium.>`.
+fn resuming_free_holding_premium(clock: &Clock, limits: &Limits) -> Session {
+    let first = Identity {
+        topics: Some(vec!["premium.>".into(), "free.>".into()]),
+        ..identity("alice", unix_now() + 60)
+    };
+    let (mut session, _) = open_with(clock, limits, Some(first), &["premium.>"], &[]);
+    let out = text(
+        &mut session,
+        r#"{"op":"sub","topics":["free.>"],"since":{"free.>":4},"epoch":"e1"}"#,
+        clock,
+        limits,
+    );
+    assert_eq!(replay_asks(&out).len(), 1);
+    let mut out = Vec::new();
+    assert!(session.offer_message(&stored("premium.x", 7), clock, limits, &mut out));
+    assert!(session.offer_message(&stored("free.a", 6), clock, limits, &mut out));
+    assert!(written(&mut session).is_empty(), "both held");
+    session
+}
+
+/// The `free.>` replay answers: the resume's reply and the messages released after it.
+fn finish_free_replay(session: &mut Session, clock: &Clock, limits: &Limits) -> Vec<Value> {
+    let mut out = Vec::new();
+    let replayed = crate::history::merge::Replayed {
+        messages: vec![stored("free.a", 5)],
+        through: 5,
+    };
+    session.on_replay("free.>", Some("e1"), Ok(replayed), clock, limits, &mut out);
+    replies(session)
+}
+
+/// Review 2 finding 7: a refresh that revokes a pattern while a resume holds live messages
+/// drops the held messages of that pattern: none follows the `forbidden … unsubscribed` reply.
+#[test]
+fn a_refresh_revoking_a_pattern_during_a_resume_drops_its_held_messages() {
+    let clock = Clock::new(Instant::now());
+    let limits = Limits {
+        verifier: Some(verifier()),
+        ..history_limits(&["premium.>", "free.>"], "e1")
+    };
+    let mut session = resuming_free_holding_premium(&clock, &limits);
+    let later = unix_now() + 3_600;
+    let narrower = token(json!({"sub":"alice","exp":later,"topics":["free.>"]}));
+    let op = format!(r#"{{"op":"refresh","token":"{narrower}"}}"#);
+    let out = text(&mut session, &op, &clock, &limits);
+    assert!(out.contains(&Effect::Unsubscribe("premium.>".into())));
+    let mut got = replies(&mut session);
+    assert_eq!(got[0]["code"], "forbidden");
+    assert_eq!(got[0]["topic"], "premium.>");
+    assert_eq!(got[1]["op"], "refreshed");
+    got = finish_free_replay(&mut session, &clock, &limits);
+    assert_eq!(got[0]["recovered"], true);
+    let topics: Vec<&str> = got[1..]
+        .iter()
+        .map(|m| m["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        topics,
+        ["free.a", "free.a"],
+        "no premium.x after its revocation"
+    );
+    assert_eq!(message_seqs(&got[1..]), [5, 6]);
+}
+
+/// The same for `unsub`: held messages of the pattern dropped are not delivered after the
+/// `unsubscribed` reply; those another held pattern still matches are.
+#[test]
+fn an_unsub_during_a_resume_drops_the_held_messages_no_other_pattern_wants() {
+    let clock = Clock::new(Instant::now());
+    let limits = Limits {
+        verifier: Some(verifier()),
+        ..history_limits(&["premium.>", "free.>"], "e1")
+    };
+    let mut session = resuming_free_holding_premium(&clock, &limits);
+    let _ = text(
+        &mut session,
+        r#"{"op":"unsub","topics":["premium.>"]}"#,
+        &clock,
+        &limits,
+    );
+    assert_eq!(replies(&mut session)[0]["op"], "unsubscribed");
+    let got = finish_free_replay(&mut session, &clock, &limits);
+    assert_eq!(got[0]["recovered"], true);
+    assert_eq!(message_seqs(&got[1..]), [5, 6], "no premium.x: {got:?}");
+
+    // A held message another pattern still matches stays.
+    let mut session = resuming_free_holding_premium(&clock, &limits);
+    let _ = text(
+        &mut session,
+        r#"{"op":"sub","topics":["premium.x"]}"#,
+        &clock,
+        &limits,
+    );
+    let _ = text(
+        &mut session,
+        r#"{"op":"unsub","topics":["premium.>"]}"#,
+        &clock,
+        &limits,
+    );
+    let _ = replies(&mut session);
+    let got = finish_free_replay(&mut session, &clock, &limits);
+    let topics: Vec<&str> = got[1..]
+        .iter()
+        .map(|m| m["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics, ["free.a", "free.a", "premium.x"]);
+    assert_eq!(message_seqs(&got[1..]), [5, 6, 7]);
+}

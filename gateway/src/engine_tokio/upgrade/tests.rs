@@ -134,3 +134,30 @@ fn tungstenite_violations_map_to_the_shards_close_codes() {
         assert_eq!(violation_of(&other, 4096), None, "{other:?}");
     }
 }
+
+/// Review 2 finding 9: a Close tungstenite rewrote (the peer's code was not allowed) is the
+/// shards' `invalid_close_code`; a peer's own valid Close is not a violation.
+#[test]
+fn a_close_tungstenite_rewrote_is_an_invalid_close_code() {
+    let rewritten = WsMessage::Close(Some(CloseFrame {
+        code: 1002.into(),
+        reason: "Protocol violation".into(),
+    }));
+    let violation = violation_in(&rewritten).expect("a violation");
+    assert_eq!(violation.label(), "invalid_close_code");
+    assert_eq!(violation.close_code(), 1002);
+    for own in [
+        WsMessage::Close(Some(CloseFrame {
+            code: 1002.into(),
+            reason: "bad frame".into(),
+        })),
+        WsMessage::Close(Some(CloseFrame {
+            code: 1000.into(),
+            reason: "Protocol violation".into(),
+        })),
+        WsMessage::Close(None),
+        WsMessage::Text("Protocol violation".into()),
+    ] {
+        assert_eq!(violation_in(&own), None, "{own:?}");
+    }
+}

@@ -390,3 +390,28 @@ fn messages_without_a_position_keep_their_order_after_the_merged_ones() {
         [m("a", 8), m("a", 9), M("chat", None), M("chat2", None)]
     );
 }
+
+/// Dropping held messages gives their cost back: the buffer holds again instead of
+/// overflowing on bytes it no longer keeps.
+#[test]
+fn retain_held_drops_refused_messages_and_frees_their_room() {
+    let mut merge = Merge::new(30);
+    assert!(merge.start("a.>", 0));
+    for (topic, seq) in [("a.x", 1), ("b.x", 2), ("b.y", 3)] {
+        assert_eq!(
+            merge.on_live(m(topic, seq), 10, usize::MAX, no_epoch),
+            Live::Held
+        );
+    }
+    merge.retain_held(|m| m.0.starts_with("a."), |_| 10);
+    assert_eq!(merge.held(), 1);
+    for seq in [4, 5] {
+        assert_eq!(
+            merge.on_live(m("a.y", seq), 10, usize::MAX, no_epoch),
+            Live::Held,
+            "room freed by the dropped messages"
+        );
+    }
+    let out = merge.finish("a.>", None, None, |_| 10, usize::MAX).unwrap();
+    assert_eq!(seqs(&out.deliver), [1, 4, 5]);
+}
