@@ -781,8 +781,15 @@ impl Router {
         durable < store.config().max_consumers
     }
 
+    /// Sets the gauges. A consumer still being opened is not counted yet: the gauge says which
+    /// patterns JetStream is feeding now (a message published once it counts one is delivered
+    /// live), while `room_for` does count it against `maxConsumers`.
     fn count_consumers(&self) {
-        let durable = self.held.values().filter(|h| h.durable).count();
+        let durable = self
+            .held
+            .values()
+            .filter(|h| h.durable && h.opening.is_none())
+            .count();
         self.metrics.history_consumers.set(durable as i64);
         self.metrics.nats_subscriptions.set(self.held.len() as i64);
     }
