@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use volley_crds::AutoscalingMode;
+use volley_crds::wire::config::defaults;
 
 use super::SPREAD_MS;
 use super::events::Decision;
@@ -164,6 +165,13 @@ pub(crate) fn plan(
         pc.spec.gateway.max_connections_per_pod,
     );
     let target = autoscaling.target_connections_per_pod;
+    // What one pod accepts: the gateway's own default when the spec leaves it unset.
+    let pod_cap = pc
+        .spec
+        .gateway
+        .max_connections_per_pod
+        .and_then(|c| u64::try_from(c).ok())
+        .unwrap_or_else(|| u64::try_from(defaults::MAX_CONNECTIONS).unwrap_or(u64::MAX));
 
     // Safety net: a pod that has been draining past drainTimeout + margin without being deleted
     // serves nobody; delete it so the ReplicaSet replaces it (or, mid scale-down, removes it).
@@ -192,6 +200,9 @@ pub(crate) fn plan(
         .collect();
     let views: Vec<PodView> = seen.iter().map(stats::pod_view).collect();
     let stats_complete = connected && !facts.is_empty() && views.len() == facts.len();
+    // Every pod full (finding 1 of review 2): only on complete stats, so a pod that just started
+    // and has not reported yet is not overlooked (it takes clients already).
+    let saturated = stats_complete && scaling::saturated(&views, pod_cap);
     let mut notices = Vec::new();
     if let Some(d) = stale_notice(&facts, s.stats_max_age, now.secs, m).filter(|_| connected) {
         notices.push(d);
@@ -217,6 +228,7 @@ pub(crate) fn plan(
         pods: &views,
         in_flight,
         stats_complete,
+        saturated,
         now: now.secs,
     };
     let total = scaling::effective_total(&input);
@@ -271,7 +283,7 @@ pub(crate) fn plan(
     // condition, and a Warning Event when the maxReplicas cap starts to hold (clients may be
     // refused or pods overloaded). minReplicas holding is a choice, only shown in the condition.
     let limit = (operator_mode && connected)
-        .then(|| scaling::limit(&autoscaling, current, total, stats_complete))
+        .then(|| scaling::limit(&autoscaling, current, total, stats_complete, saturated))
         .flatten();
     let limited = limit.map(|l| match l {
         scaling::Limit::Max { needed, max } => format!(
