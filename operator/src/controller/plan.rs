@@ -410,9 +410,14 @@ pub(crate) fn plan(
     let balance_spec = &pc.spec.balance;
     let balance = if connected {
         let settled = balance_spec.enabled && !scaling_now && stats_complete;
-        m.balancer
-            .get_or_insert_with(|| Balancer::new(s.balance_timing))
-            .step(&views, settled, balance_spec, now.ms)
+        let b = m
+            .balancer
+            .get_or_insert_with(|| Balancer::new(s.balance_timing));
+        let mut cmds = b.step(&views, settled, balance_spec, now.ms);
+        // Pods paused by no round of ours (a round of the previous leader, a lost reply) are
+        // resumed, balancing enabled or not (finding 5 of review 2).
+        cmds.extend(b.orphans(&views, pod_cap, now.ms));
+        cmds
     } else {
         Vec::new()
     };

@@ -761,3 +761,28 @@ fn ready_is_short_for_as_long_as_fewer_pods_than_desired_are_ready() {
     o.deployment = settled(2);
     assert_eq!(run(&pc, &o, &mut m, at(26)).status.short_for, 0);
 }
+
+/// Finding 5 of review 2: a new leader (fresh memory) finds web-1 paused (`accepting=false`, not
+/// draining, below its cap) by a round of the previous leader, and resumes it, with balancing
+/// enabled or not.
+#[test]
+fn a_pod_left_paused_by_a_previous_leader_is_resumed() {
+    for enabled in [true, false] {
+        let mut s = spec();
+        s.balance.enabled = enabled;
+        let pc = stored(s);
+        let mut o = cluster(&[100, 100, 100], at(0));
+        o.stats[1].stats.accepting = false;
+        o.pods[1] = not_ready(o.pods[1].clone());
+        let mut m = ClusterMemory::default();
+        let p = run(&pc, &o, &mut m, at(0));
+        assert_eq!(
+            p.balance,
+            [Command::Resume("web-1".into())],
+            "enabled {enabled}"
+        );
+        // Not repeated on the next pass, whose stats may predate the Resume.
+        let p = run(&pc, &o, &mut m, at(1));
+        assert!(p.balance.is_empty(), "enabled {enabled}: {:?}", p.balance);
+    }
+}
