@@ -73,7 +73,8 @@ impl fmt::Debug for Key {
             format!("{:016x}", h.finish())
         });
         f.debug_struct("Key")
-            .field("url", &self.url)
+            // The URL may carry a user/password or a token, and keys are logged.
+            .field("url", &crate::gateway_config::redact_nats_url(&self.url))
             .field("credentials", &fingerprint)
             .finish()
     }

@@ -474,3 +474,22 @@ async fn a_client_disconnected_too_long_is_replaced() {
     let fresh = pool.client(&url, None).await.unwrap();
     assert!(is_connected(&fresh));
 }
+
+/// Finding 7 of review 2: keys are logged (every failed connect), and their URL may carry a
+/// password or a token.
+#[test]
+fn a_keys_debug_hides_the_urls_credentials() {
+    for url in [
+        "nats://u:s3cret@h:4222",
+        "nats://s3cret@h:4222",
+        "nats://u:s3,cret@h",
+    ] {
+        let key = Key {
+            url: url.into(),
+            credentials: Some("-----BEGIN NATS USER JWT-----s3cret".into()),
+        };
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("s3"), "{shown}");
+        assert!(shown.contains("@h"), "{shown}");
+    }
+}
