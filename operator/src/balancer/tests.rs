@@ -172,14 +172,17 @@ fn a_failed_resume_is_sent_again_on_the_next_steps() {
     b.step(&pods, true, &spec(), 0);
     b.step(&pods, true, &spec(), 500);
     let resume = Command::Resume("a".into());
-    assert_eq!(b.step(&pods, true, &spec(), 3500), [resume.clone()]);
+    assert_eq!(
+        b.step(&pods, true, &spec(), 3500),
+        std::slice::from_ref(&resume)
+    );
     b.failed(&resume);
     // No round, not settled: only the retry goes out.
     for attempt in 2..=RESUME_ATTEMPTS {
         let t = 3500 + u64::from(attempt) * 100;
         assert_eq!(
             b.step(&pods, false, &spec(), t),
-            [resume.clone()],
+            std::slice::from_ref(&resume),
             "{attempt}"
         );
         b.failed(&resume);
@@ -189,7 +192,10 @@ fn a_failed_resume_is_sent_again_on_the_next_steps() {
     // A retry that succeeds (no `failed`) is not sent again.
     let mut b = Balancer::new(timing());
     b.failed(&resume);
-    assert_eq!(b.step(&pods, false, &spec(), 0), [resume.clone()]);
+    assert_eq!(
+        b.step(&pods, false, &spec(), 0),
+        std::slice::from_ref(&resume)
+    );
     assert!(b.step(&pods, false, &spec(), 100).is_empty());
 }
 
