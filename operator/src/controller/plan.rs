@@ -159,12 +159,6 @@ pub(crate) fn plan(
     let mut facts = scaledown::pod_facts(&o.pods, &by_pod);
     let drain_secs = v.rendered.drain.as_secs();
     let stuck_limit = drain_secs + s.drain_stuck_margin.as_secs();
-    // The target capped at what one pod accepts (finding 10).
-    let autoscaling = scaling::with_capacity(
-        &pc.spec.autoscaling,
-        pc.spec.gateway.max_connections_per_pod,
-    );
-    let target = autoscaling.target_connections_per_pod;
     // What one pod accepts: the gateway's own default when the spec leaves it unset.
     let pod_cap = pc
         .spec
@@ -172,6 +166,10 @@ pub(crate) fn plan(
         .max_connections_per_pod
         .and_then(|c| u64::try_from(c).ok())
         .unwrap_or_else(|| u64::try_from(defaults::MAX_CONNECTIONS).unwrap_or(u64::MAX));
+    // The target capped below what one pod accepts over the tolerance (finding 10, and finding
+    // 1 of review 2), the gateway's default cap included.
+    let autoscaling = scaling::with_capacity(&pc.spec.autoscaling, i64::try_from(pod_cap).ok());
+    let target = autoscaling.target_connections_per_pod;
 
     // Safety net: a pod that has been draining past drainTimeout + margin without being deleted
     // serves nobody; delete it so the ReplicaSet replaces it (or, mid scale-down, removes it).
@@ -273,8 +271,13 @@ pub(crate) fn plan(
             note,
         ));
     }
+    let full = if saturated {
+        format!(", every pod full at {pod_cap}")
+    } else {
+        String::new()
+    };
     let inputs = format!(
-        "{total} connections, target {target} per pod, {} of {} pods reporting",
+        "{total} connections, target {target} per pod, {} of {} pods reporting{full}",
         views.len(),
         facts.len()
     );

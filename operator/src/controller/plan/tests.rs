@@ -612,6 +612,7 @@ fn a_full_cluster_scales_up_when_the_target_is_the_pod_cap() {
     assert_eq!(p.replicas, p.status.desired);
     let d = p.scaling.expect("a ScalingUp decision");
     assert_eq!(d.reason, "ScalingUp");
+    assert!(d.note.contains("every pod full at 5000"), "{}", d.note);
     // One pod short of full is not saturated: it still takes clients.
     let mut m = ClusterMemory::default();
     let mut o = full_cluster(3, 5_000, at(0));
@@ -785,4 +786,33 @@ fn a_pod_left_paused_by_a_previous_leader_is_resumed() {
         let p = run(&pc, &o, &mut m, at(1));
         assert!(p.balance.is_empty(), "enabled {enabled}: {:?}", p.balance);
     }
+}
+
+/// Finding 1 of review 2: without `maxConnectionsPerPod` the gateway's own default cap holds,
+/// so a target above it over the tolerance is capped as well, and pods full at that default
+/// scale up.
+#[test]
+fn the_gateways_default_cap_bounds_the_target_too() {
+    let cap = u64::try_from(defaults::MAX_CONNECTIONS).unwrap();
+    let mut s = spec();
+    s.autoscaling.target_connections_per_pod = i64::try_from(cap).unwrap();
+    s.autoscaling.tolerance = 0.1;
+    let pc = stored(s);
+    let p = run(
+        &pc,
+        &full_cluster(2, cap, at(0)),
+        &mut ClusterMemory::default(),
+        at(0),
+    );
+    assert_eq!(p.status.desired, 3, "{:?}", p.status);
+    let note = p.scaling.expect("a scale-up").note;
+    let capped = scaling::with_capacity(&pc.spec.autoscaling, i64::try_from(cap).ok());
+    assert!(capped.target_connections_per_pod < i64::try_from(cap).unwrap());
+    assert!(
+        note.contains(&format!(
+            "target {} per pod",
+            capped.target_connections_per_pod
+        )),
+        "{note}"
+    );
 }
