@@ -1413,9 +1413,17 @@ async fn every_reconcile_step_runs_in_a_span_of_its_name() {
     let mut spec = PushClusterSpec::default();
     spec.replicas = Some(2);
     spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
-    let pc = stored(spec);
+    let pc = Arc::new(stored(spec));
     let (client, _) = mock_client(&pc);
-    reconcile(Arc::new(pc), ctx(client)).await.unwrap();
+    let c = ctx(client);
+    // tracing caches each callsite's interest process-wide when it is first hit; a test on
+    // another thread (no subscriber) hitting a span of the pass first caches "never", and the
+    // span is then skipped here too (tokio-rs/tracing#3611). So: one pass to register every
+    // callsite, re-ask them all under this subscriber, and check the next pass.
+    reconcile(pc.clone(), c.clone()).await.unwrap();
+    tracing::callsite::rebuild_interest_cache();
+    names.0.lock().unwrap().clear();
+    reconcile(pc, c).await.unwrap();
     let names = names.0.lock().unwrap().clone();
     let steps: Vec<&str> = names
         .iter()
