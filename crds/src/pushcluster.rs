@@ -66,11 +66,14 @@ pub mod condition {
     )
 )]
 #[serde(rename_all = "camelCase")]
-// A target above what a pod accepts is never reached: full pods (NotReady at capacity, refusing
-// clients) would look under-loaded and the autoscaler would shrink a saturated cluster. Only mode
-// Operator reads the target. `gateway` and `autoscaling` are defaulted before validation; the
-// `has` guards keep the rule total anyway.
-#[x_kube(validation = Rule::new("!has(self.autoscaling) || self.autoscaling.mode != 'Operator' || !has(self.gateway) || !has(self.gateway.maxConnectionsPerPod) || self.autoscaling.targetConnectionsPerPod <= self.gateway.maxConnectionsPerPod").message("autoscaling.targetConnectionsPerPod (default 10000) must be <= gateway.maxConnectionsPerPod in mode Operator: pods full at maxConnectionsPerPod would look under the target and the cluster would be scaled down while saturated"))]
+// A scale-up on load needs more than `(1 + tolerance) × pods × target` connections, and a pod
+// never holds more than `maxConnectionsPerPod`: with `target × (1 + tolerance) >= max` the load
+// leaves the tolerance band only once every pod is full and refusing clients (and a target above
+// the cap makes full pods look under-loaded, so a saturated cluster would be shrunk). Only mode
+// Operator reads the target. `gateway` and `autoscaling` (with `targetConnectionsPerPod` and
+// `tolerance`) are defaulted before validation; the `has` guards keep the rule total anyway.
+// `double()` accepts an integer or a double, so `tolerance: 0` written as an integer works too.
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || self.autoscaling.mode != 'Operator' || !has(self.gateway) || !has(self.gateway.maxConnectionsPerPod) || double(self.autoscaling.targetConnectionsPerPod) * (1.0 + (has(self.autoscaling.tolerance) ? double(self.autoscaling.tolerance) : 0.1)) < double(self.gateway.maxConnectionsPerPod)").message("autoscaling.targetConnectionsPerPod (default 10000) x (1 + autoscaling.tolerance, default 0.1) must be < gateway.maxConnectionsPerPod in mode Operator: pods never hold more than maxConnectionsPerPod, so a higher target scales up only once every pod is full and refusing clients"))]
 pub struct PushClusterSpec {
     /// Gateway pod count: written by an HPA (through the scale subresource) when
     /// `autoscaling.mode` is `External`, by hand (e.g. `kubectl scale`) when `Manual`. In mode

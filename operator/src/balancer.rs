@@ -104,12 +104,24 @@ struct Round {
     aborted: bool,
 }
 
+/// A pod's Resume is tried this many times in a row at most (one step apart); past that, the pod
+/// (if it is still paused) is left to [`Balancer::orphans`], which finds it from its stats.
+pub const RESUME_ATTEMPTS: u32 = 5;
+
 /// The balancer's state for one cluster.
 #[derive(Debug, Clone, Default)]
 pub struct Balancer {
     timing: Timing,
     rounds: BTreeMap<String, Round>,
     budget: ShedBudget,
+    /// Pods whose Resume failed, with how many attempts failed: sent again on the next step.
+    retry: BTreeMap<String, u32>,
+    /// Resumes sent on the last step, with the attempts that failed before them (for
+    /// [`Balancer::failed`]).
+    resuming: BTreeMap<String, u32>,
+    /// When a Resume was last sent to each pod (unix ms), so stats taken before it arrived do not
+    /// trigger another one; entries older than `settle` are dropped.
+    resumed_at: BTreeMap<String, u64>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -148,6 +160,19 @@ impl Balancer {
         let mut out = Vec::new();
         let over_ms = ms(self.timing.spread);
         let done_after = over_ms + ms(self.timing.settle);
+        // A Resume that failed (timeout, no responder, or a reconcile that failed before the
+        // commands went out) is sent again: a pod left paused takes no clients for good.
+        self.resuming.clear();
+        let settle = ms(self.timing.settle);
+        self.resumed_at
+            .retain(|_, at| now_ms < at.saturating_add(settle));
+        for (pod, failures) in std::mem::take(&mut self.retry) {
+            if !self.rounds.contains_key(&pod) {
+                self.resumed_at.insert(pod.clone(), now_ms);
+                self.resuming.insert(pod.clone(), failures);
+                out.push(Command::Resume(pod));
+            }
+        }
         let mut finished = Vec::new();
         for (pod, round) in &mut self.rounds {
             // A pod missing from the views (stats late, or gone) keeps its round: resuming it
@@ -173,6 +198,8 @@ impl Balancer {
         for pod in finished {
             self.rounds.remove(&pod);
             if self.timing.pause {
+                self.resumed_at.insert(pod.clone(), now_ms);
+                self.resuming.insert(pod.clone(), 0);
                 out.push(Command::Resume(pod));
             }
         }
@@ -220,9 +247,39 @@ impl Balancer {
         out
     }
 
+    /// Resumes for pods paused although no round of this balancer paused them: stats say
+    /// `accepting=false`, not draining, below `cap` connections (so not refusing for being full:
+    /// the only other reason a gateway stops accepting is a pause). They are left over from a
+    /// round of another operator replica (a leader handover mid-round: rounds live in the
+    /// leader's memory), or from a Pause whose reply was lost, or a Resume that failed
+    /// [`RESUME_ATTEMPTS`] times. The gateway's pause never expires, so without this the pod
+    /// would stay NotReady for good. A pod resumed less than `settle` ago is skipped: its stats
+    /// may predate the Resume. Resuming a pod that is accepting already is harmless.
+    pub fn orphans(&mut self, views: &[PodView], cap: u64, now_ms: u64) -> Vec<Command> {
+        let settle = ms(self.timing.settle);
+        self.resumed_at
+            .retain(|_, at| now_ms < at.saturating_add(settle));
+        let mut out = Vec::new();
+        for v in views {
+            if v.accepting
+                || v.draining
+                || v.connections >= cap
+                || self.rounds.contains_key(&v.name)
+                || self.resumed_at.contains_key(&v.name)
+            {
+                continue;
+            }
+            self.resumed_at.insert(v.name.clone(), now_ms);
+            self.resuming.entry(v.name.clone()).or_insert(0);
+            out.push(Command::Resume(v.name.clone()));
+        }
+        out
+    }
+
     /// Feeds back a command that failed: a pause that did not happen cancels its round (nothing
     /// is shed from a pod still taking connections); a shed that did not happen ends the round
-    /// at once (the pod is resumed on the next step).
+    /// at once (the pod is resumed on the next step); a resume that did not happen is sent again
+    /// on the next step, up to [`RESUME_ATTEMPTS`] times.
     pub fn failed(&mut self, cmd: &Command) {
         match cmd {
             Command::Pause(pod) => {
@@ -233,7 +290,12 @@ impl Balancer {
                     r.aborted = true;
                 }
             }
-            Command::Resume(_) => {}
+            Command::Resume(pod) => {
+                let failures = self.resuming.get(pod).copied().unwrap_or(0) + 1;
+                if failures < RESUME_ATTEMPTS {
+                    self.retry.insert(pod.clone(), failures);
+                }
+            }
         }
     }
 }

@@ -113,14 +113,17 @@ impl WriteError {
     }
 
     /// The API server's message when it refused the object itself, or the operator's right to
-    /// write it: a 4xx answer other than 408 (timeout), 409 (conflict) and 429 (throttled), which
-    /// are worth a retry. Invalid (422), bad request (400), forbidden (403: RBAC, a quota, an
-    /// admission webhook) are the user's to fix; retrying cannot help, so they go on the object.
-    /// None for a server error or a lost connection: retried after [`ERROR_REQUEUE`].
+    /// write it: a 4xx answer other than 401 (unauthenticated: the operator's token is being
+    /// rotated), 404 (not found: a pod deleted or evicted between the list and the write, or its
+    /// namespace going away), 408 (timeout), 409 (conflict) and 429 (throttled), which are the
+    /// operator's own or worth a retry. Invalid (422), bad request (400), forbidden (403: RBAC, a
+    /// quota, an admission webhook) are the user's to fix; retrying cannot help, so they go on
+    /// the object. None for a server error or a lost connection: retried after
+    /// [`ERROR_REQUEUE`].
     pub fn rejection(&self) -> Option<&str> {
         match &self.source {
             kube::Error::Api(s)
-                if (400..500).contains(&s.code) && ![408, 409, 429].contains(&s.code) =>
+                if (400..500).contains(&s.code) && ![401, 404, 408, 409, 429].contains(&s.code) =>
             {
                 Some(if s.message.is_empty() {
                     s.reason.as_str()

@@ -161,26 +161,64 @@ pub fn is_nats_url(url: &str) -> bool {
 /// spec; `credentialsSecret` takes a creds file), but the status and Events reach a wider
 /// audience than the spec's readers: logs are shipped elsewhere, Events are readable by the
 /// default `view` role.
+///
+/// A password may hold ',' and '@' (one URL parses so), and a list separates servers with ','.
+/// So servers are told apart only where a new one names its scheme (`,nats://`); within one
+/// such stretch everything up to the last '@' is userinfo. When that userinfo holds a ',' it
+/// cannot be told from a list of schemeless servers (`u:p@h1,u2:p2@h2`), so all of it is hidden:
+/// a host too many hidden, never a secret shown.
 pub fn redact_nats_url(url: &str) -> String {
-    url.split(',')
-        .map(|server| {
-            let (scheme, rest) = server
-                .find("://")
-                .map_or(("", server), |i| server.split_at(i + 3));
-            // The host follows the LAST '@': a password may hold one.
-            match rest.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    let hidden = match userinfo.split_once(':') {
-                        Some((user, _)) => format!("{user}:***"),
-                        None => "***".to_string(),
-                    };
-                    format!("{scheme}{hidden}@{host}")
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while !rest.is_empty() {
+        let scheme = scheme_len(rest);
+        out.push_str(&rest[..scheme]);
+        let tail = &rest[scheme..];
+        // This stretch ends where the next server with a scheme starts.
+        let end = tail
+            .find("://")
+            .and_then(|j| {
+                let c = tail[..j].rfind(',')?;
+                (scheme_len(tail[c + 1..].trim_start()) > 0).then_some(c + 1)
+            })
+            .unwrap_or(tail.len());
+        let stretch = &tail[..end];
+        // The host follows the LAST '@': a password may hold one.
+        match stretch.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                match userinfo.split_once(':') {
+                    Some((user, _)) if !userinfo.contains(',') => {
+                        out.push_str(user);
+                        out.push_str(":***");
+                    }
+                    _ => out.push_str("***"),
                 }
-                None => server.to_string(),
+                out.push('@');
+                out.push_str(host);
             }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+            None => out.push_str(stretch),
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// Length of `s`'s leading `scheme://` (leading spaces included), 0 without one.
+fn scheme_len(s: &str) -> usize {
+    let trimmed = s.trim_start();
+    let Some(i) = trimmed.find("://") else {
+        return 0;
+    };
+    let name = &trimmed[..i];
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if valid {
+        s.len() - trimmed.len() + i + 3
+    } else {
+        0
+    }
 }
 
 fn parse_duration(field: &'static str, value: &str) -> Result<Duration, SpecError> {

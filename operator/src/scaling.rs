@@ -28,20 +28,53 @@ pub fn bounds(spec: &AutoscalingSpec) -> (i32, i32) {
     (min, spec.max_replicas.max(min))
 }
 
-/// The autoscaling spec the decision uses: `targetConnectionsPerPod` capped at the pod's hard
-/// cap `gateway.maxConnectionsPerPod`. A target above the cap is never reached: full pods
-/// (NotReady at capacity, refusing clients) would look under-loaded and the cluster would be
-/// shrunk while saturated. The CRD refuses such a spec in mode Operator; this covers objects
-/// stored before that rule.
+/// The autoscaling spec the decision uses: `targetConnectionsPerPod` capped below
+/// `gateway.maxConnectionsPerPod / (1 + tolerance)`. A scale-up on load needs the total above
+/// `(1 + tolerance) × pods × target`, and pods never hold more than the cap, so with a target at
+/// or above `cap / (1 + tolerance)` the load could only get there once every pod is full and
+/// refusing clients (and a target above the cap makes full pods look under-loaded, so the cluster
+/// would be shrunk while saturated). The CRD refuses such a spec in mode Operator; this covers
+/// objects stored before that rule. Full pods are a scale-up signal of their own as well (see
+/// [`saturated`]).
 pub fn with_capacity(
     spec: &AutoscalingSpec,
     max_connections_per_pod: Option<i64>,
 ) -> AutoscalingSpec {
     let mut capped = spec.clone();
     if let Some(cap) = max_connections_per_pod.filter(|c| *c >= 1) {
-        capped.target_connections_per_pod = capped.target_connections_per_pod.min(cap);
+        capped.target_connections_per_pod = capped
+            .target_connections_per_pod
+            .min(highest_target(cap, spec.tolerance));
     }
     capped
+}
+
+/// The highest target `t` with `t × (1 + tolerance) < cap` (the CRD rule, in the same floating
+/// point), at least 1.
+fn highest_target(cap: i64, tolerance: f64) -> i64 {
+    let factor = 1.0 + tolerance.max(0.0);
+    #[allow(clippy::cast_precision_loss)] // caps are far below 2^52
+    let fits = |t: i64| (t as f64) * factor < cap as f64;
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+    let mut t = ((cap as f64 / factor).ceil() as i64)
+        .saturating_sub(1)
+        .max(1);
+    // Rounding may land one off either way: settle on the exact boundary.
+    while t > 1 && !fits(t) {
+        t -= 1;
+    }
+    while fits(t + 1) {
+        t += 1;
+    }
+    t
+}
+
+/// Whether the cluster is full: at least one pod not draining, and every pod not draining at its
+/// connection cap (the gateway then refuses new clients and reports NotReady, `AtCapacity`). Pods
+/// never report more than the cap, so whatever the target, only more pods can take more clients.
+pub fn saturated(pods: &[PodView], cap: u64) -> bool {
+    let mut serving = pods.iter().filter(|p| !p.draining).peekable();
+    serving.peek().is_some() && serving.all(|p| p.connections >= cap)
 }
 
 /// Replicas needed for `total` connections at the target per pod, within the bounds.
@@ -77,13 +110,23 @@ pub enum Limit {
 /// HorizontalPodAutoscaler's `ScalingLimited` condition (TooManyReplicas / TooFewReplicas).
 /// `complete`: every pod reported, so the total is not just a lower bound (needed to say fewer
 /// pods would do).
-pub fn limit(spec: &AutoscalingSpec, current: i32, total: u64, complete: bool) -> Option<Limit> {
-    let needed = if within_tolerance(spec, current, total) {
+/// `saturated`: every pod is full (see [`saturated`]), so at least one more pod is needed.
+pub fn limit(
+    spec: &AutoscalingSpec,
+    current: i32,
+    total: u64,
+    complete: bool,
+    saturated: bool,
+) -> Option<Limit> {
+    let mut needed = if within_tolerance(spec, current, total) {
         current
     } else {
         let target = u64::try_from(spec.target_connections_per_pod.max(1)).unwrap_or(1);
         i32::try_from(total.div_ceil(target)).unwrap_or(i32::MAX)
     };
+    if saturated {
+        needed = needed.max(current.saturating_add(1));
+    }
     let (min, max) = bounds(spec);
     if needed > max {
         Some(Limit::Max { needed, max })
@@ -176,6 +219,9 @@ pub struct ScaleInput<'a> {
     /// Whether every current pod has fresh stats; if not, the total is only a lower bound and
     /// the decision may only go up.
     pub stats_complete: bool,
+    /// Every pod is full (see [`saturated`]): recommend at least one pod more, whatever the
+    /// tolerance band says.
+    pub saturated: bool,
     /// Now, unix seconds.
     pub now: u64,
 }
@@ -197,17 +243,23 @@ pub fn effective_total(input: &ScaleInput<'_>) -> u64 {
 /// every recommendation of the last `scaleUpStabilizationSeconds` asked for more (the lowest of
 /// them wins), so transients shorter than that never add pods; scale-down goes to the highest
 /// recommendation of the last `scaleDownStabilizationSeconds` (as the HPA does), only on complete
-/// stats and once the history covers that window. Always within bounds.
+/// stats and once the history covers that window. A full cluster ([`ScaleInput::saturated`])
+/// asks for at least one pod more, through the same scale-up stabilization. Always within bounds.
 pub fn desired_replicas(input: ScaleInput<'_>, history: &mut History) -> i32 {
     let spec = input.spec;
     let total = effective_total(&input);
     let (min, max) = bounds(spec);
     let current = input.current;
-    let rec = if within_tolerance(spec, current, total) {
+    let mut rec = if within_tolerance(spec, current, total) {
         current.clamp(min, max)
     } else {
         recommend(spec, total)
     };
+    if input.saturated {
+        // One more pod at a time: how many clients are refused is unknown (they are not
+        // counted anywhere), and each new pod's stats show whether it filled up as well.
+        rec = rec.max(current.saturating_add(1)).clamp(min, max);
+    }
     let down = u64::try_from(spec.scale_down_stabilization_seconds.max(0)).unwrap_or(0);
     let up = u64::try_from(spec.scale_up_stabilization_seconds.max(0)).unwrap_or(0);
     let started = history.record(input.now, rec, down.max(up));

@@ -5,6 +5,8 @@ pub mod pool;
 pub use pool::{NatsPool, PoolConfig};
 
 use std::collections::HashMap;
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -26,7 +28,46 @@ pub struct Seen {
     pub at: SystemTime,
 }
 
+/// (namespace, cluster).
 type Key = (String, String);
+
+/// The connection stats came in on: the server URL and the credentials it logs in with, so the
+/// NATS account. Accounts do not share subjects, but any user of an account can publish
+/// `volley.stats.<ns>.<cluster>.<pod>` for any cluster: stats are kept per source, and a cluster
+/// reads only those from its own connection (finding 8 of review 2), so a tenant of account A
+/// cannot feed the decisions of a cluster in account B. The credentials are kept as they are (no
+/// hash, so no collision can ever mix accounts); `Debug` shows the URL redacted and only a
+/// fingerprint of the credentials.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Source {
+    url: String,
+    credentials: Option<String>,
+}
+
+impl Source {
+    /// The connection to `url` logged in with `credentials` (the contents of a `.creds` file).
+    pub fn new(url: &str, credentials: Option<&str>) -> Self {
+        Self {
+            url: url.to_string(),
+            credentials: credentials.map(str::to_string),
+        }
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fingerprint = self.credentials.as_ref().map(|c| {
+            let mut h = DefaultHasher::new();
+            c.hash(&mut h);
+            format!("{:016x}", h.finish())
+        });
+        f.debug_struct("Source")
+            // The URL may carry a user/password or a token, and sources are logged.
+            .field("url", &crate::gateway_config::redact_nats_url(&self.url))
+            .field("credentials", &fingerprint)
+            .finish()
+    }
+}
 
 /// Keep stats this long at most whatever the reader's `max_age` (twice the default, so a snapshot
 /// with the default age never misses an entry that is still fresh).
@@ -52,7 +93,8 @@ pub struct StatsStore {
 
 #[derive(Debug)]
 struct Inner {
-    clusters: HashMap<Key, HashMap<String, Seen>>,
+    /// Per source, per cluster, per pod.
+    sources: HashMap<Source, HashMap<Key, HashMap<String, Seen>>>,
     /// Pods across all clusters.
     pods: usize,
     last_prune: SystemTime,
@@ -71,16 +113,24 @@ fn older_than(since: SystemTime, at: SystemTime, age: Duration) -> bool {
 
 impl Inner {
     fn prune(&mut self, retention: Duration, now: SystemTime) {
-        for pods in self.clusters.values_mut() {
-            pods.retain(|_, s| !older_than(s.at, now, retention));
+        for clusters in self.sources.values_mut() {
+            for pods in clusters.values_mut() {
+                pods.retain(|_, s| !older_than(s.at, now, retention));
+            }
+            clusters.retain(|_, pods| !pods.is_empty());
         }
-        self.clusters.retain(|_, pods| !pods.is_empty());
+        self.sources.retain(|_, clusters| !clusters.is_empty());
         self.recount();
         self.last_prune = now;
     }
 
     fn recount(&mut self) {
-        self.pods = self.clusters.values().map(HashMap::len).sum();
+        self.pods = self
+            .sources
+            .values()
+            .flat_map(HashMap::values)
+            .map(HashMap::len)
+            .sum();
     }
 }
 
@@ -89,7 +139,7 @@ impl StatsStore {
     pub fn with_limits(retention: Duration, max_pods: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
-                clusters: HashMap::new(),
+                sources: HashMap::new(),
                 pods: 0,
                 last_prune: SystemTime::UNIX_EPOCH,
             })),
@@ -98,11 +148,23 @@ impl StatsStore {
         }
     }
 
-    /// Records one stats message. The subject is authoritative for the identity (a gateway
-    /// cannot report for another pod by lying in the body); bodies that do not parse or whose
-    /// identity disagrees with the subject are dropped and `false` is returned, as is a new pod
-    /// while the store is full.
+    /// Records one stats message that came in on no particular connection (tests and
+    /// single-account tools): [`StatsStore::record_from`] with the default [`Source`].
     pub fn record(&self, subject: &str, payload: &[u8], at: SystemTime) -> bool {
+        self.record_from(&Source::default(), subject, payload, at)
+    }
+
+    /// Records one stats message that came in on `source`. The subject is authoritative for the
+    /// identity (a gateway cannot report for another pod by lying in the body); bodies that do
+    /// not parse or whose identity disagrees with the subject are dropped and `false` is
+    /// returned, as is a new pod while the store is full.
+    pub fn record_from(
+        &self,
+        source: &Source,
+        subject: &str,
+        payload: &[u8],
+        at: SystemTime,
+    ) -> bool {
         let Some((ns, cluster, pod)) = wire::parse_stats_subject(subject) else {
             return false;
         };
@@ -121,8 +183,9 @@ impl StatsStore {
         }
         let key = (ns.to_string(), cluster.to_string());
         let known = inner
-            .clusters
-            .get(&key)
+            .sources
+            .get(source)
+            .and_then(|clusters| clusters.get(&key))
             .is_some_and(|pods| pods.contains_key(pod));
         if !known {
             if inner.pods >= self.max_pods {
@@ -135,8 +198,14 @@ impl StatsStore {
             }
             inner.pods += 1;
         }
+        // Cloned (credentials and all) only for a source not held yet.
+        if !inner.sources.contains_key(source) {
+            inner.sources.insert(source.clone(), HashMap::new());
+        }
         inner
-            .clusters
+            .sources
+            .get_mut(source)
+            .expect("inserted above")
             .entry(key)
             .or_default()
             .insert(pod.to_string(), Seen { stats, at });
@@ -163,9 +232,12 @@ impl StatsStore {
         self.len() == 0
     }
 
-    /// Fresh stats of one cluster (sorted by pod name); stale entries are dropped.
-    pub fn snapshot(
+    /// Fresh stats of one cluster that came in on `source` (sorted by pod name); stale entries
+    /// are dropped. What other connections (other NATS accounts) said about the cluster is not
+    /// seen.
+    pub fn snapshot_from(
         &self,
+        source: &Source,
         ns: &str,
         cluster: &str,
         max_age: Duration,
@@ -173,8 +245,9 @@ impl StatsStore {
     ) -> Vec<Seen> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(pods) = inner
-            .clusters
-            .get_mut(&(ns.to_string(), cluster.to_string()))
+            .sources
+            .get_mut(source)
+            .and_then(|clusters| clusters.get_mut(&(ns.to_string(), cluster.to_string())))
         else {
             return Vec::new();
         };
@@ -185,12 +258,42 @@ impl StatsStore {
         out
     }
 
-    /// Forgets a cluster (it was deleted).
+    /// Fresh stats of one cluster from every source, the newest per pod (sorted by pod name):
+    /// for tests and single-account tools; the operator reads [`StatsStore::snapshot_from`].
+    pub fn snapshot(
+        &self,
+        ns: &str,
+        cluster: &str,
+        max_age: Duration,
+        now: SystemTime,
+    ) -> Vec<Seen> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (ns.to_string(), cluster.to_string());
+        let mut newest: HashMap<&str, &Seen> = HashMap::new();
+        for pods in inner.sources.values().filter_map(|c| c.get(&key)) {
+            for (pod, seen) in pods {
+                if older_than(seen.at, now, max_age) {
+                    continue;
+                }
+                let slot = newest.entry(pod.as_str()).or_insert(seen);
+                if seen.at > slot.at {
+                    *slot = seen;
+                }
+            }
+        }
+        let mut out: Vec<Seen> = newest.into_values().cloned().collect();
+        out.sort_by(|a, b| a.stats.pod.cmp(&b.stats.pod));
+        out
+    }
+
+    /// Forgets a cluster (it was deleted), whatever the source.
     pub fn forget(&self, ns: &str, cluster: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner
-            .clusters
-            .remove(&(ns.to_string(), cluster.to_string()));
+        let key = (ns.to_string(), cluster.to_string());
+        for clusters in inner.sources.values_mut() {
+            clusters.remove(&key);
+        }
+        inner.sources.retain(|_, clusters| !clusters.is_empty());
         inner.recount();
     }
 }

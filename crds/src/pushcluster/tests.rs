@@ -166,21 +166,25 @@ fn crd_refuses_min_replicas_zero_in_operator_mode_only() {
 }
 
 /// Finding 10: a target above the per-pod cap makes full pods look under-loaded, so the
-/// autoscaler would shrink a saturated cluster; the API server refuses it in mode Operator.
+/// autoscaler would shrink a saturated cluster; finding 1 of review 2: a target above
+/// `cap / (1 + tolerance)` scales up only once every pod is full. The API server refuses both in
+/// mode Operator.
 #[test]
-fn crd_refuses_a_target_above_the_pod_connection_cap_in_operator_mode() {
+fn crd_refuses_a_target_above_the_pod_connection_cap_over_the_tolerance_in_operator_mode() {
     let mut found = Vec::new();
     rules(&schema(), "", &mut found);
     let rule = found
         .iter()
-        .find(|(p, r)| p == ".spec" && r.contains("targetConnectionsPerPod <= "))
+        .find(|(p, r)| p == ".spec" && r.contains("maxConnectionsPerPod)"))
         .map(|(_, r)| r.as_str());
     assert_eq!(
         rule,
         Some(
             "!has(self.autoscaling) || self.autoscaling.mode != 'Operator' || !has(self.gateway) \
              || !has(self.gateway.maxConnectionsPerPod) || \
-             self.autoscaling.targetConnectionsPerPod <= self.gateway.maxConnectionsPerPod"
+             double(self.autoscaling.targetConnectionsPerPod) * (1.0 + \
+             (has(self.autoscaling.tolerance) ? double(self.autoscaling.tolerance) : 0.1)) < \
+             double(self.gateway.maxConnectionsPerPod)"
         ),
         "{found:?}"
     );

@@ -162,3 +162,70 @@ fn without_pausing_the_round_only_sheds() {
     assert!(b.step(&pods, true, &spec(), 3000).is_empty());
     assert!(!b.busy());
 }
+
+/// Finding 5 of review 2: a Resume that fails (timeout, no responder) is sent again on the next
+/// step, a bounded number of times; the pod's round is over either way.
+#[test]
+fn a_failed_resume_is_sent_again_on_the_next_steps() {
+    let mut b = Balancer::new(timing());
+    let pods = [pod("a", 400), pod("b", 0)];
+    b.step(&pods, true, &spec(), 0);
+    b.step(&pods, true, &spec(), 500);
+    let resume = Command::Resume("a".into());
+    assert_eq!(
+        b.step(&pods, true, &spec(), 3500),
+        std::slice::from_ref(&resume)
+    );
+    b.failed(&resume);
+    // No round, not settled: only the retry goes out.
+    for attempt in 2..=RESUME_ATTEMPTS {
+        let t = 3500 + u64::from(attempt) * 100;
+        assert_eq!(
+            b.step(&pods, false, &spec(), t),
+            std::slice::from_ref(&resume),
+            "{attempt}"
+        );
+        b.failed(&resume);
+    }
+    // Past the attempts, the stats (see `orphans`) say whether it is still paused.
+    assert!(b.step(&pods, false, &spec(), 5000).is_empty());
+    // A retry that succeeds (no `failed`) is not sent again.
+    let mut b = Balancer::new(timing());
+    b.failed(&resume);
+    assert_eq!(
+        b.step(&pods, false, &spec(), 0),
+        std::slice::from_ref(&resume)
+    );
+    assert!(b.step(&pods, false, &spec(), 100).is_empty());
+}
+
+/// Finding 5 of review 2: a pod paused by no round of this balancer (the previous leader's round,
+/// a lost Pause reply) is resumed from its stats: `accepting=false`, not draining, below its cap.
+#[test]
+fn a_pod_paused_by_no_round_of_ours_is_resumed_from_its_stats() {
+    let paused = |name: &str, connections: u64| PodView {
+        accepting: false,
+        ..pod(name, connections)
+    };
+    let mut draining = paused("d", 10);
+    draining.draining = true;
+    // "c" is full: refusing for AtCapacity, not paused.
+    let views = [paused("a", 100), pod("b", 100), paused("c", 500), draining];
+    let mut b = Balancer::new(timing());
+    assert_eq!(b.orphans(&views, 500, 0), [Command::Resume("a".into())]);
+    // Stats taken before the Resume landed still say paused: not sent again within `settle`.
+    assert!(b.orphans(&views, 500, 999).is_empty());
+    // Still paused after that: sent again.
+    assert_eq!(b.orphans(&views, 500, 1000), [Command::Resume("a".into())]);
+    // A pod our own round paused is left to the round.
+    let mut b = Balancer::new(timing());
+    let uneven = [pod("a", 400), pod("b", 0)];
+    assert_eq!(
+        b.step(&uneven, true, &spec(), 0),
+        [Command::Pause("a".into())]
+    );
+    assert!(
+        b.orphans(&[paused("a", 400), pod("b", 0)], 500, 10)
+            .is_empty()
+    );
+}

@@ -108,10 +108,18 @@ async fn scale(
     for (pod, cost) in &plan.costs {
         let patch = serde_json::json!({"metadata": {"annotations": {
             scaledown::DELETION_COST: cost.to_string()}}});
-        pods_api
+        match pods_api
             .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| WriteError::new("Pod", pod, e))?;
+        {
+            // Deleted or evicted since the list: nothing left to rank; the next pass plans
+            // from the pods that exist (finding 9 of review 2).
+            Err(kube::Error::Api(e)) if e.is_not_found() => {
+                tracing::debug!(pod, "pod gone before its deletion cost was written");
+            }
+            Err(e) => return Err(WriteError::new("Pod", pod, e)),
+            Ok(_) => {}
+        }
     }
     if let Some(client) = nats {
         let drained = control::drain(ctx, v, client, &plan.drains, now).await;

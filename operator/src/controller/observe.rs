@@ -12,7 +12,7 @@ use kube::api::ListParams;
 use super::Context;
 use crate::build::{self, Valid};
 use crate::gateway_config::redact_nats_url;
-use crate::stats::{self, Seen};
+use crate::stats::{self, Seen, Source};
 
 /// The NATS connection as far as deciding and the status care.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub(crate) async fn observe(
     ctx: &Context,
 ) -> Result<(Observed, Option<async_nats::Client>), kube::Error> {
     let (ns, name) = (&v.namespace, &v.name);
-    let (nats, client) = nats(v, ctx).await?;
+    let (nats, client, source) = nats(v, ctx).await?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let deployment = deployments
         .get_opt(name)
@@ -96,9 +96,12 @@ pub(crate) async fn observe(
         .list(&ListParams::default().labels(&build::selector_string(name)))
         .await?
         .items;
-    let stats = ctx
-        .stats
-        .snapshot(ns, name, ctx.stats_max_age, SystemTime::now());
+    // Only what came in on this cluster's own connection (its NATS account): a user of another
+    // account can publish on this cluster's stats subjects too (finding 8 of review 2).
+    let stats = source.map_or_else(Vec::new, |source| {
+        ctx.stats
+            .snapshot_from(&source, ns, name, ctx.stats_max_age, SystemTime::now())
+    });
     let observed = Observed {
         nats,
         deployment,
@@ -109,12 +112,13 @@ pub(crate) async fn observe(
 }
 
 /// Connects (through the pool) to the cluster's NATS, with the credentials from its Secret.
+/// Also returns the stats [`Source`] of that connection, once the credentials are known.
 async fn nats(
     v: &Valid<'_>,
     ctx: &Context,
-) -> Result<(NatsView, Option<async_nats::Client>), kube::Error> {
+) -> Result<(NatsView, Option<async_nats::Client>, Option<Source>), kube::Error> {
     let Some(nats) = &v.pc.spec.nats else {
-        return Ok((NatsView::Standalone, None));
+        return Ok((NatsView::Standalone, None, None));
     };
     let creds = match &nats.credentials_secret {
         Some(name) => {
@@ -128,19 +132,21 @@ async fn nats(
                 Some(c) => Some(c),
                 None => {
                     let why = format!("Secret {name:?} has no key \"creds\"");
-                    return Ok((NatsView::Failed(why), None));
+                    return Ok((NatsView::Failed(why), None, None));
                 }
             }
         }
         None => None,
     };
+    let source = Some(Source::new(&nats.url, creds.as_deref()));
     Ok(match ctx.nats.client(&nats.url, creds.as_deref()).await {
-        Ok(c) if stats::is_connected(&c) => (NatsView::Connected, Some(c)),
+        Ok(c) if stats::is_connected(&c) => (NatsView::Connected, Some(c), source),
         Ok(_) => (
             // The status is read more widely than the spec: no credentials in it.
             NatsView::Failed(format!("not connected to {}", redact_nats_url(&nats.url))),
             None,
+            source,
         ),
-        Err(e) => (NatsView::Failed(e.to_string()), None),
+        Err(e) => (NatsView::Failed(e.to_string()), None, source),
     })
 }

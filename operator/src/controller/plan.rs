@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use volley_crds::AutoscalingMode;
+use volley_crds::wire::config::defaults;
 
 use super::SPREAD_MS;
 use super::events::Decision;
@@ -158,11 +159,16 @@ pub(crate) fn plan(
     let mut facts = scaledown::pod_facts(&o.pods, &by_pod);
     let drain_secs = v.rendered.drain.as_secs();
     let stuck_limit = drain_secs + s.drain_stuck_margin.as_secs();
-    // The target capped at what one pod accepts (finding 10).
-    let autoscaling = scaling::with_capacity(
-        &pc.spec.autoscaling,
-        pc.spec.gateway.max_connections_per_pod,
-    );
+    // What one pod accepts: the gateway's own default when the spec leaves it unset.
+    let pod_cap = pc
+        .spec
+        .gateway
+        .max_connections_per_pod
+        .and_then(|c| u64::try_from(c).ok())
+        .unwrap_or_else(|| u64::try_from(defaults::MAX_CONNECTIONS).unwrap_or(u64::MAX));
+    // The target capped below what one pod accepts over the tolerance (finding 10, and finding
+    // 1 of review 2), the gateway's default cap included.
+    let autoscaling = scaling::with_capacity(&pc.spec.autoscaling, i64::try_from(pod_cap).ok());
     let target = autoscaling.target_connections_per_pod;
 
     // Safety net: a pod that has been draining past drainTimeout + margin without being deleted
@@ -192,6 +198,9 @@ pub(crate) fn plan(
         .collect();
     let views: Vec<PodView> = seen.iter().map(stats::pod_view).collect();
     let stats_complete = connected && !facts.is_empty() && views.len() == facts.len();
+    // Every pod full (finding 1 of review 2): only on complete stats, so a pod that just started
+    // and has not reported yet is not overlooked (it takes clients already).
+    let saturated = stats_complete && scaling::saturated(&views, pod_cap);
     let mut notices = Vec::new();
     if let Some(d) = stale_notice(&facts, s.stats_max_age, now.secs, m).filter(|_| connected) {
         notices.push(d);
@@ -217,6 +226,7 @@ pub(crate) fn plan(
         pods: &views,
         in_flight,
         stats_complete,
+        saturated,
         now: now.secs,
     };
     let total = scaling::effective_total(&input);
@@ -261,8 +271,13 @@ pub(crate) fn plan(
             note,
         ));
     }
+    let full = if saturated {
+        format!(", every pod full at {pod_cap}")
+    } else {
+        String::new()
+    };
     let inputs = format!(
-        "{total} connections, target {target} per pod, {} of {} pods reporting",
+        "{total} connections, target {target} per pod, {} of {} pods reporting{full}",
         views.len(),
         facts.len()
     );
@@ -271,7 +286,7 @@ pub(crate) fn plan(
     // condition, and a Warning Event when the maxReplicas cap starts to hold (clients may be
     // refused or pods overloaded). minReplicas holding is a choice, only shown in the condition.
     let limit = (operator_mode && connected)
-        .then(|| scaling::limit(&autoscaling, current, total, stats_complete))
+        .then(|| scaling::limit(&autoscaling, current, total, stats_complete, saturated))
         .flatten();
     let limited = limit.map(|l| match l {
         scaling::Limit::Max { needed, max } => format!(
@@ -398,9 +413,14 @@ pub(crate) fn plan(
     let balance_spec = &pc.spec.balance;
     let balance = if connected {
         let settled = balance_spec.enabled && !scaling_now && stats_complete;
-        m.balancer
-            .get_or_insert_with(|| Balancer::new(s.balance_timing))
-            .step(&views, settled, balance_spec, now.ms)
+        let b = m
+            .balancer
+            .get_or_insert_with(|| Balancer::new(s.balance_timing));
+        let mut cmds = b.step(&views, settled, balance_spec, now.ms);
+        // Pods paused by no round of ours (a round of the previous leader, a lost reply) are
+        // resumed, balancing enabled or not (finding 5 of review 2).
+        cmds.extend(b.orphans(&views, pod_cap, now.ms));
+        cmds
     } else {
         Vec::new()
     };

@@ -35,6 +35,7 @@ fn decide(s: &AutoscalingSpec, current: i32, total: u64, now: u64, h: &mut Histo
             pods: &pods,
             in_flight: 0,
             stats_complete: true,
+            saturated: false,
             now,
         },
         h,
@@ -84,6 +85,7 @@ fn incomplete_stats_never_scale_down() {
         pods: &pods,
         in_flight: 0,
         stats_complete: false,
+        saturated: false,
         now: 10,
     };
     assert_eq!(desired_replicas(input, &mut h), 4);
@@ -113,6 +115,7 @@ fn operator_mode_never_decides_zero_even_with_min_replicas_zero() {
             pods: &[],
             in_flight: 0,
             stats_complete: true,
+            saturated: false,
             now: 1000 + t,
         };
         current = desired_replicas(input, &mut h);
@@ -125,25 +128,90 @@ fn operator_mode_never_decides_zero_even_with_min_replicas_zero() {
         pods: &[],
         in_flight: 0,
         stats_complete: true,
+        saturated: false,
         now: 2000,
     };
     assert_eq!(desired_replicas(input, &mut h), 1);
 }
 
-/// Finding 10: the target is capped at the pod's hard cap.
+/// Finding 10, and finding 1 of review 2: the target is capped below the pod's hard cap divided
+/// by `1 + tolerance`, so the load can leave the tolerance band before every pod is full.
 #[test]
-fn the_target_is_capped_at_max_connections_per_pod() {
+fn the_target_is_capped_below_max_connections_per_pod_over_the_tolerance() {
     let s = spec(1, 10, 10_000, 0);
     assert_eq!(with_capacity(&s, None), s);
     assert_eq!(with_capacity(&s, Some(20_000)), s);
+    // Tolerance 0: anything below the cap.
     let capped = with_capacity(&s, Some(5_000));
-    assert_eq!(capped.target_connections_per_pod, 5_000);
-    // Three pods full at 5000: three pods are needed, not ceil(15000 / 10000) = 2.
+    assert_eq!(capped.target_connections_per_pod, 4_999);
+    // Three pods full at 5000 need a fourth, not ceil(15000 / 10000) = 2.
     assert_eq!(recommend(&s, 15_000), 2);
-    assert_eq!(recommend(&capped, 15_000), 3);
-    assert_eq!(recommend(&capped, 15_001), 4);
+    assert_eq!(recommend(&capped, 15_000), 4);
+    // The CRD rule's boundary, `target × (1 + tolerance) < cap`, for a few tolerances.
+    for (tolerance, cap, want) in [(0.1, 5_000, 4_545), (0.25, 5_000, 3_999), (1.0, 3, 1)] {
+        let mut t = s.clone();
+        t.tolerance = tolerance;
+        let got = with_capacity(&t, Some(cap)).target_connections_per_pod;
+        assert_eq!(got, want, "tolerance {tolerance}, cap {cap}");
+        #[allow(clippy::cast_precision_loss)]
+        let fits = |x: i64| (x as f64) * (1.0 + tolerance) < cap as f64;
+        assert!(
+            fits(got) && !fits(got + 1),
+            "tolerance {tolerance}, cap {cap}"
+        );
+    }
+    // A target that already fits is kept.
+    let mut low = s.clone();
+    low.target_connections_per_pod = 4_000;
+    low.tolerance = 0.1;
+    assert_eq!(with_capacity(&low, Some(5_000)), low);
     // A nonsense cap (the schema says minimum 1) changes nothing.
     assert_eq!(with_capacity(&s, Some(0)), s);
+}
+
+#[test]
+fn saturated_means_every_serving_pod_at_its_cap() {
+    let full = |name: &str| pod(name, 5_000);
+    assert!(saturated(&[full("a"), full("b")], 5_000));
+    assert!(!saturated(&[full("a"), pod("b", 4_999)], 5_000));
+    // A draining pod takes no clients whatever it holds.
+    let mut draining = pod("c", 10);
+    draining.draining = true;
+    assert!(saturated(&[full("a"), draining.clone()], 5_000));
+    assert!(!saturated(&[draining], 5_000));
+    assert!(!saturated(&[], 5_000));
+}
+
+/// Finding 1 of review 2: pods never report more than their cap, so with the target at the cap
+/// (a legacy object) and a 10% tolerance, three full pods sit "within tolerance" for good. Full
+/// pods ask for one more, through the scale-up window, up to maxReplicas.
+#[test]
+fn a_full_cluster_asks_for_one_more_pod_through_the_tolerance_band() {
+    let mut s = spec(1, 4, 5_000, 300);
+    s.tolerance = 0.1;
+    s.scale_up_stabilization_seconds = 15;
+    let full = [pod("a", 5_000), pod("b", 5_000), pod("c", 5_000)];
+    let input = |current, now, saturated| ScaleInput {
+        spec: &s,
+        current,
+        pods: &full,
+        in_flight: 0,
+        stats_complete: true,
+        saturated,
+        now,
+    };
+    let mut h = History::default();
+    assert_eq!(desired_replicas(input(3, 1000, false), &mut h), 3);
+    let mut h = History::default();
+    assert_eq!(desired_replicas(input(3, 1000, true), &mut h), 3);
+    assert_eq!(desired_replicas(input(3, 1015, true), &mut h), 4);
+    // At maxReplicas: no more, and the limit is said.
+    assert_eq!(desired_replicas(input(4, 1030, true), &mut h), 4);
+    assert_eq!(
+        limit(&s, 4, 20_000, true, true),
+        Some(Limit::Max { needed: 5, max: 4 })
+    );
+    assert_eq!(limit(&s, 4, 20_000, true, false), None);
 }
 
 /// Finding 15: counts come from any NATS publisher; two at u64::MAX must not overflow (a debug
@@ -159,6 +227,7 @@ fn huge_connection_counts_saturate_instead_of_overflowing() {
         pods: &pods,
         in_flight: 10,
         stats_complete: true,
+        saturated: false,
         now: 1000,
     };
     assert_eq!(effective_total(&input), u64::MAX - 10);
@@ -188,7 +257,7 @@ fn huge_connection_counts_saturate_instead_of_overflowing() {
 fn limit_names_the_bound_and_the_count_the_load_needs() {
     let s = spec(2, 10, 10_000, 0);
     assert_eq!(
-        limit(&s, 10, 250_000, true),
+        limit(&s, 10, 250_000, true, false),
         Some(Limit::Max {
             needed: 25,
             max: 10
@@ -196,23 +265,23 @@ fn limit_names_the_bound_and_the_count_the_load_needs() {
     );
     // Not complete: the total is a lower bound, still above the max.
     assert!(matches!(
-        limit(&s, 10, 250_000, false),
+        limit(&s, 10, 250_000, false, false),
         Some(Limit::Max { .. })
     ));
-    assert_eq!(limit(&s, 10, 100_000, true), None);
-    assert_eq!(limit(&s, 5, 50_000, true), None);
+    assert_eq!(limit(&s, 10, 100_000, true, false), None);
+    assert_eq!(limit(&s, 5, 50_000, true, false), None);
     assert_eq!(
-        limit(&s, 2, 5_000, true),
+        limit(&s, 2, 5_000, true, false),
         Some(Limit::Min { needed: 1, min: 2 })
     );
     // An incomplete total cannot say fewer pods would do.
-    assert_eq!(limit(&s, 2, 5_000, false), None);
+    assert_eq!(limit(&s, 2, 5_000, false, false), None);
     // The floor of 1 is the operator's own: an idle cluster at 1 is not "limited".
-    assert_eq!(limit(&spec(1, 10, 10_000, 0), 1, 0, true), None);
+    assert_eq!(limit(&spec(1, 10, 10_000, 0), 1, 0, true, false), None);
     // Within the tolerance band of the max, the max is what the load asks for.
     let mut tolerant = s.clone();
     tolerant.tolerance = 0.1;
-    assert_eq!(limit(&tolerant, 10, 105_000, true), None);
+    assert_eq!(limit(&tolerant, 10, 105_000, true, false), None);
 }
 
 #[test]
@@ -364,6 +433,7 @@ fn connections_in_flight_are_counted_once() {
             pods: &pods,
             in_flight: 150,
             stats_complete: true,
+            saturated: false,
             now: t,
         };
         assert_eq!(effective_total(&input), 600);

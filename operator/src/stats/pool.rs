@@ -8,14 +8,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use volley_crds::wire;
 
-use super::{NatsError, StatsStore};
+use super::{NatsError, Source, StatsStore};
 
 /// Timings of the pool; [`PoolConfig::default`] is what the operator runs with (tests shorten
 /// them).
@@ -56,28 +55,9 @@ impl Default for PoolConfig {
     }
 }
 
-/// What identifies a connection: the server and the credentials it logs in with. The
-/// credentials are kept as they are (no hash, so no collision can ever share a connection across
-/// accounts); `Debug` shows only a fingerprint.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Key {
-    url: String,
-    credentials: Option<String>,
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let fingerprint = self.credentials.as_ref().map(|c| {
-            let mut h = DefaultHasher::new();
-            c.hash(&mut h);
-            format!("{:016x}", h.finish())
-        });
-        f.debug_struct("Key")
-            .field("url", &self.url)
-            .field("credentials", &fingerprint)
-            .finish()
-    }
-}
+/// What identifies a connection: the server and the credentials it logs in with (see
+/// [`Source`], which also tags the stats the connection delivers).
+type Key = Source;
 
 /// One key's state; its own lock is held while connecting, so only callers of the same key wait.
 #[derive(Debug)]
@@ -148,10 +128,7 @@ impl NatsPool {
         credentials: Option<&str>,
     ) -> Result<async_nats::Client, NatsError> {
         let now = Instant::now();
-        let key = Key {
-            url: url.to_string(),
-            credentials: credentials.map(str::to_string),
-        };
+        let key = Key::new(url, credentials);
         let entry = {
             // A short, synchronous critical section: never held across a connect.
             let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
@@ -268,10 +245,12 @@ impl NatsPool {
             .await
             .map_err(|e| connect_error(&e))?;
         let store = self.store.clone();
+        let source = key.clone();
         let feed = tokio::spawn(async move {
             // Ends when the connection closes; reconnects are handled inside async-nats.
             while let Some(msg) = sub.next().await {
-                if !store.record(msg.subject.as_str(), &msg.payload, SystemTime::now()) {
+                let subject = msg.subject.as_str();
+                if !store.record_from(&source, subject, &msg.payload, SystemTime::now()) {
                     tracing::debug!(subject = %msg.subject, "ignored malformed stats message");
                 }
             }

@@ -111,3 +111,41 @@ fn a_full_store_refuses_new_pods_and_keeps_updating_known_ones() {
     store.forget("ns", "web");
     assert!(store.is_empty());
 }
+
+/// Finding 8 of review 2: stats are kept per source (connection, so NATS account); a cluster
+/// reads only its own source's, and one source cannot overwrite another's entry.
+#[test]
+fn stats_are_kept_and_read_per_source() {
+    let store = StatsStore::with_limits(DEFAULT_RETENTION, 3);
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let a = Source::new("nats://n:4222", Some("creds-a"));
+    let b = Source::new("nats://n:4222", Some("creds-b"));
+    assert!(store.record_from(&b, "volley.stats.nb.web.p", &body("nb", "web", "p", 5), t0));
+    // Account A publishes for cluster B's pod.
+    assert!(store.record_from(&a, "volley.stats.nb.web.p", &body("nb", "web", "p", 0), t0));
+    let snap = store.snapshot_from(&b, "nb", "web", DEFAULT_MAX_AGE, t0);
+    assert_eq!(snap.len(), 1);
+    assert_eq!(snap[0].stats.connections, 5);
+    assert_eq!(
+        store.snapshot_from(&a, "nb", "web", DEFAULT_MAX_AGE, t0)[0]
+            .stats
+            .connections,
+        0
+    );
+    // Unknown source: nothing.
+    let c = Source::new("nats://n:4222", None);
+    assert!(
+        store
+            .snapshot_from(&c, "nb", "web", DEFAULT_MAX_AGE, t0)
+            .is_empty()
+    );
+    // The bound counts every source's entries.
+    assert_eq!(store.len(), 2);
+    assert!(store.record_from(&c, "volley.stats.nb.web.q", &body("nb", "web", "q", 1), t0));
+    assert!(!store.record_from(&a, "volley.stats.nb.web.r", &body("nb", "web", "r", 1), t0));
+    // A deleted cluster is forgotten from every source.
+    store.forget("nb", "web");
+    assert!(store.is_empty());
+    // Debug never shows the credentials.
+    assert!(!format!("{a:?}").contains("creds-a"));
+}

@@ -559,7 +559,7 @@ fn min_replicas_zero_scales_to_one_in_operator_mode_and_to_zero_in_external_mode
 
 /// Finding 10: three pods full at maxConnectionsPerPod 5000 with the default target 10000 (an
 /// object stored before the CRD refused that) are not scaled down to 2; less load scales down
-/// against the capped target.
+/// against the capped target (below 5000 / (1 + tolerance)).
 #[test]
 fn a_saturated_cluster_is_not_shrunk_when_the_target_exceeds_the_pod_cap() {
     let mut s = spec();
@@ -567,10 +567,10 @@ fn a_saturated_cluster_is_not_shrunk_when_the_target_exceeds_the_pod_cap() {
     assert_eq!(s.autoscaling.target_connections_per_pod, 10_000);
     let pc = stored(s);
     let mut m = ClusterMemory::default();
-    let p = run(&pc, &cluster(&[5_000, 5_000, 5_000], at(0)), &mut m, at(0));
-    assert_eq!((p.status.desired, p.replicas), (3, 3));
-    assert!(p.drains.is_empty() && p.costs.is_empty() && p.scaling.is_none());
-    // 6000 connections: 2 pods at 5000 each (1 at the uncapped 10000).
+    let p = run(&pc, &full_cluster(3, 5_000, at(0)), &mut m, at(0));
+    assert!(p.status.desired >= 3 && p.replicas >= 3, "{:?}", p.status);
+    assert!(p.drains.is_empty() && p.costs.is_empty());
+    // 6000 connections: 2 pods at 4545 each (1 at the uncapped 10000).
     let p = run(
         &pc,
         &cluster(&[2_000, 2_000, 2_000], at(10)),
@@ -579,7 +579,49 @@ fn a_saturated_cluster_is_not_shrunk_when_the_target_exceeds_the_pod_cap() {
     );
     assert_eq!(p.status.desired, 2);
     let note = p.drain_note.expect("a scale-down").inputs;
-    assert!(note.contains("target 5000 per pod"), "{note}");
+    assert!(note.contains("target 4545 per pod"), "{note}");
+}
+
+/// `n` pods full at `cap`: NotReady and refusing clients (`accepting=false`, not draining).
+fn full_cluster(n: usize, cap: u64, now: Now) -> Observed {
+    let mut o = cluster(&vec![cap; n], now);
+    for s in &mut o.stats {
+        s.stats.accepting = false;
+    }
+    o.pods = o.pods.into_iter().map(not_ready).collect();
+    o
+}
+
+/// Finding 1 of review 2: target = maxConnectionsPerPod = 5000 with tolerance 0.1, three pods
+/// full. 15000 connections on 3 × 5000 is "within tolerance", and pods never report more than
+/// their cap, so the cluster stayed at 3 with clients refused for good. Full pods scale up (after
+/// the scale-up window), and the new pod is not drained again while the others stay full.
+#[test]
+fn a_full_cluster_scales_up_when_the_target_is_the_pod_cap() {
+    let mut s = spec();
+    s.gateway.max_connections_per_pod = Some(5_000);
+    s.autoscaling.target_connections_per_pod = 5_000;
+    s.autoscaling.tolerance = 0.1;
+    s.autoscaling.scale_up_stabilization_seconds = 15;
+    let pc = stored(s);
+    let mut m = ClusterMemory::default();
+    let p = run(&pc, &full_cluster(3, 5_000, at(0)), &mut m, at(0));
+    assert_eq!(p.status.desired, 3, "the scale-up window has not passed");
+    let p = run(&pc, &full_cluster(3, 5_000, at(15)), &mut m, at(15));
+    assert!(p.status.desired >= 4, "{:?}", p.status);
+    assert_eq!(p.replicas, p.status.desired);
+    let d = p.scaling.expect("a ScalingUp decision");
+    assert_eq!(d.reason, "ScalingUp");
+    assert!(d.note.contains("every pod full at 5000"), "{}", d.note);
+    // One pod short of full is not saturated: it still takes clients.
+    let mut m = ClusterMemory::default();
+    let mut o = full_cluster(3, 5_000, at(0));
+    o.stats[1].stats.connections = 4_000;
+    o.stats[1].stats.accepting = true;
+    for t in [0, 15, 30] {
+        let p = run(&pc, &o, &mut m, at(t));
+        assert_eq!(p.status.desired, 3, "at {t}s");
+    }
 }
 
 #[test]
@@ -719,4 +761,58 @@ fn ready_is_short_for_as_long_as_fewer_pods_than_desired_are_ready() {
     assert_eq!(p.status.not_ready, ["web-1 (not ready)"]);
     o.deployment = settled(2);
     assert_eq!(run(&pc, &o, &mut m, at(26)).status.short_for, 0);
+}
+
+/// Finding 5 of review 2: a new leader (fresh memory) finds web-1 paused (`accepting=false`, not
+/// draining, below its cap) by a round of the previous leader, and resumes it, with balancing
+/// enabled or not.
+#[test]
+fn a_pod_left_paused_by_a_previous_leader_is_resumed() {
+    for enabled in [true, false] {
+        let mut s = spec();
+        s.balance.enabled = enabled;
+        let pc = stored(s);
+        let mut o = cluster(&[100, 100, 100], at(0));
+        o.stats[1].stats.accepting = false;
+        o.pods[1] = not_ready(o.pods[1].clone());
+        let mut m = ClusterMemory::default();
+        let p = run(&pc, &o, &mut m, at(0));
+        assert_eq!(
+            p.balance,
+            [Command::Resume("web-1".into())],
+            "enabled {enabled}"
+        );
+        // Not repeated on the next pass, whose stats may predate the Resume.
+        let p = run(&pc, &o, &mut m, at(1));
+        assert!(p.balance.is_empty(), "enabled {enabled}: {:?}", p.balance);
+    }
+}
+
+/// Finding 1 of review 2: without `maxConnectionsPerPod` the gateway's own default cap holds,
+/// so a target above it over the tolerance is capped as well, and pods full at that default
+/// scale up.
+#[test]
+fn the_gateways_default_cap_bounds_the_target_too() {
+    let cap = u64::try_from(defaults::MAX_CONNECTIONS).unwrap();
+    let mut s = spec();
+    s.autoscaling.target_connections_per_pod = i64::try_from(cap).unwrap();
+    s.autoscaling.tolerance = 0.1;
+    let pc = stored(s);
+    let p = run(
+        &pc,
+        &full_cluster(2, cap, at(0)),
+        &mut ClusterMemory::default(),
+        at(0),
+    );
+    assert_eq!(p.status.desired, 3, "{:?}", p.status);
+    let note = p.scaling.expect("a scale-up").note;
+    let capped = scaling::with_capacity(&pc.spec.autoscaling, i64::try_from(cap).ok());
+    assert!(capped.target_connections_per_pod < i64::try_from(cap).unwrap());
+    assert!(
+        note.contains(&format!(
+            "target {} per pod",
+            capped.target_connections_per_pod
+        )),
+        "{note}"
+    );
 }

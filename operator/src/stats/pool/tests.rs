@@ -225,7 +225,8 @@ fn stats_body(ns: &str, pod: &str) -> Vec<u8> {
 
 /// Two tenants on one server, each in its own NATS account: the pool gives each its own
 /// connection, so the second tenant's stats arrive (with a pool keyed by URL only, the second
-/// call got the first tenant's connection, which cannot see account B).
+/// call got the first tenant's connection, which cannot see account B); and stats published in
+/// one account for a cluster of the other are not that cluster's.
 #[tokio::test]
 async fn credentials_choose_the_connection() {
     let scratch = Scratch::new("accounts");
@@ -303,6 +304,69 @@ async fn credentials_choose_the_connection() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // Finding 8 of review 2: a user of account A publishes stats on cluster B's subject. They
+    // arrive on the A connection, and cluster B, which reads its own connection, never sees them.
+    let (source_a, source_b) = (
+        Source::new(&url, Some(&creds_a)),
+        Source::new(&url, Some(&creds_b)),
+    );
+    let pods = |source: &Source| -> Vec<String> {
+        store
+            .snapshot_from(
+                source,
+                "tenant-b",
+                "web",
+                DEFAULT_MAX_AGE,
+                SystemTime::now(),
+            )
+            .into_iter()
+            .map(|s| s.stats.pod)
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !pods(&source_a).contains(&"pb".to_string()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "injected stats never arrived"
+        );
+        gateway_a
+            .publish(
+                "volley.stats.tenant-b.web.pb",
+                stats_body("tenant-b", "pb").into(),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pods(&source_b), ["pb"]);
+    let from_b = store.snapshot_from(
+        &source_b,
+        "tenant-b",
+        "web",
+        DEFAULT_MAX_AGE,
+        SystemTime::now(),
+    );
+    let from_a = store.snapshot_from(
+        &source_a,
+        "tenant-b",
+        "web",
+        DEFAULT_MAX_AGE,
+        SystemTime::now(),
+    );
+    // Cluster B's entry is still the one its own gateway sent, not overwritten by the later one.
+    assert!(from_b[0].at < from_a[0].at, "{from_b:?} {from_a:?}");
+    assert!(
+        store
+            .snapshot_from(
+                &source_b,
+                "tenant-a",
+                "web",
+                DEFAULT_MAX_AGE,
+                SystemTime::now()
+            )
+            .is_empty()
+    );
 
     // Rotated credentials (a new user of account B) get a connection of their own.
     pool.client(&url, Some(&b.user_creds("operator-b-rotated")))
@@ -473,4 +537,20 @@ async fn a_client_disconnected_too_long_is_replaced() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let fresh = pool.client(&url, None).await.unwrap();
     assert!(is_connected(&fresh));
+}
+
+/// Finding 7 of review 2: keys are logged (every failed connect), and their URL may carry a
+/// password or a token.
+#[test]
+fn a_keys_debug_hides_the_urls_credentials() {
+    for url in [
+        "nats://u:s3cret@h:4222",
+        "nats://s3cret@h:4222",
+        "nats://u:s3,cret@h",
+    ] {
+        let key = Key::new(url, Some("-----BEGIN NATS USER JWT-----s3cret"));
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("s3"), "{shown}");
+        assert!(shown.contains("@h"), "{shown}");
+    }
 }
