@@ -24,6 +24,33 @@ pub struct LeaseConfig {
     /// Stop leading when no renewal was accepted for this long (see [`deadline`]). Shorter than
     /// the lease duration, so the leader stops before a standby can take the expired lease.
     pub renew_deadline: Duration,
+    /// Wait after a failed lease request before the next attempt. Fixed, unlike
+    /// kube-lease-manager's own `watch()` loop, whose back-off only resets on a leadership change:
+    /// there, isolated errors over weeks add up until one retry comes after the deadline.
+    pub retry: Duration,
+    /// Each lease request fails after this long without an answer, so it is retried.
+    pub request_timeout: Duration,
+}
+
+impl LeaseConfig {
+    /// The operator's timings, those of client-go's leader election
+    /// (<https://pkg.go.dev/k8s.io/client-go/tools/leaderelection#LeaderElectionConfig>: lease
+    /// 15 s, renew deadline 10 s, retry period 2 s): renewed every 2 s (duration - grace), a
+    /// failed request retried after 1 s and given up after 4 s, so one failure or one slow
+    /// answer costs at most 2 + 4 + 1 s and a healthy leader keeps leading; after 10 s without
+    /// an accepted renewal the leader steps down, 5 s before a standby may take the lease.
+    pub fn standard(name: String, namespace: String, identity: String) -> Self {
+        LeaseConfig {
+            name,
+            namespace,
+            identity,
+            duration_seconds: 15,
+            grace_seconds: 13,
+            renew_deadline: Duration::from_secs(10),
+            retry: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(4),
+        }
+    }
 }
 
 /// The lease manager's task; it releases the lease and ends once every receiver is dropped.
@@ -42,7 +69,7 @@ pub async fn start(
         "/apis/coordination.k8s.io/v1/namespaces/{}/leases/{}",
         cfg.namespace, cfg.name
     );
-    let client = deadline::recording(client, path, writes.clone());
+    let client = deadline::recording(client, path, writes.clone(), cfg.request_timeout);
     let manager = LeaseManagerBuilder::new(client, cfg.name)
         .with_namespace(cfg.namespace)
         .with_identity(cfg.identity)
@@ -51,10 +78,57 @@ pub async fn start(
         .with_field_manager(format!("{}-lease", crate::build::MANAGER))
         .build()
         .await?;
-    let (upstream, task) = manager.watch().await;
-    let (out, rx) = watch::channel(*upstream.borrow());
+    let (sender, upstream) = watch::channel(false);
+    let task = tokio::spawn(compete(manager, sender, cfg.retry));
+    let (out, rx) = watch::channel(false);
     tokio::spawn(deadline::guard(upstream, out, writes, cfg.renew_deadline));
     Ok((rx, task))
+}
+
+/// kube-lease-manager's `watch()` loop (manager.rs) with a fixed `retry` after an error instead
+/// of its back-off that never resets while leadership does not change: publishes every change
+/// of leadership, and releases the lease and ends once every receiver is gone.
+async fn compete(
+    manager: LeaseManager,
+    sender: watch::Sender<bool>,
+    retry: Duration,
+) -> Result<LeaseManager, LeaseManagerError> {
+    loop {
+        tokio::select! {
+            biased;
+            () = sender.closed() => break,
+            changed = manager.changed() => match changed {
+                Ok(leading) => {
+                    sender.send_replace(leading);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?retry, "lease request failed; retrying");
+                    tokio::select! {
+                        biased;
+                        () = sender.closed() => break,
+                        () = tokio::time::sleep(retry) => {}
+                    }
+                }
+            },
+        }
+    }
+    manager.release().await?;
+    Ok(manager)
+}
+
+/// Runs `work` (the controller) until `lost` completes, then drops it at once: its in-flight
+/// reconciles are aborted (kube-runtime spawns each as a `CancelableJoinHandle`, which aborts
+/// its task on drop) instead of running to completion after a standby may have taken over.
+/// `None` when leadership was lost first.
+pub async fn until_lost<T>(
+    work: impl std::future::Future<Output = T>,
+    lost: impl std::future::Future<Output = ()>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = lost => None,
+        done = work => Some(done),
+    }
 }
 
 /// Why [`stop`] did not see the lease released.
@@ -72,8 +146,7 @@ pub enum StopError {
 }
 
 /// Waits at most `timeout` for the lease manager to release the lease and end. Every receiver
-/// must be dropped first (that is what makes kube-lease-manager release: its watch loop waits on
-/// `Sender::closed`, manager.rs `watch`). A replica that does not hold the lease only reads it.
+/// must be dropped first (that is what makes [`compete`] release: it waits on `Sender::closed`). A replica that does not hold the lease only reads it.
 pub async fn stop(task: LeaseTask, timeout: Duration) -> Result<(), StopError> {
     match tokio::time::timeout(timeout, task).await {
         Err(_) => Err(StopError::Timeout(timeout)),

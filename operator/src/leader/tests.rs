@@ -33,6 +33,8 @@ async fn waits_for_leadership_changes() {
 struct Call {
     method: String,
     body: serde_json::Value,
+    /// When the mock received it.
+    at: tokio::time::Instant,
 }
 
 type Calls = Arc<Mutex<Vec<Call>>>;
@@ -46,6 +48,24 @@ struct Faults {
     hang_release: bool,
     /// While set, every PATCH fails with 500 (an API server that cannot write).
     fail_writes: Arc<AtomicBool>,
+    /// The first renewal is answered after this long, and every later renewal is never
+    /// answered (an API server that slows down, then hangs).
+    slow_then_hang: Option<Duration>,
+    /// Every `n`th renewal fails at once with 500, `m` times in all (isolated blips).
+    blips: Option<(usize, usize)>,
+}
+
+/// A renewal of a held lease: renewTime, and no holderIdentity (kube-lease-manager state.rs
+/// `lock`).
+fn is_renewal(method: &str, body: &Value) -> bool {
+    method == "PATCH"
+        && body["spec"].get("holderIdentity").is_none()
+        && body["spec"].get("renewTime").is_some()
+}
+
+fn internal_error() -> Value {
+    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+        "reason": "InternalError", "code": 500, "message": "etcd unavailable", "metadata": {}})
 }
 
 /// A tiny API server holding one Lease (tower-test): GET, POST (create) and PATCH (the spec
@@ -58,6 +78,7 @@ fn lease_api(faults: Faults) -> (Client, Calls, StoredLease) {
     tokio::spawn(async move {
         // Unanswered requests stay pending (dropping the sender would fail them at once).
         let mut held = Vec::new();
+        let mut renewals = 0;
         while let Some((req, send)) = handle.next_request().await {
             let method = req.method().to_string();
             let bytes = req.into_body().collect_bytes().await.unwrap();
@@ -65,7 +86,32 @@ fn lease_api(faults: Faults) -> (Client, Calls, StoredLease) {
             log.lock().unwrap().push(Call {
                 method: method.clone(),
                 body: body.clone(),
+                at: tokio::time::Instant::now(),
             });
+            let renewal = is_renewal(&method, &body);
+            if renewal {
+                renewals += 1;
+            }
+            let mut delay = None;
+            if renewal && let Some(slow) = faults.slow_then_hang {
+                if renewals > 1 {
+                    held.push(send);
+                    continue;
+                }
+                delay = Some(slow);
+            }
+            if renewal
+                && let Some((every, times)) = faults.blips
+                && renewals % every == 0
+                && renewals / every <= times
+            {
+                let resp = Response::builder()
+                    .status(StatusCode::INTERNAL_SERVER_ERROR)
+                    .body(Body::from(serde_json::to_vec(&internal_error()).unwrap()))
+                    .unwrap();
+                send.send_response(resp);
+                continue;
+            }
             let mut lease = stored.lock().unwrap();
             let (code, reply) = match (method.as_str(), lease.as_mut()) {
                 ("GET", Some(l)) => (StatusCode::OK, l.clone()),
@@ -80,12 +126,9 @@ fn lease_api(faults: Faults) -> (Client, Calls, StoredLease) {
                     *lease = Some(created.clone());
                     (StatusCode::CREATED, created)
                 }
-                ("PATCH", _) if faults.fail_writes.load(Ordering::SeqCst) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                        "reason": "InternalError", "code": 500, "message": "etcd unavailable",
-                        "metadata": {}}),
-                ),
+                ("PATCH", _) if faults.fail_writes.load(Ordering::SeqCst) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, internal_error())
+                }
                 ("PATCH", Some(l)) => {
                     let releasing = body["spec"].get("holderIdentity") == Some(&Value::Null);
                     if faults.hang_release && releasing {
@@ -110,20 +153,38 @@ fn lease_api(faults: Faults) -> (Client, Calls, StoredLease) {
                 .status(code)
                 .body(Body::from(serde_json::to_vec(&reply).unwrap()))
                 .unwrap();
-            send.send_response(resp);
+            match delay {
+                None => send.send_response(resp),
+                Some(delay) => {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        send.send_response(resp);
+                    });
+                }
+            }
         }
     });
     (Client::new(service, "volley"), calls, lease)
 }
 
 fn config() -> LeaseConfig {
+    LeaseConfig::standard(
+        "volley-operator".into(),
+        "volley".into(),
+        "operator-0".into(),
+    )
+}
+
+/// Faster timings for tests that watch renewals: a renewal every second (duration - grace; the
+/// library counts whole seconds), 3 s deadline.
+fn fast() -> LeaseConfig {
     LeaseConfig {
-        name: "volley-operator".into(),
-        namespace: "volley".into(),
-        identity: "operator-0".into(),
-        duration_seconds: 15,
-        grace_seconds: 10,
-        renew_deadline: Duration::from_secs(10),
+        duration_seconds: 6,
+        grace_seconds: 5,
+        renew_deadline: Duration::from_secs(3),
+        retry: Duration::from_millis(200),
+        request_timeout: Duration::from_millis(2500),
+        ..config()
     }
 }
 
@@ -196,8 +257,7 @@ fn renewals(calls: &Calls) -> usize {
         .lock()
         .unwrap()
         .iter()
-        .filter(|c| c.method == "PATCH" && c.body["spec"].get("holderIdentity").is_none())
-        .filter(|c| c.body["spec"].get("renewTime").is_some())
+        .filter(|c| is_renewal(&c.method, &c.body))
         .count()
 }
 
@@ -252,4 +312,110 @@ async fn a_leader_that_cannot_renew_steps_down() {
     drop(rx);
     stop(task, Duration::from_secs(30)).await.unwrap();
     assert_eq!(holder(&lease), Value::Null);
+}
+
+/// When renewal number `n` (1-based) reached the mock.
+fn renewal_at(calls: &Calls, n: usize) -> tokio::time::Instant {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| is_renewal(&c.method, &c.body))
+        .nth(n - 1)
+        .expect("that renewal was sent")
+        .at
+}
+
+/// Review 2 finding 2: the deadline counts from when a renewal was sent (the renewTime a
+/// standby reads), not from when its answer arrived. A renewal answered after 2 s, then renewals
+/// that hang: the leader steps down 3 s (the deadline) after sending the slow one, not 2 + 3 s.
+/// A hanging renewal also times out and is tried again.
+#[tokio::test]
+async fn the_deadline_counts_from_the_send_of_a_slow_renewal() {
+    let slow = Duration::from_secs(2);
+    let (client, calls, _lease) = lease_api(Faults {
+        slow_then_hang: Some(slow),
+        ..Faults::default()
+    });
+    let cfg = fast();
+    let deadline = cfg.renew_deadline;
+    let (mut rx, task) = start(client, cfg).await.unwrap();
+    assert!(wait_for(&mut rx, true).await);
+    tokio::time::timeout(Duration::from_secs(60), wait_for(&mut rx, false))
+        .await
+        .expect("still leading long after the renew deadline");
+    let down = tokio::time::Instant::now();
+    let sent = renewal_at(&calls, 1);
+    // Counted from the answer it would be `deadline + slow`; half of `slow` is slack for a
+    // loaded machine.
+    assert!(
+        down < sent + deadline + slow / 2,
+        "stepped down {:?} after sending the slow renewal (deadline {deadline:?})",
+        down - sent
+    );
+    // The hanging renewal was given up and tried again (a third renewal is sent).
+    wait_renewals(&calls, 3).await;
+    drop(rx);
+    // The release hangs like every write now; `stop` gives up.
+    let _ = stop(task, Duration::from_millis(100)).await;
+}
+
+/// Review 2 finding 3: isolated failed renewals (a 500 every second renewal, six times) never
+/// make a healthy leader step down. kube-lease-manager's own loop backs off further on each
+/// error and only resets on a leadership change, so there the third or fourth blip already
+/// outlasted the deadline.
+#[tokio::test]
+async fn spaced_failed_renewals_do_not_step_a_leader_down() {
+    let (every, times) = (2, 6);
+    let (client, calls, lease) = lease_api(Faults {
+        blips: Some((every, times)),
+        ..Faults::default()
+    });
+    let (mut rx, task) = start(client, fast()).await.unwrap();
+    assert!(wait_for(&mut rx, true).await);
+    // Every blip, plus two renewals after the last one.
+    wait_renewals(&calls, every * times + 2).await;
+    assert!(
+        *rx.borrow(),
+        "a leader stepped down on isolated failed renewals"
+    );
+    assert!(!rx.has_changed().unwrap(), "leadership flapped");
+    assert_eq!(holder(&lease), "operator-0");
+    drop(rx);
+    stop(task, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(holder(&lease), Value::Null);
+}
+
+/// Review 2 finding 10: a process that restarts under the identity the Lease still names is
+/// told "leader" from a GET alone, with no write of its own accepted. When its renewals then
+/// fail, the deadline still runs out.
+#[tokio::test]
+async fn a_leader_without_any_accepted_write_steps_down() {
+    let faults = Faults::default();
+    faults.fail_writes.store(true, Ordering::SeqCst);
+    let (client, calls, lease) = lease_api(faults);
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    *lease.lock().unwrap() = Some(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "volley-operator", "namespace": "volley", "resourceVersion": "7"},
+        "spec": {"holderIdentity": "operator-0", "leaseDurationSeconds": 6,
+            "acquireTime": now, "renewTime": now},
+    }));
+    let cfg = fast();
+    let deadline = cfg.renew_deadline;
+    let (mut rx, task) = start(client, cfg).await.unwrap();
+    assert!(wait_for(&mut rx, true).await);
+    let led = tokio::time::Instant::now();
+    tokio::time::timeout(deadline * 10, wait_for(&mut rx, false))
+        .await
+        .expect("a leader whose every write fails kept leading");
+    assert!(led.elapsed() < deadline * 10);
+    assert!(
+        renewals(&calls) >= 1,
+        "stepped down without trying to renew"
+    );
+    drop(rx);
+    let _ = stop(task, Duration::from_millis(100)).await;
 }
