@@ -424,3 +424,147 @@ async fn a_leader_without_any_accepted_write_steps_down() {
     drop(rx);
     let _ = stop(task, Duration::from_millis(100)).await;
 }
+
+/// One request the controller made, for [`controller_api`].
+type Seen = Arc<Mutex<Vec<(tokio::time::Instant, String, String)>>>;
+
+/// The reconcile's requests the mock has not answered: path and responder.
+type Held = Arc<
+    Mutex<
+        Vec<(
+            String,
+            tower_test::mock::SendResponse<Response<axum::body::Body>>,
+        )>,
+    >,
+>;
+
+/// A mock API server for the controller: the PushCluster `web` in `apps` is listed, children
+/// lists are empty, watches stay open without events, and every other request (those of a
+/// reconcile) is held unanswered: a reconcile stuck on a slow or partitioned API server. The
+/// test answers the held ones with [`answer_held`].
+fn controller_api() -> (Client, Seen, Held) {
+    let (service, mut handle) =
+        tower_test::mock::pair::<Request<Body>, Response<axum::body::Body>>();
+    let seen = Seen::default();
+    let held = Held::default();
+    let (log, hold) = (seen.clone(), held.clone());
+    let mut pc = volley_crds::PushCluster::new("web", volley_crds::PushClusterSpec::default());
+    pc.metadata.namespace = Some("apps".into());
+    pc.metadata.uid = Some("uid-1".into());
+    pc.metadata.generation = Some(1);
+    pc.metadata.resource_version = Some("1".into());
+    let pc = serde_json::to_value(pc).unwrap();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+            let watch = req.uri().query().unwrap_or_default().contains("watch=true");
+            log.lock()
+                .unwrap()
+                .push((tokio::time::Instant::now(), method.clone(), path.clone()));
+            if watch {
+                let (tx, rx) = futures::channel::mpsc::unbounded::<
+                    Result<axum::body::Bytes, std::io::Error>,
+                >();
+                open.push(tx);
+                send.send_response(Response::new(axum::body::Body::from_stream(rx)));
+                continue;
+            }
+            let list = |items: Vec<Value>| {
+                json!({"apiVersion": "v1", "kind": "List",
+                    "metadata": {"resourceVersion": "1"}, "items": items})
+            };
+            let reply = if reconciles(&method, &path) {
+                hold.lock().unwrap().push((path, send));
+                continue;
+            } else if path.ends_with("/pushclusters") {
+                list(vec![pc.clone()])
+            } else {
+                list(Vec::new())
+            };
+            send.send_response(Response::new(axum::body::Body::from(
+                serde_json::to_vec(&reply).unwrap(),
+            )));
+        }
+    });
+    (Client::new(service, "apps"), seen, held)
+}
+
+/// Answers every held request as for a cluster with no children yet (the pod list empty, any
+/// other object not found), which lets a live reconcile go on to its next request.
+fn answer_held(held: &Held) {
+    for (path, send) in held.lock().unwrap().drain(..) {
+        let (code, reply) = if path.ends_with("/pods") {
+            let empty = json!({"apiVersion": "v1", "kind": "List",
+                "metadata": {"resourceVersion": "1"}, "items": []});
+            (StatusCode::OK, empty)
+        } else {
+            let missing = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}});
+            (StatusCode::NOT_FOUND, missing)
+        };
+        let resp = Response::builder()
+            .status(code)
+            .body(axum::body::Body::from(serde_json::to_vec(&reply).unwrap()))
+            .unwrap();
+        send.send_response(resp);
+    }
+}
+
+/// A reconcile's request, not one of the controller's lists of PushClusters and children (a
+/// collection in `apps`, pods aside, which only reconciles list).
+fn reconciles(method: &str, path: &str) -> bool {
+    method != "GET" || path.ends_with("/pods") || path.rsplit('/').nth(1) != Some("apps")
+}
+
+/// The reconcile's requests seen so far.
+fn reconcile_requests(seen: &Seen) -> Vec<(tokio::time::Instant, String, String)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, method, path)| reconciles(method, path))
+        .cloned()
+        .collect()
+}
+
+/// Review 2 finding 2: on lost leadership the controller stops at once, in-flight reconciles
+/// included, instead of waiting for them (a graceful shutdown waits for a reconcile stuck on
+/// the API server, or on 10 s NATS requests, while a standby already leads).
+#[tokio::test]
+async fn lost_leadership_drops_a_reconcile_in_flight() {
+    use crate::build::BuildOptions;
+    use crate::controller::{self, Context};
+
+    let (client, seen, held) = controller_api();
+    let ctx = Context::new(
+        client,
+        BuildOptions {
+            default_image: "example/gw:1".into(),
+            ..Default::default()
+        },
+        crate::metrics::Metrics::default(),
+    );
+    let (lose, lost) = tokio::sync::oneshot::channel::<()>();
+    // As in main: the graceful shutdown waits for a signal that never comes here.
+    let work = controller::run(ctx, Some("apps".into()), std::future::pending());
+    let running = tokio::spawn(until_lost(work, async move {
+        let _ = lost.await;
+    }));
+    let started = tokio::time::Instant::now();
+    while reconcile_requests(&seen).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no reconcile");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lose.send(()).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(1), running)
+        .await
+        .expect("the controller waited for its reconcile after leadership was lost")
+        .unwrap();
+    assert!(stopped.is_none(), "the controller ended by itself");
+    // Aborted, not detached: answering its request now leads to no further request.
+    let at_loss = seen.lock().unwrap().len();
+    answer_held(&held);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = seen.lock().unwrap()[at_loss..].to_vec();
+    assert!(after.is_empty(), "requests after the loss: {after:?}");
+}
