@@ -184,6 +184,7 @@ fn fast() -> LeaseConfig {
         renew_deadline: Duration::from_secs(3),
         retry: Duration::from_millis(200),
         request_timeout: Duration::from_millis(2500),
+        standby_poll: Duration::from_secs(1),
         ..config()
     }
 }
@@ -567,4 +568,57 @@ async fn lost_leadership_drops_a_reconcile_in_flight() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = seen.lock().unwrap()[at_loss..].to_vec();
     assert!(after.is_empty(), "requests after the loss: {after:?}");
+}
+
+fn gets(calls: &Calls) -> usize {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.method == "GET")
+        .count()
+}
+
+/// Review 2 finding 4: a leader that releases the Lease at shutdown hands over at once. The
+/// standby has read the held Lease (so kube-lease-manager alone would sleep until its expiry,
+/// 13 to 15 s later); it sees the release within its 2 s poll and takes the lease.
+#[tokio::test]
+async fn a_standby_takes_a_released_lease_at_once() {
+    let (client, calls, lease) = lease_api(Faults::default());
+    let (mut leader, leader_task) = start(client.clone(), config()).await.unwrap();
+    assert!(wait_for(&mut leader, true).await);
+    let read = gets(&calls);
+    let standby_cfg = LeaseConfig {
+        identity: "operator-1".into(),
+        ..config()
+    };
+    let poll = standby_cfg.standby_poll;
+    let (mut standby, standby_task) = start(client, standby_cfg).await.unwrap();
+    // The standby has read the Lease held by operator-0 (its construction and its first step).
+    let started = tokio::time::Instant::now();
+    while gets(&calls) < read + 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "standby never read"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!*standby.borrow());
+
+    drop(leader);
+    stop(leader_task, Duration::from_secs(30)).await.unwrap();
+    let released = tokio::time::Instant::now();
+    // A poll, the rebuild's reads and the acquire; twice the poll leaves room for a slow
+    // machine and is still far below the 13 s the expiry would take.
+    tokio::time::timeout(
+        poll * 2 + Duration::from_secs(1),
+        wait_for(&mut standby, true),
+    )
+    .await
+    .expect("the standby waited for the expiry of a released lease");
+    assert!(released.elapsed() < Duration::from_secs(13));
+    assert_eq!(holder(&lease), "operator-1");
+    drop(standby);
+    stop(standby_task, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(holder(&lease), Value::Null);
 }
