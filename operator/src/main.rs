@@ -101,6 +101,10 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _telemetry = telemetry::init(&args.log, args.otlp_endpoint.as_deref())?;
+    // No read timeout here (kube-client 5's `Config::read_timeout` is off by default): the same
+    // client carries the controller's watches, which may stay silent for minutes (kube-runtime
+    // guards them with its own idle timeout). Lease requests get a timeout of their own
+    // (leader::LeaseConfig::request_timeout), and losing leadership aborts reconciles in flight.
     let client = kube::Client::try_default()
         .await
         .context("building the Kubernetes client (in-cluster or KUBECONFIG)")?;
