@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use futures::FutureExt as _;
 use tokio::sync::watch;
 use volley_operator::build::{BuildOptions, default_gateway_image};
 use volley_operator::controller::{self, Context};
@@ -100,6 +101,10 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _telemetry = telemetry::init(&args.log, args.otlp_endpoint.as_deref())?;
+    // No read timeout here (kube-client 5's `Config::read_timeout` is off by default): the same
+    // client carries the controller's watches, which may stay silent for minutes (kube-runtime
+    // guards them with its own idle timeout). Lease requests get a timeout of their own
+    // (leader::LeaseConfig::request_timeout), and losing leadership aborts reconciles in flight.
     let client = kube::Client::try_default()
         .await
         .context("building the Kubernetes client (in-cluster or KUBECONFIG)")?;
@@ -129,17 +134,11 @@ async fn main() -> anyhow::Result<()> {
     let (leading, lease_task) = if args.leader_elect {
         let (rx, task) = leader::start(
             client.clone(),
-            leader::LeaseConfig {
-                name: args.lease_name.clone(),
-                namespace: args.lease_namespace.clone(),
-                identity: args.identity.clone(),
-                // Renewed every 5 s (duration - grace); after 10 s without an accepted renewal
-                // (two attempts) the leader steps down, 5 s before a standby may take over: the
-                // defaults of client-go's leader election (15 s, 10 s deadline).
-                duration_seconds: 15,
-                grace_seconds: 10,
-                renew_deadline: Duration::from_secs(10),
-            },
+            leader::LeaseConfig::standard(
+                args.lease_name.clone(),
+                args.lease_namespace.clone(),
+                args.identity.clone(),
+            ),
         )
         .await
         .context("starting leader election")?;
@@ -208,21 +207,24 @@ async fn lead(
             pool.sweep();
         }
     });
+    // A shutdown signal lets in-flight reconciles finish (this replica still holds the lease);
+    // lost leadership drops the controller at once, since a standby may already be leading.
     let mut stop = shutdown_rx;
-    let lost_or_stop = async move {
-        match leading.as_mut() {
-            Some(rx) => {
-                tokio::select! {
-                    _ = leader::wait_for(rx, false) => tracing::warn!("lost leadership; stopping"),
-                    _ = stop.wait_for(|s| *s) => {}
-                }
-            }
-            None => {
-                let _ = stop.wait_for(|s| *s).await;
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let work = controller::run(ctx, args.namespace, stopped);
+    match leading.as_mut() {
+        Some(rx) => {
+            if leader::until_lost(work, leader::wait_for(rx, false).map(drop))
+                .await
+                .is_none()
+            {
+                tracing::warn!("lost leadership; stopped reconciling");
             }
         }
-    };
-    controller::run(ctx, args.namespace, lost_or_stop).await;
+        None => work.await,
+    }
     metrics.leader.set(0);
     upkeep.abort();
     Ok(())

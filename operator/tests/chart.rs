@@ -721,6 +721,34 @@ fn leader_election_off_refuses_several_replicas() {
     }
 }
 
+/// Review 2 finding 6: without leader election a rollout must not start the new operator while
+/// the old one still reconciles (RollingUpdate's surge pod would), so the Deployment recreates;
+/// with leader election the standby waits for the lease and rolling updates stay.
+#[test]
+fn leader_election_off_recreates_instead_of_rolling() {
+    let deployment = |values: serde_json::Value| {
+        let objects = all_objects(&render(Some(&values)));
+        let [d] = of_kind(&objects, "Deployment")
+            .try_into()
+            .expect("one Deployment");
+        d
+    };
+    let off = deployment(serde_json::json!({
+        "replicaCount": 1,
+        "leaderElection": {"enabled": false},
+    }));
+    assert_eq!(off["spec"]["strategy"]["type"], "Recreate", "{off:#}");
+    // An explicit null, so an upgrade from a release with leader election on drops the
+    // defaulted rollingUpdate instead of being rejected.
+    let strategy = off["spec"]["strategy"].as_object().unwrap();
+    assert_eq!(
+        strategy.get("rollingUpdate"),
+        Some(&serde_json::Value::Null)
+    );
+    let on = deployment(serde_json::json!({"leaderElection": {"enabled": true}}));
+    assert!(on["spec"].get("strategy").is_none(), "{on:#}");
+}
+
 /// Finding 16: namespace and priority class names that a YAML 1.1 reader (the API server's
 /// sigs.k8s.io/yaml, PyYAML here) would read as a bool or a number stay strings in every
 /// rendered object.

@@ -27,8 +27,15 @@ use tokio::time::Instant;
 pub(super) struct Writes(Arc<Mutex<Option<Instant>>>);
 
 impl Writes {
-    fn mark(&self) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    /// Records an accepted write sent at `sent`. The API server stamped the renewal no earlier
+    /// than that, so a standby counts the lease from there too; counting from the answer's arrival
+    /// would stretch the deadline by the request's latency.
+    fn mark(&self, sent: Instant) {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Answers can arrive out of order; keep the latest send.
+        if last.is_none_or(|l| l < sent) {
+            *last = Some(sent);
+        }
     }
 
     fn last(&self) -> Option<Instant> {
@@ -36,25 +43,34 @@ impl Writes {
     }
 }
 
-/// `client` as seen by the lease manager: every request goes through unchanged, and a 2xx
-/// answer to a PATCH of the Lease at `path` is recorded in `writes`.
-pub(super) fn recording(client: Client, path: String, writes: Writes) -> Client {
+/// `client` as seen by the lease manager: every request goes through unchanged but fails after
+/// `timeout` (kube-client's own `read_timeout` is off by default, and a renewal that hangs
+/// would otherwise never be retried), and a 2xx answer to a PATCH of the Lease at `path` is
+/// recorded in `writes` with the time it was sent.
+pub(super) fn recording(client: Client, path: String, writes: Writes, timeout: Duration) -> Client {
     let ns = client.default_namespace().to_string();
     Client::new(
         Recorder {
             inner: client,
             path: Arc::from(path),
             writes,
+            timeout,
         },
         ns,
     )
 }
+
+/// A Lease request that got no answer within the recorder's timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer from the API server within {0:?}")]
+pub(super) struct RequestTimeout(Duration);
 
 #[derive(Clone)]
 struct Recorder {
     inner: Client,
     path: Arc<str>,
     writes: Writes,
+    timeout: Duration,
 }
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, kube::Error>> + Send>>;
@@ -71,11 +87,16 @@ impl tower::Service<Request<Body>> for Recorder {
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let write = req.method() == Method::PATCH && req.uri().path() == &*self.path;
-        let (inner, writes) = (self.inner.clone(), self.writes.clone());
+        let (inner, writes, timeout) = (self.inner.clone(), self.writes.clone(), self.timeout);
         Box::pin(async move {
-            let resp = inner.send(req).await?;
+            // Before sending: the renewTime in the body is about now, and the deadline must not
+            // outlast the lease a standby computes from it.
+            let sent = Instant::now();
+            let resp = tokio::time::timeout(timeout, inner.send(req))
+                .await
+                .map_err(|_| kube::Error::Service(Box::new(RequestTimeout(timeout))))??;
             if write && resp.status().is_success() {
-                writes.mark();
+                writes.mark(sent);
             }
             Ok(resp)
         })
@@ -95,13 +116,18 @@ pub(super) async fn guard(
     loop {
         let leading = *upstream.borrow_and_update();
         out.send_replace(leading);
+        // The start of this leading period, taken once: a leader reported from a GET alone (a
+        // restart under an identity the Lease still names) has no accepted write of its own,
+        // and its deadline must still run out.
+        let since = Instant::now();
         let expiry = async {
             if !leading {
                 return std::future::pending().await;
             }
             loop {
-                // No write seen yet counts from now (the acquire PATCH normally is one).
-                let last = writes.last().unwrap_or_else(Instant::now);
+                // Every acquire is a write, so a recorded one belongs to this period (or, after
+                // a lost and won-again lease, to the write that won it).
+                let last = writes.last().unwrap_or(since);
                 let at = last + deadline;
                 if Instant::now() >= at {
                     return;
