@@ -18,45 +18,10 @@ use volley_gateway::config::HistoryFile;
 async fn a_connection_resuming_in_a_loop_is_cut_off_at_its_budget_without_a_fetch() {
     const MAX_SUBSCRIPTIONS: usize = 3;
     let budget = 2 * MAX_SUBSCRIPTIONS;
-    let nats = NatsServer::start_js();
-    let mut opts = options();
-    opts.nats = Some(nats.url());
-    opts.pod_name = Some("gw-0".to_owned());
-    opts.history_topics = Some(vec!["news.>".to_owned()]);
-    opts.history = Some(HistoryFile::default());
-    opts.max_subscriptions_per_connection = Some(MAX_SUBSCRIPTIONS);
-    opts.max_client_messages_per_second = Some(10_000);
-    let gw = start(opts).await;
-    for _ in 0..400 {
-        if metric(gw.admin_addr(), "volley_history_available", "").await == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    // A position and an epoch to resume from: the first of two stored messages.
+    let (_nats, gw) = history_gateway(None, MAX_SUBSCRIPTIONS).await;
+    // A position and an epoch to resume from, then one more stored message.
     let mut keeper = connect(&ws_url(&gw, "")).await;
-    send_json(&mut keeper, json!({"op":"sub","topics":["news.>"]})).await;
-    let epoch = next_json(&mut keeper).await["epoch"]
-        .as_str()
-        .expect("epoch")
-        .to_owned();
-    for _ in 0..400 {
-        if metric(gw.admin_addr(), "volley_history_consumers", "").await >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    // A stored position: published until the live consumer delivers one (the gauge counts a
-    // consumer still opening, and a message published then may not reach it live).
-    let mut since = None;
-    for _ in 0..20 {
-        publish_ok(gw.admin_addr(), "news.a", b"1").await;
-        if let Ok(m) = tokio::time::timeout(Duration::from_secs(1), next_json(&mut keeper)).await {
-            since = m["seq"].as_u64();
-            break;
-        }
-    }
-    let since = since.expect("a stored message delivered live");
+    let (epoch, since) = stored_position(&gw, &mut keeper).await;
     publish_ok(gw.admin_addr(), "news.a", b"2").await;
 
     let mut looping = connect(&ws_url(&gw, "")).await;
@@ -119,44 +84,9 @@ async fn a_connect_resume_close_loop_from_one_address_is_cut_off_at_the_address_
     const SHARDS: usize = 2;
     const CYCLES: usize = 100;
     let per_address = SHARDS * 4 * 2 * MAX_SUBSCRIPTIONS;
-    let nats = NatsServer::start_js();
-    let mut opts = options();
-    opts.shards = Some(SHARDS);
-    opts.nats = Some(nats.url());
-    opts.pod_name = Some("gw-0".to_owned());
-    opts.history_topics = Some(vec!["news.>".to_owned()]);
-    opts.history = Some(HistoryFile::default());
-    opts.max_subscriptions_per_connection = Some(MAX_SUBSCRIPTIONS);
-    let gw = start(opts).await;
-    for _ in 0..400 {
-        if metric(gw.admin_addr(), "volley_history_available", "").await == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (_nats, gw) = history_gateway(Some(SHARDS), MAX_SUBSCRIPTIONS).await;
     let mut keeper = connect_from([127, 0, 0, 3].into(), &gw).await;
-    send_json(&mut keeper, json!({"op":"sub","topics":["news.>"]})).await;
-    let epoch = next_json(&mut keeper).await["epoch"]
-        .as_str()
-        .expect("epoch")
-        .to_owned();
-    for _ in 0..400 {
-        if metric(gw.admin_addr(), "volley_history_consumers", "").await >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    // A stored position: published until the live consumer delivers one (a message published
-    // while the consumer still starts may not reach it live).
-    let mut since = None;
-    for _ in 0..20 {
-        publish_ok(gw.admin_addr(), "news.a", b"1").await;
-        if let Ok(m) = tokio::time::timeout(Duration::from_secs(1), next_json(&mut keeper)).await {
-            since = m["seq"].as_u64();
-            break;
-        }
-    }
-    let since = since.expect("a stored message delivered live");
+    let (epoch, since) = stored_position(&gw, &mut keeper).await;
     let resume = json!({"op":"sub","topics":["news.>"],"since":{"news.>":since},"epoch":epoch});
 
     let fetched = metric(gw.admin_addr(), "volley_replay_duration_seconds_count", "").await;
@@ -187,4 +117,55 @@ async fn a_connect_resume_close_loop_from_one_address_is_cut_off_at_the_address_
     let mut other = connect_from([127, 0, 0, 2].into(), &gw).await;
     send_json(&mut other, resume).await;
     assert_eq!(next_json(&mut other).await["recovered"], true);
+}
+
+/// A gateway with history on `news.>` over a real nats-server -js, once history is available.
+async fn history_gateway(
+    shards: Option<usize>,
+    max_subscriptions: usize,
+) -> (NatsServer, volley_gateway::gateway::Gateway) {
+    let nats = NatsServer::start_js();
+    let mut opts = options();
+    opts.shards = shards;
+    opts.nats = Some(nats.url());
+    opts.pod_name = Some("gw-0".to_owned());
+    opts.history_topics = Some(vec!["news.>".to_owned()]);
+    opts.history = Some(HistoryFile::default());
+    opts.max_subscriptions_per_connection = Some(max_subscriptions);
+    opts.max_client_messages_per_second = Some(10_000);
+    let gw = start(opts).await;
+    for _ in 0..400 {
+        if metric(gw.admin_addr(), "volley_history_available", "").await == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    (nats, gw)
+}
+
+/// Subscribes `keeper` to `news.>` and publishes until its live consumer delivers a stored
+/// message (a message published while the consumer still opens may not reach it live): the
+/// epoch and that message's sequence, a position to resume from.
+async fn stored_position(
+    gw: &volley_gateway::gateway::Gateway,
+    keeper: &mut support::Client,
+) -> (String, u64) {
+    send_json(keeper, json!({"op":"sub","topics":["news.>"]})).await;
+    let epoch = next_json(keeper).await["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    for _ in 0..400 {
+        if metric(gw.admin_addr(), "volley_history_consumers", "").await >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for _ in 0..20 {
+        publish_ok(gw.admin_addr(), "news.a", b"1").await;
+        if let Ok(m) = tokio::time::timeout(Duration::from_secs(1), next_json(keeper)).await {
+            return (epoch, m["seq"].as_u64().expect("seq"));
+        }
+    }
+    panic!("no stored message delivered live");
 }

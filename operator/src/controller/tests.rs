@@ -24,6 +24,22 @@ struct Seen {
     body: serde_json::Value,
 }
 
+/// Reads what the mocks look at in a request: its method, path, query and JSON body (`Null`
+/// when it has none).
+async fn read_request(req: Request<Body>) -> Seen {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Seen {
+        method,
+        path,
+        query,
+        body,
+    }
+}
+
 /// Answers like a tiny API server with no pre-existing children, recording every request.
 fn mock_client(pc: &PushCluster) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     mock_world(pc, None, Vec::new())
@@ -85,17 +101,11 @@ fn mock_pods(
     let pc_json = serde_json::to_value(pc).unwrap();
     tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
-            let method = req.method().to_string();
-            let path = req.uri().path().to_string();
-            let query = req.uri().query().unwrap_or_default().to_string();
-            let bytes = req.into_body().collect_bytes().await.unwrap();
-            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-            log.lock().unwrap().push(Seen {
-                method: method.clone(),
-                path: path.clone(),
-                query,
-                body: body.clone(),
-            });
+            let request = read_request(req).await;
+            log.lock().unwrap().push(request.clone());
+            let Seen {
+                method, path, body, ..
+            } = request;
             let (code, reply) = match method.as_str() {
                 "GET" if path.ends_with("/pods") => (
                     StatusCode::OK,
@@ -1308,10 +1318,9 @@ fn mock_failing(
     let pc_json = serde_json::to_value(pc).unwrap();
     tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
-            let method = req.method().to_string();
-            let path = req.uri().path().to_string();
-            let bytes = req.into_body().collect_bytes().await.unwrap();
-            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let Seen {
+                method, path, body, ..
+            } = read_request(req).await;
             log.lock().unwrap().push((method.clone(), path.clone()));
             let status = |code: u16, reason: &str| {
                 serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
@@ -1469,11 +1478,12 @@ fn mock_watched(pc: &PushCluster) -> (Client, TimedLog, WatchSlot) {
         // The children's watches: kept open, never an event.
         let mut idle = Vec::new();
         while let Some((req, send)) = handle.next_request().await {
-            let method = req.method().to_string();
-            let path = req.uri().path().to_string();
-            let query = req.uri().query().unwrap_or_default().to_string();
-            let bytes = req.into_body().collect_bytes().await.unwrap();
-            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let Seen {
+                method,
+                path,
+                query,
+                body,
+            } = read_request(req).await;
             log.lock().unwrap().push(Timed {
                 at: Instant::now(),
                 method: method.clone(),
@@ -1643,17 +1653,11 @@ fn mock_refusing(
     let pc_json = serde_json::to_value(pc).unwrap();
     tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
-            let method = req.method().to_string();
-            let path = req.uri().path().to_string();
-            let query = req.uri().query().unwrap_or_default().to_string();
-            let bytes = req.into_body().collect_bytes().await.unwrap();
-            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-            log.lock().unwrap().push(Seen {
-                method: method.clone(),
-                path: path.clone(),
-                query,
-                body: body.clone(),
-            });
+            let request = read_request(req).await;
+            log.lock().unwrap().push(request.clone());
+            let Seen {
+                method, path, body, ..
+            } = request;
             let status = |code: u16, reason: &str, message: &str| {
                 serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
                     "reason": reason, "code": code, "message": message, "metadata": {}})
