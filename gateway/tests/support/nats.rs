@@ -12,12 +12,26 @@ pub struct NatsServer {
     args: Vec<String>,
 }
 
+/// A free loopback port for a server, below the kernel's ephemeral range (Linux hands out
+/// 32768-60999 by default to `bind(0)` and to outgoing connections). These ports once came from
+/// `bind(0)` too, and a port freed by a server a test had stopped (to restart it later on the same
+/// port) could be handed meanwhile to another test's new server or connection: one of the two
+/// then failed to start. Ports are taken in turn from a per-process start, so the tests of one
+/// binary (which run in parallel) never pick the same one, and the bind check skips any in use.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + n) % SPAN).expect("a port under 32000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port under the ephemeral range");
 }
 
 impl NatsServer {
