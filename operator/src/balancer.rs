@@ -4,8 +4,9 @@
 //!
 //! One round: every pod above `mean × (1 + tolerance)` is paused (`accepting=false`: its
 //! readiness fails and the Service stops sending it clients), then, once the pause has had time
-//! to reach the endpoints (`lead`), asked to shed down to the mean (spread over `spread`). Shed
-//! clients reconnect, and can only land on pods still accepting: the emptier ones. When the
+//! to reach the endpoints (`lead`), asked to shed down to the mean (spread over `spread`). The
+//! other pods above the mean are paused for the round too, shedding nothing. Shed clients
+//! reconnect, and can only land on pods still accepting: the ones below the mean. When the
 //! round has landed in the stats (`spread + settle`) the pods accept again, and the next round
 //! starts only from fresh counts, so nothing is shed twice and shedding stops as soon as the
 //! pods are within tolerance.
@@ -223,6 +224,24 @@ impl Balancer {
         } else {
             now_ms + ms(self.timing.lead)
         };
+        let hold = if self.timing.pause {
+            scaling::hold_list(views, &plan)
+        } else {
+            Vec::new()
+        };
+        for pod in hold {
+            // Paused for the round, nothing to shed: it ends (and resumes) with the others.
+            out.push(Command::Pause(pod.clone()));
+            self.rounds.insert(
+                pod,
+                Round {
+                    count: 0,
+                    shed_at,
+                    shed_sent: true,
+                    aborted: false,
+                },
+            );
+        }
         for (pod, count) in plan {
             if self.timing.pause {
                 out.push(Command::Pause(pod.clone()));

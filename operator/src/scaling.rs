@@ -391,6 +391,28 @@ pub fn shed_plan(pods: &[PodView], tolerance: f64, budget: u64) -> Vec<(String, 
     plan
 }
 
+/// Pods that shed nothing this round but hold more than the mean: the balancer pauses them for
+/// the round too, so shed clients reconnect only to pods below the mean. Left accepting, a pod
+/// within tolerance but above the mean (a start of 437/163 over four pods: 163 against a mean of
+/// 150) takes its round-robin share of the shed clients, ends the round above tolerance and is
+/// shed in a second round: every one of those clients moves twice. At least one pod stays
+/// accepting whenever `shed` is not empty: some pod is above the (rounded-up) mean, so another
+/// is below it.
+pub fn hold_list(pods: &[PodView], shed: &[(String, u64)]) -> Vec<String> {
+    let pods = candidates(pods);
+    if pods.len() < 2 || shed.is_empty() {
+        return Vec::new();
+    }
+    let total = pods
+        .iter()
+        .fold(0u64, |sum, p| sum.saturating_add(p.connections));
+    let mean = total.div_ceil(pods.len() as u64);
+    pods.iter()
+        .filter(|p| p.connections > mean && !shed.iter().any(|(name, _)| *name == p.name))
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// A per-minute budget of shed connections, per PushCluster.
 #[derive(Debug, Clone, Default)]
 pub struct ShedBudget {

@@ -157,6 +157,19 @@ pub async fn run(
     for g in &gateways[..plan.from] {
         proxy.add(&g.name, g.client, g.admin).await;
     }
+    // Every first endpoint ready before the clients come: a gateway is ready only once it has
+    // reached NATS, so clients started earlier all land on the first one ready and the "before"
+    // split (which the minimum moves are computed from) depends on start-up timing.
+    while proxy.ready_count() < plan.from {
+        if left().is_zero() {
+            return Err(BenchError::Protocol(format!(
+                "only {} of {} gateways ready before the deadline",
+                proxy.ready_count(),
+                plan.from
+            )));
+        }
+        tokio::time::sleep(plan.probe_every).await;
+    }
     let counters = Arc::new(churn::Counters::default());
     let tasks = churn::spawn(
         plan.clients,

@@ -229,3 +229,54 @@ fn a_pod_paused_by_no_round_of_ours_is_resumed_from_its_stats() {
             .is_empty()
     );
 }
+
+/// The start the end-to-end rebalance test once saw (437/163 over four pods, mean 150): `b` is
+/// within tolerance and sheds nothing, but is paused with `a`, so the clients `a` sheds land only
+/// on `c` and `d`. Left accepting, `b` took a third of them (~95), went above tolerance and was
+/// shed in a second round: 431 moves where 300 do.
+#[test]
+fn a_pod_above_the_mean_that_sheds_nothing_is_paused_for_the_round() {
+    let mut b = Balancer::new(timing());
+    let pods = [pod("a", 437), pod("b", 163), pod("c", 0), pod("d", 0)];
+    let cmds = b.step(&pods, true, &spec(), 10_000);
+    assert_eq!(
+        cmds,
+        [Command::Pause("b".into()), Command::Pause("a".into())]
+    );
+    assert_eq!(b.paused(), ["a", "b"]);
+    // Only `a` sheds; `b` is held.
+    assert_eq!(
+        b.step(&pods, true, &spec(), 10_500),
+        [Command::Shed {
+            pod: "a".into(),
+            count: 287,
+            over_ms: 2000,
+        }]
+    );
+    // Both resume when the round ends.
+    let done = [pod("a", 150), pod("b", 163), pod("c", 144), pod("d", 143)];
+    assert_eq!(
+        b.step(&done, true, &spec(), 13_500),
+        [Command::Resume("a".into()), Command::Resume("b".into())]
+    );
+    assert!(!b.busy());
+    assert!(b.step(&done, true, &spec(), 14_000).is_empty());
+}
+
+/// A failed pause of a held pod cancels its hold only: the shedding pod's round goes on.
+#[test]
+fn a_failed_hold_leaves_the_shed_alone() {
+    let mut b = Balancer::new(timing());
+    let pods = [pod("a", 437), pod("b", 163), pod("c", 0), pod("d", 0)];
+    b.step(&pods, true, &spec(), 10_000);
+    b.failed(&Command::Pause("b".into()));
+    assert_eq!(b.paused(), ["a"]);
+    assert_eq!(
+        b.step(&pods, true, &spec(), 10_500),
+        [Command::Shed {
+            pod: "a".into(),
+            count: 287,
+            over_ms: 2000,
+        }]
+    );
+}

@@ -319,6 +319,40 @@ fn shed_plan_after_scale_up() {
 }
 
 #[test]
+fn pods_above_the_mean_that_shed_nothing_are_held_and_one_pod_always_takes_clients() {
+    let pods = [pod("a", 437), pod("b", 163), pod("c", 0), pod("d", 0)];
+    let plan = shed_plan(&pods, 0.2, 10_000);
+    assert_eq!(plan, [("a".to_string(), 287)]);
+    assert_eq!(hold_list(&pods, &plan), ["b"]);
+    // Nothing shed: nothing held.
+    assert!(hold_list(&pods, &[]).is_empty());
+    // A draining pod is neither held nor counted in the mean.
+    let mut draining = pod("e", 5_000);
+    draining.draining = true;
+    let pods = [
+        pod("a", 437),
+        pod("b", 163),
+        pod("c", 0),
+        pod("d", 0),
+        draining,
+    ];
+    assert_eq!(hold_list(&pods, &plan), ["b"]);
+    // Whatever the counts, some pod stays accepting when a plan exists.
+    for counts in [[900, 899, 898, 0], [500, 200, 151, 149], [10, 9, 0, 0]] {
+        let pods: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .zip(counts)
+            .map(|(n, c)| pod(n, c))
+            .collect();
+        let plan = shed_plan(&pods, 0.2, 10_000);
+        assert!(!plan.is_empty(), "{counts:?}");
+        let held = hold_list(&pods, &plan);
+        let paused = plan.len() + held.len();
+        assert!(paused < pods.len(), "{counts:?}: {plan:?} {held:?}");
+    }
+}
+
+#[test]
 fn balanced_clusters_shed_nothing() {
     let pods = [pod("a", 100), pod("b", 110), pod("c", 95)];
     assert!(is_balanced(&pods, 0.2));

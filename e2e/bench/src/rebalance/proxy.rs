@@ -126,6 +126,16 @@ impl Proxy {
         })
     }
 
+    /// How many endpoints passed their last readiness probe.
+    pub fn ready_count(&self) -> usize {
+        self.backends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|b| b.ready.load(Ordering::Acquire))
+            .count()
+    }
+
     /// Adds an endpoint (a new pod); it gets connections once its first probe passes.
     pub async fn add(&self, name: &str, client: SocketAddr, admin: SocketAddr) -> Arc<Backend> {
         let ready = probe(admin).await;
