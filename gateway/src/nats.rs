@@ -392,6 +392,12 @@ async fn confirm(
     }
 }
 
+/// How long a new pattern's subscribers wait at most for the gateway's NATS subscription to be
+/// confirmed (a marker round trip after the SUB, or the JetStream consumer open) before they are
+/// answered `unavailable`. Past it the server is not answering this connection in any useful
+/// time; the client may retry.
+pub(crate) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long the router waits for the NATS client to take a SUB (room in its command channel).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_millis(100);
 /// After a SUB was not taken in time, how long no other is tried.
@@ -421,6 +427,25 @@ struct Held {
     /// consumed through JetStream (`durable`), so no core copy of its subjects is delivered and
     /// nothing is delivered twice at the switch; its messages flow once the consumer is open.
     opening: Option<Opening>,
+    /// The server has confirmed the gateway's subscription (a marker round trip after the SUB
+    /// came back, or the JetStream consumer is open): a shard's ask is answered at once.
+    confirmed: bool,
+    /// Shard asks (shard, ticket) waiting for the confirmation.
+    waiters: Vec<(usize, u64)>,
+    /// When the waiters are answered `unavailable` at the latest (set by the first of them).
+    confirm_by: Option<Instant>,
+    /// The marker round trip in flight, if any (its answer names it; a newer one supersedes).
+    confirm_attempt: Option<u64>,
+    /// Replay requests that came while the round trip is in flight: a resume's reply must not
+    /// go out before its pattern is live, so they go on once it is (or is not).
+    confirm_replays: Vec<ReplayRequest>,
+}
+
+/// A marker round trip's answer, back to the router.
+struct Confirmation {
+    id: u64,
+    attempt: u64,
+    live: bool,
 }
 
 /// A consumer being opened for a held pattern.
@@ -506,6 +531,12 @@ pub(crate) struct Router {
     opened_tx: UnboundedSender<Opened>,
     opened_rx: Option<UnboundedReceiver<Opened>>,
     next_attempt: u64,
+    /// The marker round trips that confirm subscriptions ([`Router::with_acks`]); without them
+    /// nothing can be confirmed and every ask is answered `unavailable`.
+    acks: Option<Arc<Acks>>,
+    /// Where round trips answer. Unbounded: at most one in flight per held pattern.
+    confirmed_tx: UnboundedSender<Confirmation>,
+    confirmed_rx: Option<UnboundedReceiver<Confirmation>>,
 }
 
 impl Router {
@@ -519,6 +550,7 @@ impl Router {
         max_frame_bytes: usize,
     ) -> Router {
         let (opened_tx, opened_rx) = unbounded_channel();
+        let (confirmed_tx, confirmed_rx) = unbounded_channel();
         Router {
             client,
             state,
@@ -543,7 +575,16 @@ impl Router {
             opened_tx,
             opened_rx: Some(opened_rx),
             next_attempt: 0,
+            acks: None,
+            confirmed_tx,
+            confirmed_rx: Some(confirmed_rx),
         }
+    }
+
+    /// Confirms subscriptions with marker round trips on `acks` (the publish confirmation's).
+    pub(crate) fn with_acks(mut self, acks: Arc<Acks>) -> Router {
+        self.acks = Some(acks);
+        self
     }
 
     /// Consumes the patterns `store` covers through JetStream; `generation` is the
@@ -686,12 +727,99 @@ impl Router {
                 if from.is_none() {
                     self.routing.restart(id);
                 }
+                // The consumer exists on the server (its create request was answered): every
+                // message stored from now on is delivered through it, and it is this loop that
+                // routes them, after the answers below reach the shards.
+                self.answer_waiters(id, true);
                 self.count_consumers();
                 for request in opening.replays {
                     self.on_replay(request);
                 }
             }
             None => self.open_core(id).await,
+        }
+    }
+
+    /// Confirms held pattern `id` for the shards waiting on it, unless already done or under
+    /// way. A core subscription is confirmed by a marker round trip after its SUB ([`Acks`]:
+    /// the server processes one connection's operations in order, so the marker back means
+    /// the SUB was processed first; async-nats 0.51 `Client::subscribe` returns once its
+    /// command is in the client's channel, ahead of the marker's publish, and after a
+    /// reconnect `handle_reconnect` (`lib.rs`) writes every subscription again before any
+    /// later command, so a reconnect in between cannot reorder them). A JetStream consumer is
+    /// confirmed when it is open ([`Router::on_opened`]). With no SUB sent (NATS down, the
+    /// client not taking commands) the waiters are answered `unavailable` at once.
+    fn confirm(&mut self, id: u64) {
+        let has_feed = self.subs.contains_key(&id);
+        let acks = self.acks.clone();
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        if held.confirmed {
+            self.answer_waiters(id, true);
+            return;
+        }
+        if held.waiters.is_empty() || held.opening.is_some() || held.confirm_attempt.is_some() {
+            // Nobody waits, or the consumer open or round trip under way answers them.
+            return;
+        }
+        let (Some(acks), true) = (acks, has_feed) else {
+            self.answer_waiters(id, false);
+            return;
+        };
+        let deadline = *held
+            .confirm_by
+            .get_or_insert_with(|| Instant::now() + CONFIRM_TIMEOUT);
+        self.next_attempt += 1;
+        let attempt = self.next_attempt;
+        held.confirm_attempt = Some(attempt);
+        let client = self.client.clone();
+        let confirmed = self.confirmed_tx.clone();
+        tokio::spawn(async move {
+            let back = tokio::time::timeout_at(deadline, acks.round_trip(&client)).await;
+            let live = matches!(back, Ok(Ok(())));
+            // The router is gone only when the gateway is shutting down.
+            let _ = confirmed.send(Confirmation { id, attempt, live });
+        });
+    }
+
+    /// A marker round trip answered: the waiting shards are told, then the replays that waited.
+    fn on_confirmation(&mut self, confirmation: Confirmation) {
+        let Confirmation { id, attempt, live } = confirmation;
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        if held.confirm_attempt != Some(attempt) {
+            return;
+        }
+        held.confirm_attempt = None;
+        let replays = std::mem::take(&mut held.confirm_replays);
+        if !live {
+            tracing::warn!(
+                pattern = %held.pattern,
+                timeout_ms = CONFIRM_TIMEOUT.as_millis() as u64,
+                "NATS did not confirm a subscription in time; its subscribers are answered \
+                 unavailable"
+            );
+        }
+        self.answer_waiters(id, live);
+        for request in replays {
+            self.on_replay(request);
+        }
+    }
+
+    /// Answers every shard waiting on held pattern `id`; `live` marks it confirmed.
+    fn answer_waiters(&mut self, id: u64, live: bool) {
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        if live {
+            held.confirmed = true;
+        }
+        held.confirm_by = None;
+        for (shard, ticket) in std::mem::take(&mut held.waiters) {
+            self.hub
+                .confirmed(shard, held.pattern.clone(), ticket, live);
         }
     }
 
@@ -739,6 +867,12 @@ impl Router {
             self.note_deferred(&subject);
         }
         self.count_consumers();
+        // A round trip under way confirmed the feed just replaced, if any: waiters need one
+        // after this SUB.
+        if let Some(held) = self.held.get_mut(&id) {
+            held.confirm_attempt = None;
+        }
+        self.confirm(id);
         for request in replays {
             self.on_replay(request);
         }
@@ -816,6 +950,15 @@ impl Router {
             }
             return;
         }
+        if let Some(held) = held
+            && !held.confirmed
+            && held.confirm_attempt.is_some()
+            && held.confirm_replays.len() < MAX_REPLAYS_WAITING_FOR_OPEN
+        {
+            // Answered once the pattern is live (or cannot be): see `confirm_replays`.
+            held.confirm_replays.push(request);
+            return;
+        }
         let durable = self
             .ids
             .get(&request.pattern)
@@ -868,9 +1011,13 @@ impl Router {
         let Some(mut opened) = self.opened_rx.take() else {
             return;
         };
+        let Some(mut confirmed) = self.confirmed_rx.take() else {
+            return;
+        };
         loop {
             tokio::select! {
                 Some(answer) = opened.recv() => self.on_opened(answer).await,
+                Some(answer) = confirmed.recv() => self.on_confirmation(answer),
                 change = interest.recv() => match change {
                     Some(ToRouter::Interest(change)) => self.on_interest(change).await,
                     Some(ToRouter::Replay(request)) => self.on_replay(request),
@@ -922,13 +1069,13 @@ impl Router {
     async fn on_interest(&mut self, change: InterestChange) {
         let bit = 1u64 << change.shard.min(63);
         if change.wanted {
-            if let Some(held) = self
-                .ids
-                .get(&change.pattern)
-                .and_then(|id| self.held.get_mut(id))
+            if let Some(&id) = self.ids.get(&change.pattern)
+                && let Some(held) = self.held.get_mut(&id)
             {
                 held.shards |= bit;
                 held.release_at = None;
+                held.waiters.push((change.shard, change.ticket));
+                self.confirm(id);
                 return;
             }
             let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
@@ -946,9 +1093,15 @@ impl Router {
                     last_seq: None,
                     epoch: None,
                     opening: None,
+                    confirmed: false,
+                    waiters: vec![(change.shard, change.ticket)],
+                    confirm_by: None,
+                    confirm_attempt: None,
+                    confirm_replays: Vec::new(),
                 },
             );
             self.open(id, None, epoch).await;
+            self.confirm(id);
             self.count_consumers();
         } else if let Some(held) = self
             .ids
@@ -956,6 +1109,8 @@ impl Router {
             .and_then(|id| self.held.get_mut(id))
         {
             held.shards &= !bit;
+            // Its ask was withdrawn: nobody there waits for the answer.
+            held.waiters.retain(|&(shard, _)| shard != change.shard);
             if held.shards == 0 {
                 held.release_at = Some(Instant::now() + self.linger);
             }
@@ -980,7 +1135,8 @@ impl Router {
                 self.routing.restart(id);
                 // A consumer still opening is dropped when it answers; whoever waited for a
                 // replay on it is answered now (unavailable: the pattern is no longer held).
-                for request in held.opening.map(|o| o.replays).unwrap_or_default() {
+                let waiting = held.opening.map(|o| o.replays).unwrap_or_default();
+                for request in waiting.into_iter().chain(held.confirm_replays) {
                     self.on_replay(request);
                 }
             }

@@ -84,8 +84,15 @@ impl Session {
 
     /// URL subscriptions to topics with history get a reply carrying the epoch (other URL
     /// subscriptions get none, as before).
+    /// Patterns still pending (cluster mode) are announced one by one once live instead.
     pub(crate) fn announce_epoch(&mut self, clock: &Clock, limits: &Limits, out: &mut Vec<Effect>) {
-        let names: Vec<&str> = self.subs.iter().map(|s| &**s).collect();
+        let names: Vec<&str> = (self.subs.iter())
+            .filter(|s| !self.is_pending(s))
+            .map(|s| &**s)
+            .collect();
+        if names.is_empty() {
+            return;
+        }
         let Some(epoch) = epoch_for(limits, names.iter().copied()) else {
             return;
         };
