@@ -1075,6 +1075,15 @@ impl Router {
                 held.shards |= bit;
                 held.release_at = None;
                 held.waiters.push((change.shard, change.ticket));
+                if !held.confirmed && held.opening.is_none() && !self.subs.contains_key(&id) {
+                    // Held without a feed (NATS was down when it was first wanted): subscribed
+                    // now if NATS is back, rather than at the next `reopen_ended`, so this ask is
+                    // not refused for an outage that is over. `open` confirms it.
+                    let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
+                    let from = held.resume_from(epoch.as_deref());
+                    self.open(id, from, epoch).await;
+                    self.count_consumers();
+                }
                 self.confirm(id);
                 return;
             }
