@@ -529,10 +529,9 @@ impl Shard {
                 }
                 Effect::Unsubscribe(pattern) => {
                     self.capacity.count_subscriptions(-1);
-                    if self.index.remove(&pattern, key)
-                        && self.interest.is_some()
-                        && self.interests.release(&pattern)
-                    {
+                    self.index.remove(&pattern, key);
+                    // Every live holder counts (see `interests.rs`), not only the index's last.
+                    if self.interest.is_some() && self.interests.release(&pattern) {
                         self.report_interest(pattern, false, 0);
                     }
                 }

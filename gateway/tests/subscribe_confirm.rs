@@ -151,6 +151,17 @@ async fn subscribers_arriving_while_a_sub_is_pending_share_its_confirmation() {
     for client in &mut clients {
         assert_eq!(next_json(client).await, json!({"topic":"shared","data":1}));
     }
+    // Every holder counts: the NATS subscription goes with the last of them, not before.
+    let last = clients.pop().expect("a client");
+    drop(clients);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        metric(gw.admin_addr(), "volley_nats_subscriptions", "").await,
+        1.0
+    );
+    drop(last);
+    wait_metric(gw.admin_addr(), "volley_nats_subscriptions", 0.0).await;
+    nats.wait_for_subscriptions("push.shared", 0).await;
 }
 
 /// NATS down: the reply is `unavailable` (at once: no SUB can be sent), the pattern is not kept,
