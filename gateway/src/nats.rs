@@ -192,8 +192,10 @@ pub(crate) async fn connect(
                         tracing::error!(
                             %error,
                             "the NATS user may not publish to _INBOX.>: HTTP publishes cannot be \
-                             confirmed and answer 503 while their messages are delivered; grant \
-                             the gateway's NATS user publish rights on _INBOX.>"
+                             confirmed and answer 503 while their messages are delivered, and \
+                             new subscriptions cannot be confirmed and are answered \
+                             unavailable; grant the gateway's NATS user publish rights on \
+                             _INBOX.>"
                         );
                     } else {
                         tracing::warn!(%error, "NATS server error");
@@ -296,7 +298,8 @@ pub(crate) async fn check_publish_confirmation(
                          gateway's own _INBOX subject did not come back over a live NATS \
                          connection. Most likely the gateway's NATS user lacks the publish right \
                          on _INBOX.> (look for a Permissions Violation above): every HTTP \
-                         publish answers 503 \"outcome unknown\" while its message is delivered"
+                         publish answers 503 \"outcome unknown\" while its message is delivered, \
+                         and every new subscription is answered unavailable"
                     );
                 }
             }
@@ -436,8 +439,8 @@ struct Held {
     confirm_by: Option<Instant>,
     /// The marker round trip in flight, if any (its answer names it; a newer one supersedes).
     confirm_attempt: Option<u64>,
-    /// Replay requests that came while the round trip is in flight: a resume's reply must not
-    /// go out before its pattern is live, so they go on once it is (or is not).
+    /// Replay requests that came while shards wait for the confirmation: a resume's reply must
+    /// not go out before its pattern is live, so they go on once it is (or is not).
     confirm_replays: Vec<ReplayRequest>,
 }
 
@@ -748,7 +751,9 @@ impl Router {
     /// reconnect `handle_reconnect` (`lib.rs`) writes every subscription again before any
     /// later command, so a reconnect in between cannot reorder them). A JetStream consumer is
     /// confirmed when it is open ([`Router::on_opened`]). With no SUB sent (NATS down, the
-    /// client not taking commands) the waiters are answered `unavailable` at once.
+    /// client not taking commands) the waiters wait for NATS until their deadline: the pattern
+    /// is subscribed (and this called again) by [`Router::reopen_ended`] once NATS is back, and
+    /// [`Router::expire_confirmations`] answers them `unavailable` if it is not back in time.
     fn confirm(&mut self, id: u64) {
         let has_feed = self.subs.contains_key(&id);
         let acks = self.acks.clone();
@@ -763,13 +768,17 @@ impl Router {
             // Nobody waits, or the consumer open or round trip under way answers them.
             return;
         }
-        let (Some(acks), true) = (acks, has_feed) else {
-            self.answer_waiters(id, false);
-            return;
-        };
         let deadline = *held
             .confirm_by
             .get_or_insert_with(|| Instant::now() + CONFIRM_TIMEOUT);
+        let Some(acks) = acks else {
+            // Nothing can confirm a subscription: refusing is the honest answer.
+            self.answer_waiters(id, false);
+            return;
+        };
+        if !has_feed {
+            return;
+        }
         self.next_attempt += 1;
         let attempt = self.next_attempt;
         held.confirm_attempt = Some(attempt);
@@ -783,6 +792,34 @@ impl Router {
         });
     }
 
+    /// Waiters of patterns still without a feed (NATS down) past their deadline are answered
+    /// `unavailable`; the replays that waited on them go on (answered unavailable too). Runs on
+    /// the router's tick, after [`Router::reopen_ended`] had its chance.
+    fn expire_confirmations(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, h)| {
+                h.confirm_attempt.is_none()
+                    && h.opening.is_none()
+                    && !h.waiters.is_empty()
+                    && h.confirm_by.is_some_and(|by| by <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(held) = self.held.get(&id) {
+                tracing::warn!(
+                    pattern = %held.pattern,
+                    "NATS is down or not taking commands: a new pattern's subscribers are \
+                     answered unavailable"
+                );
+            }
+            self.answer_waiters(id, false);
+        }
+    }
+
     /// A marker round trip answered: the waiting shards are told, then the replays that waited.
     fn on_confirmation(&mut self, confirmation: Confirmation) {
         let Confirmation { id, attempt, live } = confirmation;
@@ -793,22 +830,22 @@ impl Router {
             return;
         }
         held.confirm_attempt = None;
-        let replays = std::mem::take(&mut held.confirm_replays);
         if !live {
             tracing::warn!(
                 pattern = %held.pattern,
                 timeout_ms = CONFIRM_TIMEOUT.as_millis() as u64,
-                "NATS did not confirm a subscription in time; its subscribers are answered \
-                 unavailable"
+                inbox_publish_refused = self.state.confirm_failing(),
+                "NATS did not confirm a subscription in time (a marker round trip on the \
+                 gateway's _INBOX subject: the NATS user needs publish rights on _INBOX.>); its \
+                 subscribers are answered unavailable"
             );
         }
         self.answer_waiters(id, live);
-        for request in replays {
-            self.on_replay(request);
-        }
     }
 
-    /// Answers every shard waiting on held pattern `id`; `live` marks it confirmed.
+    /// Answers every shard waiting on held pattern `id` (`live` marks it confirmed), then the
+    /// replay requests that waited for the answer: after it, on the same shard inboxes, so a
+    /// resume's reply never goes out before its pattern is live.
     fn answer_waiters(&mut self, id: u64, live: bool) {
         let Some(held) = self.held.get_mut(&id) else {
             return;
@@ -820,6 +857,9 @@ impl Router {
         for (shard, ticket) in std::mem::take(&mut held.waiters) {
             self.hub
                 .confirmed(shard, held.pattern.clone(), ticket, live);
+        }
+        for request in std::mem::take(&mut held.confirm_replays) {
+            self.on_replay(request);
         }
     }
 
@@ -952,7 +992,7 @@ impl Router {
         }
         if let Some(held) = held
             && !held.confirmed
-            && held.confirm_attempt.is_some()
+            && !held.waiters.is_empty()
             && held.confirm_replays.len() < MAX_REPLAYS_WAITING_FOR_OPEN
         {
             // Answered once the pattern is live (or cannot be): see `confirm_replays`.
@@ -1034,6 +1074,7 @@ impl Router {
                 _ = tick.tick() => {
                     self.release_expired().await;
                     self.reopen_ended().await;
+                    self.expire_confirmations();
                 }
             }
         }

@@ -738,7 +738,6 @@ impl Session {
         }
         let epoch = resume.and_then(|r| r.epoch);
         for (pattern, since) in resumed {
-            self.awaits(&pattern, true);
             self.resume(&pattern, since, epoch.clone(), clock, limits, out);
         }
     }

@@ -164,8 +164,8 @@ async fn subscribers_arriving_while_a_sub_is_pending_share_its_confirmation() {
     nats.wait_for_subscriptions("push.shared", 0).await;
 }
 
-/// NATS down: the reply is `unavailable` (at once: no SUB can be sent), the pattern is not kept,
-/// and the same `sub` works once NATS is back.
+/// NATS down: the gateway waits for it until the deadline, then answers `unavailable`; the
+/// pattern is not kept, and the same `sub` works once NATS is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_nats_down_sub_is_refused_unavailable_and_works_once_it_is_back() {
     let mut nats = NatsServer::start();
@@ -208,6 +208,34 @@ async fn with_nats_down_sub_is_refused_unavailable_and_works_once_it_is_back() {
     );
     // The refused URL topic was not kept.
     expect_silence(&mut client, Duration::from_millis(300)).await;
+}
+
+/// NATS down when the `sub` comes but back within the deadline: the pattern is subscribed once
+/// it is, and only then answered `subscribed`, a promise like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_during_a_short_outage_is_answered_once_nats_is_back() {
+    let mut nats = NatsServer::start();
+    let gw = start(cluster_options(&nats, 2)).await;
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 1.0).await;
+    let mut client = connect(&ws_url(&gw, "")).await;
+    nats.stop();
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 0.0).await;
+    send_json(&mut client, json!({"op":"sub","topics":["blip"]})).await;
+    nats.restart();
+    let reply = next_json(&mut client).await;
+    // A loaded machine may take the reconnect past the deadline: then the answer is honest.
+    if reply["op"] == "error" {
+        assert_eq!(reply["code"], "unavailable", "{reply}");
+        return;
+    }
+    assert_eq!(reply, json!({"op":"subscribed","topics":["blip"]}));
+    let publisher = nats_client(&nats).await;
+    publisher.publish("push.blip", "1".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"blip","data":1})
+    );
 }
 
 /// A server that takes the SUB but does not answer (frozen): the reply is `unavailable` by the

@@ -110,6 +110,8 @@ impl Session {
         limits: &Limits,
         out: &mut Vec<Effect>,
     ) {
+        // Still pending (cluster mode): its reply is the replay's answer, not `subscribed`.
+        self.awaits(pattern, true);
         let Some(history) = limits
             .history
             .as_ref()
