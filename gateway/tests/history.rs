@@ -1060,3 +1060,26 @@ async fn a_replay_leaves_out_reserved_topics_as_live_delivery_does() {
     );
     expect_silence(&mut back, Duration::from_millis(300)).await;
 }
+
+/// `subscribed` on a topic with history is a promise too: it comes once the pattern's JetStream
+/// consumer is open, so a message stored right after it is delivered. A fresh pattern each round,
+/// so each needs a consumer of its own. (Before, the reply went out while the consumer was being
+/// opened, and a message stored meanwhile was not delivered live.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_published_right_after_subscribed_on_a_history_topic_arrives() {
+    let nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let mut client = connect(&ws_url(&gw, "")).await;
+    for round in 0..20 {
+        let topic = format!("news.r{round}");
+        send_json(&mut client, json!({"op":"sub","topics":[topic]})).await;
+        let reply = next_json(&mut client).await;
+        assert_eq!(reply["op"], "subscribed", "{reply}");
+        assert!(reply["epoch"].is_string(), "{reply}");
+        publish_ok(gw.admin_addr(), &topic, round.to_string().as_bytes()).await;
+        let got = next_json(&mut client).await;
+        assert_eq!(got["topic"], json!(topic), "round {round}: {got}");
+        assert_eq!(got["data"], json!(round), "round {round}: {got}");
+        assert!(got["seq"].is_u64(), "{got}");
+    }
+}
