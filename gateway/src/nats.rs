@@ -675,6 +675,9 @@ impl Router {
         if let Some(held) = self.held.get_mut(&id) {
             let replays = held.opening.take().map(|o| o.replays).unwrap_or_default();
             held.durable = true;
+            // A round trip under way confirms the core SUB just dropped, not this consumer:
+            // waiters are answered when it is open (`on_opened`).
+            held.confirm_attempt = None;
             held.opening = Some(Opening {
                 attempt,
                 epoch,
@@ -764,13 +767,17 @@ impl Router {
             self.answer_waiters(id, true);
             return;
         }
-        if held.waiters.is_empty() || held.opening.is_some() || held.confirm_attempt.is_some() {
-            // Nobody waits, or the consumer open or round trip under way answers them.
+        if held.waiters.is_empty() {
             return;
         }
+        // The first waiter's deadline holds for all, across a consumer open and its fallback.
         let deadline = *held
             .confirm_by
             .get_or_insert_with(|| Instant::now() + CONFIRM_TIMEOUT);
+        if held.opening.is_some() || held.confirm_attempt.is_some() {
+            // The consumer open or round trip under way answers them.
+            return;
+        }
         let Some(acks) = acks else {
             // Nothing can confirm a subscription: refusing is the honest answer.
             self.answer_waiters(id, false);
