@@ -22,7 +22,7 @@ use crate::protocol::{self, ErrorCode};
 pub(crate) const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 /// What a pending pattern is answered once it is live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reply {
     /// Asked with a `sub` op: `subscribed` (with the epoch when it has history).
     Subscribed,
@@ -31,6 +31,9 @@ pub(crate) enum Reply {
     EpochOnly,
     /// Resumed: the answer of its replay is its reply.
     Resumed,
+    /// Resumed and answered already (say `recovered:false`, `no_history`, which the session
+    /// knows at once): that answer, held until the pattern is live.
+    Answered(Box<str>),
 }
 
 /// One pattern waiting for its confirmation.
@@ -106,11 +109,29 @@ impl Session {
             return false;
         };
         if resumed {
-            p.reply = Reply::Resumed;
+            if !matches!(p.reply, Reply::Answered(_)) {
+                p.reply = Reply::Resumed;
+            }
         } else if p.reply == Reply::EpochOnly {
             p.reply = Reply::Subscribed;
         }
         true
+    }
+
+    /// A resume answer for `pattern`: held back while the pattern is pending (it goes out once
+    /// the pattern is live, or gives way to `unavailable`), else returned to be sent now.
+    pub(super) fn hold_answer(&mut self, pattern: &str, reply: String) -> Option<String> {
+        let pending = self
+            .extra
+            .as_deref_mut()
+            .and_then(|e| e.pending.iter_mut().find(|p| *p.pattern == *pattern));
+        match pending {
+            Some(p) => {
+                p.reply = Reply::Answered(reply.into());
+                None
+            }
+            None => Some(reply),
+        }
     }
 
     /// Forgets `pattern`'s pending entry; whether there was one.
@@ -161,6 +182,7 @@ impl Session {
                 }
             }
             Reply::Resumed => {}
+            Reply::Answered(reply) => self.reply(reply.into(), clock, limits, out),
         }
         // After the reply: what the index routes to the connection from now on follows it.
         out.push(Effect::Subscribe(pattern.into()));

@@ -343,7 +343,10 @@ impl Session {
             Err(why) => why.label(),
         }));
         let reply = protocol::resumed(pattern, epoch.as_deref(), recovery);
-        self.reply(reply, clock, limits, out);
+        // A pattern not live yet (cluster mode) is answered once it is: the reply is a promise.
+        if let Some(reply) = self.hold_answer(pattern, reply) {
+            self.reply(reply, clock, limits, out);
+        }
     }
 
     /// Queues message frames in order; stops (closing the session as a slow consumer) when one

@@ -285,3 +285,39 @@ fn standalone_patterns_are_live_and_answered_at_once() {
         [json!({"op":"subscribed","topics":["a"]})]
     );
 }
+
+#[test]
+fn a_resume_answered_at_once_is_held_until_the_pattern_is_live() {
+    let limits = cluster_limits();
+    let clock = Clock::new(Instant::now());
+    let (mut session, _) = opened(&clock, &limits, &[]);
+    // No history here: the session knows the answer (`no_history`) at once...
+    let out = op(
+        &mut session,
+        r#"{"op":"sub","topics":["chat"],"since":{"chat":3}}"#,
+        &clock,
+        &limits,
+    );
+    assert!(out.contains(&want("chat")));
+    // ...but it is the pattern's reply, so it waits for the pattern to be live.
+    assert!(replies(&mut session).is_empty());
+    let out = confirmed(&mut session, "chat", true, &clock, &limits);
+    assert_eq!(out.last(), Some(&Effect::Subscribe("chat".into())));
+    let reply = &replies(&mut session)[0];
+    assert_eq!(reply["topics"], json!(["chat"]));
+    assert_eq!(reply["recovered"], false);
+    assert_eq!(reply["reason"], "no_history");
+
+    // Not live after all: the error alone.
+    let (mut session, _) = opened(&clock, &limits, &[]);
+    op(
+        &mut session,
+        r#"{"op":"sub","topics":["chat"],"since":{"chat":3}}"#,
+        &clock,
+        &limits,
+    );
+    confirmed(&mut session, "chat", false, &clock, &limits);
+    let replies = replies(&mut session);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["code"], "unavailable");
+}
