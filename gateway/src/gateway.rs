@@ -173,7 +173,8 @@ impl Gateway {
                     hub.clone(),
                     metrics.clone(),
                     config.max_pending_bytes,
-                );
+                )
+                .with_acks(acks.clone());
                 let store = history.map(|h| {
                     Store::new(
                         client.clone(),
@@ -390,6 +391,8 @@ fn session_limits(config: &Config, history: Option<ShardHistory>) -> Result<Limi
             None => None,
         },
         history,
+        // Cluster mode: a new pattern is answered once the gateway's NATS subscription is.
+        confirm: config.nats.is_some().then_some(nats::CONFIRM_TIMEOUT),
     })
 }
 

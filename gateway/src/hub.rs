@@ -50,6 +50,13 @@ pub(crate) enum Command {
     },
     /// The stored messages a resuming connection missed (or why there are none).
     Replayed(Box<ReplayDone>),
+    /// The router's answer to the shard's ask (`ticket`) for `pattern`: whether the gateway's
+    /// NATS subscription covering it is confirmed by the server (`live`), or could not be.
+    Confirmed {
+        pattern: Box<str>,
+        ticket: u64,
+        live: bool,
+    },
     /// Messages with a stream sequence were dropped for this shard (its inbox was full): take
     /// the mark ([`Inbox::take_lost`]) and close their subscribers before anything newer
     /// reaches them, so they resume from their last sequence and JetStream fills the gap.
@@ -133,6 +140,9 @@ pub(crate) struct InterestChange {
     pub shard: usize,
     pub pattern: Box<str>,
     pub wanted: bool,
+    /// For `wanted`: the ask's ticket, given back with the router's answer
+    /// ([`Command::Confirmed`]). Every wanted change is answered exactly once.
+    pub ticket: u64,
 }
 
 /// The shard's end of its inbox.
@@ -221,6 +231,15 @@ impl Link {
     /// the headroom, or the shard has exited.
     fn command(&self, command: Command) -> bool {
         self.claim(self.capacity + COMMAND_HEADROOM) && self.send_claimed(command)
+    }
+
+    /// Sends the router's answer to one of the shard's asks, bypassing the bound: the shard made
+    /// each ask for connections waiting on it, and a lost answer would leave them waiting until
+    /// their own deadline. What this adds is bounded by the asks a shard has out (one per
+    /// pattern its connections wait for).
+    fn answer(&self, command: Command) -> bool {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.send_claimed(command)
     }
 
     /// Sends the shard its one drain, bypassing the bound; false only when the shard has exited
@@ -381,6 +400,19 @@ impl Hub {
             .is_some_and(|link| link.command(Command::Replayed(Box::new(done))));
         if !sent {
             tracing::warn!(shard, "shard inbox full; replay result dropped");
+        }
+    }
+
+    /// Answers shard `shard`'s ask `ticket` for `pattern` (see [`Command::Confirmed`]). Never
+    /// blocks, never refused for a full inbox (see [`Link::answer`]).
+    pub(crate) fn confirmed(&self, shard: usize, pattern: Box<str>, ticket: u64, live: bool) {
+        if let Some(link) = self.links.get(shard) {
+            // False only when the shard has exited: nobody is left to tell.
+            let _ = link.answer(Command::Confirmed {
+                pattern,
+                ticket,
+                live,
+            });
         }
     }
 

@@ -192,8 +192,10 @@ pub(crate) async fn connect(
                         tracing::error!(
                             %error,
                             "the NATS user may not publish to _INBOX.>: HTTP publishes cannot be \
-                             confirmed and answer 503 while their messages are delivered; grant \
-                             the gateway's NATS user publish rights on _INBOX.>"
+                             confirmed and answer 503 while their messages are delivered, and \
+                             new subscriptions cannot be confirmed and are answered \
+                             unavailable; grant the gateway's NATS user publish rights on \
+                             _INBOX.>"
                         );
                     } else {
                         tracing::warn!(%error, "NATS server error");
@@ -296,7 +298,8 @@ pub(crate) async fn check_publish_confirmation(
                          gateway's own _INBOX subject did not come back over a live NATS \
                          connection. Most likely the gateway's NATS user lacks the publish right \
                          on _INBOX.> (look for a Permissions Violation above): every HTTP \
-                         publish answers 503 \"outcome unknown\" while its message is delivered"
+                         publish answers 503 \"outcome unknown\" while its message is delivered, \
+                         and every new subscription is answered unavailable"
                     );
                 }
             }
@@ -392,6 +395,12 @@ async fn confirm(
     }
 }
 
+/// How long a new pattern's subscribers wait at most for the gateway's NATS subscription to be
+/// confirmed (a marker round trip after the SUB, or the JetStream consumer open) before they are
+/// answered `unavailable`. Past it the server is not answering this connection in any useful
+/// time; the client may retry.
+pub(crate) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long the router waits for the NATS client to take a SUB (room in its command channel).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_millis(100);
 /// After a SUB was not taken in time, how long no other is tried.
@@ -421,6 +430,25 @@ struct Held {
     /// consumed through JetStream (`durable`), so no core copy of its subjects is delivered and
     /// nothing is delivered twice at the switch; its messages flow once the consumer is open.
     opening: Option<Opening>,
+    /// The server has confirmed the gateway's subscription (a marker round trip after the SUB
+    /// came back, or the JetStream consumer is open): a shard's ask is answered at once.
+    confirmed: bool,
+    /// Shard asks (shard, ticket) waiting for the confirmation.
+    waiters: Vec<(usize, u64)>,
+    /// When the waiters are answered `unavailable` at the latest (set by the first of them).
+    confirm_by: Option<Instant>,
+    /// The marker round trip in flight, if any (its answer names it; a newer one supersedes).
+    confirm_attempt: Option<u64>,
+    /// Replay requests that came while shards wait for the confirmation: a resume's reply must
+    /// not go out before its pattern is live, so they go on once it is (or is not).
+    confirm_replays: Vec<ReplayRequest>,
+}
+
+/// A marker round trip's answer, back to the router.
+struct Confirmation {
+    id: u64,
+    attempt: u64,
+    live: bool,
 }
 
 /// A consumer being opened for a held pattern.
@@ -506,6 +534,12 @@ pub(crate) struct Router {
     opened_tx: UnboundedSender<Opened>,
     opened_rx: Option<UnboundedReceiver<Opened>>,
     next_attempt: u64,
+    /// The marker round trips that confirm subscriptions ([`Router::with_acks`]); without them
+    /// nothing can be confirmed and every ask is answered `unavailable`.
+    acks: Option<Arc<Acks>>,
+    /// Where round trips answer. Unbounded: at most one in flight per held pattern.
+    confirmed_tx: UnboundedSender<Confirmation>,
+    confirmed_rx: Option<UnboundedReceiver<Confirmation>>,
 }
 
 impl Router {
@@ -519,6 +553,7 @@ impl Router {
         max_frame_bytes: usize,
     ) -> Router {
         let (opened_tx, opened_rx) = unbounded_channel();
+        let (confirmed_tx, confirmed_rx) = unbounded_channel();
         Router {
             client,
             state,
@@ -543,7 +578,16 @@ impl Router {
             opened_tx,
             opened_rx: Some(opened_rx),
             next_attempt: 0,
+            acks: None,
+            confirmed_tx,
+            confirmed_rx: Some(confirmed_rx),
         }
+    }
+
+    /// Confirms subscriptions with marker round trips on `acks` (the publish confirmation's).
+    pub(crate) fn with_acks(mut self, acks: Arc<Acks>) -> Router {
+        self.acks = Some(acks);
+        self
     }
 
     /// Consumes the patterns `store` covers through JetStream; `generation` is the
@@ -631,6 +675,9 @@ impl Router {
         if let Some(held) = self.held.get_mut(&id) {
             let replays = held.opening.take().map(|o| o.replays).unwrap_or_default();
             held.durable = true;
+            // A round trip under way confirms the core SUB just dropped, not this consumer:
+            // waiters are answered when it is open (`on_opened`).
+            held.confirm_attempt = None;
             held.opening = Some(Opening {
                 attempt,
                 epoch,
@@ -686,12 +733,140 @@ impl Router {
                 if from.is_none() {
                     self.routing.restart(id);
                 }
+                // The consumer exists on the server (its create request was answered): every
+                // message stored from now on is delivered through it, and it is this loop that
+                // routes them, after the answers below reach the shards.
+                self.answer_waiters(id, true);
                 self.count_consumers();
                 for request in opening.replays {
                     self.on_replay(request);
                 }
             }
             None => self.open_core(id).await,
+        }
+    }
+
+    /// Confirms held pattern `id` for the shards waiting on it, unless already done or under
+    /// way. A core subscription is confirmed by a marker round trip after its SUB ([`Acks`]:
+    /// the server processes one connection's operations in order, so the marker back means
+    /// the SUB was processed first; async-nats 0.51 `Client::subscribe` returns once its
+    /// command is in the client's channel, ahead of the marker's publish, and after a
+    /// reconnect `handle_reconnect` (`lib.rs`) writes every subscription again before any
+    /// later command, so a reconnect in between cannot reorder them). A JetStream consumer is
+    /// confirmed when it is open ([`Router::on_opened`]). With no SUB sent (NATS down, the
+    /// client not taking commands) the waiters wait for NATS until their deadline: the pattern
+    /// is subscribed (and this called again) by [`Router::reopen_ended`] once NATS is back, and
+    /// [`Router::expire_confirmations`] answers them `unavailable` if it is not back in time.
+    fn confirm(&mut self, id: u64) {
+        let has_feed = self.subs.contains_key(&id);
+        let acks = self.acks.clone();
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        if held.confirmed {
+            self.answer_waiters(id, true);
+            return;
+        }
+        if held.waiters.is_empty() {
+            return;
+        }
+        // The first waiter's deadline holds for all, across a consumer open and its fallback.
+        let deadline = *held
+            .confirm_by
+            .get_or_insert_with(|| Instant::now() + CONFIRM_TIMEOUT);
+        if held.opening.is_some() || held.confirm_attempt.is_some() {
+            // The consumer open or round trip under way answers them.
+            return;
+        }
+        let Some(acks) = acks else {
+            // Nothing can confirm a subscription: refusing is the honest answer.
+            self.answer_waiters(id, false);
+            return;
+        };
+        if !has_feed {
+            return;
+        }
+        self.next_attempt += 1;
+        let attempt = self.next_attempt;
+        held.confirm_attempt = Some(attempt);
+        let client = self.client.clone();
+        let confirmed = self.confirmed_tx.clone();
+        tokio::spawn(async move {
+            let back = tokio::time::timeout_at(deadline, acks.round_trip(&client)).await;
+            let live = matches!(back, Ok(Ok(())));
+            // The router is gone only when the gateway is shutting down.
+            let _ = confirmed.send(Confirmation { id, attempt, live });
+        });
+    }
+
+    /// Waiters of patterns still without a feed (NATS down) past their deadline are answered
+    /// `unavailable`; the replays that waited on them go on (answered unavailable too). Runs on
+    /// the router's tick, after [`Router::reopen_ended`] had its chance.
+    fn expire_confirmations(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, h)| {
+                h.confirm_attempt.is_none()
+                    && h.opening.is_none()
+                    && !h.waiters.is_empty()
+                    && h.confirm_by.is_some_and(|by| by <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(held) = self.held.get(&id) {
+                tracing::warn!(
+                    pattern = %held.pattern,
+                    "NATS is down or not taking commands: a new pattern's subscribers are \
+                     answered unavailable"
+                );
+            }
+            self.answer_waiters(id, false);
+        }
+    }
+
+    /// A marker round trip answered: the waiting shards are told, then the replays that waited.
+    fn on_confirmation(&mut self, confirmation: Confirmation) {
+        let Confirmation { id, attempt, live } = confirmation;
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        if held.confirm_attempt != Some(attempt) {
+            return;
+        }
+        held.confirm_attempt = None;
+        if !live {
+            tracing::warn!(
+                pattern = %held.pattern,
+                timeout_ms = CONFIRM_TIMEOUT.as_millis() as u64,
+                inbox_publish_refused = self.state.confirm_failing(),
+                "NATS did not confirm a subscription in time (a marker round trip on the \
+                 gateway's _INBOX subject: the NATS user needs publish rights on _INBOX.>); its \
+                 subscribers are answered unavailable"
+            );
+        }
+        self.answer_waiters(id, live);
+    }
+
+    /// Answers every shard waiting on held pattern `id` (`live` marks it confirmed), then the
+    /// replay requests that waited for the answer: after it, on the same shard inboxes, so a
+    /// resume's reply never goes out before its pattern is live.
+    fn answer_waiters(&mut self, id: u64, live: bool) {
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        if live {
+            held.confirmed = true;
+        }
+        held.confirm_by = None;
+        for (shard, ticket) in std::mem::take(&mut held.waiters) {
+            self.hub
+                .confirmed(shard, held.pattern.clone(), ticket, live);
+        }
+        for request in std::mem::take(&mut held.confirm_replays) {
+            self.on_replay(request);
         }
     }
 
@@ -739,6 +914,12 @@ impl Router {
             self.note_deferred(&subject);
         }
         self.count_consumers();
+        // A round trip under way confirmed the feed just replaced, if any: waiters need one
+        // after this SUB.
+        if let Some(held) = self.held.get_mut(&id) {
+            held.confirm_attempt = None;
+        }
+        self.confirm(id);
         for request in replays {
             self.on_replay(request);
         }
@@ -816,6 +997,15 @@ impl Router {
             }
             return;
         }
+        if let Some(held) = held
+            && !held.confirmed
+            && !held.waiters.is_empty()
+            && held.confirm_replays.len() < MAX_REPLAYS_WAITING_FOR_OPEN
+        {
+            // Answered once the pattern is live (or cannot be): see `confirm_replays`.
+            held.confirm_replays.push(request);
+            return;
+        }
         let durable = self
             .ids
             .get(&request.pattern)
@@ -868,9 +1058,13 @@ impl Router {
         let Some(mut opened) = self.opened_rx.take() else {
             return;
         };
+        let Some(mut confirmed) = self.confirmed_rx.take() else {
+            return;
+        };
         loop {
             tokio::select! {
                 Some(answer) = opened.recv() => self.on_opened(answer).await,
+                Some(answer) = confirmed.recv() => self.on_confirmation(answer),
                 change = interest.recv() => match change {
                     Some(ToRouter::Interest(change)) => self.on_interest(change).await,
                     Some(ToRouter::Replay(request)) => self.on_replay(request),
@@ -887,6 +1081,7 @@ impl Router {
                 _ = tick.tick() => {
                     self.release_expired().await;
                     self.reopen_ended().await;
+                    self.expire_confirmations();
                 }
             }
         }
@@ -922,13 +1117,22 @@ impl Router {
     async fn on_interest(&mut self, change: InterestChange) {
         let bit = 1u64 << change.shard.min(63);
         if change.wanted {
-            if let Some(held) = self
-                .ids
-                .get(&change.pattern)
-                .and_then(|id| self.held.get_mut(id))
+            if let Some(&id) = self.ids.get(&change.pattern)
+                && let Some(held) = self.held.get_mut(&id)
             {
                 held.shards |= bit;
                 held.release_at = None;
+                held.waiters.push((change.shard, change.ticket));
+                if !held.confirmed && held.opening.is_none() && !self.subs.contains_key(&id) {
+                    // Held without a feed (NATS was down when it was first wanted): subscribed
+                    // now if NATS is back, rather than at the next `reopen_ended`, so this ask is
+                    // not refused for an outage that is over. `open` confirms it.
+                    let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
+                    let from = held.resume_from(epoch.as_deref());
+                    self.open(id, from, epoch).await;
+                    self.count_consumers();
+                }
+                self.confirm(id);
                 return;
             }
             let epoch = self.history.as_ref().and_then(|h| h.state().epoch());
@@ -946,9 +1150,15 @@ impl Router {
                     last_seq: None,
                     epoch: None,
                     opening: None,
+                    confirmed: false,
+                    waiters: vec![(change.shard, change.ticket)],
+                    confirm_by: None,
+                    confirm_attempt: None,
+                    confirm_replays: Vec::new(),
                 },
             );
             self.open(id, None, epoch).await;
+            self.confirm(id);
             self.count_consumers();
         } else if let Some(held) = self
             .ids
@@ -956,6 +1166,8 @@ impl Router {
             .and_then(|id| self.held.get_mut(id))
         {
             held.shards &= !bit;
+            // Its ask was withdrawn: nobody there waits for the answer.
+            held.waiters.retain(|&(shard, _)| shard != change.shard);
             if held.shards == 0 {
                 held.release_at = Some(Instant::now() + self.linger);
             }
@@ -980,7 +1192,8 @@ impl Router {
                 self.routing.restart(id);
                 // A consumer still opening is dropped when it answers; whoever waited for a
                 // replay on it is answered now (unavailable: the pattern is no longer held).
-                for request in held.opening.map(|o| o.replays).unwrap_or_default() {
+                let waiting = held.opening.map(|o| o.replays).unwrap_or_default();
+                for request in waiting.into_iter().chain(held.confirm_replays) {
                     self.on_replay(request);
                 }
             }

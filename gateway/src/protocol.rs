@@ -135,6 +135,9 @@ pub enum ErrorCode {
     BadRequest,
     /// A limit was hit (too many subscriptions, rate, ...).
     Limit,
+    /// The gateway could not make the subscription live (cluster mode: NATS down, or it did
+    /// not confirm the gateway's subscription in time); nothing is held, the client may retry.
+    Unavailable,
 }
 
 impl ErrorCode {

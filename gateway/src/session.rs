@@ -11,6 +11,9 @@
 //!
 //! Resuming from history (issue 12) is an effect ([`Effect::Replay`], a replay request the
 //! engine sends to the control plane) and an event ([`Session::on_replay`]); see `resume.rs`.
+//! In cluster mode a new pattern waits for the gateway's NATS subscription to be confirmed
+//! ([`Effect::Want`], [`Session::on_confirmed`]) before it is live and answered; see
+//! `confirm.rs`.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use crate::protocol::{self, ClientOp, ErrorCode};
 use crate::rate::{RateLimit, Verdict};
 use crate::topic;
 
+mod confirm;
 mod resume;
 #[cfg(test)]
 mod tests;
@@ -55,6 +59,10 @@ pub(crate) struct Limits {
     pub verifier: Option<Arc<Verifier>>,
     /// History (cluster mode with `history` set): which patterns can resume, and the epoch.
     pub history: Option<ShardHistory>,
+    /// Cluster mode: a new pattern is live (and answered) only once the engine confirms the
+    /// gateway's NATS subscription for it, which the control plane answers within this time;
+    /// see `confirm.rs`. `None` (standalone): live at once.
+    pub confirm: Option<Duration>,
 }
 
 /// The engine's monotonic time as sessions see it: `now` relative to an `epoch`, so a session
@@ -143,11 +151,18 @@ pub(crate) enum Gone {
 /// What the engine must do for a session. Pushed in the order they must happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Effect {
-    /// Deliver messages matching this pattern to the connection (topic index add; the first
-    /// holder on an engine raises NATS interest).
+    /// Deliver messages matching this pattern to the connection (topic index add; standalone,
+    /// the first holder on an engine raises NATS interest).
     Subscribe(Box<str>),
     /// Stop delivering this pattern (topic index remove; the last holder lowers interest).
     Unsubscribe(Box<str>),
+    /// Cluster mode: the connection waits for this pattern to be live. The engine answers with
+    /// [`Session::on_confirmed`] once the gateway's NATS subscription covering it is confirmed
+    /// (at once if it already is), or could not be. Counts as interest until then.
+    Want(Box<str>),
+    /// The connection no longer waits for this pending pattern (unsubscribed, closed, or it gave
+    /// up): the engine forgets it as a waiter, and the last one lowers interest.
+    Withdraw(Box<str>),
     /// The session left the open phase: give back its connection slot (and per-IP count).
     Left,
     /// Frames were queued in the outbox: flush them.
@@ -209,6 +224,14 @@ struct Extra {
     identity: Option<Identity>,
     /// Replay-then-live merge state, only for a connection that resumed.
     resume: Option<resume::Resuming>,
+    /// Patterns held but waiting for their confirmation (cluster mode); see `confirm.rs`.
+    pending: Vec<confirm::Pending>,
+}
+
+impl Extra {
+    fn is_empty(&self) -> bool {
+        self.identity.is_none() && self.resume.is_none() && self.pending.is_empty()
+    }
 }
 
 impl Session {
@@ -280,6 +303,14 @@ impl Session {
         self.extra.as_ref()?.identity.as_ref()
     }
 
+    /// Drops [`Extra`] once it holds nothing, so a connection that had a pattern pending is as
+    /// small afterwards as one that never had.
+    fn tidy_extra(&mut self) {
+        if self.extra.as_deref().is_some_and(Extra::is_empty) {
+            self.extra = None;
+        }
+    }
+
     fn set_identity(&mut self, identity: Option<Identity>) {
         match (identity, self.extra.as_deref_mut()) {
             (None, None) => {}
@@ -306,7 +337,11 @@ impl Session {
     /// Does an open session hold a pattern matching `topic`? (The shards ask their topic index
     /// instead; the tokio engine filters every message through this.)
     pub(crate) fn wants(&self, topic: &str) -> bool {
-        self.is_open() && self.subs.iter().any(|p| topic::matches(p, topic))
+        self.is_open()
+            && self
+                .subs
+                .iter()
+                .any(|p| topic::matches(p, topic) && !self.is_pending(p))
     }
 
     // ---- events ----
@@ -331,7 +366,9 @@ impl Session {
         self.format = format;
         self.set_identity(identity);
         self.subs = allowed.iter().map(|t| t.as_str().into()).collect();
-        out.extend(allowed.into_iter().map(|t| Effect::Subscribe(t.into())));
+        for t in &allowed {
+            self.want(t, confirm::Reply::EpochOnly, clock, limits, out);
+        }
         for t in &forbidden {
             self.reply(SubRefusal::Forbidden.reply(t), clock, limits, out);
         }
@@ -503,6 +540,9 @@ impl Session {
         let now_s = clock.s();
         let ping_s = limits.ping_interval.as_secs().max(1) as u32;
         self.replays_overdue(clock, limits, out);
+        if self.is_open() {
+            self.confirms_overdue(clock, limits, out);
+        }
         match self.phase() {
             Phase::Handshake { deadline_ms } if now_ms >= deadline_ms => {
                 out.push(Effect::Drop(Gone::HandshakeTimeout));
@@ -563,8 +603,11 @@ impl Session {
                 // has already passed its `exp`, and still gets that second to be refreshed).
                 let token_due = (clock.now + token.min(MAX_TICK_WAIT)).max(at_s(clock.s() + 1));
                 let next = next.min(token_due);
-                // A replay in flight is given up on after its deadline second.
-                self.replay_due_s().map_or(next, |s| next.min(at_s(s)))
+                // A replay in flight is given up on after its deadline second, a pending
+                // pattern at its deadline.
+                let next = self.replay_due_s().map_or(next, |s| next.min(at_s(s)));
+                let at_ms = |ms: u64| clock.epoch + Duration::from_millis(ms);
+                self.confirm_due_ms().map_or(next, |ms| next.min(at_ms(ms)))
             }
         }
     }
@@ -590,11 +633,13 @@ impl Session {
         if !self.is_open() {
             return;
         }
-        out.extend(
-            std::mem::take(&mut self.subs)
-                .into_iter()
-                .map(Effect::Unsubscribe),
-        );
+        for pattern in std::mem::take(&mut self.subs) {
+            if self.forget_pending(&pattern) {
+                out.push(Effect::Withdraw(pattern));
+            } else {
+                out.push(Effect::Unsubscribe(pattern));
+            }
+        }
         out.push(Effect::Left);
     }
 
@@ -658,7 +703,13 @@ impl Session {
                 Ok(Sub::Held) => {}
                 Ok(Sub::New) => {
                     self.subs.push(t.as_str().into());
-                    out.push(Effect::Subscribe(t.as_str().into()));
+                    let resumed = resume.as_ref().is_some_and(|r| r.since(&t).is_some());
+                    let reply = if resumed {
+                        confirm::Reply::Resumed
+                    } else {
+                        confirm::Reply::Subscribed
+                    };
+                    self.want(&t, reply, clock, limits, out);
                 }
                 Err(refusal) => {
                     self.reply(refusal.reply(&t), clock, limits, out);
@@ -677,6 +728,8 @@ impl Session {
                 None => true,
             });
         }
+        // Patterns not live yet are answered once they are (see `confirm.rs`).
+        accepted.retain(|t| !self.awaits(t, false));
         if !accepted.is_empty() {
             let names: Vec<&str> = accepted.iter().map(String::as_str).collect();
             let epoch = resume::epoch_for(limits, names.iter().copied());
@@ -728,9 +781,20 @@ impl Session {
     /// behind a replay that no remaining pattern matches are dropped too: once the client is
     /// told the pattern is gone, none of its messages may follow (review 2, finding 7).
     fn drop_sub(&mut self, pattern: &str, out: &mut Vec<Effect>) {
-        if let Some(i) = self.subs.iter().position(|s| **s == *pattern) {
-            out.push(Effect::Unsubscribe(self.subs.swap_remove(i)));
+        if let Some(held) = self.remove_sub(pattern) {
+            if self.forget_pending(&held) {
+                out.push(Effect::Withdraw(held));
+            } else {
+                out.push(Effect::Unsubscribe(held));
+            }
         }
+    }
+
+    /// Removes `pattern` from what is held (returning it, if held) and forgets a resume of it;
+    /// see [`Session::drop_sub`].
+    fn remove_sub(&mut self, pattern: &str) -> Option<Box<str>> {
+        let held =
+            (self.subs.iter().position(|s| **s == *pattern)).map(|i| self.subs.swap_remove(i));
         if let Some(r) = self.extra.as_deref_mut().and_then(|e| e.resume.as_mut()) {
             r.merge.forget(pattern);
             let (subs, format) = (&self.subs, self.format);
@@ -739,6 +803,7 @@ impl Session {
                 |m| m.frame(format).len(),
             );
         }
+        held
     }
 
     fn reply(&mut self, text: String, clock: &Clock, limits: &Limits, out: &mut Vec<Effect>) {

@@ -94,6 +94,8 @@ pub(crate) struct Shard {
     drain: Option<Plan>,
     shed: Option<Plan>,
     interest: Option<InterestSink>,
+    /// Cluster mode: the patterns wanted from the router and whether each is confirmed.
+    interests: Interests,
     id: usize,
     stats: LocalStats,
     /// Replays per client address (a connect-resume-close loop gets a new per-connection
@@ -119,11 +121,13 @@ fn replays_per_ip(config: &ShardConfig) -> usize {
 }
 
 mod batch;
+mod interests;
 mod plan;
 #[cfg(test)]
 mod tests;
 
 use batch::Batch;
+use interests::{Interests, Wanted};
 
 use plan::{DRAIN_REASON, Plan, SHED_REASON};
 
@@ -164,6 +168,7 @@ impl Shard {
             drain: None,
             shed: None,
             interest,
+            interests: Interests::default(),
             id,
             stats: LocalStats::default(),
             ip_replays: IpReplayBudget::new(replays_per_ip(&config)),
@@ -516,16 +521,24 @@ impl Shard {
         let mut effects = std::mem::take(&mut self.effects);
         for effect in effects.drain(..) {
             match effect {
+                // Cluster mode: interest was raised by `Want` (see `interests.rs`); the index
+                // only says who is live.
                 Effect::Subscribe(pattern) => {
                     self.capacity.count_subscriptions(1);
-                    if self.index.insert(&pattern, key) {
-                        self.report_interest(pattern, true);
-                    }
+                    self.index.insert(&pattern, key);
                 }
                 Effect::Unsubscribe(pattern) => {
                     self.capacity.count_subscriptions(-1);
-                    if self.index.remove(&pattern, key) {
-                        self.report_interest(pattern, false);
+                    self.index.remove(&pattern, key);
+                    // Every live holder counts (see `interests.rs`), not only the index's last.
+                    if self.interest.is_some() && self.interests.release(&pattern) {
+                        self.report_interest(pattern, false, 0);
+                    }
+                }
+                Effect::Want(pattern) => self.want(key, pattern),
+                Effect::Withdraw(pattern) => {
+                    if self.interests.withdraw(&pattern, key) {
+                        self.report_interest(pattern, false, 0);
                     }
                 }
                 Effect::Left => {
@@ -568,14 +581,57 @@ impl Shard {
         }
     }
 
-    fn report_interest(&self, pattern: Box<str>, wanted: bool) {
-        if let Some(sink) = &self.interest {
-            // The receiver is gone only when the gateway is shutting down.
-            let _ = sink.send(ToRouter::Interest(InterestChange {
+    /// Tells the router; false when it cannot be told (standalone, or the router is gone as
+    /// the gateway shuts down).
+    fn report_interest(&self, pattern: Box<str>, wanted: bool, ticket: u64) -> bool {
+        self.interest.as_ref().is_some_and(|sink| {
+            sink.send(ToRouter::Interest(InterestChange {
                 shard: self.id,
                 pattern,
                 wanted,
-            }));
+                ticket,
+            }))
+            .is_ok()
+        })
+    }
+
+    /// Connection `key` waits for `pattern` to be live: the first on the shard asks the router,
+    /// later ones share that ask, and once confirmed a connection is answered at once. Runs
+    /// inside [`Shard::apply`]: an answer given here is applied nested, like
+    /// [`Shard::answer_replay_here`].
+    fn want(&mut self, key: usize, pattern: Box<str>) {
+        match self.interests.want(&pattern, key) {
+            Wanted::Wait => {}
+            Wanted::Ready => self.confirm_conn(key, &pattern, true),
+            Wanted::Ask(ticket) => {
+                if !self.report_interest(pattern.clone(), true, ticket) {
+                    self.on_confirmed(&pattern, ticket, false);
+                }
+            }
+        }
+    }
+
+    /// The router answered the shard's ask `ticket` for `pattern`.
+    fn on_confirmed(&mut self, pattern: &str, ticket: u64, live: bool) {
+        let answered = self.interests.answer(pattern, ticket, live);
+        for key in answered.keys {
+            self.confirm_conn(key, pattern, live);
+        }
+        if answered.last {
+            self.report_interest(pattern.into(), false, 0);
+        }
+    }
+
+    /// Tells the session of `key` whether `pattern` is live, and applies what it asks (nested:
+    /// this may run inside `apply`, which has taken `self.effects`).
+    fn confirm_conn(&mut self, key: usize, pattern: &str, live: bool) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            let mut effects = Vec::new();
+            let limits = &self.config.limits;
+            conn.session
+                .on_confirmed(pattern, live, &self.clock, limits, &mut effects);
+            self.effects.extend(effects);
+            self.apply(key);
         }
     }
 
@@ -693,6 +749,11 @@ impl Shard {
                 Command::Drain { over } => self.start_drain(over),
                 Command::Shed { count, over } => self.start_shed(count, over),
                 Command::Replayed(done) => self.on_replayed(*done),
+                Command::Confirmed {
+                    pattern,
+                    ticket,
+                    live,
+                } => self.on_confirmed(&pattern, ticket, live),
                 Command::Lost => self.on_lost(),
             }
         }

@@ -244,6 +244,8 @@ async fn stats_are_published_and_parse() {
     let mut opts = cluster_options(&nats, "gw-stats");
     opts.stats_interval = Some(Duration::from_millis(200));
     let gw = start(opts).await;
+    // URL topics asked before NATS is connected are refused (`unavailable`): wait for it.
+    wait_nats_connected(&gw).await;
     let _a = connect(&ws_url(&gw, "?topics=x,y")).await;
     let _b = connect(&ws_url(&gw, "?topics=x")).await;
     use futures_util::StreamExt as _;

@@ -406,15 +406,18 @@ async fn resuming_a_topic_without_history_says_so_and_subscribes_live() {
         json!({"op":"sub","topics":["chat","news.>"],"since":{"chat":3},"epoch":"x"}),
     )
     .await;
-    // The topic without a position is answered first, with the epoch.
-    let plain = next_json(&mut client).await;
+    // Each pattern is answered once it is live (the JetStream consumer of `news.>` may take
+    // longer than the core subscription of `chat`): the one without a position with the epoch.
+    let mut replies = [next_json(&mut client).await, next_json(&mut client).await];
+    replies.sort_by_key(|r| r["topics"][0].as_str().map(str::to_owned));
+    let [reply, plain] = replies;
     assert_eq!(plain["topics"], json!(["news.>"]));
     assert!(plain["epoch"].is_string());
-    let reply = next_json(&mut client).await;
+    assert!(plain.get("recovered").is_none(), "{plain}");
     assert_eq!(reply["topics"], json!(["chat"]));
     assert_eq!(reply["recovered"], false);
     assert_eq!(reply["reason"], "no_history");
-    nats.wait_for_subscriptions("push.chat", 1).await;
+    // The reply is a promise: `chat` is live already, no waiting for its NATS subscription.
     publish_ok(gw.admin_addr(), "chat", b"1").await;
     let got = next_json(&mut client).await;
     assert_eq!(
@@ -744,7 +747,10 @@ async fn past_max_consumers_a_pattern_is_served_live_only_and_resume_says_unavai
 /// answer at all (the server drops a publish the user may not make), like a JetStream too busy
 /// to answer. The test user may do anything.
 fn js_server_refusing_consumers() -> (NatsServer, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("volley-js-slow-{}", std::process::id()));
+    // One directory per server: tests in this process run in parallel.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("volley-js-slow-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("nats.conf");
@@ -1056,4 +1062,69 @@ async fn a_replay_leaves_out_reserved_topics_as_live_delivery_does() {
         (json!("ok"), since + 3)
     );
     expect_silence(&mut back, Duration::from_millis(300)).await;
+}
+
+/// `subscribed` on a topic with history is a promise too: it comes once the pattern's JetStream
+/// consumer is open, so a message stored right after it is delivered. A fresh pattern each round,
+/// so each needs a consumer of its own. (Before, the reply went out while the consumer was being
+/// opened, and a message stored meanwhile could be missed; a local open is usually quicker than
+/// the client's reaction, so `subscribed_waits_for_a_slow_consumer_open_and_its_fallback` is the
+/// one that shows the window every time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_published_right_after_subscribed_on_a_history_topic_arrives() {
+    let nats = js_server();
+    let gw = start_history(&nats, "news.>", HistoryFile::default()).await;
+    let mut client = connect(&ws_url(&gw, "")).await;
+    // Straight to NATS (the stream stores it), the quickest a backend can follow the reply.
+    let publisher = async_nats::connect(nats.url())
+        .await
+        .expect("test NATS client");
+    for round in 0..20 {
+        let topic = format!("news.r{round}");
+        send_json(&mut client, json!({"op":"sub","topics":[topic]})).await;
+        let reply = next_json(&mut client).await;
+        assert_eq!(reply["op"], "subscribed", "{reply}");
+        assert!(reply["epoch"].is_string(), "{reply}");
+        let subject = format!("push.{topic}");
+        publisher
+            .publish(subject, round.to_string().into())
+            .await
+            .unwrap();
+        publisher.flush().await.unwrap();
+        let got = next_json(&mut client).await;
+        assert_eq!(got["topic"], json!(topic), "round {round}: {got}");
+        assert_eq!(got["data"], json!(round), "round {round}: {got}");
+        assert!(got["seq"].is_u64(), "{got}");
+    }
+}
+
+/// A consumer that cannot be opened (the server never answers the create): the pattern falls back
+/// to a core subscription, and only once that is confirmed is `subscribed` sent; a message
+/// published right after it is delivered. (Before, the reply went out at once and anything
+/// published during the bounded open, about 2 s, was lost to the new subscriber.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribed_waits_for_a_slow_consumer_open_and_its_fallback() {
+    let (nats, dir) = js_server_refusing_consumers();
+    let mut opts = history_options(&nats, "news.>", HistoryFile::default());
+    opts.nats_user = Some("gw".to_owned());
+    opts.nats_password = Some("gw".to_owned());
+    let gw = start(opts).await;
+    wait_metric(&gw, "volley_history_available", 1.0).await;
+    let publisher =
+        async_nats::ConnectOptions::with_user_and_password("test".into(), "test".into())
+            .connect(nats.url())
+            .await
+            .unwrap();
+    let mut client = connect(&ws_url(&gw, "")).await;
+    send_json(&mut client, json!({"op":"sub","topics":["news.b"]})).await;
+    let reply = next_json(&mut client).await;
+    assert_eq!(reply["op"], "subscribed", "{reply}");
+    publisher.publish("push.news.b", "1".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({"topic":"news.b","data":1})
+    );
+    drop(nats);
+    let _ = std::fs::remove_dir_all(dir);
 }

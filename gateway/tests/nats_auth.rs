@@ -325,8 +325,9 @@ async fn nats_tls_refuses_a_server_without_tls() {
 
 /// Review 2, finding 4: a least-privilege NATS user that may subscribe to `_INBOX.>` but not
 /// publish there (the usual requester setup) has every publish confirmation marker refused. The
-/// gateway says so at start (an error line naming the right) and in `/healthz`; it stays ready
-/// (WebSocket delivery works), and its HTTP publishes answer 503 while the message is delivered.
+/// gateway says so at start (an error line naming the right) and in `/healthz`; it stays ready,
+/// its HTTP publishes answer 503 while the message is delivered, and a new subscription, which
+/// it cannot confirm either, is answered `unavailable` rather than promised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_without_inbox_publish_rights_is_reported_at_start() {
     let scratch = Scratch::new("inbox");
@@ -357,11 +358,14 @@ async fn a_user_without_inbox_publish_rights_is_reported_at_start() {
     assert_eq!(status, 200, "{body}");
 
     let mut client = connect(&gw.ws_url(&format!("?topics={TOPIC}"))).await;
+    // The SUB is made, but the marker after it never comes back: not a promise.
     nats.wait_for_subscriptions(SUBJECT, 1).await;
     let (status, body) = publish(gw.admin, TOPIC, b"1").await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(
-        next_json(&mut client).await,
-        json!({"topic": TOPIC, "data": 1})
-    );
+    let reply = next_json(&mut client).await;
+    assert_eq!(reply["op"], "error", "{reply}");
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    assert_eq!(reply["topic"], TOPIC, "{reply}");
+    gw.wait_for_log("NATS did not confirm a subscription in time", 1, PATIENCE)
+        .await;
 }

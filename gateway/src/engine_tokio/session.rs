@@ -152,7 +152,10 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
     if let (Some((since, epoch)), Some(topic)) = (resume, url_topic) {
         session.resume(&topic, since, epoch, &clock, limits, &mut effects);
     }
-    if pump(ws, ctx, &mut session, &mut effects).await.is_break() {
+    if pump(ws, ctx, &mut session, &clock, &mut effects)
+        .await
+        .is_break()
+    {
         return;
     }
     let mut drain = ctx.drain.clone();
@@ -217,7 +220,10 @@ async fn serve(ws: &mut Ws, ctx: &Context, admitted: Admitted) {
                 session.on_tick(&clock, SystemTime::now(), limits, &mut effects);
             }
         }
-        if pump(ws, ctx, &mut session, &mut effects).await.is_break() {
+        if pump(ws, ctx, &mut session, &clock, &mut effects)
+            .await
+            .is_break()
+        {
             return;
         }
         let mut next = session.next_tick(&clock, SystemTime::now(), limits);
@@ -239,10 +245,15 @@ async fn pump(
     ws: &mut Ws,
     ctx: &Context,
     session: &mut Session,
+    clock: &Clock,
     effects: &mut Vec<Effect>,
 ) -> ControlFlow<()> {
     let mut dropped = false;
     let mut peer_closed = false;
+    // This engine is standalone only (the config refuses it with NATS), so sessions never wait
+    // for a confirmation; were one asked for, a pattern is live here as soon as the session
+    // filters on it (publishes reach every task's broadcast receiver directly).
+    let mut wanted = Vec::new();
     for effect in effects.drain(..) {
         match effect {
             Effect::Closing(cause) => {
@@ -254,6 +265,7 @@ async fn pump(
             }
             Effect::Drop(_) => dropped = true,
             Effect::Recovery(result) => ctx.capacity.metrics.recovery(result),
+            Effect::Want(pattern) => wanted.push(pattern),
             // The session's own patterns are this engine's filter, the `Slot` gives the slot
             // back, and everything queued is written right below. Standalone only: no history,
             // so sessions never ask for a replay (a resume is answered `no_history` by the
@@ -262,8 +274,15 @@ async fn pump(
             | Effect::Unsubscribe(_)
             | Effect::Left
             | Effect::Queued
+            | Effect::Withdraw(_)
             | Effect::Replay(_) => {}
         }
+    }
+    for pattern in wanted {
+        let mut more = Vec::new();
+        session.on_confirmed(&pattern, true, clock, &ctx.limits, &mut more);
+        // Only a reply and `Subscribe` come of it: nothing else to carry out.
+        drop(more);
     }
     if dropped {
         return ControlFlow::Break(());

@@ -175,3 +175,14 @@ fn a_drain_reaches_a_shard_whose_inbox_is_full_even_for_commands_once() {
         .collect();
     assert_eq!(drains, vec![Duration::from_secs(3)]);
 }
+
+#[test]
+fn a_command_is_no_larger_than_four_words() {
+    // Every queued message is one of these in a shard's inbox (up to 16 Ki of them): the
+    // router's answer to an ask must not make every entry larger.
+    assert!(
+        std::mem::size_of::<Command>() <= 32,
+        "{}",
+        std::mem::size_of::<Command>()
+    );
+}

@@ -119,6 +119,7 @@ fn wanted(pattern: &str) -> InterestChange {
         shard: 0,
         pattern: pattern.into(),
         wanted: true,
+        ticket: 1,
     }
 }
 

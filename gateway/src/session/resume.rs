@@ -84,8 +84,15 @@ impl Session {
 
     /// URL subscriptions to topics with history get a reply carrying the epoch (other URL
     /// subscriptions get none, as before).
+    /// Patterns still pending (cluster mode) are announced one by one once live instead.
     pub(crate) fn announce_epoch(&mut self, clock: &Clock, limits: &Limits, out: &mut Vec<Effect>) {
-        let names: Vec<&str> = self.subs.iter().map(|s| &**s).collect();
+        let names: Vec<&str> = (self.subs.iter())
+            .filter(|s| !self.is_pending(s))
+            .map(|s| &**s)
+            .collect();
+        if names.is_empty() {
+            return;
+        }
         let Some(epoch) = epoch_for(limits, names.iter().copied()) else {
             return;
         };
@@ -103,6 +110,8 @@ impl Session {
         limits: &Limits,
         out: &mut Vec<Effect>,
     ) {
+        // Still pending (cluster mode): its reply is the replay's answer, not `subscribed`.
+        self.awaits(pattern, true);
         let Some(history) = limits
             .history
             .as_ref()
@@ -334,7 +343,10 @@ impl Session {
             Err(why) => why.label(),
         }));
         let reply = protocol::resumed(pattern, epoch.as_deref(), recovery);
-        self.reply(reply, clock, limits, out);
+        // A pattern not live yet (cluster mode) is answered once it is: the reply is a promise.
+        if let Some(reply) = self.hold_answer(pattern, reply) {
+            self.reply(reply, clock, limits, out);
+        }
     }
 
     /// Queues message frames in order; stops (closing the session as a slow consumer) when one

@@ -23,6 +23,7 @@ fn limits() -> Limits {
         ping_interval: Duration::from_secs(2),
         verifier: None,
         history: None,
+        confirm: None,
     }
 }
 

@@ -1,0 +1,323 @@
+//! Pending subscriptions without a socket: a new pattern waits for the engine's answer, is
+//! answered then (or `unavailable`), and is withdrawn when it stops being wanted.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::super::*;
+use crate::access::Admission;
+use crate::handshake::Format;
+
+fn cluster_limits() -> Limits {
+    Limits {
+        max_pending_bytes: 64 * 1024,
+        max_subscriptions: 4,
+        max_client_messages_per_second: 100,
+        ping_interval: Duration::from_secs(30),
+        verifier: None,
+        history: None,
+        confirm: Some(Duration::from_secs(5)),
+    }
+}
+
+fn opened(clock: &Clock, limits: &Limits, topics: &[&str]) -> (Session, Vec<Effect>) {
+    let mut session = Session::new(clock, Duration::from_secs(5));
+    let mut out = Vec::new();
+    let admission = Admission {
+        identity: None,
+        allowed: topics.iter().map(|s| s.to_string()).collect(),
+        forbidden: Vec::new(),
+        resumed: None,
+    };
+    session.open(admission, Format::Envelope, clock, limits, &mut out);
+    (session, out)
+}
+
+fn op(session: &mut Session, text: &str, clock: &Clock, limits: &Limits) -> Vec<Effect> {
+    let mut out = Vec::new();
+    let _ = session.on_frame(ClientEvent::Text(text), clock, limits, &mut out);
+    out
+}
+
+fn confirmed(
+    session: &mut Session,
+    pattern: &str,
+    live: bool,
+    clock: &Clock,
+    limits: &Limits,
+) -> Vec<Effect> {
+    let mut out = Vec::new();
+    session.on_confirmed(pattern, live, clock, limits, &mut out);
+    out
+}
+
+/// The text replies queued so far.
+fn replies(session: &mut Session) -> Vec<Value> {
+    let mut replies = Vec::new();
+    while let Some(frame) = session.outbox_mut().pop() {
+        // Replies here are under 64 KiB: a 2- or 4-byte header.
+        assert_eq!(frame[0] & 0x0f, 0x1, "a text frame");
+        let header = match frame[1] & 0x7f {
+            126 => 4,
+            127 => panic!("a reply over 64 KiB"),
+            _ => 2,
+        };
+        replies.push(serde_json::from_slice(&frame[header..]).unwrap());
+    }
+    replies
+}
+
+fn want(p: &str) -> Effect {
+    Effect::Want(p.into())
+}
+
+#[test]
+fn a_new_pattern_is_answered_only_once_confirmed_and_live_after_its_reply() {
+    let limits = cluster_limits();
+    let clock = Clock::new(Instant::now());
+    let (mut session, _) = opened(&clock, &limits, &[]);
+    let out = op(
+        &mut session,
+        r#"{"op":"sub","topics":["a","b"]}"#,
+        &clock,
+        &limits,
+    );
+    assert_eq!(out, vec![want("a"), want("b")]);
+    assert!(
+        replies(&mut session).is_empty(),
+        "no reply before the confirmation"
+    );
+    assert_eq!(session.pending(), ["a", "b"]);
+    assert!(
+        !session.wants("a"),
+        "nothing is delivered for a pending pattern"
+    );
+
+    let out = confirmed(&mut session, "b", true, &clock, &limits);
+    // The reply is queued first, then the pattern goes into the index.
+    assert_eq!(out, vec![Effect::Queued, Effect::Subscribe("b".into())]);
+    assert_eq!(
+        replies(&mut session),
+        [json!({"op":"subscribed","topics":["b"]})]
+    );
+    assert!(session.wants("b"));
+    assert!(!session.wants("a"));
+    assert_eq!(session.pending(), ["a"]);
+}
+
+#[test]
+fn a_pattern_that_cannot_be_confirmed_is_refused_and_not_kept() {
+    let limits = cluster_limits();
+    let clock = Clock::new(Instant::now());
+    let (mut session, _) = opened(&clock, &limits, &[]);
+    op(
+        &mut session,
+        r#"{"op":"sub","topics":["a"]}"#,
+        &clock,
+        &limits,
+    );
+    let out = confirmed(&mut session, "a", false, &clock, &limits);
+    // The engine already dropped it as a waiter: no withdraw, no subscribe.
+    assert_eq!(out, vec![Effect::Queued]);
+    let reply = &replies(&mut session)[0];
+    assert_eq!(reply["op"], "error");
+    assert_eq!(reply["code"], "unavailable");
+    assert_eq!(reply["topic"], "a");
+    assert!(session.subscriptions().is_empty());
+    assert!(session.pending().is_empty());
+    // The client may retry: it is a new pattern again.
+    let out = op(
+        &mut session,
+        r#"{"op":"sub","topics":["a"]}"#,
+        &clock,
+        &limits,
+    );
+    assert_eq!(out, vec![want("a")]);
+}
+
+#[test]
+fn unsub_and_close_while_pending_withdraw_and_a_late_answer_is_ignored() {
+    let limits = cluster_limits();
+    let clock = Clock::new(Instant::now());
+    let (mut session, _) = opened(&clock, &limits, &[]);
+    op(
+        &mut session,
+        r#"{"op":"sub","topics":["a","b"]}"#,
+        &clock,
+        &limits,
+    );
+    let out = op(
+        &mut session,
+        r#"{"op":"unsub","topics":["a"]}"#,
+        &clock,
+        &limits,
+    );
+    assert_eq!(out, vec![Effect::Withdraw("a".into()), Effect::Queued]);
+    assert_eq!(
+        replies(&mut session),
+        [json!({"op":"unsubscribed","topics":["a"]})]
+    );
+    assert!(confirmed(&mut session, "a", true, &clock, &limits).is_empty());
+    assert!(replies(&mut session).is_empty());
+
+    let mut out = Vec::new();
+    session.leave(&mut out);
+    assert_eq!(out, vec![Effect::Withdraw("b".into()), Effect::Left]);
+    // Nothing pending is left behind: the session is as small as one that never waited.
+    assert!(session.extra.is_none());
+}
+
+#[test]
+fn a_pending_pattern_is_given_up_on_at_its_deadline() {
+    let limits = cluster_limits();
+    let start = Instant::now();
+    let clock = Clock::new(start);
+    let (mut session, _) = opened(&clock, &limits, &[]);
+    op(
+        &mut session,
+        r#"{"op":"sub","topics":["a"]}"#,
+        &clock,
+        &limits,
+    );
+    let due = session.next_tick(&clock, SystemTime::now(), &limits);
+    let deadline = start + Duration::from_secs(5) + confirm::ANSWER_GRACE;
+    assert_eq!(due, deadline, "the engine wakes for the deadline");
+
+    let mut out = Vec::new();
+    let before = clock.at(deadline - Duration::from_millis(1));
+    session.on_tick(&before, SystemTime::now(), &limits, &mut out);
+    assert!(out.is_empty());
+    session.on_tick(&clock.at(deadline), SystemTime::now(), &limits, &mut out);
+    assert_eq!(out, vec![Effect::Withdraw("a".into()), Effect::Queued]);
+    assert_eq!(replies(&mut session)[0]["code"], "unavailable");
+    assert!(session.subscriptions().is_empty());
+}
+
+#[test]
+fn url_topics_wait_too_and_get_no_reply_without_history() {
+    let limits = cluster_limits();
+    let clock = Clock::new(Instant::now());
+    let (mut session, out) = opened(&clock, &limits, &["a"]);
+    assert_eq!(out, vec![want("a")]);
+    let mut out = Vec::new();
+    session.announce_epoch(&clock, &limits, &mut out);
+    assert!(out.is_empty());
+    let out = confirmed(&mut session, "a", true, &clock, &limits);
+    assert_eq!(out, vec![Effect::Subscribe("a".into())]);
+    assert!(replies(&mut session).is_empty());
+    // Unless it cannot be confirmed: then the client is told.
+    let (mut session, _) = opened(&clock, &limits, &["a"]);
+    confirmed(&mut session, "a", false, &clock, &limits);
+    assert_eq!(replies(&mut session)[0]["code"], "unavailable");
+}
+
+#[test]
+fn a_sub_of_a_pending_pattern_waits_for_the_same_answer() {
+    let limits = cluster_limits();
+    let clock = Clock::new(Instant::now());
+    let (mut session, _) = opened(&clock, &limits, &["a"]);
+    // Held already (pending): no second want, and the reply waits too.
+    let out = op(
+        &mut session,
+        r#"{"op":"sub","topics":["a"]}"#,
+        &clock,
+        &limits,
+    );
+    assert!(out.is_empty());
+    assert!(replies(&mut session).is_empty());
+    confirmed(&mut session, "a", true, &clock, &limits);
+    assert_eq!(
+        replies(&mut session),
+        [json!({"op":"subscribed","topics":["a"]})]
+    );
+    // A pattern live already is answered at once, as before.
+    let out = op(
+        &mut session,
+        r#"{"op":"sub","topics":["a"]}"#,
+        &clock,
+        &limits,
+    );
+    assert_eq!(out, vec![Effect::Queued]);
+}
+
+#[test]
+fn pending_patterns_count_against_the_subscription_limit() {
+    let limits = Limits {
+        max_subscriptions: 1,
+        ..cluster_limits()
+    };
+    let clock = Clock::new(Instant::now());
+    let (mut session, _) = opened(&clock, &limits, &[]);
+    op(
+        &mut session,
+        r#"{"op":"sub","topics":["a"]}"#,
+        &clock,
+        &limits,
+    );
+    op(
+        &mut session,
+        r#"{"op":"sub","topics":["b"]}"#,
+        &clock,
+        &limits,
+    );
+    assert_eq!(replies(&mut session)[0]["code"], "limit");
+}
+
+#[test]
+fn standalone_patterns_are_live_and_answered_at_once() {
+    let limits = Limits {
+        confirm: None,
+        ..cluster_limits()
+    };
+    let clock = Clock::new(Instant::now());
+    let (mut session, out) = opened(&clock, &limits, &["u"]);
+    assert_eq!(out, vec![Effect::Subscribe("u".into())]);
+    let out = op(
+        &mut session,
+        r#"{"op":"sub","topics":["a"]}"#,
+        &clock,
+        &limits,
+    );
+    assert_eq!(out, vec![Effect::Subscribe("a".into()), Effect::Queued]);
+    assert_eq!(
+        replies(&mut session),
+        [json!({"op":"subscribed","topics":["a"]})]
+    );
+}
+
+#[test]
+fn a_resume_answered_at_once_is_held_until_the_pattern_is_live() {
+    let limits = cluster_limits();
+    let clock = Clock::new(Instant::now());
+    let (mut session, _) = opened(&clock, &limits, &[]);
+    // No history here: the session knows the answer (`no_history`) at once...
+    let out = op(
+        &mut session,
+        r#"{"op":"sub","topics":["chat"],"since":{"chat":3}}"#,
+        &clock,
+        &limits,
+    );
+    assert!(out.contains(&want("chat")));
+    // ...but it is the pattern's reply, so it waits for the pattern to be live.
+    assert!(replies(&mut session).is_empty());
+    let out = confirmed(&mut session, "chat", true, &clock, &limits);
+    assert_eq!(out.last(), Some(&Effect::Subscribe("chat".into())));
+    let reply = &replies(&mut session)[0];
+    assert_eq!(reply["topics"], json!(["chat"]));
+    assert_eq!(reply["recovered"], false);
+    assert_eq!(reply["reason"], "no_history");
+
+    // Not live after all: the error alone.
+    let (mut session, _) = opened(&clock, &limits, &[]);
+    op(
+        &mut session,
+        r#"{"op":"sub","topics":["chat"],"since":{"chat":3}}"#,
+        &clock,
+        &limits,
+    );
+    confirmed(&mut session, "chat", false, &clock, &limits);
+    let replies = replies(&mut session);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["code"], "unavailable");
+}
