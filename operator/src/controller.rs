@@ -57,6 +57,14 @@ use plan::{Now, Settings};
 pub const RESYNC: Duration = Duration::from_secs(10);
 /// Back-off after a failed reconcile.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(30);
+/// The longest a whole reconcile may take. kube-runtime runs one reconcile per object at a
+/// time: a trigger for an object whose reconcile is still running is held until it finishes
+/// (`hold_unless(|msg| !slots.contains_key(msg))` in kube-runtime's `controller/runner.rs`), and
+/// it puts no bound on the reconcile future itself. One API call or NATS request that never
+/// answers would so stop every later reconcile of that PushCluster. A pass normally takes
+/// milliseconds; its slowest legitimate part is a few NATS requests of up to 10 s each
+/// (async-nats' request timeout).
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 pub use crate::scaledown::DELETION_COST;
 
 /// Requeue while a scale-down waits, a pod is paused for balancing or pods are missing: these
@@ -88,6 +96,78 @@ pub enum Error {
     /// Writing the status failed.
     #[error("status: kubernetes API: {0}")]
     Status(#[source] kube::Error),
+    /// The reconcile did not finish within [`RECONCILE_TIMEOUT`]; `step` was running.
+    #[error(
+        "{step}: the reconcile did not finish within {after:?} (an API call or NATS request that never answered)"
+    )]
+    Timeout {
+        /// The step that was running when the time ran out.
+        step: Step,
+        /// The bound that ran out.
+        after: Duration,
+    },
+}
+
+/// The reconcile's named steps, for an error that must say where it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Validation of the spec (and, for an invalid one, its status and Event).
+    Validate,
+    /// The reads.
+    Observe,
+    /// The plan (pure).
+    Plan,
+    /// The children (pure).
+    Build,
+    /// The writes and the requests to gateways.
+    Apply,
+    /// The status write.
+    Status,
+}
+
+impl Step {
+    const ALL: [Step; 6] = [
+        Step::Validate,
+        Step::Observe,
+        Step::Plan,
+        Step::Build,
+        Step::Apply,
+        Step::Status,
+    ];
+
+    /// The step's name, as in its tracing span.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Validate => "validate",
+            Step::Observe => "observe",
+            Step::Plan => "plan",
+            Step::Build => "build",
+            Step::Apply => "apply",
+            Step::Status => "status",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The step a reconcile is in, readable after its future was dropped (the future must stay
+/// `Send` for kube-runtime, hence an atomic rather than a `Cell`).
+#[derive(Debug, Default)]
+struct Progress(std::sync::atomic::AtomicUsize);
+
+impl Progress {
+    fn enter(&self, step: Step) {
+        let index = Step::ALL.iter().position(|s| *s == step).unwrap_or(0);
+        self.0.store(index, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn step(&self) -> Step {
+        Step::ALL[self.0.load(std::sync::atomic::Ordering::Relaxed) % Step::ALL.len()]
+    }
 }
 
 /// A write of the apply step that failed: the object it was for, and the API's answer.
@@ -144,6 +224,7 @@ impl Error {
             Self::Observe(_) => "observe",
             Self::Apply(_) => "apply",
             Self::Status(_) => "status",
+            Self::Timeout { .. } => "timeout",
         }
     }
 }
@@ -221,7 +302,29 @@ fn now() -> Now {
 /// Reconciles one PushCluster.
 pub async fn reconcile(pc: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&pc, &ctx).await;
+    let progress = Progress::default();
+    // Dropping the pipeline's future at the bound cancels whatever it awaited. What a cancelled
+    // pass leaves behind is taken up by the next one: children and status are applied whole
+    // each pass; a balancing round's state is put back in memory however the pass ends (see
+    // `control::balance`), and a pod paused by a round that is lost anyway is resumed by
+    // `Balancer::orphans` from its stats (accepting=false, not draining, not full).
+    let result = match tokio::time::timeout(
+        RECONCILE_TIMEOUT,
+        reconcile_inner(&pc, &ctx, &progress),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => {
+            let step = progress.step();
+            tracing::warn!(cluster = %pc.name_any(), step = step.name(), after = ?RECONCILE_TIMEOUT,
+                "reconcile timed out; retried after the error back-off");
+            Err(Error::Timeout {
+                step,
+                after: RECONCILE_TIMEOUT,
+            })
+        }
+    };
     ctx.metrics
         .reconcile_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -256,7 +359,12 @@ pub fn error_policy(pc: Arc<PushCluster>, err: &Error, _ctx: Arc<Context>) -> Ac
 
 /// The pipeline. Returns the action and whether the spec was invalid (for metrics).
 #[tracing::instrument(name = "reconcile", skip_all, fields(namespace, cluster = %pc.name_any()))]
-async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, bool), Error> {
+async fn reconcile_inner(
+    pc: &PushCluster,
+    ctx: &Context,
+    progress: &Progress,
+) -> Result<(Action, bool), Error> {
+    progress.enter(Step::Validate);
     let ns = pc.namespace().ok_or(Error::NotStored)?;
     tracing::Span::current().record("namespace", ns.as_str());
     let now_time = Time(Timestamp::now());
@@ -268,15 +376,19 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
             return Ok((Action::await_change(), true));
         }
     };
+    progress.enter(Step::Observe);
     let (observed, nats) = observe::observe(&valid, ctx)
         .await
         .map_err(Error::Observe)?;
     let now = now();
     let key = (valid.namespace.clone(), valid.name.clone());
+    progress.enter(Step::Plan);
     let plan = ctx.memory.with(&key, |m| {
         plan::plan(&valid, &observed, &ctx.settings(), now, m)
     });
+    progress.enter(Step::Build);
     let children = build_children(&valid, plan.replicas, &ctx.options);
+    progress.enter(Step::Apply);
     let outcome = apply::apply(
         ctx,
         &valid,
@@ -313,6 +425,7 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         ctx.ready_grace,
         &now_time,
     );
+    progress.enter(Step::Status);
     apply::patch_status(ctx, pc, &ns, status)
         .await
         .map_err(Error::Status)?;

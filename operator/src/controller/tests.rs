@@ -1907,3 +1907,129 @@ async fn credentials_in_the_nats_url_stay_out_of_the_status() {
         );
     }
 }
+
+/// A mock API server that answers like [`mock_client`] (no children, an empty pod list) except
+/// for the first request `hang` picks, which it never answers (its reply handle is kept, so the
+/// client sees neither a reply nor an error): an API server call that hangs.
+fn mock_hanging(pc: &PushCluster, hang: fn(&Seen) -> bool) -> Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let pc_json = serde_json::to_value(pc).unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let seen = read_request(req).await;
+            if held.is_empty() && hang(&seen) {
+                held.push(send);
+                continue;
+            }
+            let (code, reply) = match seen.method.as_str() {
+                "GET" if seen.path.ends_with("/pods") => (
+                    StatusCode::OK,
+                    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+                        "items": []}),
+                ),
+                "GET" => (
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
+                ),
+                "PATCH" if seen.path.ends_with("/status") => (StatusCode::OK, pc_json.clone()),
+                "POST" if seen.path.ends_with("/events") => (StatusCode::CREATED, seen.body),
+                _ => (StatusCode::OK, seen.body),
+            };
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    Client::new(service, "default")
+}
+
+/// Runs one reconcile against an API server that never answers the request `hang` picks; returns
+/// the error and how long (on tokio's paused clock) the reconcile took.
+async fn reconcile_hanging_on(hang: fn(&Seen) -> bool) -> (Error, std::time::Duration) {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    let pc = stored(spec);
+    let client = mock_hanging(&pc, hang);
+    let c = ctx(client);
+    let started = tokio::time::Instant::now();
+    // Twice the bound: without one, the reconcile would wait for ever (the test fails here).
+    let err = tokio::time::timeout(
+        RECONCILE_TIMEOUT * 2,
+        reconcile(Arc::new(pc.clone()), c.clone()),
+    )
+    .await
+    .expect("the reconcile returns within its bound")
+    .expect_err("a reconcile with a hung API call fails");
+    let took = started.elapsed();
+    // The failure is counted under its own reason, and backs off like any other failure.
+    let failures = c
+        .metrics
+        .failures
+        .get_or_create(&ReasonLabel { reason: "timeout" })
+        .get();
+    assert_eq!(failures, 1);
+    assert_eq!(
+        error_policy(Arc::new(pc), &err, c),
+        Action::requeue(ERROR_REQUEUE)
+    );
+    (err, took)
+}
+
+// The paused clock (tokio `start_paused`) jumps ahead whenever every task waits, so the 60 s
+// bound passes at once and exactly.
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_whose_pod_list_hangs_times_out_naming_observe() {
+    let (err, took) =
+        reconcile_hanging_on(|s| s.method == "GET" && s.path.ends_with("/pods")).await;
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                step: Step::Observe,
+                after: RECONCILE_TIMEOUT
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(took, RECONCILE_TIMEOUT, "returned at the bound, not later");
+    assert!(err.to_string().starts_with("observe: "), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_whose_status_write_hangs_times_out_naming_status() {
+    let (err, took) =
+        reconcile_hanging_on(|s| s.method == "PATCH" && s.path.ends_with("/status")).await;
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                step: Step::Status,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(took, RECONCILE_TIMEOUT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_whose_child_apply_hangs_times_out_naming_apply() {
+    let (err, _) =
+        reconcile_hanging_on(|s| s.method == "PATCH" && s.path.contains("/deployments/")).await;
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                step: Step::Apply,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
