@@ -3,7 +3,6 @@
 
 mod support;
 
-
 use serde_json::json;
 use support::nats::NatsServer;
 use support::*;
