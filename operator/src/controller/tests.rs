@@ -2041,3 +2041,49 @@ async fn a_reconcile_whose_child_apply_hangs_times_out_naming_apply() {
         "{err:?}"
     );
 }
+
+/// A pass cut off at its timeout while a balancing command waits for its gateway's answer
+/// leaves the balancer (its rounds, its shed budget) in memory for the next pass: the round
+/// that paused a pod goes on to resume it, instead of being dropped with the future.
+#[tokio::test]
+async fn a_balance_cut_off_mid_request_keeps_the_balancer() {
+    let nats = nats_server().await;
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    // A gateway that takes the request and never answers (no "no responders" either).
+    let mut swallowed = client
+        .subscribe(wire::control_subject("apps", "web", "web-a"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let pc = stored(cluster_spec(&nats.url));
+    let (api, _) = mock_client(&pc);
+    let c = ctx(api);
+    let valid = build::validate(&pc).unwrap();
+    let key = (valid.namespace.clone(), valid.name.clone());
+    c.memory.with(&key, |m| {
+        m.balancer = Some(crate::balancer::Balancer::new(c.balance_timing));
+    });
+    let cut_off = tokio::time::timeout(
+        Duration::from_millis(300),
+        control::balance(
+            &c,
+            &valid,
+            &client,
+            vec![crate::balancer::Command::Pause("web-a".into())],
+            &[],
+            super::now(),
+        ),
+    )
+    .await;
+    assert!(cut_off.is_err(), "the request was answered");
+    // The request did reach the gateway: the pass was cut off while it waited.
+    let request = tokio::time::timeout(Duration::from_secs(30), swallowed.next())
+        .await
+        .expect("the pause request reached the gateway")
+        .unwrap();
+    assert!(!request.payload.is_empty());
+    assert!(
+        c.memory.with(&key, |m| m.balancer.is_some()),
+        "the balancer was lost with the cancelled pass"
+    );
+}
