@@ -245,10 +245,13 @@ async fn a_shed_during_a_steady_stream_loses_and_duplicates_nothing_for_1000_res
         assert!(reason.contains("resume"), "{reason}");
     }
     check_exactly_once(&all, last);
-    assert_eq!(
-        metric(b.admin_addr(), "volley_recoveries_total", "recovered").await,
-        CLIENTS as f64
-    );
+    metric_reaches(
+        b.admin_addr(),
+        "volley_recoveries_total",
+        "recovered",
+        CLIENTS as f64,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,11 +112,8 @@ async fn violations_close_with_their_codes(client: SocketAddr, admin: SocketAddr
         ("message_too_big", 1.0),
     ] {
         let labels = format!("reason=\"{label}\"");
-        assert_eq!(
-            metric(admin, "volley_protocol_closes_total", &labels).await,
-            n,
-            "{label}"
-        );
+        // Counted as the close goes out; the client may see the close first.
+        metric_reaches(admin, "volley_protocol_closes_total", &labels, n).await;
     }
 }
 
