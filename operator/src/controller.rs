@@ -49,9 +49,12 @@ mod memory;
 mod observe;
 mod plan;
 mod status;
+mod step;
 
 use memory::Memory;
 use plan::{Now, Settings};
+use step::Progress;
+pub use step::Step;
 
 /// Periodic re-reconcile: the stats stream is not a Kubernetes watch.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -106,68 +109,6 @@ pub enum Error {
         /// The bound that ran out.
         after: Duration,
     },
-}
-
-/// The reconcile's named steps, for an error that must say where it stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Validation of the spec (and, for an invalid one, its status and Event).
-    Validate,
-    /// The reads.
-    Observe,
-    /// The plan (pure).
-    Plan,
-    /// The children (pure).
-    Build,
-    /// The writes and the requests to gateways.
-    Apply,
-    /// The status write.
-    Status,
-}
-
-impl Step {
-    const ALL: [Step; 6] = [
-        Step::Validate,
-        Step::Observe,
-        Step::Plan,
-        Step::Build,
-        Step::Apply,
-        Step::Status,
-    ];
-
-    /// The step's name, as in its tracing span.
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::Validate => "validate",
-            Step::Observe => "observe",
-            Step::Plan => "plan",
-            Step::Build => "build",
-            Step::Apply => "apply",
-            Step::Status => "status",
-        }
-    }
-}
-
-impl std::fmt::Display for Step {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The step a reconcile is in, readable after its future was dropped (the future must stay
-/// `Send` for kube-runtime, hence an atomic rather than a `Cell`).
-#[derive(Debug, Default)]
-struct Progress(std::sync::atomic::AtomicUsize);
-
-impl Progress {
-    fn enter(&self, step: Step) {
-        let index = Step::ALL.iter().position(|s| *s == step).unwrap_or(0);
-        self.0.store(index, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn step(&self) -> Step {
-        Step::ALL[self.0.load(std::sync::atomic::Ordering::Relaxed) % Step::ALL.len()]
-    }
 }
 
 /// A write of the apply step that failed: the object it was for, and the API's answer.
