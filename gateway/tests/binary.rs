@@ -84,10 +84,8 @@ async fn broadcast_reaches_5000_connections_exactly_once() {
     for _ in 0..CLIENTS {
         ready_rx.recv().await.expect("every client connects");
     }
-    assert_eq!(
-        metric(gw.admin, "volley_connections", "").await as usize,
-        CLIENTS
-    );
+    // The gauge moves once the shard's loop publishes its counts, a moment after the 101s.
+    metric_reaches(gw.admin, "volley_connections", "", CLIENTS as f64).await;
     for i in 1..=3 {
         publish_ok(gw.admin, "broadcast", i.to_string().as_bytes()).await;
     }
@@ -95,16 +93,23 @@ async fn broadcast_reaches_5000_connections_exactly_once() {
     for task in tasks {
         assert_eq!(task.await.unwrap(), vec![1, 2, 3]);
     }
-    assert_eq!(
-        metric(gw.admin, "volley_frames_delivered_total", "").await as usize,
-        CLIENTS * 4
-    );
+    // Counted after the pass's writes, which the clients may have read before.
+    metric_reaches(
+        gw.admin,
+        "volley_frames_delivered_total",
+        "",
+        (CLIENTS * 4) as f64,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_with_1001_spread_over_the_window() {
     const CLIENTS: usize = 40;
-    let gw = GatewayProcess::spawn(&["--shards", "2", "--drain-timeout", "2s"]);
+    // A window long enough that its spread stands out of a loaded machine's delays (which
+    // only ever make a close come later than planned).
+    const WINDOW: Duration = Duration::from_secs(4);
+    let gw = GatewayProcess::spawn(&["--shards", "2", "--drain-timeout", "4s"]);
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         clients.push(connect(&gw.ws_url("")).await);
@@ -118,9 +123,10 @@ async fn sigterm_drains_with_1001_spread_over_the_window() {
             (u16::from(close.code), started.elapsed())
         }));
     }
-    // Readiness turns off at once, while connections are still being closed.
+    // Readiness turns off at once, while connections are still being closed (well inside the
+    // window: the admin server goes when the drain is over).
     let mut unready = false;
-    for _ in 0..20 {
+    while started.elapsed() < WINDOW / 2 {
         if get(gw.admin, "/readyz").await.0 == 503 {
             unready = true;
             break;
@@ -138,16 +144,16 @@ async fn sigterm_drains_with_1001_spread_over_the_window() {
     let first = times[0];
     let median = times[CLIENTS / 2];
     let last = times[CLIENTS - 1];
+    // Planned: the first at once, the median half way, the last at the end of the window.
+    // Lower bounds are exact (nothing closes early); upper bounds allow a second of delay.
+    let slack = Duration::from_secs(1);
+    assert!(first < WINDOW / 4 + slack, "first close at {first:?}");
     assert!(
-        first < Duration::from_millis(700),
-        "first close at {first:?}"
-    );
-    assert!(
-        median > Duration::from_millis(500) && median < Duration::from_millis(1700),
+        median > WINDOW / 4 && median < WINDOW / 2 + slack,
         "median close at {median:?}"
     );
     assert!(
-        last > Duration::from_millis(1400) && last < Duration::from_millis(3500),
+        last > WINDOW * 3 / 4 && last < WINDOW + 2 * slack,
         "last close at {last:?}"
     );
     let mut gw = gw;

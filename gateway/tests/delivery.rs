@@ -11,40 +11,44 @@ use volley_gateway::config::Options;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_shard_flushes_at_once_busy_shard_batches() {
+    // A long interval, so what the test tells apart (at once vs after an interval) stays apart
+    // on a loaded machine, where a publish round trip can take a good part of a second.
+    const INTERVAL: Duration = Duration::from_secs(3);
     let mut opts = options();
     opts.shards = Some(1);
-    opts.flush_interval = Some(Duration::from_millis(400));
+    opts.flush_interval = Some(INTERVAL);
     let gw = start(opts).await;
     let mut client = connect(&ws_url(&gw, "?topics=t")).await;
     // Let the 101's flush age past the interval: the shard is idle.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(INTERVAL + Duration::from_millis(100)).await;
     let sent = std::time::Instant::now();
     publish_ok(gw.admin_addr(), "t", b"1").await;
     assert_eq!(next_json(&mut client).await["data"], 1);
     let first = sent.elapsed();
-    // The shard flushed just now, before the client saw message 1, so
-    // message 2 arrives within the interval of that flush and must wait
-    // for the next batch. (Publishing both before reading could let the
-    // shard drain them in one pass, which is also correct, so the test
-    // orders them through the client.)
-    let sent = std::time::Instant::now();
+    // The shard's pass for message 1 started after message 1 was published and before the
+    // client saw it, so message 2 (published after that) goes out in the next pass, no earlier
+    // than one interval after the first pass started: at least INTERVAL after `sent`, however
+    // slow the machine. (Publishing both before reading could let the shard drain them in one
+    // pass, which is also correct, so the test orders them through the client.)
     publish_ok(gw.admin_addr(), "t", b"2").await;
     assert_eq!(next_json(&mut client).await["data"], 2);
     let second = sent.elapsed();
     assert!(
-        first < Duration::from_millis(250),
-        "idle: flushed at once ({first:?})"
+        first < INTERVAL / 2,
+        "idle: flushed at once ({first:?}), not after the {INTERVAL:?} interval"
     );
     assert!(
-        second >= Duration::from_millis(150),
-        "busy: the next message waits for the batch ({second:?})"
+        second >= INTERVAL,
+        "busy: the next message waits for the next pass, an interval after the first \
+         ({second:?} after message 1 was published)"
     );
 }
 
 /// Waits until `name` differs from `from` (a pass adds its counts all at once, after its
 /// writes, so a client can see its frames a moment before the metric moves).
 async fn metric_moved(gw: &volley_gateway::gateway::Gateway, name: &str, from: f64) -> f64 {
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
         let now = metric(gw.admin_addr(), name, "").await;
         if now != from {
             return now;
@@ -58,13 +62,19 @@ async fn metric_moved(gw: &volley_gateway::gateway::Gateway, name: &str, from: f
 async fn a_pass_writes_each_connection_once_however_many_frames() {
     let mut opts = options();
     opts.shards = Some(1);
-    opts.flush_interval = Some(Duration::from_secs(1));
+    // Long enough that the reads, the metric polls and the five publishes below all fit in one
+    // interval after the first pass on a loaded machine (if they did not, a pass would go out
+    // between them and the count below would be off by a pass that is correct).
+    const INTERVAL: Duration = Duration::from_secs(5);
+    opts.flush_interval = Some(INTERVAL);
     let gw = start(opts).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         clients.push(connect(&ws_url(&gw, "?topics=t")).await);
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The 101s are written outside a pass; let them age past the interval anyway, so the shard
+    // is idle whatever counts as a pass.
+    tokio::time::sleep(INTERVAL + Duration::from_millis(100)).await;
     let writes = "volley_socket_writes_total";
     let w0 = metric(gw.admin_addr(), writes, "").await;
     // An idle shard writes the first message at once: one write per client.

@@ -116,8 +116,9 @@ async fn a_stalled_handshake_is_dropped_at_the_deadline() {
     let mut stream = TcpStream::connect(gw.client_addr()).await.unwrap();
     stream.write_all(b"GET /ws HTTP/1.1\r\n").await.unwrap();
     let mut buf = vec![0; 64];
-    // The sweep runs every second; the connection must be gone well within a few seconds.
-    let n = tokio::time::timeout(Duration::from_secs(4), stream.read(&mut buf))
+    // The sweep runs every second; the connection must be gone within a few seconds (10 s only
+    // bounds a hang on a loaded machine; a gateway that never drops it still fails).
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
         .await
         .expect("dropped before the test timeout")
         .unwrap_or(0);

@@ -30,7 +30,7 @@ fn history_options(nats: &NatsServer, topics: &str, file: HistoryFile) -> Option
 }
 
 async fn wait_metric(gw: &Gateway, name: &str, at_least: f64) {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if metric(gw.admin_addr(), name, "").await >= at_least {
             return;
         }
@@ -66,7 +66,7 @@ async fn last_seq(js: &jetstream::Context) -> u64 {
 /// Waits until the stream holds messages up to `seq` (core NATS publishes are stored
 /// asynchronously).
 async fn wait_stored(js: &jetstream::Context, seq: u64) {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if last_seq(js).await >= seq {
             return;
         }
@@ -77,7 +77,7 @@ async fn wait_stored(js: &jetstream::Context, seq: u64) {
 
 /// Waits until the history stream has at least `n` consumers on the server.
 async fn wait_server_consumers(js: &jetstream::Context, n: usize) {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         let mut stream = js.get_stream(STREAM).await.expect("history stream");
         if stream
             .info()
@@ -168,10 +168,7 @@ async fn resume_replays_exactly_what_was_missed_in_order_then_goes_live() {
     assert_eq!(got["data"], json!({"n":7}));
     assert_eq!(seq_of(&got), since + 7);
     expect_silence(&mut back, Duration::from_millis(300)).await;
-    assert_eq!(
-        metric(gw.admin_addr(), "volley_recoveries_total", "recovered").await,
-        1.0
-    );
+    metric_reaches(gw.admin_addr(), "volley_recoveries_total", "recovered", 1.0).await;
     assert!(metric(gw.admin_addr(), "volley_replayed_messages_total", "").await >= 6.0);
 }
 
@@ -238,7 +235,7 @@ async fn a_recreated_stream_changes_the_epoch_and_resume_is_not_recovered() {
     js.delete_stream(STREAM).await.expect("delete stream");
     // The gateway puts the stream back by itself (a new stream: a new epoch).
     let mut recreated = false;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if js.get_stream(STREAM).await.is_ok() {
             recreated = true;
             break;
@@ -259,15 +256,19 @@ async fn a_recreated_stream_changes_the_epoch_and_resume_is_not_recovered() {
     let new_epoch = reply["epoch"].as_str().expect("the new epoch");
     assert_ne!(new_epoch, old_epoch);
     assert!(reply["message"].as_str().unwrap().contains("live"));
-    assert_eq!(
-        metric(gw.admin_addr(), "volley_recoveries_total", "epoch_changed").await,
-        1.0
-    );
+    // Counted with the reply, whose write the client may see first.
+    metric_reaches(
+        gw.admin_addr(),
+        "volley_recoveries_total",
+        "epoch_changed",
+        1.0,
+    )
+    .await;
     // Still served live, through a consumer on the new stream: once the gateway has opened it
     // (a consumer starting with new messages; not one left over from the old stream's feed),
     // the first message published reaches the client, once.
     let mut opened = false;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         let stream = js.get_stream(STREAM).await.expect("history stream");
         let mut consumers = stream.consumers();
         while let Some(Ok(info)) = futures_util::StreamExt::next(&mut consumers).await {
@@ -433,7 +434,7 @@ async fn without_jetstream_history_topics_are_live_only_and_health_says_why() {
     let nats = NatsServer::start();
     let gw = start(history_options(&nats, "news.>", HistoryFile::default())).await;
     let mut healthz = String::new();
-    for _ in 0..400 {
+    for _ in 0..1200 {
         healthz = get(gw.admin_addr(), "/healthz").await.1;
         if healthz.contains("history: unavailable (") && !healthz.contains("not checked yet") {
             break;
@@ -801,8 +802,12 @@ async fn a_consumer_that_takes_long_to_open_holds_up_no_other_topic() {
         json!({"op":"sub","topics":["news.a"],"since":{"news.a":1},"epoch":"e"}),
     )
     .await;
-    // Meanwhile other topics flow: each message arrives while that open is still pending (the
-    // pattern has neither its consumer nor the core subscription it falls back to).
+    // Meanwhile other topics flow: messages arrive while that open is still pending (the
+    // pattern has neither its consumer nor the core subscription it falls back to). The open
+    // gives up after a bounded wait; on a loaded machine that may come after only a few of the
+    // ten round trips, so the test counts those that arrived before it, and wants at least one
+    // (a router held up by the open delivers none before it gives up).
+    let mut while_pending = 0;
     for n in 0..10 {
         publisher
             .publish("push.chat", format!("{n}").into())
@@ -811,11 +816,15 @@ async fn a_consumer_that_takes_long_to_open_holds_up_no_other_topic() {
         publisher.flush().await.unwrap();
         assert_eq!(next_json(&mut chat).await["data"], json!(n));
         let subs = nats.subscriptions().await;
-        assert!(
-            !subs.iter().any(|s| s == "push.news.a"),
-            "message {n} was held up until the open gave up: {subs:?}"
-        );
+        if subs.iter().any(|s| s == "push.news.a") {
+            break;
+        }
+        while_pending += 1;
     }
+    assert!(
+        while_pending >= 1,
+        "the first message was held up until the open gave up"
+    );
     // The open gives up (bounded): the pattern is served live through core NATS, and the
     // resume is answered.
     nats.wait_for_subscriptions("push.news.a", 1).await;
@@ -923,7 +932,7 @@ async fn a_replay_stops_when_every_connection_waiting_for_it_is_gone() {
     // The first client leaves before its replay could be read.
     gone.close(None).await.unwrap();
     drop(gone);
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if metric(gw.admin_addr(), "volley_connections", "").await == 2.0 {
             break;
         }
@@ -941,21 +950,15 @@ async fn a_replay_stops_when_every_connection_waiting_for_it_is_gone() {
         metric(gw.admin_addr(), "volley_replay_duration_seconds_count", "").await
             + metric(gw.admin_addr(), "volley_replays_cancelled_total", "").await
     };
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if ended().await >= 2.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(ended().await, 2.0);
-    assert_eq!(
-        metric(gw.admin_addr(), "volley_replayed_messages_total", "").await,
-        19.0
-    );
-    assert_eq!(
-        metric(gw.admin_addr(), "volley_replays_cancelled_total", "").await,
-        1.0
-    );
+    metric_reaches(gw.admin_addr(), "volley_replayed_messages_total", "", 19.0).await;
+    metric_reaches(gw.admin_addr(), "volley_replays_cancelled_total", "", 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ fn cluster_options(nats: &NatsServer) -> Options {
 }
 
 async fn wait_nats_connected(gw: &Gateway) {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if metric(gw.admin_addr(), "volley_nats_connected", "").await == 1.0 {
             return;
         }
@@ -130,7 +130,7 @@ async fn history_publish_over_the_nats_max_payload_is_413_not_503() {
     opts.history_topics = Some(vec!["news.>".to_owned()]);
     opts.history = Some(HistoryFile::default());
     let gw = start(opts).await;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if metric(gw.admin_addr(), "volley_history_available", "").await == 1.0 {
             break;
         }

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::json;
 use support::nats::NatsServer;
 use support::*;
@@ -110,7 +108,7 @@ async fn nats_message_over_the_pending_bound_is_counted_and_dropped() {
         metric(gw.admin, "volley_slow_consumer_closes_total", "").await,
         0.0
     );
-    gw.wait_for_log("too large for any client queue", 1, Duration::from_secs(5))
+    gw.wait_for_log("too large for any client queue", 1, PATIENCE)
         .await;
     still_served(&mut clients).await;
 }

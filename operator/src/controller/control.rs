@@ -79,12 +79,22 @@ pub(crate) async fn balance(
 ) -> u64 {
     let key: Key = (v.namespace.clone(), v.name.clone());
     let (ns, name) = (&v.namespace, &v.name);
-    // Taken out for the awaits (reconciles of one object never overlap), put back after.
-    let Some(mut b) = ctx.memory.with(&key, |m| m.balancer.take()) else {
+    // Taken out for the awaits (reconciles of one object never overlap), put back after, also
+    // when the reconcile is cancelled at its timeout mid-way: the rounds it holds then go on in
+    // the next pass (their pods resumed on schedule) instead of being lost.
+    let Some(b) = ctx.memory.with(&key, |m| m.balancer.take()) else {
         return 0;
     };
-    let results = balancer::execute(&mut b, client, ns, name, cmds).await;
-    ctx.memory.with(&key, |m| m.balancer = Some(b));
+    let mut b = PutBack {
+        ctx,
+        key: key.clone(),
+        balancer: Some(b),
+    };
+    let results = match b.balancer.as_mut() {
+        Some(balancer) => balancer::execute(balancer, client, ns, name, cmds).await,
+        None => Vec::new(),
+    };
+    drop(b);
     let balance = &v.pc.spec.balance;
     let mut shedding = 0;
     for (cmd, reply) in results {
@@ -133,4 +143,20 @@ pub(crate) async fn balance(
         .await;
     }
     shedding
+}
+
+/// Puts a balancer taken out of memory back when dropped, whether the awaits in between finished
+/// or were cancelled.
+struct PutBack<'a> {
+    ctx: &'a Context,
+    key: Key,
+    balancer: Option<balancer::Balancer>,
+}
+
+impl Drop for PutBack<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.balancer.take() {
+            self.ctx.memory.with(&self.key, |m| m.balancer = Some(b));
+        }
+    }
 }

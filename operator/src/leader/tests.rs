@@ -278,18 +278,20 @@ async fn a_leader_that_cannot_renew_steps_down() {
     let faults = Faults::default();
     let (client, calls, lease) = lease_api(faults.clone());
     let cfg = LeaseConfig {
-        // Renewed every second; 2 s without an accepted renewal is the deadline.
-        duration_seconds: 3,
-        grace_seconds: 2,
-        renew_deadline: Duration::from_secs(2),
+        // Renewed every second; 4 s without an accepted renewal is the deadline (3 s of slack
+        // for a renewal late on a loaded machine; 1 s once stepped a healthy leader down).
+        duration_seconds: 6,
+        grace_seconds: 5,
+        renew_deadline: Duration::from_secs(4),
         ..config()
     };
+    let deadline = cfg.renew_deadline;
     let (mut rx, task) = start(client, cfg).await.unwrap();
     assert!(wait_for(&mut rx, true).await);
     // Renewals succeed past the deadline: still leading.
     let start = tokio::time::Instant::now();
     let mut seen = renewals(&calls);
-    while start.elapsed() < Duration::from_secs(4) {
+    while start.elapsed() < deadline + Duration::from_secs(2) {
         wait_renewals(&calls, seen + 1).await;
         seen = renewals(&calls);
     }

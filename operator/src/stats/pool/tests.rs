@@ -19,13 +19,7 @@ use crate::stats::{DEFAULT_MAX_AGE, is_connected};
 /// Deadline for anything that only waits on a slow, shared machine.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::test_ports::free_port;
 
 /// A real nats-server on free loopback ports (client and monitoring), killed on drop.
 struct NatsServer {
