@@ -22,6 +22,8 @@ pub(crate) struct Conn {
     pub dirty: bool,
     /// The client address whose per-IP slot this connection holds (when that limit is on).
     pub counted_ip: Option<std::net::IpAddr>,
+    /// Entries the shard's topic index holds for this connection: 0 when it is removed.
+    pub indexed: u32,
 }
 
 impl Conn {
@@ -38,6 +40,7 @@ impl Conn {
             stamp: 0,
             dirty: false,
             counted_ip: None,
+            indexed: 0,
         }
     }
 

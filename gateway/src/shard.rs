@@ -2,6 +2,7 @@
 //! connections. It reads only on readiness, answers client ops, queues references to shared
 //! message frames and flushes them in timed batches with one vectored write per connection.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -82,6 +83,15 @@ pub(crate) struct Shard {
     dirty: Vec<usize>,
     /// What the session just handled asked for; reused, applied by [`Shard::apply`].
     effects: Vec<Effect>,
+    /// Inside [`Shard::apply`] (at any depth): answers to sessions wait in `inline`.
+    applying: bool,
+    /// Answers the shard gives a session itself while applying that session's effects (a
+    /// pattern confirmed already, a replay refused here). Given once the outermost `apply` has
+    /// carried out every effect: an answer given nested could close the session in the middle of
+    /// its list, and the rest of the list (a `Want` after it) would then be applied for a
+    /// connection that left and never withdraw (review finding 1b). Bounded by the effects of
+    /// one session event.
+    inline: VecDeque<Inline>,
     /// Effects of one timer sweep, applied once the sweep no longer borrows the slab.
     ticked: Vec<(usize, Effect)>,
     doomed: Vec<usize>,
@@ -118,6 +128,21 @@ fn replays_per_ip(config: &ShardConfig) -> usize {
         .limits
         .max_subscriptions
         .saturating_mul(2 * ADDRESS_BUDGET_CONNECTIONS)
+}
+
+/// An answer the shard gives a session itself; see [`Shard::inline`].
+#[derive(Debug)]
+enum Inline {
+    Confirm {
+        key: usize,
+        pattern: Box<str>,
+        live: bool,
+    },
+    Replay {
+        key: usize,
+        pattern: Box<str>,
+        why: NotRecovered,
+    },
 }
 
 mod batch;
@@ -157,6 +182,8 @@ impl Shard {
             batch: Batch::default(),
             dirty: Vec::new(),
             effects: Vec::new(),
+            applying: false,
+            inline: VecDeque::new(),
             ticked: Vec::new(),
             doomed: Vec::new(),
             seq: 0,
@@ -518,17 +545,32 @@ impl Shard {
 
     /// Carries out what the session of `key` asked for (in `self.effects`).
     fn apply(&mut self, key: usize) {
+        let outermost = !std::mem::replace(&mut self.applying, true);
         let mut effects = std::mem::take(&mut self.effects);
         for effect in effects.drain(..) {
             match effect {
                 // Cluster mode: interest was raised by `Want` (see `interests.rs`); the index
                 // only says who is live.
                 Effect::Subscribe(pattern) => {
+                    // Never for a connection that is gone or closing: nothing would remove the
+                    // entry, and the next connection given its slab key would get the pattern's
+                    // messages (review finding 1). The session does not ask for this; this is
+                    // the shard's own guard.
+                    let Some(conn) = self.conns.get_mut(key).filter(|c| c.is_open()) else {
+                        continue;
+                    };
+                    conn.indexed += 1;
                     self.capacity.count_subscriptions(1);
                     self.index.insert(&pattern, key);
                 }
                 Effect::Unsubscribe(pattern) => {
-                    self.capacity.count_subscriptions(-1);
+                    // Counted down only for what was indexed (a `Subscribe` skipped above).
+                    if let Some(conn) = self.conns.get_mut(key)
+                        && conn.indexed > 0
+                    {
+                        conn.indexed -= 1;
+                        self.capacity.count_subscriptions(-1);
+                    }
                     self.index.remove(&pattern, key);
                     // Every live holder counts (see `interests.rs`), not only the index's last.
                     if self.interest.is_some() && self.interests.release(&pattern) {
@@ -579,6 +621,21 @@ impl Shard {
         if effects.capacity() > self.effects.capacity() {
             self.effects = effects;
         }
+        if outermost {
+            // Each answer applies its session's effects (nested: `applying` stays set, so what
+            // those give inline is queued here too and answered in turn).
+            while let Some(answer) = self.inline.pop_front() {
+                match answer {
+                    Inline::Confirm { key, pattern, live } => {
+                        self.confirm_conn_now(key, &pattern, live);
+                    }
+                    Inline::Replay { key, pattern, why } => {
+                        self.answer_replay_now(key, &pattern, why);
+                    }
+                }
+            }
+            self.applying = false;
+        }
     }
 
     /// Tells the router; false when it cannot be told (standalone, or the router is gone as
@@ -597,8 +654,8 @@ impl Shard {
 
     /// Connection `key` waits for `pattern` to be live: the first on the shard asks the router,
     /// later ones share that ask, and once confirmed a connection is answered at once. Runs
-    /// inside [`Shard::apply`]: an answer given here is applied nested, like
-    /// [`Shard::answer_replay_here`].
+    /// inside [`Shard::apply`]: an answer given here waits in [`Shard::inline`] until the rest
+    /// of the session's effects are applied.
     fn want(&mut self, key: usize, pattern: Box<str>) {
         match self.interests.want(&pattern, key) {
             Wanted::Wait => {}
@@ -622,9 +679,19 @@ impl Shard {
         }
     }
 
-    /// Tells the session of `key` whether `pattern` is live, and applies what it asks (nested:
-    /// this may run inside `apply`, which has taken `self.effects`).
+    /// Tells the session of `key` whether `pattern` is live, and applies what it asks; inside
+    /// `apply`, once that is done (see [`Shard::inline`]).
     fn confirm_conn(&mut self, key: usize, pattern: &str, live: bool) {
+        if self.applying {
+            let pattern = pattern.into();
+            self.inline
+                .push_back(Inline::Confirm { key, pattern, live });
+        } else {
+            self.confirm_conn_now(key, pattern, live);
+        }
+    }
+
+    fn confirm_conn_now(&mut self, key: usize, pattern: &str, live: bool) {
         if let Some(conn) = self.conns.get_mut(key) {
             let mut effects = Vec::new();
             let limits = &self.config.limits;
@@ -667,8 +734,18 @@ impl Shard {
         }
     }
 
-    /// A replay the shard does not ask for ends `recovered:false` with `why`.
+    /// A replay the shard does not ask for ends `recovered:false` with `why` (once the effects
+    /// being applied are carried out: see [`Shard::inline`]).
     fn answer_replay_here(&mut self, key: usize, pattern: &str, why: NotRecovered) {
+        if self.applying {
+            let pattern = pattern.into();
+            self.inline.push_back(Inline::Replay { key, pattern, why });
+        } else {
+            self.answer_replay_now(key, pattern, why);
+        }
+    }
+
+    fn answer_replay_now(&mut self, key: usize, pattern: &str, why: NotRecovered) {
         if let Some(conn) = self.conns.get_mut(key) {
             let mut effects = Vec::new();
             conn.session.on_replay(
@@ -679,8 +756,7 @@ impl Shard {
                 &self.config.limits,
                 &mut effects,
             );
-            // Applied now, nested: this runs inside `apply`, which has taken `self.effects`
-            // and would drop (or misapply to another connection) what is left there.
+            // `self.effects` may belong to an `apply` further up: hand over only these.
             self.effects.extend(effects);
             self.apply(key);
         }
@@ -727,7 +803,30 @@ impl Shard {
         if self.conns.contains(key) {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.socket);
+            if conn.indexed != 0 {
+                // Cannot happen (`leave` unsubscribes all that was indexed); should it, the
+                // slab reuses `key` for the next connection, which must not inherit entries.
+                debug_assert_eq!(
+                    conn.indexed, 0,
+                    "index entries left for a removed connection"
+                );
+                self.unindex(key, conn.indexed);
+            }
         }
+    }
+
+    /// Removes every index entry of `key` (a walk of all patterns: only on a broken invariant).
+    fn unindex(&mut self, key: usize, indexed: u32) {
+        tracing::error!(
+            key,
+            indexed,
+            "index entries left for a removed connection; removed"
+        );
+        let patterns: Vec<Box<str>> = self.index.patterns().map(Into::into).collect();
+        for pattern in patterns {
+            self.index.remove(&pattern, key);
+        }
+        self.capacity.count_subscriptions(-(indexed as isize));
     }
 
     /// Starts the close handshake of `key`'s session.

@@ -335,3 +335,119 @@ async fn standalone_subscribed_is_live_at_once_on_both_engines() {
         gw.drain().await;
     }
 }
+
+/// Options for the overflow tests: one shard (so a new connection reuses the slab key of the
+/// one that left) and a queue bound the held `recovered:false` answer (about 190 bytes framed)
+/// does not fit under, while a `subscribed` reply does.
+fn tight_options(nats: &NatsServer) -> Options {
+    let mut opts = cluster_options(nats, 1);
+    opts.max_pending_bytes = Some(160);
+    opts
+}
+
+/// Reads `client` to its end (the server closed the socket, so the shard removed the
+/// connection), bounded by [`PATIENCE`].
+async fn wait_gone(client: &mut Client) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match tokio::time::timeout_at(deadline, client.next()).await {
+            Err(_) => panic!("the server never closed the socket"),
+            Ok(None | Some(Err(_))) => return,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// Sends a ping and waits (bounded by [`PATIENCE`]) for its pong; no data frame may come first.
+async fn round_trip(client: &mut Client) {
+    use futures_util::SinkExt;
+    client
+        .send(WsMessage::Ping(b"rt".to_vec().into()))
+        .await
+        .expect("ping sent");
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, client.next())
+            .await
+            .expect("a pong in time");
+        match frame {
+            Some(Ok(WsMessage::Pong(_))) => return,
+            Some(Ok(WsMessage::Ping(_))) => continue,
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+}
+
+/// A client resumes a pattern the shard has confirmed already; its held `recovered:false`
+/// answer does not fit its queue, so it is closed as a slow consumer by the very answer that
+/// made the pattern live. The pattern must not stay in the shard's index for the departed
+/// connection: the next connection given its slab key subscribed to nothing and must get
+/// nothing (review finding 1: it got the other client's messages).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_closed_by_its_confirmation_leaves_nothing_to_the_next_connection() {
+    let nats = NatsServer::start();
+    let gw = start(tight_options(&nats)).await;
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 1.0).await;
+    let mut holder = connect(&ws_url(&gw, "")).await;
+    send_json(&mut holder, json!({"op":"sub","topics":["p"]})).await;
+    assert_eq!(
+        next_json(&mut holder).await,
+        json!({"op":"subscribed","topics":["p"]})
+    );
+    let mut victim = connect(&ws_url(&gw, "")).await;
+    send_json(
+        &mut victim,
+        json!({"op":"sub","topics":["p"],"since":{"p":1}}),
+    )
+    .await;
+    let close = expect_close(&mut victim).await;
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    wait_gone(&mut victim).await;
+    drop(victim);
+    // The shard removes the connection (freeing its slab key) on the hang-up that dropping it
+    // just sent; a ping answered on the same shard after that means it has been seen.
+    round_trip(&mut holder).await;
+
+    let mut fresh = connect(&ws_url(&gw, "")).await;
+    let publisher = nats_client(&nats).await;
+    publisher.publish("push.p", "1".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    assert_eq!(next_json(&mut holder).await, json!({"topic":"p","data":1}));
+    expect_silence(&mut fresh, Duration::from_millis(300)).await;
+}
+
+/// The same overflow with a second, new pattern in the op: the close comes while the op's
+/// effects are being applied; the new pattern must not stay wanted for the connection that
+/// left. Once both clients are gone the gateway holds no NATS subscription (review finding 1b:
+/// `push.b` was held for the life of the process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_in_the_middle_of_a_sub_leaks_no_nats_interest() {
+    let nats = NatsServer::start();
+    let gw = start(tight_options(&nats)).await;
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 1.0).await;
+    let mut holder = connect(&ws_url(&gw, "")).await;
+    send_json(&mut holder, json!({"op":"sub","topics":["a"]})).await;
+    assert_eq!(
+        next_json(&mut holder).await,
+        json!({"op":"subscribed","topics":["a"]})
+    );
+    let mut victim = connect(&ws_url(&gw, "")).await;
+    send_json(
+        &mut victim,
+        json!({"op":"sub","topics":["a","b"],"since":{"a":1}}),
+    )
+    .await;
+    let close = expect_close(&mut victim).await;
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    wait_gone(&mut victim).await;
+    drop(victim);
+    drop(holder);
+    metric_reaches(gw.admin_addr(), "volley_connections", "", 0.0).await;
+    metric_reaches(gw.admin_addr(), "volley_nats_subscriptions", "", 0.0).await;
+    nats.wait_for_subscriptions("push.a", 0).await;
+    nats.wait_for_subscriptions("push.b", 0).await;
+    let left: Vec<String> = (nats.subscriptions().await)
+        .into_iter()
+        .filter(|s| s.starts_with("push."))
+        .collect();
+    assert!(left.is_empty(), "still held: {left:?}");
+}

@@ -7,9 +7,14 @@
 //! deadline) is answered `{"op":"error","code":"unavailable"}` and not kept, so the client may
 //! retry. Standalone (no NATS) patterns are live at once and none of this applies.
 //!
-//! The reply goes out before the pattern is added to the index, in the same engine step, so a
-//! message routed for it afterwards is queued behind the reply: nothing for the pattern reaches
-//! the connection before its `subscribed`, and nothing after the confirmation is lost.
+//! The reply is queued in the same engine step in which the pattern is added to the index (the
+//! engine carries out [`Effect::Subscribe`] after the session returned, so after the reply is in
+//! the outbox): a message routed for it afterwards is queued behind the reply, nothing for the
+//! pattern reaches the connection before its `subscribed`, and nothing after the confirmation is
+//! lost. `Subscribe` is pushed *before* the reply is queued: a reply that does not fit closes the
+//! session as a slow consumer, whose `leave` then emits the matching `Unsubscribe` after it, so
+//! the index never keeps an entry for a connection that left (a `Subscribe` after `Left` would
+//! route that pattern to whichever connection reuses the slab key).
 
 use std::time::Duration;
 
@@ -169,6 +174,9 @@ impl Session {
             self.reply(unavailable_reply(pattern), clock, limits, out);
             return;
         }
+        // Before the reply (see the module docs): should the reply close the session, its
+        // `leave` undoes this in the same list of effects.
+        out.push(Effect::Subscribe(pattern.into()));
         let epoch = super::resume::epoch_for(limits, [pattern]);
         match reply {
             Reply::Subscribed => {
@@ -184,8 +192,6 @@ impl Session {
             Reply::Resumed => {}
             Reply::Answered(reply) => self.reply(reply.into(), clock, limits, out),
         }
-        // After the reply: what the index routes to the connection from now on follows it.
-        out.push(Effect::Subscribe(pattern.into()));
     }
 
     fn take_pending(&mut self, pattern: &str) -> Option<Reply> {

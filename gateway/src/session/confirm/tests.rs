@@ -95,8 +95,8 @@ fn a_new_pattern_is_answered_only_once_confirmed_and_live_after_its_reply() {
     );
 
     let out = confirmed(&mut session, "b", true, &clock, &limits);
-    // The reply is queued first, then the pattern goes into the index.
-    assert_eq!(out, vec![Effect::Queued, Effect::Subscribe("b".into())]);
+    // The pattern goes into the index when the engine applies this, after the reply is queued.
+    assert_eq!(out, vec![Effect::Subscribe("b".into()), Effect::Queued]);
     assert_eq!(
         replies(&mut session),
         [json!({"op":"subscribed","topics":["b"]})]
@@ -302,7 +302,7 @@ fn a_resume_answered_at_once_is_held_until_the_pattern_is_live() {
     // ...but it is the pattern's reply, so it waits for the pattern to be live.
     assert!(replies(&mut session).is_empty());
     let out = confirmed(&mut session, "chat", true, &clock, &limits);
-    assert_eq!(out.last(), Some(&Effect::Subscribe("chat".into())));
+    assert_eq!(out.first(), Some(&Effect::Subscribe("chat".into())));
     let reply = &replies(&mut session)[0];
     assert_eq!(reply["topics"], json!(["chat"]));
     assert_eq!(reply["recovered"], false);
@@ -320,4 +320,47 @@ fn a_resume_answered_at_once_is_held_until_the_pattern_is_live() {
     let replies = replies(&mut session);
     assert_eq!(replies.len(), 1, "{replies:?}");
     assert_eq!(replies[0]["code"], "unavailable");
+}
+
+/// Review finding 1: a reply that overflows the queue closes the session as a slow consumer; the
+/// pattern must not be left in the engine's index after the connection left.
+#[test]
+fn a_reply_that_closes_the_session_leaves_no_subscribe_behind_its_leave() {
+    let limits = Limits {
+        max_pending_bytes: 160,
+        ..cluster_limits()
+    };
+    let clock = Clock::new(Instant::now());
+    let (mut session, _) = opened(&clock, &limits, &[]);
+    op(
+        &mut session,
+        r#"{"op":"sub","topics":["p"],"since":{"p":1}}"#,
+        &clock,
+        &limits,
+    );
+    // No history: the `recovered:false` answer is held, and it is what does not fit.
+    assert!(replies(&mut session).is_empty());
+    let out = confirmed(&mut session, "p", true, &clock, &limits);
+    assert!(!session.is_open(), "closed as a slow consumer: {out:?}");
+    let left = out.iter().position(|e| *e == Effect::Left).expect("left");
+    assert!(
+        !out[left..]
+            .iter()
+            .any(|e| matches!(e, Effect::Subscribe(_))),
+        "no Subscribe after Left: {out:?}"
+    );
+    // Every Subscribe is undone by an Unsubscribe after it, so the index ends clean.
+    let subscribe = out.iter().position(|e| *e == Effect::Subscribe("p".into()));
+    let unsubscribe = out
+        .iter()
+        .position(|e| *e == Effect::Unsubscribe("p".into()));
+    match (subscribe, unsubscribe) {
+        (Some(s), Some(u)) => assert!(s < u, "{out:?}"),
+        (None, None) => {}
+        _ => panic!("unbalanced: {out:?}"),
+    }
+    assert!(
+        out.contains(&Effect::Closing(Cause::SlowConsumer)),
+        "{out:?}"
+    );
 }
