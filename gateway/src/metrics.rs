@@ -121,7 +121,7 @@ impl Metrics {
         );
         r.register(
             "protocol_closes",
-            "Connections closed for a client protocol violation or a sustained message rate over the limit (reason=\"rate_limit\"), by reason",
+            "Connections closed for a client protocol violation or a sustained message rate over the limit (reason=\"rate_limit\"), by reason; reason=\"subscription_unavailable\": closed 1013 because a topic that came with the connection could not be subscribed in NATS",
             metrics.protocol_closes.clone(),
         );
         r.register(
@@ -210,6 +210,7 @@ impl Metrics {
         match cause {
             Cause::Violation(label) => self.protocol_close(label),
             Cause::RateLimit => self.protocol_close("rate_limit"),
+            Cause::Unavailable => self.protocol_close(crate::session::UNAVAILABLE_LABEL),
             Cause::SlowConsumer => {
                 self.slow_consumer_closes.inc();
             }

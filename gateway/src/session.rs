@@ -37,6 +37,7 @@ mod resume;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use confirm::UNAVAILABLE_LABEL;
 pub(crate) use resume::ReplayAsk;
 
 /// How long a closing connection may take to finish the close handshake.
@@ -135,6 +136,9 @@ pub(crate) enum Cause {
     Planned,
     /// The upgrade was refused; an HTTP error is queued instead of a close frame.
     Rejected,
+    /// A pattern that came with the connection (URL topics, the token's `user.<sub>`) could not
+    /// be confirmed: closed 1013 so that the client reconnects (see `session/confirm.rs`).
+    Unavailable,
 }
 
 /// Why a connection is dropped without another byte.

@@ -5,7 +5,11 @@
 //! `subscribed`, so the reply is a promise: every message published to a matching subject after
 //! it reaches the connection. A pattern that cannot be confirmed (NATS down, no answer by the
 //! deadline) is answered `{"op":"error","code":"unavailable"}` and not kept, so the client may
-//! retry. Standalone (no NATS) patterns are live at once and none of this applies.
+//! retry. A pattern that came with the connection (URL `?topics=`, the token's `user.<sub>`) has
+//! no op to answer and its client typically sends none: rather than leave it connected and deaf,
+//! the connection is closed with 1013 "Try Again Later" (RFC 6455 §7.4.1, IANA WebSocket close
+//! code registry) and [`UNAVAILABLE_CLOSE_REASON`], so that it reconnects. Standalone (no NATS)
+//! patterns are live at once and none of this applies.
 //!
 //! The reply is queued in the same engine step in which the pattern is added to the index (the
 //! engine carries out [`Effect::Subscribe`] after the session returned, so after the reply is in
@@ -18,13 +22,21 @@
 
 use std::time::Duration;
 
-use super::{Clock, Effect, Limits, Session};
+use super::{Cause, Clock, Effect, Limits, Session};
 use crate::protocol::{self, ErrorCode};
 
 /// Time a session gives the control plane past [`Limits::confirm`] before it stops waiting on
 /// its own: the control plane answers by the deadline, so this only covers an answer lost (say
 /// a shard inbox that refused it).
 pub(crate) const ANSWER_GRACE: Duration = Duration::from_secs(2);
+
+/// Close code for a connection whose own pattern could not be confirmed: 1013 Try Again Later
+/// (IANA WebSocket close code registry; RFC 6455 §7.4.2 leaves 1000-2999 to it).
+pub(crate) const UNAVAILABLE_CLOSE_CODE: u16 = 1013;
+/// The reason sent with [`UNAVAILABLE_CLOSE_CODE`].
+pub(crate) const UNAVAILABLE_CLOSE_REASON: &str = "subscription unavailable; reconnect";
+/// `volley_protocol_closes` reason of that close.
+pub(crate) const UNAVAILABLE_LABEL: &str = "subscription_unavailable";
 
 /// What a pending pattern is answered once it is live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +183,7 @@ impl Session {
         }
         if !live {
             self.remove_sub(pattern);
-            self.reply(unavailable_reply(pattern), clock, limits, out);
+            self.refuse(pattern, &reply, clock, limits, out);
             return;
         }
         // Before the reply (see the module docs): should the reply close the session, its
@@ -191,6 +203,29 @@ impl Session {
             }
             Reply::Resumed => {}
             Reply::Answered(reply) => self.reply(reply.into(), clock, limits, out),
+        }
+    }
+
+    /// Tells the client that `pattern` (already dropped) could not be made live: an error for
+    /// an op, a 1013 close for a pattern that came with the connection.
+    fn refuse(
+        &mut self,
+        pattern: &str,
+        reply: &Reply,
+        clock: &Clock,
+        limits: &Limits,
+        out: &mut Vec<Effect>,
+    ) {
+        if *reply == Reply::EpochOnly {
+            self.close(
+                UNAVAILABLE_CLOSE_CODE,
+                UNAVAILABLE_CLOSE_REASON,
+                Cause::Unavailable,
+                clock,
+                out,
+            );
+        } else {
+            self.reply(unavailable_reply(pattern), clock, limits, out);
         }
     }
 
@@ -227,10 +262,16 @@ impl Session {
             None => return,
         };
         for pattern in overdue {
-            self.forget_pending(&pattern);
+            if !self.is_open() {
+                // Closed by an earlier one: `leave` withdrew the rest.
+                return;
+            }
+            let Some(reply) = self.take_pending(&pattern) else {
+                continue;
+            };
             self.remove_sub(&pattern);
             out.push(Effect::Withdraw(pattern.clone()));
-            self.reply(unavailable_reply(&pattern), clock, limits, out);
+            self.refuse(&pattern, &reply, clock, limits, out);
         }
     }
 }

@@ -206,10 +206,11 @@ fn url_topics_wait_too_and_get_no_reply_without_history() {
     let out = confirmed(&mut session, "a", true, &clock, &limits);
     assert_eq!(out, vec![Effect::Subscribe("a".into())]);
     assert!(replies(&mut session).is_empty());
-    // Unless it cannot be confirmed: then the client is told.
+    // Unless it cannot be confirmed: then the client is told, by a 1013 close (see
+    // `a_pattern_that_came_with_the_connection_and_cannot_be_confirmed_closes_1013`).
     let (mut session, _) = opened(&clock, &limits, &["a"]);
     confirmed(&mut session, "a", false, &clock, &limits);
-    assert_eq!(replies(&mut session)[0]["code"], "unavailable");
+    assert_eq!(last_close(&mut session).0, 1013);
 }
 
 #[test]
@@ -363,4 +364,69 @@ fn a_reply_that_closes_the_session_leaves_no_subscribe_behind_its_leave() {
         out.contains(&Effect::Closing(Cause::SlowConsumer)),
         "{out:?}"
     );
+}
+
+/// The close frame queued last: (code, reason).
+fn last_close(session: &mut Session) -> (u16, String) {
+    let mut last = None;
+    while let Some(frame) = session.outbox_mut().pop() {
+        last = Some(frame);
+    }
+    let frame = last.expect("a frame");
+    assert_eq!(frame[0] & 0x0f, 0x8, "a close frame");
+    let payload = &frame[2..];
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    (code, String::from_utf8(payload[2..].to_vec()).unwrap())
+}
+
+/// Review finding 9: a URL topic (or the token's `user.<sub>`) that cannot be confirmed closes
+/// the connection with 1013, whether the engine says so or the session's own deadline passes;
+/// an explicit `sub` keeps the `unavailable` error.
+#[test]
+fn a_pattern_that_came_with_the_connection_and_cannot_be_confirmed_closes_1013() {
+    let limits = cluster_limits();
+    let start = Instant::now();
+    let clock = Clock::new(start);
+
+    // The engine's answer.
+    let (mut session, _) = opened(&clock, &limits, &["u", "v"]);
+    let out = confirmed(&mut session, "u", false, &clock, &limits);
+    assert!(!session.is_open());
+    assert!(
+        out.contains(&Effect::Closing(Cause::Unavailable)),
+        "{out:?}"
+    );
+    // The other one is withdrawn by the close; `u` was dropped by the engine already.
+    assert!(out.contains(&Effect::Withdraw("v".into())), "{out:?}");
+    assert!(!out.iter().any(|e| *e == Effect::Unsubscribe("u".into())));
+    assert_eq!(
+        last_close(&mut session),
+        (1013, "subscription unavailable; reconnect".to_owned())
+    );
+    // The other one's late answer changes nothing.
+    assert!(confirmed(&mut session, "v", false, &clock, &limits).is_empty());
+
+    // The session's own deadline.
+    let (mut session, _) = opened(&clock, &limits, &["u"]);
+    let deadline = start + Duration::from_secs(5) + confirm::ANSWER_GRACE;
+    let mut out = Vec::new();
+    session.on_tick(&clock.at(deadline), SystemTime::now(), &limits, &mut out);
+    assert_eq!(out[0], Effect::Withdraw("u".into()), "{out:?}");
+    assert!(
+        out.contains(&Effect::Closing(Cause::Unavailable)),
+        "{out:?}"
+    );
+    assert_eq!(last_close(&mut session).0, 1013);
+
+    // Asked again with an op: the op's answer, an error; the connection stays.
+    let (mut session, _) = opened(&clock, &limits, &["u"]);
+    op(
+        &mut session,
+        r#"{"op":"sub","topics":["u"]}"#,
+        &clock,
+        &limits,
+    );
+    confirmed(&mut session, "u", false, &clock, &limits);
+    assert!(session.is_open());
+    assert_eq!(replies(&mut session)[0]["code"], "unavailable");
 }
