@@ -241,7 +241,8 @@ async fn stats_are_published_and_parse() {
     let mut opts = cluster_options(&nats, "gw-stats");
     opts.stats_interval = Some(Duration::from_millis(200));
     let gw = start(opts).await;
-    // URL topics asked before NATS is connected are refused (`unavailable`): wait for it.
+    // URL topics asked before NATS is connected cannot be confirmed (the connection is
+    // closed 1013): wait for it.
     wait_nats_connected(&gw).await;
     let _a = connect(&ws_url(&gw, "?topics=x,y")).await;
     let _b = connect(&ws_url(&gw, "?topics=x")).await;
