@@ -128,6 +128,16 @@ impl Session {
             return;
         };
         let timeout_s = u32::try_from(history.config.replay_timeout.as_secs()).unwrap_or(u32::MAX);
+        // Cluster mode, pattern still pending: the control plane holds the request until the
+        // pattern's subscription is confirmed (up to the confirmation deadline) and only then
+        // starts the fetch, so the wait for its answer is that much longer.
+        let confirm_s = match limits.confirm {
+            Some(wait) if self.is_pending(pattern) => {
+                let wait = wait + super::confirm::ANSWER_GRACE;
+                u32::try_from(wait.as_secs()).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        };
         let resume = self
             .extra
             .get_or_insert_with(Default::default)
@@ -144,6 +154,7 @@ impl Session {
         resume.deadline_s = clock
             .s()
             .saturating_add(timeout_s)
+            .saturating_add(confirm_s)
             .saturating_add(ANSWER_GRACE_S);
         out.push(Effect::Replay(Box::new(ReplayAsk {
             pattern: pattern.into(),

@@ -1046,6 +1046,59 @@ fn a_resume_without_history_is_answered_at_once_and_live_only() {
     assert!(!session.is_resuming());
 }
 
+/// Review finding 6 (second half): in cluster mode a resumed pattern is fetched only once it is
+/// live, which may take up to the confirmation deadline; the session waits for the replay that
+/// much longer, so a slow confirmation does not end the resume `timeout` while the fetch runs.
+#[test]
+fn a_replay_waiting_for_its_confirmation_gets_the_confirmation_time_on_top() {
+    let clock = Clock::new(Instant::now());
+    let limits = Limits {
+        confirm: Some(Duration::from_secs(5)),
+        ..history_limits(&["a"], "e1")
+    };
+    let mut session = open(&clock, &limits);
+    let out = text(
+        &mut session,
+        r#"{"op":"sub","topics":["a"],"since":{"a":1},"epoch":"e1"}"#,
+        &clock,
+        &limits,
+    );
+    assert!(out.contains(&Effect::Want("a".into())), "{out:?}");
+    assert_eq!(replay_asks(&out).len(), 1, "{out:?}");
+    // Confirmed late (6.9 s, within the 5 s + 2 s the session gives it); the fetch starts then
+    // and may take replayTimeout (5 s).
+    let mut out = Vec::new();
+    let late = clock_at(&clock, 6_900);
+    session.on_confirmed("a", true, &late, &limits, &mut out);
+    session.on_tick(
+        &clock_at(&clock, 11_500),
+        SystemTime::now(),
+        &limits,
+        &mut out,
+    );
+    assert!(
+        written(&mut session).is_empty(),
+        "no timeout while the fetch may run"
+    );
+    // replayTimeout + grace + the confirmation's 7 s: given up on past 17 s.
+    session.on_tick(
+        &clock_at(&clock, 17_000),
+        SystemTime::now(),
+        &limits,
+        &mut out,
+    );
+    assert!(written(&mut session).is_empty());
+    session.on_tick(
+        &clock_at(&clock, 18_000),
+        SystemTime::now(),
+        &limits,
+        &mut out,
+    );
+    let got = replies(&mut session);
+    assert_eq!(got[0]["recovered"], false, "{got:?}");
+    assert_eq!(got[0]["reason"], "timeout", "{got:?}");
+}
+
 #[test]
 fn an_unanswered_replay_times_out_and_releases_what_it_held() {
     let clock = Clock::new(Instant::now());
