@@ -23,6 +23,7 @@ use crate::hub::{Hub, InterestChange, PublishError, ToRouter};
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::secret::redact_urls;
+use crate::shard::interests::ConfirmEpoch;
 use crate::topic_index::TopicIndex;
 
 mod ack;
@@ -114,6 +115,7 @@ const SUBSCRIPTION_CAPACITY_ENV: &str = "VOLLEY_TEST_NATS_SUBSCRIPTION_CAPACITY"
 pub(crate) async fn connect(
     config: &NatsConfig,
     metrics: Metrics,
+    confirm_epoch: Arc<ConfirmEpoch>,
 ) -> Result<(Client, Arc<NatsState>), ClusterError> {
     let state = Arc::new(NatsState::default());
     let mut options = async_nats::ConnectOptions::new()
@@ -167,13 +169,18 @@ pub(crate) async fn connect(
     options = options.event_callback(move |event| {
         let metrics = metrics.clone();
         let slow = slow.clone();
+        let confirm_epoch = confirm_epoch.clone();
         async move {
             match event {
+                // Both ends of an outage end every confirmation given so far: at once here, and
+                // within a router tick should these events be dropped (`Router::watch_connection`).
                 async_nats::Event::Connected => {
+                    confirm_epoch.bump();
                     metrics.nats_connected.set(1);
                     tracing::info!("NATS connected");
                 }
                 async_nats::Event::Disconnected => {
+                    confirm_epoch.bump();
                     metrics.nats_connected.set(0);
                     metrics.nats_disconnects.inc();
                     tracing::warn!("NATS disconnected; clients stay connected, retrying");
@@ -431,8 +438,10 @@ struct Held {
     /// nothing is delivered twice at the switch; its messages flow once the consumer is open.
     opening: Option<Opening>,
     /// The server has confirmed the gateway's subscription (a marker round trip after the SUB
-    /// came back, or the JetStream consumer is open): a shard's ask is answered at once.
-    confirmed: bool,
+    /// came back, or the JetStream consumer is open), in this [`ConfirmEpoch`] (the one when the
+    /// round trip or open started): while it is current and NATS connected, a shard's ask is
+    /// answered at once ([`Router::is_confirmed`]).
+    confirmed: Option<u64>,
     /// Shard asks (shard, ticket) waiting for the confirmation.
     waiters: Vec<(usize, u64)>,
     /// When the waiters are answered `unavailable` at the latest (set by the first of them).
@@ -449,6 +458,8 @@ struct Confirmation {
     id: u64,
     attempt: u64,
     live: bool,
+    /// The confirmation epoch when the round trip started.
+    epoch: u64,
 }
 
 /// A consumer being opened for a held pattern.
@@ -459,6 +470,8 @@ struct Opening {
     attempt: u64,
     /// The epoch it is opened in.
     epoch: Option<Arc<str>>,
+    /// The confirmation epoch when the open started.
+    confirm_epoch: u64,
     /// Replay requests for the pattern that came meanwhile: fetched once the consumer is open,
     /// so a replay reaches at least as far as where live delivery starts (no gap).
     replays: Vec<ReplayRequest>,
@@ -540,6 +553,10 @@ pub(crate) struct Router {
     /// Where round trips answer. Unbounded: at most one in flight per held pattern.
     confirmed_tx: UnboundedSender<Confirmation>,
     confirmed_rx: Option<UnboundedReceiver<Confirmation>>,
+    /// Shared with the shards and the client's event callback ([`Router::with_confirm_epoch`]).
+    confirm_epoch: Arc<ConfirmEpoch>,
+    /// The connection as last seen by [`Router::watch_connection`]: connected, connects.
+    seen_connection: (bool, u64),
 }
 
 impl Router {
@@ -581,6 +598,67 @@ impl Router {
             acks: None,
             confirmed_tx,
             confirmed_rx: Some(confirmed_rx),
+            confirm_epoch: Arc::default(),
+            seen_connection: (false, 0),
+        }
+    }
+
+    /// Shares the confirmation epoch with the shards (see `shard/interests.rs`).
+    pub(crate) fn with_confirm_epoch(mut self, epoch: Arc<ConfirmEpoch>) -> Router {
+        self.confirm_epoch = epoch;
+        self
+    }
+
+    /// Whether held pattern `id`'s confirmation still holds: given in the current epoch (no
+    /// disconnect and no feed replacement since) and NATS connected now.
+    fn is_confirmed(&self, held: &Held) -> bool {
+        held.confirmed == Some(self.confirm_epoch.current()) && self.state.is_connected()
+    }
+
+    /// The feed of held pattern `id` is about to be dropped or replaced: its confirmation ends.
+    /// Shards learn it through the epoch, which moves for every pattern; the router re-stamps the
+    /// confirmations of the others (their feeds are untouched), so a shard's re-ask for them is
+    /// answered at once.
+    fn unconfirm(&mut self, id: u64) {
+        let current = self.confirm_epoch.current();
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        if held.confirmed.take() != Some(current) {
+            return;
+        }
+        let next = self.confirm_epoch.bump();
+        for other in self.held.values_mut() {
+            if other.confirmed == Some(current) {
+                other.confirmed = Some(next);
+            }
+        }
+    }
+
+    /// Backstop for dropped `Connected`/`Disconnected` events (the client's event channel drops
+    /// events in a burst): a change of the connection seen on a tick ends every confirmation.
+    fn watch_connection(&mut self) {
+        let now = (self.state.is_connected(), connects(&self.client));
+        if now == self.seen_connection {
+            return;
+        }
+        self.seen_connection = now;
+        self.confirm_epoch.bump();
+        if !now.0 {
+            return;
+        }
+        // Back: asks that came during the outage for patterns that kept their feed (the client
+        // re-sent the SUB on reconnect) are confirmed now.
+        let waiting: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, h)| {
+                !h.waiters.is_empty() && h.confirm_attempt.is_none() && h.opening.is_none()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.confirm(id);
         }
     }
 
@@ -671,7 +749,9 @@ impl Router {
         // The feed it replaces (a core subscription, a consumer of a recreated stream, or one
         // that ended) stops now: while the consumer opens the pattern counts as consumed
         // through JetStream, so core copies of its subjects would be dropped anyway.
+        self.unconfirm(id);
         drop(self.subs.remove(&id));
+        let confirm_epoch = self.confirm_epoch.current();
         if let Some(held) = self.held.get_mut(&id) {
             let replays = held.opening.take().map(|o| o.replays).unwrap_or_default();
             held.durable = true;
@@ -681,6 +761,7 @@ impl Router {
             held.opening = Some(Opening {
                 attempt,
                 epoch,
+                confirm_epoch,
                 replays,
             });
         }
@@ -736,7 +817,7 @@ impl Router {
                 // The consumer exists on the server (its create request was answered): every
                 // message stored from now on is delivered through it, and it is this loop that
                 // routes them, after the answers below reach the shards.
-                self.answer_waiters(id, true);
+                self.answer_waiters(id, Some(opening.confirm_epoch));
                 self.count_consumers();
                 for request in opening.replays {
                     self.on_replay(request);
@@ -757,14 +838,21 @@ impl Router {
     /// client not taking commands) the waiters wait for NATS until their deadline: the pattern
     /// is subscribed (and this called again) by [`Router::reopen_ended`] once NATS is back, and
     /// [`Router::expire_confirmations`] answers them `unavailable` if it is not back in time.
+    ///
+    /// A confirmation that no longer holds ([`Router::is_confirmed`]: NATS disconnected or
+    /// reconnected, or the feed replaced since) is confirmed again the same way: after a
+    /// reconnect the marker comes back only after the client re-sent the SUB.
     fn confirm(&mut self, id: u64) {
         let has_feed = self.subs.contains_key(&id);
         let acks = self.acks.clone();
+        let epoch = self.confirm_epoch.current();
+        let connected = self.state.is_connected();
+        let confirmed = self.held.get(&id).is_some_and(|h| self.is_confirmed(h));
         let Some(held) = self.held.get_mut(&id) else {
             return;
         };
-        if held.confirmed {
-            self.answer_waiters(id, true);
+        if confirmed {
+            self.answer_waiters(id, Some(epoch));
             return;
         }
         if held.waiters.is_empty() {
@@ -780,10 +868,13 @@ impl Router {
         }
         let Some(acks) = acks else {
             // Nothing can confirm a subscription: refusing is the honest answer.
-            self.answer_waiters(id, false);
+            self.answer_waiters(id, None);
             return;
         };
-        if !has_feed {
+        if !has_feed || !connected {
+            // Tried again when NATS is back (`reopen_ended` for a pattern without a feed,
+            // `watch_connection` for one whose SUB the client re-sends), or refused by
+            // `expire_confirmations` at the deadline.
             return;
         }
         self.next_attempt += 1;
@@ -795,7 +886,12 @@ impl Router {
             let back = tokio::time::timeout_at(deadline, acks.round_trip(&client)).await;
             let live = matches!(back, Ok(Ok(())));
             // The router is gone only when the gateway is shutting down.
-            let _ = confirmed.send(Confirmation { id, attempt, live });
+            let _ = confirmed.send(Confirmation {
+                id,
+                attempt,
+                live,
+                epoch,
+            });
         });
     }
 
@@ -823,13 +919,18 @@ impl Router {
                      answered unavailable"
                 );
             }
-            self.answer_waiters(id, false);
+            self.answer_waiters(id, None);
         }
     }
 
     /// A marker round trip answered: the waiting shards are told, then the replays that waited.
     fn on_confirmation(&mut self, confirmation: Confirmation) {
-        let Confirmation { id, attempt, live } = confirmation;
+        let Confirmation {
+            id,
+            attempt,
+            live,
+            epoch,
+        } = confirmation;
         let Some(held) = self.held.get_mut(&id) else {
             return;
         };
@@ -847,18 +948,20 @@ impl Router {
                  subscribers are answered unavailable"
             );
         }
-        self.answer_waiters(id, live);
+        self.answer_waiters(id, live.then_some(epoch));
     }
 
-    /// Answers every shard waiting on held pattern `id` (`live` marks it confirmed), then the
-    /// replay requests that waited for the answer: after it, on the same shard inboxes, so a
-    /// resume's reply never goes out before its pattern is live.
-    fn answer_waiters(&mut self, id: u64, live: bool) {
+    /// Answers every shard waiting on held pattern `id`: live when confirmed in epoch
+    /// `confirmed` (which marks it confirmed), then the replay requests that waited for the
+    /// answer: after it, on the same shard inboxes, so a resume's reply never goes out before its
+    /// pattern is live.
+    fn answer_waiters(&mut self, id: u64, confirmed: Option<u64>) {
         let Some(held) = self.held.get_mut(&id) else {
             return;
         };
+        let live = confirmed.is_some();
         if live {
-            held.confirmed = true;
+            held.confirmed = confirmed;
         }
         held.confirm_by = None;
         for (shard, ticket) in std::mem::take(&mut held.waiters) {
@@ -879,6 +982,10 @@ impl Router {
         };
         let replays = held.opening.take().map(|o| o.replays).unwrap_or_default();
         held.reopened(false, None);
+        self.unconfirm(id);
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
         let subject = format!("{}.{}", self.prefix, held.pattern);
         self.routing.restart(id);
         // The feed it had (say an ordered JetStream consumer) goes now, whether or not the core
@@ -984,6 +1091,11 @@ impl Router {
     /// begins.
     fn on_replay(&mut self, request: ReplayRequest) {
         let shard = request.shard;
+        let confirmed = self
+            .ids
+            .get(&request.pattern)
+            .and_then(|id| self.held.get(id))
+            .is_some_and(|h| self.is_confirmed(h));
         let held = self
             .ids
             .get(&request.pattern)
@@ -998,7 +1110,7 @@ impl Router {
             return;
         }
         if let Some(held) = held
-            && !held.confirmed
+            && !confirmed
             && !held.waiters.is_empty()
             && held.confirm_replays.len() < MAX_REPLAYS_WAITING_FOR_OPEN
         {
@@ -1079,6 +1191,7 @@ impl Router {
                     Err(_) => watching = false,
                 },
                 _ = tick.tick() => {
+                    self.watch_connection();
                     self.release_expired().await;
                     self.reopen_ended().await;
                     self.expire_confirmations();
@@ -1117,13 +1230,18 @@ impl Router {
     async fn on_interest(&mut self, change: InterestChange) {
         let bit = 1u64 << change.shard.min(63);
         if change.wanted {
+            let confirmed = self
+                .ids
+                .get(&change.pattern)
+                .and_then(|id| self.held.get(id))
+                .is_some_and(|h| self.is_confirmed(h));
             if let Some(&id) = self.ids.get(&change.pattern)
                 && let Some(held) = self.held.get_mut(&id)
             {
                 held.shards |= bit;
                 held.release_at = None;
                 held.waiters.push((change.shard, change.ticket));
-                if !held.confirmed && held.opening.is_none() && !self.subs.contains_key(&id) {
+                if !confirmed && held.opening.is_none() && !self.subs.contains_key(&id) {
                     // Held without a feed (NATS was down when it was first wanted): subscribed
                     // now if NATS is back, rather than at the next `reopen_ended`, so this ask is
                     // not refused for an outage that is over. `open` confirms it.
@@ -1150,7 +1268,7 @@ impl Router {
                     last_seq: None,
                     epoch: None,
                     opening: None,
-                    confirmed: false,
+                    confirmed: None,
                     waiters: vec![(change.shard, change.ticket)],
                     confirm_by: None,
                     confirm_attempt: None,
