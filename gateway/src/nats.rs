@@ -54,6 +54,10 @@ pub(crate) struct NatsState {
     /// The publish confirmation self-test ([`check_publish_confirmation`]) failed over a live
     /// connection, and has not passed since.
     confirm_failing: AtomicBool,
+    /// The server refused a marker publish to `_INBOX` (a Permissions Violation): the user
+    /// lacks the right, as opposed to a server that merely did not answer. Cleared with
+    /// `confirm_failing` once the self-test passes.
+    inbox_denied: AtomicBool,
 }
 
 impl NatsState {
@@ -78,6 +82,19 @@ impl NatsState {
     /// come back over a live connection (most likely no publish right on `_INBOX.>`).
     pub(crate) fn confirm_failing(&self) -> bool {
         self.confirm_failing.load(Ordering::Acquire)
+    }
+
+    /// Why `/readyz` must fail now whatever else holds: the self-test failed because the NATS
+    /// user may not publish to `_INBOX.>`. Then no new subscription can be confirmed (each is
+    /// answered `unavailable`, URL topics included), so a rolling upgrade with such a user must
+    /// stall on its first pod instead of replacing every working one. A server that merely did
+    /// not answer the marker (frozen, slow) does not count: an outage must not take every
+    /// gateway out of the Service at once.
+    pub(crate) fn unfit(&self) -> Option<&'static str> {
+        (self.confirm_failing() && self.inbox_denied.load(Ordering::Acquire)).then_some(
+            "the NATS user may not publish to _INBOX.> (publish rights on _INBOX.> are needed \
+             to confirm subscriptions and HTTP publishes)",
+        )
     }
 
     /// Whether the start-up wait for NATS is over: connected once and, with history, the
@@ -164,12 +181,14 @@ pub(crate) async fn connect(
         options = options.subscription_capacity(capacity);
     }
     let slow = Arc::new(std::sync::Mutex::new(Throttle::default()));
+    let events_state = state.clone();
     // The events drive the metric and the log only (they may be dropped in a burst); the
     // connection state the gateway acts on is read from the client ([`NatsState::is_connected`]).
     options = options.event_callback(move |event| {
         let metrics = metrics.clone();
         let slow = slow.clone();
         let confirm_epoch = confirm_epoch.clone();
+        let state = events_state.clone();
         async move {
             match event {
                 // Both ends of an outage end every confirmation given so far: at once here, and
@@ -196,6 +215,7 @@ pub(crate) async fn connect(
                 // An -ERR from the server, say a permissions violation on a subscription.
                 async_nats::Event::ServerError(error) => {
                     if error.to_string().contains(INBOX_PUBLISH_DENIED) {
+                        state.inbox_denied.store(true, Ordering::Release);
                         tracing::error!(
                             %error,
                             "the NATS user may not publish to _INBOX.>: HTTP publishes cannot be \
@@ -290,6 +310,7 @@ pub(crate) async fn check_publish_confirmation(
         let before = connects(&client);
         match tokio::time::timeout(SELF_TEST_TIMEOUT, acks.round_trip(&client)).await {
             Ok(Ok(())) => {
+                state.inbox_denied.store(false, Ordering::Release);
                 if state.confirm_failing.swap(false, Ordering::AcqRel) {
                     tracing::warn!("publish confirmation works again: HTTP publishes answer 202");
                 }
