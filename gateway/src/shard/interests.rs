@@ -62,12 +62,53 @@ enum State {
     Asked {
         ticket: u64,
         epoch: u64,
-        waiting: Vec<usize>,
+        waiting: Waiters,
     },
     /// Confirmed for an ask made in `epoch`: good for new connections while it is current.
     Confirmed { epoch: u64 },
     /// Held live by connections confirmed earlier, but a re-ask failed: the next want asks.
     Unconfirmed,
+}
+
+/// Connections waiting on one ask, in a vector with each key's position beside it, so a
+/// connection that stops waiting is taken out in O(1): a mass close while thousands wait on one
+/// pattern (NATS slow, a drain) must not cost the shard loop a quadratic scan. A connection
+/// waits at most once per pattern (its session wants a pattern once).
+#[derive(Debug, Default)]
+struct Waiters {
+    keys: Vec<usize>,
+    at: HashMap<usize, usize>,
+}
+
+impl Waiters {
+    fn one(key: usize) -> Waiters {
+        let mut waiters = Waiters::default();
+        waiters.push(key);
+        waiters
+    }
+
+    fn push(&mut self, key: usize) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.at.entry(key) {
+            slot.insert(self.keys.len());
+            self.keys.push(key);
+        }
+    }
+
+    /// Whether `key` was waiting.
+    fn remove(&mut self, key: usize) -> bool {
+        let Some(i) = self.at.remove(&key) else {
+            return false;
+        };
+        self.keys.swap_remove(i);
+        if let Some(&moved) = self.keys.get(i) {
+            self.at.insert(moved, i);
+        }
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
 }
 
 /// See the module docs. Memory: one entry per pattern some connection of the shard holds or
@@ -99,7 +140,7 @@ impl Interests {
         let asked = State::Asked {
             ticket,
             epoch: now,
-            waiting: vec![key],
+            waiting: Waiters::one(key),
         };
         if let Some(entry) = self.map.get_mut(pattern) {
             entry.count += 1;
@@ -133,11 +174,10 @@ impl Interests {
         let Some(entry) = self.map.get_mut(pattern) else {
             return false;
         };
-        if let State::Asked { waiting, .. } = &mut entry.state {
-            let Some(i) = waiting.iter().position(|&k| k == key) else {
-                return false;
-            };
-            waiting.swap_remove(i);
+        if let State::Asked { waiting, .. } = &mut entry.state
+            && !waiting.remove(key)
+        {
+            return false;
         }
         self.drop_one(pattern)
     }
@@ -193,7 +233,7 @@ impl Interests {
             }
         }
         Answered {
-            keys: waiting,
+            keys: waiting.keys,
             last,
         }
     }

@@ -111,3 +111,32 @@ fn an_answer_to_an_ask_made_before_the_epoch_moved_serves_its_waiters_only() {
     assert_eq!(interests.answer("a", ticket, true).keys, vec![1]);
     assert!(matches!(interests.want("a", 2), Wanted::Ask(_)));
 }
+
+#[test]
+fn waiters_withdrawn_in_any_order_leave_exactly_the_others_to_be_answered() {
+    const WAITERS: usize = 10_000;
+    let mut interests = Interests::default();
+    let Wanted::Ask(ticket) = interests.want("a", 0) else {
+        panic!("asks");
+    };
+    for key in 1..WAITERS {
+        assert_eq!(interests.want("a", key), Wanted::Wait);
+    }
+    // Every third one goes: half of them from the back of the list, then the rest from the front.
+    let gone: Vec<usize> = (0..WAITERS).filter(|k| k % 3 == 1).collect();
+    let (front, back) = gone.split_at(gone.len() / 2);
+    for &key in back.iter().rev().chain(front) {
+        assert!(!interests.withdraw("a", key), "{key} was not the last");
+        // Twice: the second changes nothing.
+        assert!(!interests.withdraw("a", key));
+    }
+    let mut keys = interests.answer("a", ticket, true).keys;
+    keys.sort_unstable();
+    let expected: Vec<usize> = (0..WAITERS).filter(|k| k % 3 != 1).collect();
+    assert_eq!(keys, expected);
+    // The live holders are exactly those answered: the pattern goes with the last release.
+    for _ in 1..expected.len() {
+        assert!(!interests.release("a"));
+    }
+    assert!(interests.release("a"));
+}
