@@ -1171,12 +1171,13 @@ impl Router {
     }
 
     /// The connection with replay ticket `ticket` is gone: its requests waiting for a consumer
-    /// to open are dropped, and a replay fetched for it alone stops.
+    /// to open or for a confirmation are dropped, and a replay fetched for it alone stops.
     fn on_replay_gone(&mut self, ticket: u64) {
         for held in self.held.values_mut() {
             if let Some(opening) = &mut held.opening {
                 opening.replays.retain(|r| r.serial != ticket);
             }
+            held.confirm_replays.retain(|r| r.serial != ticket);
         }
         if let Some(store) = &self.history {
             store.cancel(ticket);

@@ -262,3 +262,44 @@ async fn a_round_trip_across_a_reconnect_is_unconfirmed() {
             .is_ok()
     );
 }
+
+fn replay_request(serial: u64, pattern: &str) -> ReplayRequest {
+    ReplayRequest {
+        shard: 0,
+        key: serial as usize,
+        serial,
+        pattern: pattern.into(),
+        since: 1,
+        epoch: None,
+    }
+}
+
+/// Review of the subscription confirmation, finding 6: a resume parked while its pattern's
+/// confirmation is out (NATS down) is dropped when its connection goes, not fetched later for
+/// nobody.
+#[tokio::test]
+async fn a_replay_parked_for_a_confirmation_goes_with_its_connection() {
+    // NATS never reached; the confirmation marker's subscription is queued in the client.
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(format!("nats://127.0.0.1:{}", free_port()))
+        .await
+        .expect("connects in the background");
+    let acks = Acks::start(&client).await.expect("queued");
+    let (router, _polls) = router_over(client);
+    let mut router = router.with_acks(acks);
+    router.on_interest(wanted("p")).await;
+    router.on_replay(replay_request(7, "p"));
+    router.on_replay(replay_request(8, "p"));
+    let parked = |router: &Router| -> Vec<u64> {
+        let id = router.ids["p"];
+        router.held[&id]
+            .confirm_replays
+            .iter()
+            .map(|r| r.serial)
+            .collect()
+    };
+    assert_eq!(parked(&router), vec![7, 8], "parked while unconfirmed");
+    router.on_replay_gone(7);
+    assert_eq!(parked(&router), vec![8]);
+}
