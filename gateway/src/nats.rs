@@ -191,13 +191,13 @@ pub(crate) async fn connect(
         let state = events_state.clone();
         async move {
             match event {
-                // Both ends of an outage end every confirmation given so far: at once here, and
-                // within a router tick should these events be dropped (`Router::watch_connection`).
                 async_nats::Event::Connected => {
-                    confirm_epoch.bump();
                     metrics.nats_connected.set(1);
                     tracing::info!("NATS connected");
                 }
+                // A disconnect ends every confirmation given so far: at once here, and within a
+                // router tick should the event be dropped (`Router::watch_connection`). Nothing
+                // is confirmed while disconnected, so the reconnect needs no bump of its own.
                 async_nats::Event::Disconnected => {
                     confirm_epoch.bump();
                     metrics.nats_connected.set(0);
@@ -454,10 +454,15 @@ struct Held {
     /// was opened in: a feed reopened in the same epoch starts right after it (no gap).
     last_seq: Option<u64>,
     epoch: Option<Arc<str>>,
-    /// Its JetStream consumer is being opened (in a task of its own): meanwhile it counts as
-    /// consumed through JetStream (`durable`), so no core copy of its subjects is delivered and
-    /// nothing is delivered twice at the switch; its messages flow once the consumer is open.
+    /// Its JetStream consumer is being opened (in a task of its own): meanwhile, if the pattern
+    /// was ever live for anyone, it counts as consumed through JetStream (`durable`), so no
+    /// core copy of its subjects is delivered and its live subscribers get nothing twice at the
+    /// switch; its messages flow once the consumer is open. A pattern never live yet
+    /// ([`Opening::fresh`]) does not count: its own subscribers are not in any shard index
+    /// before it is confirmed, and subscribers of overlapping core patterns keep their copies.
     opening: Option<Opening>,
+    /// Some subscriber was answered live for it (ever): see `opening`.
+    served: bool,
     /// The server has confirmed the gateway's subscription (a marker round trip after the SUB
     /// came back, or the JetStream consumer is open), in this [`ConfirmEpoch`] (the one when the
     /// round trip or open started): while it is current and NATS connected, a shard's ask is
@@ -493,6 +498,12 @@ struct Opening {
     epoch: Option<Arc<str>>,
     /// The confirmation epoch when the open started.
     confirm_epoch: u64,
+    /// The pattern was never live for anyone when the open started: its core copies are not
+    /// held back meanwhile (review finding 3), since only subscribers of other, overlapping
+    /// patterns can receive them. One of them may get a message twice at the switch (a core
+    /// copy while opening, then the consumer's copy of a message stored after the consumer was
+    /// created but routed before the open's answer arrived).
+    fresh: bool,
     /// Replay requests for the pattern that came meanwhile: fetched once the consumer is open,
     /// so a replay reaches at least as far as where live delivery starts (no gap).
     replays: Vec<ReplayRequest>,
@@ -656,15 +667,20 @@ impl Router {
         }
     }
 
-    /// Backstop for dropped `Connected`/`Disconnected` events (the client's event channel drops
-    /// events in a burst): a change of the connection seen on a tick ends every confirmation.
+    /// Backstop for a dropped `Disconnected` event (the client's event channel drops events in
+    /// a burst): a connection seen up on a tick and seen down, or replaced (a reconnect between
+    /// two ticks), on the next ends every confirmation. Coming up from down needs no bump (the
+    /// disconnect had one), and a spurious one would only cost re-asks.
     fn watch_connection(&mut self) {
         let now = (self.state.is_connected(), connects(&self.client));
         if now == self.seen_connection {
             return;
         }
+        let was_up = self.seen_connection.0;
         self.seen_connection = now;
-        self.confirm_epoch.bump();
+        if was_up {
+            self.confirm_epoch.bump();
+        }
         if !now.0 {
             return;
         }
@@ -783,6 +799,7 @@ impl Router {
                 attempt,
                 epoch,
                 confirm_epoch,
+                fresh: !held.served,
                 replays,
             });
         }
@@ -983,6 +1000,7 @@ impl Router {
         let live = confirmed.is_some();
         if live {
             held.confirmed = confirmed;
+            held.served = true;
         }
         held.confirm_by = None;
         for (shard, ticket) in std::mem::take(&mut held.waiters) {
@@ -1290,6 +1308,7 @@ impl Router {
                     last_seq: None,
                     epoch: None,
                     opening: None,
+                    served: false,
                     confirmed: None,
                     waiters: vec![(change.shard, change.ticket)],
                     confirm_by: None,
@@ -1360,7 +1379,9 @@ impl Router {
         let held = &self.held;
         self.index.for_each_match(topic, |id| {
             if let Some(h) = held.get(&id) {
-                found.add(id, h.durable);
+                // A fresh pattern's consumer still opening holds back no core copy (`Held::opening`).
+                let fresh = h.opening.as_ref().is_some_and(|o| o.fresh);
+                found.add(id, h.durable && !fresh);
                 shards |= h.shards;
             }
         });

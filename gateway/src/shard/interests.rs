@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Gateway-wide confirmation epoch: bumped when a confirmation given so far may no longer hold
-/// (the gateway's NATS connection dropped or came back, or the router replaced a held pattern's
+/// (the gateway's NATS connection dropped, or the router replaced a held pattern's
 /// feed). A shard answers a connection at once only from a confirmation whose ask was made in the
 /// current epoch; the router keeps its own confirmations to the same rule.
 #[derive(Debug, Default)]
