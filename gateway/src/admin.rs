@@ -147,8 +147,8 @@ async fn healthz(State(state): State<AdminState>) -> String {
                         .unwrap_or_else(|| "not checked yet".to_owned())
                 ),
             };
-            // Still 200 (and still ready): WebSocket delivery works; only HTTP publishes
-            // cannot be confirmed.
+            // Still 200 (live delivery to existing subscriptions works); `/readyz` fails when
+            // the cause is a missing `_INBOX.>` right (see `NatsState::unfit`).
             let confirm = if state.confirm_failing() {
                 "publish confirmation: failing (the NATS user needs publish rights on _INBOX.>); \
                  HTTP publishes answer 503 while delivered\n"
@@ -166,7 +166,10 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     let ready = ready.and_then(|()| match &state.publisher {
         Publisher::Local(_) => Ok(()),
         Publisher::Nats { state, history, .. } => {
-            state.settled(history.as_deref().map(|store| &**store.state()))
+            state.settled(history.as_deref().map(|store| &**store.state()))?;
+            // Past the start-up wait too: a user lacking `_INBOX.>` rights is a deployment
+            // error every new subscription would hit, not an outage.
+            state.unfit().map_or(Ok(()), Err)
         }
     });
     match ready {

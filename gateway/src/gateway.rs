@@ -95,12 +95,16 @@ impl Gateway {
             config: Arc::new(h),
             state: Arc::new(HistoryState::default()),
         });
+        // Cluster mode: bumped by the NATS client's events and the router when the router's
+        // confirmations stop holding; read by the shards before answering `subscribed` at once.
+        let confirm_epoch = Arc::new(crate::shard::interests::ConfirmEpoch::default());
         let shard_config = ShardConfig {
             handshake: handshake_config(&config),
             handshake_timeout: config.handshake_timeout,
             flush_interval: config.flush_interval,
             max_message_bytes: config.max_message_bytes,
             limits: session_limits(&config, history.clone())?,
+            confirm_epoch: confirm_epoch.clone(),
         };
 
         // Cluster mode: shards report which patterns they want; the router holds NATS
@@ -146,7 +150,8 @@ impl Gateway {
         let hub = Arc::new(Hub::new(senders, metrics.clone()));
         let publisher = match (&config.nats, interest_rx) {
             (Some(nats), Some(interest_rx)) => {
-                let (client, state) = nats::connect(nats, metrics.clone()).await?;
+                let (client, state) =
+                    nats::connect(nats, metrics.clone(), confirm_epoch.clone()).await?;
                 let acks = nats::Acks::start(&client)
                     .await
                     .map_err(|e| ClusterError::Connect {
@@ -174,7 +179,8 @@ impl Gateway {
                     metrics.clone(),
                     config.max_pending_bytes,
                 )
-                .with_acks(acks.clone());
+                .with_acks(acks.clone())
+                .with_confirm_epoch(confirm_epoch.clone());
                 let store = history.map(|h| {
                     Store::new(
                         client.clone(),

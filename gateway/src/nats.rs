@@ -23,6 +23,7 @@ use crate::hub::{Hub, InterestChange, PublishError, ToRouter};
 use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::secret::redact_urls;
+use crate::shard::interests::ConfirmEpoch;
 use crate::topic_index::TopicIndex;
 
 mod ack;
@@ -53,6 +54,10 @@ pub(crate) struct NatsState {
     /// The publish confirmation self-test ([`check_publish_confirmation`]) failed over a live
     /// connection, and has not passed since.
     confirm_failing: AtomicBool,
+    /// The server refused a marker publish to `_INBOX` (a Permissions Violation): the user
+    /// lacks the right, as opposed to a server that merely did not answer. Cleared with
+    /// `confirm_failing` once the self-test passes.
+    inbox_denied: AtomicBool,
 }
 
 impl NatsState {
@@ -77,6 +82,19 @@ impl NatsState {
     /// come back over a live connection (most likely no publish right on `_INBOX.>`).
     pub(crate) fn confirm_failing(&self) -> bool {
         self.confirm_failing.load(Ordering::Acquire)
+    }
+
+    /// Why `/readyz` must fail now whatever else holds: the self-test failed because the NATS
+    /// user may not publish to `_INBOX.>`. Then no new subscription can be confirmed (each is
+    /// answered `unavailable`, URL topics included), so a rolling upgrade with such a user must
+    /// stall on its first pod instead of replacing every working one. A server that merely did
+    /// not answer the marker (frozen, slow) does not count: an outage must not take every
+    /// gateway out of the Service at once.
+    pub(crate) fn unfit(&self) -> Option<&'static str> {
+        (self.confirm_failing() && self.inbox_denied.load(Ordering::Acquire)).then_some(
+            "the NATS user may not publish to _INBOX.> (publish rights on _INBOX.> are needed \
+             to confirm subscriptions and HTTP publishes)",
+        )
     }
 
     /// Whether the start-up wait for NATS is over: connected once and, with history, the
@@ -114,6 +132,7 @@ const SUBSCRIPTION_CAPACITY_ENV: &str = "VOLLEY_TEST_NATS_SUBSCRIPTION_CAPACITY"
 pub(crate) async fn connect(
     config: &NatsConfig,
     metrics: Metrics,
+    confirm_epoch: Arc<ConfirmEpoch>,
 ) -> Result<(Client, Arc<NatsState>), ClusterError> {
     let state = Arc::new(NatsState::default());
     let mut options = async_nats::ConnectOptions::new()
@@ -162,18 +181,25 @@ pub(crate) async fn connect(
         options = options.subscription_capacity(capacity);
     }
     let slow = Arc::new(std::sync::Mutex::new(Throttle::default()));
+    let events_state = state.clone();
     // The events drive the metric and the log only (they may be dropped in a burst); the
     // connection state the gateway acts on is read from the client ([`NatsState::is_connected`]).
     options = options.event_callback(move |event| {
         let metrics = metrics.clone();
         let slow = slow.clone();
+        let confirm_epoch = confirm_epoch.clone();
+        let state = events_state.clone();
         async move {
             match event {
                 async_nats::Event::Connected => {
                     metrics.nats_connected.set(1);
                     tracing::info!("NATS connected");
                 }
+                // A disconnect ends every confirmation given so far: at once here, and within a
+                // router tick should the event be dropped (`Router::watch_connection`). Nothing
+                // is confirmed while disconnected, so the reconnect needs no bump of its own.
                 async_nats::Event::Disconnected => {
+                    confirm_epoch.bump();
                     metrics.nats_connected.set(0);
                     metrics.nats_disconnects.inc();
                     tracing::warn!("NATS disconnected; clients stay connected, retrying");
@@ -189,6 +215,7 @@ pub(crate) async fn connect(
                 // An -ERR from the server, say a permissions violation on a subscription.
                 async_nats::Event::ServerError(error) => {
                     if error.to_string().contains(INBOX_PUBLISH_DENIED) {
+                        state.inbox_denied.store(true, Ordering::Release);
                         tracing::error!(
                             %error,
                             "the NATS user may not publish to _INBOX.>: HTTP publishes cannot be \
@@ -283,6 +310,7 @@ pub(crate) async fn check_publish_confirmation(
         let before = connects(&client);
         match tokio::time::timeout(SELF_TEST_TIMEOUT, acks.round_trip(&client)).await {
             Ok(Ok(())) => {
+                state.inbox_denied.store(false, Ordering::Release);
                 if state.confirm_failing.swap(false, Ordering::AcqRel) {
                     tracing::warn!("publish confirmation works again: HTTP publishes answer 202");
                 }
@@ -426,13 +454,20 @@ struct Held {
     /// was opened in: a feed reopened in the same epoch starts right after it (no gap).
     last_seq: Option<u64>,
     epoch: Option<Arc<str>>,
-    /// Its JetStream consumer is being opened (in a task of its own): meanwhile it counts as
-    /// consumed through JetStream (`durable`), so no core copy of its subjects is delivered and
-    /// nothing is delivered twice at the switch; its messages flow once the consumer is open.
+    /// Its JetStream consumer is being opened (in a task of its own): meanwhile, if the pattern
+    /// was ever live for anyone, it counts as consumed through JetStream (`durable`), so no
+    /// core copy of its subjects is delivered and its live subscribers get nothing twice at the
+    /// switch; its messages flow once the consumer is open. A pattern never live yet
+    /// ([`Opening::fresh`]) does not count: its own subscribers are not in any shard index
+    /// before it is confirmed, and subscribers of overlapping core patterns keep their copies.
     opening: Option<Opening>,
+    /// Some subscriber was answered live for it (ever): see `opening`.
+    served: bool,
     /// The server has confirmed the gateway's subscription (a marker round trip after the SUB
-    /// came back, or the JetStream consumer is open): a shard's ask is answered at once.
-    confirmed: bool,
+    /// came back, or the JetStream consumer is open), in this [`ConfirmEpoch`] (the one when the
+    /// round trip or open started): while it is current and NATS connected, a shard's ask is
+    /// answered at once ([`Router::is_confirmed`]).
+    confirmed: Option<u64>,
     /// Shard asks (shard, ticket) waiting for the confirmation.
     waiters: Vec<(usize, u64)>,
     /// When the waiters are answered `unavailable` at the latest (set by the first of them).
@@ -449,6 +484,8 @@ struct Confirmation {
     id: u64,
     attempt: u64,
     live: bool,
+    /// The confirmation epoch when the round trip started.
+    epoch: u64,
 }
 
 /// A consumer being opened for a held pattern.
@@ -459,6 +496,14 @@ struct Opening {
     attempt: u64,
     /// The epoch it is opened in.
     epoch: Option<Arc<str>>,
+    /// The confirmation epoch when the open started.
+    confirm_epoch: u64,
+    /// The pattern was never live for anyone when the open started: its core copies are not
+    /// held back meanwhile (review finding 3), since only subscribers of other, overlapping
+    /// patterns can receive them. One of them may get a message twice at the switch (a core
+    /// copy while opening, then the consumer's copy of a message stored after the consumer was
+    /// created but routed before the open's answer arrived).
+    fresh: bool,
     /// Replay requests for the pattern that came meanwhile: fetched once the consumer is open,
     /// so a replay reaches at least as far as where live delivery starts (no gap).
     replays: Vec<ReplayRequest>,
@@ -540,6 +585,10 @@ pub(crate) struct Router {
     /// Where round trips answer. Unbounded: at most one in flight per held pattern.
     confirmed_tx: UnboundedSender<Confirmation>,
     confirmed_rx: Option<UnboundedReceiver<Confirmation>>,
+    /// Shared with the shards and the client's event callback ([`Router::with_confirm_epoch`]).
+    confirm_epoch: Arc<ConfirmEpoch>,
+    /// The connection as last seen by [`Router::watch_connection`]: connected, connects.
+    seen_connection: (bool, u64),
 }
 
 impl Router {
@@ -581,6 +630,72 @@ impl Router {
             acks: None,
             confirmed_tx,
             confirmed_rx: Some(confirmed_rx),
+            confirm_epoch: Arc::default(),
+            seen_connection: (false, 0),
+        }
+    }
+
+    /// Shares the confirmation epoch with the shards (see `shard/interests.rs`).
+    pub(crate) fn with_confirm_epoch(mut self, epoch: Arc<ConfirmEpoch>) -> Router {
+        self.confirm_epoch = epoch;
+        self
+    }
+
+    /// Whether held pattern `id`'s confirmation still holds: given in the current epoch (no
+    /// disconnect and no feed replacement since) and NATS connected now.
+    fn is_confirmed(&self, held: &Held) -> bool {
+        held.confirmed == Some(self.confirm_epoch.current()) && self.state.is_connected()
+    }
+
+    /// The feed of held pattern `id` is about to be dropped or replaced: its confirmation ends.
+    /// Shards learn it through the epoch, which moves for every pattern; the router re-stamps the
+    /// confirmations of the others (their feeds are untouched), so a shard's re-ask for them is
+    /// answered at once.
+    fn unconfirm(&mut self, id: u64) {
+        let current = self.confirm_epoch.current();
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        if held.confirmed.take() != Some(current) {
+            return;
+        }
+        let next = self.confirm_epoch.bump();
+        for other in self.held.values_mut() {
+            if other.confirmed == Some(current) {
+                other.confirmed = Some(next);
+            }
+        }
+    }
+
+    /// Backstop for a dropped `Disconnected` event (the client's event channel drops events in
+    /// a burst): a connection seen up on a tick and seen down, or replaced (a reconnect between
+    /// two ticks), on the next ends every confirmation. Coming up from down needs no bump (the
+    /// disconnect had one), and a spurious one would only cost re-asks.
+    fn watch_connection(&mut self) {
+        let now = (self.state.is_connected(), connects(&self.client));
+        if now == self.seen_connection {
+            return;
+        }
+        let was_up = self.seen_connection.0;
+        self.seen_connection = now;
+        if was_up {
+            self.confirm_epoch.bump();
+        }
+        if !now.0 {
+            return;
+        }
+        // Back: asks that came during the outage for patterns that kept their feed (the client
+        // re-sent the SUB on reconnect) are confirmed now.
+        let waiting: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, h)| {
+                !h.waiters.is_empty() && h.confirm_attempt.is_none() && h.opening.is_none()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.confirm(id);
         }
     }
 
@@ -671,7 +786,9 @@ impl Router {
         // The feed it replaces (a core subscription, a consumer of a recreated stream, or one
         // that ended) stops now: while the consumer opens the pattern counts as consumed
         // through JetStream, so core copies of its subjects would be dropped anyway.
+        self.unconfirm(id);
         drop(self.subs.remove(&id));
+        let confirm_epoch = self.confirm_epoch.current();
         if let Some(held) = self.held.get_mut(&id) {
             let replays = held.opening.take().map(|o| o.replays).unwrap_or_default();
             held.durable = true;
@@ -681,6 +798,8 @@ impl Router {
             held.opening = Some(Opening {
                 attempt,
                 epoch,
+                confirm_epoch,
+                fresh: !held.served,
                 replays,
             });
         }
@@ -736,7 +855,7 @@ impl Router {
                 // The consumer exists on the server (its create request was answered): every
                 // message stored from now on is delivered through it, and it is this loop that
                 // routes them, after the answers below reach the shards.
-                self.answer_waiters(id, true);
+                self.answer_waiters(id, Some(opening.confirm_epoch));
                 self.count_consumers();
                 for request in opening.replays {
                     self.on_replay(request);
@@ -757,14 +876,21 @@ impl Router {
     /// client not taking commands) the waiters wait for NATS until their deadline: the pattern
     /// is subscribed (and this called again) by [`Router::reopen_ended`] once NATS is back, and
     /// [`Router::expire_confirmations`] answers them `unavailable` if it is not back in time.
+    ///
+    /// A confirmation that no longer holds ([`Router::is_confirmed`]: NATS disconnected or
+    /// reconnected, or the feed replaced since) is confirmed again the same way: after a
+    /// reconnect the marker comes back only after the client re-sent the SUB.
     fn confirm(&mut self, id: u64) {
         let has_feed = self.subs.contains_key(&id);
         let acks = self.acks.clone();
+        let epoch = self.confirm_epoch.current();
+        let connected = self.state.is_connected();
+        let confirmed = self.held.get(&id).is_some_and(|h| self.is_confirmed(h));
         let Some(held) = self.held.get_mut(&id) else {
             return;
         };
-        if held.confirmed {
-            self.answer_waiters(id, true);
+        if confirmed {
+            self.answer_waiters(id, Some(epoch));
             return;
         }
         if held.waiters.is_empty() {
@@ -780,10 +906,13 @@ impl Router {
         }
         let Some(acks) = acks else {
             // Nothing can confirm a subscription: refusing is the honest answer.
-            self.answer_waiters(id, false);
+            self.answer_waiters(id, None);
             return;
         };
-        if !has_feed {
+        if !has_feed || !connected {
+            // Tried again when NATS is back (`reopen_ended` for a pattern without a feed,
+            // `watch_connection` for one whose SUB the client re-sends), or refused by
+            // `expire_confirmations` at the deadline.
             return;
         }
         self.next_attempt += 1;
@@ -795,7 +924,12 @@ impl Router {
             let back = tokio::time::timeout_at(deadline, acks.round_trip(&client)).await;
             let live = matches!(back, Ok(Ok(())));
             // The router is gone only when the gateway is shutting down.
-            let _ = confirmed.send(Confirmation { id, attempt, live });
+            let _ = confirmed.send(Confirmation {
+                id,
+                attempt,
+                live,
+                epoch,
+            });
         });
     }
 
@@ -823,13 +957,18 @@ impl Router {
                      answered unavailable"
                 );
             }
-            self.answer_waiters(id, false);
+            self.answer_waiters(id, None);
         }
     }
 
     /// A marker round trip answered: the waiting shards are told, then the replays that waited.
     fn on_confirmation(&mut self, confirmation: Confirmation) {
-        let Confirmation { id, attempt, live } = confirmation;
+        let Confirmation {
+            id,
+            attempt,
+            live,
+            epoch,
+        } = confirmation;
         let Some(held) = self.held.get_mut(&id) else {
             return;
         };
@@ -847,18 +986,21 @@ impl Router {
                  subscribers are answered unavailable"
             );
         }
-        self.answer_waiters(id, live);
+        self.answer_waiters(id, live.then_some(epoch));
     }
 
-    /// Answers every shard waiting on held pattern `id` (`live` marks it confirmed), then the
-    /// replay requests that waited for the answer: after it, on the same shard inboxes, so a
-    /// resume's reply never goes out before its pattern is live.
-    fn answer_waiters(&mut self, id: u64, live: bool) {
+    /// Answers every shard waiting on held pattern `id`: live when confirmed in epoch
+    /// `confirmed` (which marks it confirmed), then the replay requests that waited for the
+    /// answer: after it, on the same shard inboxes, so a resume's reply never goes out before its
+    /// pattern is live.
+    fn answer_waiters(&mut self, id: u64, confirmed: Option<u64>) {
         let Some(held) = self.held.get_mut(&id) else {
             return;
         };
+        let live = confirmed.is_some();
         if live {
-            held.confirmed = true;
+            held.confirmed = confirmed;
+            held.served = true;
         }
         held.confirm_by = None;
         for (shard, ticket) in std::mem::take(&mut held.waiters) {
@@ -879,6 +1021,10 @@ impl Router {
         };
         let replays = held.opening.take().map(|o| o.replays).unwrap_or_default();
         held.reopened(false, None);
+        self.unconfirm(id);
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
         let subject = format!("{}.{}", self.prefix, held.pattern);
         self.routing.restart(id);
         // The feed it had (say an ordered JetStream consumer) goes now, whether or not the core
@@ -984,6 +1130,11 @@ impl Router {
     /// begins.
     fn on_replay(&mut self, request: ReplayRequest) {
         let shard = request.shard;
+        let confirmed = self
+            .ids
+            .get(&request.pattern)
+            .and_then(|id| self.held.get(id))
+            .is_some_and(|h| self.is_confirmed(h));
         let held = self
             .ids
             .get(&request.pattern)
@@ -998,7 +1149,7 @@ impl Router {
             return;
         }
         if let Some(held) = held
-            && !held.confirmed
+            && !confirmed
             && !held.waiters.is_empty()
             && held.confirm_replays.len() < MAX_REPLAYS_WAITING_FOR_OPEN
         {
@@ -1038,12 +1189,13 @@ impl Router {
     }
 
     /// The connection with replay ticket `ticket` is gone: its requests waiting for a consumer
-    /// to open are dropped, and a replay fetched for it alone stops.
+    /// to open or for a confirmation are dropped, and a replay fetched for it alone stops.
     fn on_replay_gone(&mut self, ticket: u64) {
         for held in self.held.values_mut() {
             if let Some(opening) = &mut held.opening {
                 opening.replays.retain(|r| r.serial != ticket);
             }
+            held.confirm_replays.retain(|r| r.serial != ticket);
         }
         if let Some(store) = &self.history {
             store.cancel(ticket);
@@ -1079,6 +1231,7 @@ impl Router {
                     Err(_) => watching = false,
                 },
                 _ = tick.tick() => {
+                    self.watch_connection();
                     self.release_expired().await;
                     self.reopen_ended().await;
                     self.expire_confirmations();
@@ -1117,13 +1270,18 @@ impl Router {
     async fn on_interest(&mut self, change: InterestChange) {
         let bit = 1u64 << change.shard.min(63);
         if change.wanted {
+            let confirmed = self
+                .ids
+                .get(&change.pattern)
+                .and_then(|id| self.held.get(id))
+                .is_some_and(|h| self.is_confirmed(h));
             if let Some(&id) = self.ids.get(&change.pattern)
                 && let Some(held) = self.held.get_mut(&id)
             {
                 held.shards |= bit;
                 held.release_at = None;
                 held.waiters.push((change.shard, change.ticket));
-                if !held.confirmed && held.opening.is_none() && !self.subs.contains_key(&id) {
+                if !confirmed && held.opening.is_none() && !self.subs.contains_key(&id) {
                     // Held without a feed (NATS was down when it was first wanted): subscribed
                     // now if NATS is back, rather than at the next `reopen_ended`, so this ask is
                     // not refused for an outage that is over. `open` confirms it.
@@ -1150,7 +1308,8 @@ impl Router {
                     last_seq: None,
                     epoch: None,
                     opening: None,
-                    confirmed: false,
+                    served: false,
+                    confirmed: None,
                     waiters: vec![(change.shard, change.ticket)],
                     confirm_by: None,
                     confirm_attempt: None,
@@ -1220,7 +1379,9 @@ impl Router {
         let held = &self.held;
         self.index.for_each_match(topic, |id| {
             if let Some(h) = held.get(&id) {
-                found.add(id, h.durable);
+                // A fresh pattern's consumer still opening holds back no core copy (`Held::opening`).
+                let fresh = h.opening.as_ref().is_some_and(|o| o.fresh);
+                found.add(id, h.durable && !fresh);
                 shards |= h.shards;
             }
         });

@@ -54,6 +54,8 @@ pub(crate) struct ShardConfig {
     pub max_message_bytes: usize,
     /// What every session on the shard is held to.
     pub limits: Limits,
+    /// Cluster mode: when the router's confirmations stop holding (see `interests.rs`).
+    pub confirm_epoch: Arc<interests::ConfirmEpoch>,
 }
 
 /// Counts kept locally and added to the shared metrics once per flush pass (or per loop turn
@@ -146,7 +148,7 @@ enum Inline {
 }
 
 mod batch;
-mod interests;
+pub(crate) mod interests;
 mod plan;
 #[cfg(test)]
 mod tests;
@@ -195,7 +197,7 @@ impl Shard {
             drain: None,
             shed: None,
             interest,
-            interests: Interests::default(),
+            interests: Interests::new(config.confirm_epoch.clone()),
             id,
             stats: LocalStats::default(),
             ip_replays: IpReplayBudget::new(replays_per_ip(&config)),

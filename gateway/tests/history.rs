@@ -1131,3 +1131,51 @@ async fn subscribed_waits_for_a_slow_consumer_open_and_its_fallback() {
     drop(nats);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Review of the subscription confirmation, finding 3: while a new history pattern's consumer
+/// opens (here it never does: the create is not answered, and the pattern falls back to core),
+/// a subscriber of an overlapping core pattern (`news.*`, no history) keeps receiving that pattern's subjects;
+/// the new subscriber gets its `subscribed` once its feed is live, and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlapping_core_subscriber_keeps_its_messages_while_a_consumer_opens() {
+    let (nats, dir) = js_server_refusing_consumers();
+    let mut opts = history_options(&nats, "news.eu", HistoryFile::default());
+    opts.nats_user = Some("gw".to_owned());
+    opts.nats_password = Some("gw".to_owned());
+    let gw = start(opts).await;
+    wait_metric(&gw, "volley_history_available", 1.0).await;
+    let publisher =
+        async_nats::ConnectOptions::with_user_and_password("test".into(), "test".into())
+            .connect(nats.url())
+            .await
+            .unwrap();
+    let mut wide = connect(&ws_url(&gw, "")).await;
+    assert_eq!(subscribe(&mut wide, &["news.*"]).await["op"], "subscribed");
+    let mut narrow = connect(&ws_url(&gw, "")).await;
+    send_json(&mut narrow, json!({"op":"sub","topics":["news.eu"]})).await;
+    // Held (its consumer being opened) once the gauge counts it.
+    wait_metric(&gw, "volley_nats_subscriptions", 2.0).await;
+    publisher.publish("push.news.eu", "1".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    assert_eq!(
+        next_json(&mut wide).await,
+        json!({"topic":"news.eu","data":1})
+    );
+    // The open gives up; the fallback is confirmed, then the new subscriber is answered.
+    let reply = next_json(&mut narrow).await;
+    assert_eq!(reply["op"], "subscribed", "{reply}");
+    publisher.publish("push.news.eu", "2".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    assert_eq!(
+        next_json(&mut narrow).await,
+        json!({"topic":"news.eu","data":2})
+    );
+    assert_eq!(
+        next_json(&mut wide).await,
+        json!({"topic":"news.eu","data":2})
+    );
+    expect_silence(&mut wide, Duration::from_millis(300)).await;
+    expect_silence(&mut narrow, Duration::from_millis(300)).await;
+    drop(nats);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -325,7 +325,9 @@ async fn nats_tls_refuses_a_server_without_tls() {
 
 /// Review 2, finding 4: a least-privilege NATS user that may subscribe to `_INBOX.>` but not
 /// publish there (the usual requester setup) has every publish confirmation marker refused. The
-/// gateway says so at start (an error line naming the right) and in `/healthz`; it stays ready,
+/// gateway says so at start (an error line naming the right) and in `/healthz`; `/readyz` fails
+/// with a reason naming `_INBOX.>` (review of the subscription confirmation, finding 10: every
+/// new subscription would be `unavailable`, so a rolling upgrade must stall on the first pod);
 /// its HTTP publishes answer 503 while the message is delivered, and a new subscription, which
 /// it cannot confirm either, is answered `unavailable` rather than promised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +357,11 @@ async fn a_user_without_inbox_publish_rights_is_reported_at_start() {
         "{body}"
     );
     let (status, body) = get(gw.admin, "/readyz").await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("not ready: the NATS user may not publish to _INBOX.>"),
+        "{body}"
+    );
 
     let mut client = connect(&gw.ws_url(&format!("?topics={TOPIC}"))).await;
     // The SUB is made, but the marker after it never comes back: not a promise.

@@ -270,3 +270,52 @@ async fn ready_when_nats_went_down_after_the_first_check_but_before_any_probe() 
     let (status, body) = get(gw.admin_addr(), "/readyz").await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// A pattern confirmed before an outage is not promised to a new subscriber during it: the
+/// confirmation ends with the connection (review finding 2). A (holding `x`, so `x` is confirmed
+/// on the shard and in the router) stays; B, on the same shard, subscribes `x` while NATS is
+/// down: no `subscribed` until NATS is back and the subscription confirmed again (or
+/// `unavailable` at the deadline), and after a `subscribed` a message published through NATS
+/// reaches B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_confirmed_before_an_outage_is_not_promised_during_it() {
+    let mut nats = NatsServer::start();
+    let mut opts = options();
+    opts.nats = Some(nats.url());
+    opts.pod_name = Some("gw-0".to_owned());
+    opts.shards = Some(1);
+    let gw = start(opts).await;
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 1.0).await;
+    let mut a = connect(&ws_url(&gw, "")).await;
+    send_json(&mut a, json!({"op":"sub","topics":["x"]})).await;
+    assert_eq!(
+        next_json(&mut a).await,
+        json!({"op":"subscribed","topics":["x"]})
+    );
+    let mut b = connect(&ws_url(&gw, "")).await;
+    nats.stop();
+    wait_metric(gw.admin_addr(), "volley_nats_connected", 0.0).await;
+    send_json(&mut b, json!({"op":"sub","topics":["x"]})).await;
+    // NATS stays down for this long: nothing may promise B anything meanwhile.
+    match next_within(&mut b, Duration::from_millis(1_500)).await {
+        None => {}
+        Some(reply) => {
+            assert_eq!(reply["op"], "error", "promised while NATS is down: {reply}");
+            assert_eq!(reply["code"], "unavailable", "{reply}");
+            return;
+        }
+    }
+    nats.restart();
+    let reply = next_json(&mut b).await;
+    if reply["op"] == "error" {
+        // The reconnect took past the deadline (a loaded machine): an honest answer.
+        assert_eq!(reply["code"], "unavailable", "{reply}");
+        return;
+    }
+    assert_eq!(reply, json!({"op":"subscribed","topics":["x"]}));
+    let publisher = async_nats::connect(&nats.url()).await.expect("test NATS");
+    publisher.publish("push.x", "7".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    assert_eq!(next_json(&mut b).await, json!({"topic":"x","data":7}));
+    assert_eq!(next_json(&mut a).await, json!({"topic":"x","data":7}));
+}

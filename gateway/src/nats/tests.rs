@@ -262,3 +262,77 @@ async fn a_round_trip_across_a_reconnect_is_unconfirmed() {
             .is_ok()
     );
 }
+
+fn replay_request(serial: u64, pattern: &str) -> ReplayRequest {
+    ReplayRequest {
+        shard: 0,
+        key: serial as usize,
+        serial,
+        pattern: pattern.into(),
+        since: 1,
+        epoch: None,
+    }
+}
+
+/// Review of the subscription confirmation, finding 6: a resume parked while its pattern's
+/// confirmation is out (NATS down) is dropped when its connection goes, not fetched later for
+/// nobody.
+#[tokio::test]
+async fn a_replay_parked_for_a_confirmation_goes_with_its_connection() {
+    // NATS never reached; the confirmation marker's subscription is queued in the client.
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(format!("nats://127.0.0.1:{}", free_port()))
+        .await
+        .expect("connects in the background");
+    let acks = Acks::start(&client).await.expect("queued");
+    let (router, _polls) = router_over(client);
+    let mut router = router.with_acks(acks);
+    router.on_interest(wanted("p")).await;
+    router.on_replay(replay_request(7, "p"));
+    router.on_replay(replay_request(8, "p"));
+    let parked = |router: &Router| -> Vec<u64> {
+        let id = router.ids["p"];
+        router.held[&id]
+            .confirm_replays
+            .iter()
+            .map(|r| r.serial)
+            .collect()
+    };
+    assert_eq!(parked(&router), vec![7, 8], "parked while unconfirmed");
+    router.on_replay_gone(7);
+    assert_eq!(parked(&router), vec![8]);
+}
+
+/// Review of the subscription confirmation, finding 2(b): replacing a confirmed pattern's feed
+/// ends its confirmation (router and, through the epoch, shards); the other patterns' feeds are
+/// untouched, so the router keeps theirs and answers a shard's re-ask for them at once.
+#[tokio::test]
+async fn replacing_a_confirmed_feed_ends_its_confirmation_only() {
+    let server = Server::start();
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connect to nats-server");
+    let acks = Acks::start(&client).await.expect("ack subscription");
+    let (router, _polls) = router_over(client);
+    let epoch = Arc::new(ConfirmEpoch::default());
+    let mut router = router.with_acks(acks).with_confirm_epoch(epoch.clone());
+    let mut answers = router.confirmed_rx.take().expect("answers");
+    for pattern in ["a", "b"] {
+        router.on_interest(wanted(pattern)).await;
+        let answer = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+            .await
+            .expect("the marker comes back")
+            .expect("an answer");
+        router.on_confirmation(answer);
+    }
+    let (a, b) = (router.ids["a"], router.ids["b"]);
+    assert!(router.is_confirmed(&router.held[&a]));
+    assert!(router.is_confirmed(&router.held[&b]));
+    let before = epoch.current();
+    // Say history went for good: the pattern moves to a new core subscription.
+    router.open_core(a).await;
+    assert!(epoch.current() > before, "shards must ask again");
+    assert!(!router.is_confirmed(&router.held[&a]));
+    assert!(router.is_confirmed(&router.held[&b]));
+}

@@ -1,11 +1,33 @@
 //! Cluster mode: which patterns a shard's connections want from the router, and whether the
 //! router has confirmed the gateway's NATS subscription for each. The first connection to want a
 //! pattern makes the shard ask the router (one ask, with a ticket); connections arriving while
-//! that ask is out wait for the same answer; once confirmed, later ones are live at once. The last
-//! connection to leave (live or still waiting) lowers the shard's interest. Pure bookkeeping: the
-//! shard sends what this decides.
+//! that ask is out wait for the same answer; once confirmed, later ones are live at once, but
+//! only while the gateway-wide [`ConfirmEpoch`] has not moved since the ask (NATS disconnected,
+//! or a feed was replaced): after that the next one asks the router again. The last connection to
+//! leave (live or still waiting) lowers the shard's interest. Pure bookkeeping: the shard sends
+//! what this decides.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Gateway-wide confirmation epoch: bumped when a confirmation given so far may no longer hold
+/// (the gateway's NATS connection dropped, or the router replaced a held pattern's
+/// feed). A shard answers a connection at once only from a confirmation whose ask was made in the
+/// current epoch; the router keeps its own confirmations to the same rule.
+#[derive(Debug, Default)]
+pub(crate) struct ConfirmEpoch(AtomicU64);
+
+impl ConfirmEpoch {
+    pub(crate) fn current(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Invalidates every confirmation given so far; returns the new epoch.
+    pub(crate) fn bump(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::AcqRel) + 1
+    }
+}
 
 /// What the shard does for a connection that wants a pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +36,7 @@ pub(crate) enum Wanted {
     Ask(u64),
     /// An ask is out: wait for its answer.
     Wait,
-    /// Confirmed already: live now.
+    /// Confirmed already (in the current epoch): live now.
     Ready,
 }
 
@@ -36,8 +58,57 @@ struct Entry {
 
 #[derive(Debug)]
 enum State {
-    Asked { ticket: u64, waiting: Vec<usize> },
-    Confirmed,
+    /// An ask is out, made in `epoch`. Live holders may exist (a re-ask after the epoch moved).
+    Asked {
+        ticket: u64,
+        epoch: u64,
+        waiting: Waiters,
+    },
+    /// Confirmed for an ask made in `epoch`: good for new connections while it is current.
+    Confirmed { epoch: u64 },
+    /// Held live by connections confirmed earlier, but a re-ask failed: the next want asks.
+    Unconfirmed,
+}
+
+/// Connections waiting on one ask, in a vector with each key's position beside it, so a
+/// connection that stops waiting is taken out in O(1): a mass close while thousands wait on one
+/// pattern (NATS slow, a drain) must not cost the shard loop a quadratic scan. A connection
+/// waits at most once per pattern (its session wants a pattern once).
+#[derive(Debug, Default)]
+struct Waiters {
+    keys: Vec<usize>,
+    at: HashMap<usize, usize>,
+}
+
+impl Waiters {
+    fn one(key: usize) -> Waiters {
+        let mut waiters = Waiters::default();
+        waiters.push(key);
+        waiters
+    }
+
+    fn push(&mut self, key: usize) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.at.entry(key) {
+            slot.insert(self.keys.len());
+            self.keys.push(key);
+        }
+    }
+
+    /// Whether `key` was waiting.
+    fn remove(&mut self, key: usize) -> bool {
+        let Some(i) = self.at.remove(&key) else {
+            return false;
+        };
+        self.keys.swap_remove(i);
+        if let Some(&moved) = self.keys.get(i) {
+            self.at.insert(moved, i);
+        }
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
 }
 
 /// See the module docs. Memory: one entry per pattern some connection of the shard holds or
@@ -49,28 +120,52 @@ pub(crate) struct Interests {
     /// Tickets are unique for the shard's life, so an answer to an ask that was since withdrawn
     /// and asked again is told apart from the answer to the new ask.
     next_ticket: u64,
+    /// Shared with the router (a private one in unit tests).
+    epoch: Arc<ConfirmEpoch>,
 }
 
 impl Interests {
+    pub(crate) fn new(epoch: Arc<ConfirmEpoch>) -> Interests {
+        Interests {
+            epoch,
+            ..Interests::default()
+        }
+    }
+
     /// Connection `key` wants `pattern`.
     pub(crate) fn want(&mut self, pattern: &str, key: usize) -> Wanted {
+        let now = self.epoch.current();
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        let asked = State::Asked {
+            ticket,
+            epoch: now,
+            waiting: Waiters::one(key),
+        };
         if let Some(entry) = self.map.get_mut(pattern) {
             entry.count += 1;
             return match &mut entry.state {
-                State::Confirmed => Wanted::Ready,
+                State::Confirmed { epoch } if *epoch == now => Wanted::Ready,
+                // Confirmed before NATS dropped or the feed was replaced: the holders stay (they
+                // are told by a resume if anything was lost), a new one is not promised anything
+                // until the router confirms again.
+                State::Confirmed { .. } | State::Unconfirmed => {
+                    entry.state = asked;
+                    Wanted::Ask(ticket)
+                }
                 State::Asked { waiting, .. } => {
                     waiting.push(key);
                     Wanted::Wait
                 }
             };
         }
-        self.next_ticket += 1;
-        let ticket = self.next_ticket;
-        let state = State::Asked {
-            ticket,
-            waiting: vec![key],
-        };
-        self.map.insert(pattern.into(), Entry { count: 1, state });
+        self.map.insert(
+            pattern.into(),
+            Entry {
+                count: 1,
+                state: asked,
+            },
+        );
         Wanted::Ask(ticket)
     }
 
@@ -79,11 +174,10 @@ impl Interests {
         let Some(entry) = self.map.get_mut(pattern) else {
             return false;
         };
-        if let State::Asked { waiting, .. } = &mut entry.state {
-            let Some(i) = waiting.iter().position(|&k| k == key) else {
-                return false;
-            };
-            waiting.swap_remove(i);
+        if let State::Asked { waiting, .. } = &mut entry.state
+            && !waiting.remove(key)
+        {
+            return false;
         }
         self.drop_one(pattern)
     }
@@ -107,31 +201,40 @@ impl Interests {
 
     /// The router's answer to ask `ticket` for `pattern`. A stale answer (the ask was withdrawn,
     /// or answered already) changes nothing. Confirmed: the waiters go live. Not: they are all
-    /// dropped (nobody holds the pattern live while an ask is out), so the pattern is gone.
+    /// dropped; the pattern is gone unless live holders from an earlier confirmation remain
+    /// (then the next want asks again).
     pub(crate) fn answer(&mut self, pattern: &str, ticket: u64, live: bool) -> Answered {
-        let asked = match self.map.get(pattern) {
-            Some(Entry {
-                state: State::Asked { ticket: asked, .. },
+        let Some(entry) = self.map.get_mut(pattern) else {
+            return Answered::default();
+        };
+        let epoch = match &entry.state {
+            State::Asked {
+                ticket: asked,
+                epoch,
                 ..
-            }) => *asked,
+            } if *asked == ticket => *epoch,
             _ => return Answered::default(),
         };
-        if asked != ticket {
+        // Recorded at the ask, not now: the epoch may have moved while the answer travelled,
+        // and then this confirmation must not serve later connections.
+        let state = std::mem::replace(&mut entry.state, State::Confirmed { epoch });
+        let State::Asked { waiting, .. } = state else {
             return Answered::default();
-        }
-        let (state, last) = if live {
-            let entry = self.map.get_mut(pattern);
-            let state = entry.map(|e| std::mem::replace(&mut e.state, State::Confirmed));
-            (state, false)
-        } else {
-            (self.map.remove(pattern).map(|e| e.state), true)
         };
-        match state {
-            Some(State::Asked { waiting, .. }) => Answered {
-                keys: waiting,
-                last,
-            },
-            _ => Answered::default(),
+        let mut last = false;
+        if !live {
+            // The failed waiters no longer count; a holder confirmed earlier still does, and
+            // the next want asks again.
+            entry.state = State::Unconfirmed;
+            entry.count = entry.count.saturating_sub(waiting.len());
+            if entry.count == 0 {
+                self.map.remove(pattern);
+                last = true;
+            }
+        }
+        Answered {
+            keys: waiting.keys,
+            last,
         }
     }
 
