@@ -363,7 +363,10 @@ async fn a_user_without_inbox_publish_rights_is_reported_at_start() {
         "{body}"
     );
 
-    let mut client = connect(&gw.ws_url(&format!("?topics={TOPIC}"))).await;
+    // An explicit `sub` (a URL topic that cannot be confirmed closes the connection with 1013
+    // instead: subscribe_confirm.rs).
+    let mut client = connect(&gw.ws_url("")).await;
+    send_json(&mut client, json!({"op": "sub", "topics": [TOPIC]})).await;
     // The SUB is made, but the marker after it never comes back: not a promise.
     nats.wait_for_subscriptions(SUBJECT, 1).await;
     let (status, body) = publish(gw.admin, TOPIC, b"1").await;
