@@ -454,15 +454,15 @@ struct Held {
     /// was opened in: a feed reopened in the same epoch starts right after it (no gap).
     last_seq: Option<u64>,
     epoch: Option<Arc<str>>,
-    /// Its JetStream consumer is being opened (in a task of its own): meanwhile, if the pattern
-    /// was ever live for anyone, it counts as consumed through JetStream (`durable`), so no
-    /// core copy of its subjects is delivered and its live subscribers get nothing twice at the
-    /// switch; its messages flow once the consumer is open. A pattern never live yet
-    /// ([`Opening::fresh`]) does not count: its own subscribers are not in any shard index
-    /// before it is confirmed, and subscribers of overlapping core patterns keep their copies.
+    /// Its JetStream consumer is being opened (in a task of its own): meanwhile it counts as
+    /// consumed through JetStream (`durable`), so no core copy of its subjects is delivered and
+    /// nothing is delivered twice at the switch; its messages flow once the consumer is open.
+    /// Subscribers of an overlapping pattern without history miss what is published to the
+    /// subjects only this pattern's consumer will carry meanwhile (at most the 2 s an open may
+    /// take; README, docs/history.md). Counting a fresh pattern's open as not durable (tried
+    /// and reverted after review) let overlapping open consumers deliver a sequence twice, and
+    /// still hid core copies when the history pattern was the older one.
     opening: Option<Opening>,
-    /// Some subscriber was answered live for it (ever): see `opening`.
-    served: bool,
     /// The server has confirmed the gateway's subscription (a marker round trip after the SUB
     /// came back, or the JetStream consumer is open), in this [`ConfirmEpoch`] (the one when the
     /// round trip or open started): while it is current and NATS connected, a shard's ask is
@@ -498,12 +498,6 @@ struct Opening {
     epoch: Option<Arc<str>>,
     /// The confirmation epoch when the open started.
     confirm_epoch: u64,
-    /// The pattern was never live for anyone when the open started: its core copies are not
-    /// held back meanwhile (review finding 3), since only subscribers of other, overlapping
-    /// patterns can receive them. One of them may get a message twice at the switch (a core
-    /// copy while opening, then the consumer's copy of a message stored after the consumer was
-    /// created but routed before the open's answer arrived).
-    fresh: bool,
     /// Replay requests for the pattern that came meanwhile: fetched once the consumer is open,
     /// so a replay reaches at least as far as where live delivery starts (no gap).
     replays: Vec<ReplayRequest>,
@@ -799,7 +793,6 @@ impl Router {
                 attempt,
                 epoch,
                 confirm_epoch,
-                fresh: !held.served,
                 replays,
             });
         }
@@ -1000,7 +993,6 @@ impl Router {
         let live = confirmed.is_some();
         if live {
             held.confirmed = confirmed;
-            held.served = true;
         }
         held.confirm_by = None;
         for (shard, ticket) in std::mem::take(&mut held.waiters) {
@@ -1308,7 +1300,6 @@ impl Router {
                     last_seq: None,
                     epoch: None,
                     opening: None,
-                    served: false,
                     confirmed: None,
                     waiters: vec![(change.shard, change.ticket)],
                     confirm_by: None,
@@ -1379,9 +1370,7 @@ impl Router {
         let held = &self.held;
         self.index.for_each_match(topic, |id| {
             if let Some(h) = held.get(&id) {
-                // A fresh pattern's consumer still opening holds back no core copy (`Held::opening`).
-                let fresh = h.opening.as_ref().is_some_and(|o| o.fresh);
-                found.add(id, h.durable && !fresh);
+                found.add(id, h.durable);
                 shards |= h.shards;
             }
         });
