@@ -464,9 +464,10 @@ struct Held {
     /// still hid core copies when the history pattern was the older one.
     opening: Option<Opening>,
     /// The server has confirmed the gateway's subscription (a marker round trip after the SUB
-    /// came back, or the JetStream consumer is open), in this [`ConfirmEpoch`] (the one when the
-    /// round trip or open started): while it is current and NATS connected, a shard's ask is
-    /// answered at once ([`Router::is_confirmed`]).
+    /// came back, or the JetStream consumer is open), with the disconnect count
+    /// ([`ConfirmEpoch::disconnects`]) when the round trip or open started: while it is current
+    /// and NATS connected, a shard's ask is answered at once ([`Router::is_confirmed`]); a
+    /// feed replacement sets it to none ([`Router::unconfirm`]).
     confirmed: Option<u64>,
     /// Shard asks (shard, ticket) waiting for the confirmation.
     waiters: Vec<(usize, u64)>,
@@ -484,7 +485,7 @@ struct Confirmation {
     id: u64,
     attempt: u64,
     live: bool,
-    /// The confirmation epoch when the round trip started.
+    /// The disconnect count ([`ConfirmEpoch::disconnects`]) when the round trip started.
     epoch: u64,
 }
 
@@ -496,7 +497,7 @@ struct Opening {
     attempt: u64,
     /// The epoch it is opened in.
     epoch: Option<Arc<str>>,
-    /// The confirmation epoch when the open started.
+    /// The disconnect count ([`ConfirmEpoch::disconnects`]) when the open started.
     confirm_epoch: u64,
     /// Replay requests for the pattern that came meanwhile: fetched once the consumer is open,
     /// so a replay reaches at least as far as where live delivery starts (no gap).
@@ -635,29 +636,23 @@ impl Router {
         self
     }
 
-    /// Whether held pattern `id`'s confirmation still holds: given in the current epoch (no
-    /// disconnect and no feed replacement since) and NATS connected now.
+    /// Whether held pattern `id`'s confirmation still holds: given since the last disconnect (its
+    /// feed replaced since clears it: [`Router::unconfirm`]) and NATS connected now.
     fn is_confirmed(&self, held: &Held) -> bool {
-        held.confirmed == Some(self.confirm_epoch.current()) && self.state.is_connected()
+        held.confirmed == Some(self.confirm_epoch.disconnects()) && self.state.is_connected()
     }
 
     /// The feed of held pattern `id` is about to be dropped or replaced: its confirmation ends.
-    /// Shards learn it through the epoch, which moves for every pattern; the router re-stamps the
-    /// confirmations of the others (their feeds are untouched), so a shard's re-ask for them is
-    /// answered at once.
+    /// Shards learn it through their epoch, which moves for every pattern; the others keep their
+    /// confirmations here (their feeds are untouched), so a shard's re-ask for them is answered
+    /// at once. O(1): a mass reopen (every history pattern at a stream recreation) does not
+    /// walk every held pattern once per reopened one.
     fn unconfirm(&mut self, id: u64) {
-        let current = self.confirm_epoch.current();
         let Some(held) = self.held.get_mut(&id) else {
             return;
         };
-        if held.confirmed.take() != Some(current) {
-            return;
-        }
-        let next = self.confirm_epoch.bump();
-        for other in self.held.values_mut() {
-            if other.confirmed == Some(current) {
-                other.confirmed = Some(next);
-            }
+        if held.confirmed.take().is_some() {
+            self.confirm_epoch.bump_feed();
         }
     }
 
@@ -782,7 +777,7 @@ impl Router {
         // through JetStream, so core copies of its subjects would be dropped anyway.
         self.unconfirm(id);
         drop(self.subs.remove(&id));
-        let confirm_epoch = self.confirm_epoch.current();
+        let confirm_epoch = self.confirm_epoch.disconnects();
         if let Some(held) = self.held.get_mut(&id) {
             let replays = held.opening.take().map(|o| o.replays).unwrap_or_default();
             held.durable = true;
@@ -876,7 +871,7 @@ impl Router {
     fn confirm(&mut self, id: u64) {
         let has_feed = self.subs.contains_key(&id);
         let acks = self.acks.clone();
-        let epoch = self.confirm_epoch.current();
+        let epoch = self.confirm_epoch.disconnects();
         let connected = self.state.is_connected();
         let confirmed = self.held.get(&id).is_some_and(|h| self.is_confirmed(h));
         let Some(held) = self.held.get_mut(&id) else {

@@ -15,17 +15,38 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// (the gateway's NATS connection dropped, or the router replaced a held pattern's
 /// feed). A shard answers a connection at once only from a confirmation whose ask was made in the
 /// current epoch; the router keeps its own confirmations to the same rule.
+///
+/// The router tracks its own confirmations per pattern, so it reads only the disconnect count
+/// ([`ConfirmEpoch::disconnects`]): a feed replacement ends that one pattern's confirmation in
+/// the router (set to none) and moves the shards' epoch ([`ConfirmEpoch::bump_feed`]), with no
+/// walk over the other held patterns.
 #[derive(Debug, Default)]
-pub(crate) struct ConfirmEpoch(AtomicU64);
+pub(crate) struct ConfirmEpoch {
+    all: AtomicU64,
+    disconnects: AtomicU64,
+}
 
 impl ConfirmEpoch {
+    /// The shards' epoch: moves on every disconnect and every feed replacement.
     pub(crate) fn current(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+        self.all.load(Ordering::Acquire)
     }
 
-    /// Invalidates every confirmation given so far; returns the new epoch.
-    pub(crate) fn bump(&self) -> u64 {
-        self.0.fetch_add(1, Ordering::AcqRel) + 1
+    /// The router's: moves on disconnects only.
+    pub(crate) fn disconnects(&self) -> u64 {
+        self.disconnects.load(Ordering::Acquire)
+    }
+
+    /// NATS disconnected: invalidates every confirmation given so far.
+    pub(crate) fn bump(&self) {
+        self.disconnects.fetch_add(1, Ordering::AcqRel);
+        self.all.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A held pattern's feed was replaced: shards ask the router again (it still vouches for the
+    /// patterns whose feeds are untouched).
+    pub(crate) fn bump_feed(&self) {
+        self.all.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -140,3 +140,14 @@ fn waiters_withdrawn_in_any_order_leave_exactly_the_others_to_be_answered() {
     }
     assert!(interests.release("a"));
 }
+
+/// A feed replacement moves the shards' epoch only; a disconnect moves both (the router reads
+/// the disconnect count alone).
+#[test]
+fn a_feed_replacement_moves_the_shards_epoch_and_a_disconnect_both() {
+    let epoch = ConfirmEpoch::default();
+    epoch.bump_feed();
+    assert_eq!((epoch.current(), epoch.disconnects()), (1, 0));
+    epoch.bump();
+    assert_eq!((epoch.current(), epoch.disconnects()), (2, 1));
+}
