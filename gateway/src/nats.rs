@@ -638,8 +638,14 @@ impl Router {
 
     /// Whether held pattern `id`'s confirmation still holds: given since the last disconnect (its
     /// feed replaced since clears it: [`Router::unconfirm`]) and NATS connected now.
-    fn is_confirmed(&self, held: &Held) -> bool {
-        held.confirmed == Some(self.confirm_epoch.disconnects()) && self.state.is_connected()
+    /// Its feed must still be there too: a JetStream consumer that gave up leaves `subs` (a
+    /// `StreamMap` drops an ended stream silently) before the tick notices and reopens it.
+    fn is_confirmed(&self, id: u64) -> bool {
+        self.held.get(&id).is_some_and(|held| {
+            held.confirmed == Some(self.confirm_epoch.disconnects())
+                && self.state.is_connected()
+                && self.subs.contains_key(&id)
+        })
     }
 
     /// The feed of held pattern `id` is about to be dropped or replaced: its confirmation ends.
@@ -873,7 +879,7 @@ impl Router {
         let acks = self.acks.clone();
         let epoch = self.confirm_epoch.disconnects();
         let connected = self.state.is_connected();
-        let confirmed = self.held.get(&id).is_some_and(|h| self.is_confirmed(h));
+        let confirmed = self.is_confirmed(id);
         let Some(held) = self.held.get_mut(&id) else {
             return;
         };
@@ -1120,8 +1126,7 @@ impl Router {
         let confirmed = self
             .ids
             .get(&request.pattern)
-            .and_then(|id| self.held.get(id))
-            .is_some_and(|h| self.is_confirmed(h));
+            .is_some_and(|&id| self.is_confirmed(id));
         let held = self
             .ids
             .get(&request.pattern)
@@ -1230,6 +1235,17 @@ impl Router {
     /// A feed that ended (a JetStream consumer that gave up) is opened again, so a held pattern
     /// never silently stops delivering.
     async fn reopen_ended(&mut self) {
+        // A feed that ended took its confirmation with it: the shards must stop answering new
+        // subscribers of it at once (their epoch moves), even while nothing can be reopened.
+        let lost: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(id, h)| h.confirmed.is_some() && !self.subs.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            self.unconfirm(id);
+        }
         // Nothing can be subscribed now: every pattern would only be deferred again.
         if !self.may_subscribe() {
             return;
@@ -1260,8 +1276,7 @@ impl Router {
             let confirmed = self
                 .ids
                 .get(&change.pattern)
-                .and_then(|id| self.held.get(id))
-                .is_some_and(|h| self.is_confirmed(h));
+                .is_some_and(|&id| self.is_confirmed(id));
             if let Some(&id) = self.ids.get(&change.pattern)
                 && let Some(held) = self.held.get_mut(&id)
             {

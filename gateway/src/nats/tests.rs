@@ -327,12 +327,41 @@ async fn replacing_a_confirmed_feed_ends_its_confirmation_only() {
         router.on_confirmation(answer);
     }
     let (a, b) = (router.ids["a"], router.ids["b"]);
-    assert!(router.is_confirmed(&router.held[&a]));
-    assert!(router.is_confirmed(&router.held[&b]));
+    assert!(router.is_confirmed(a));
+    assert!(router.is_confirmed(b));
     let before = epoch.current();
     // Say history went for good: the pattern moves to a new core subscription.
     router.open_core(a).await;
     assert!(epoch.current() > before, "shards must ask again");
-    assert!(!router.is_confirmed(&router.held[&a]));
-    assert!(router.is_confirmed(&router.held[&b]));
+    assert!(!router.is_confirmed(a));
+    assert!(router.is_confirmed(b));
+}
+
+/// A feed that ended by itself (a JetStream consumer that gave up: the `StreamMap` drops it
+/// silently) is not vouched for: the router's own answer waits for a new feed, and the next tick
+/// moves the shards' epoch, even while nothing can be reopened (review 2, finding 4).
+#[tokio::test]
+async fn a_feed_that_ended_is_no_longer_confirmed() {
+    let server = Server::start();
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connect to nats-server");
+    let acks = Acks::start(&client).await.expect("ack subscription");
+    let (router, _polls) = router_over(client);
+    let epoch = Arc::new(ConfirmEpoch::default());
+    let mut router = router.with_acks(acks).with_confirm_epoch(epoch.clone());
+    let mut answers = router.confirmed_rx.take().expect("answers");
+    router.on_interest(wanted("a")).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+        .await
+        .expect("the marker comes back")
+        .expect("an answer");
+    router.on_confirmation(answer);
+    let a = router.ids["a"];
+    assert!(router.is_confirmed(a));
+    let before = epoch.current();
+    drop(router.subs.remove(&a));
+    assert!(!router.is_confirmed(a), "no feed, no promise");
+    router.reopen_ended().await;
+    assert!(epoch.current() > before, "shards must ask again");
 }
