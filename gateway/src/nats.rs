@@ -970,6 +970,13 @@ impl Router {
             return;
         }
         held.confirm_attempt = None;
+        if live && epoch != self.confirm_epoch.disconnects() {
+            // The round trip started before NATS dropped: the marker proves a SUB on a
+            // connection that is gone. Confirm again (now if connected, else after the
+            // reconnect), within the same deadline.
+            self.confirm(id);
+            return;
+        }
         if !live {
             tracing::warn!(
                 pattern = %held.pattern,

@@ -365,3 +365,37 @@ async fn a_feed_that_ended_is_no_longer_confirmed() {
     router.reopen_ended().await;
     assert!(epoch.current() > before, "shards must ask again");
 }
+
+/// A marker that comes back for a round trip started before a disconnect vouches for a SUB on a
+/// connection that is gone: the router confirms again instead of answering its waiters live.
+#[tokio::test]
+async fn a_round_trip_from_before_a_disconnect_is_made_again() {
+    let server = Server::start();
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connect to nats-server");
+    let acks = Acks::start(&client).await.expect("ack subscription");
+    let (router, _polls) = router_over(client);
+    let epoch = Arc::new(ConfirmEpoch::default());
+    let mut router = router.with_acks(acks).with_confirm_epoch(epoch.clone());
+    let mut answers = router.confirmed_rx.take().expect("answers");
+    router.on_interest(wanted("a")).await;
+    let stale = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+        .await
+        .expect("the marker comes back")
+        .expect("an answer");
+    let a = router.ids["a"];
+    // NATS dropped (and came back) while the answer travelled.
+    epoch.bump();
+    router.on_confirmation(stale);
+    assert!(!router.is_confirmed(a));
+    assert!(router.held[&a].confirmed.is_none(), "not vouched for");
+    assert!(!router.held[&a].waiters.is_empty(), "still waiting");
+    let fresh = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+        .await
+        .expect("a new round trip")
+        .expect("an answer");
+    router.on_confirmation(fresh);
+    assert!(router.is_confirmed(a));
+    assert!(router.held[&a].waiters.is_empty(), "answered");
+}

@@ -174,6 +174,20 @@ impl Interests {
                     entry.state = asked;
                     Wanted::Ask(ticket)
                 }
+                // Asked before NATS dropped or a feed was replaced: its answer may vouch for a
+                // subscription that no longer holds, so it must not serve a connection that came
+                // after. Ask again; everyone waiting waits for the new answer (the old one is
+                // stale by its ticket).
+                State::Asked { epoch, waiting, .. } if *epoch != now => {
+                    let mut waiting = std::mem::take(waiting);
+                    waiting.push(key);
+                    entry.state = State::Asked {
+                        ticket,
+                        epoch: now,
+                        waiting,
+                    };
+                    Wanted::Ask(ticket)
+                }
                 State::Asked { waiting, .. } => {
                     waiting.push(key);
                     Wanted::Wait

@@ -151,3 +151,26 @@ fn a_feed_replacement_moves_the_shards_epoch_and_a_disconnect_both() {
     epoch.bump();
     assert_eq!((epoch.current(), epoch.disconnects()), (2, 1));
 }
+
+/// Review 2, finding 5: a connection that wants the pattern after the epoch moved does not join
+/// an ask made before it (whose answer may vouch for a subscription that no longer holds): the
+/// shard asks again, and the old answer is stale.
+#[test]
+fn a_want_after_the_epoch_moved_does_not_join_an_older_ask() {
+    let epoch = Arc::new(ConfirmEpoch::default());
+    let mut interests = Interests::new(epoch.clone());
+    let Wanted::Ask(old) = interests.want("a", 1) else {
+        panic!("asks");
+    };
+    epoch.bump();
+    let Wanted::Ask(new) = interests.want("a", 2) else {
+        panic!("asks again once the epoch moved");
+    };
+    assert_ne!(old, new);
+    assert_eq!(interests.want("a", 3), Wanted::Wait);
+    assert!(interests.answer("a", old, true).keys.is_empty(), "stale");
+    let mut keys = interests.answer("a", new, true).keys;
+    keys.sort_unstable();
+    assert_eq!(keys, vec![1, 2, 3]);
+    assert_eq!(interests.want("a", 4), Wanted::Ready);
+}
