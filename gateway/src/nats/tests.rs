@@ -336,3 +336,43 @@ async fn replacing_a_confirmed_feed_ends_its_confirmation_only() {
     assert!(!router.is_confirmed(&router.held[&a]));
     assert!(router.is_confirmed(&router.held[&b]));
 }
+
+/// Second review, finding 12: connected is not ready until the first publish confirmation
+/// self-test has a verdict (a user lacking `_INBOX.>` rights must never be reported ready;
+/// `tests/nats_auth.rs` covers that through the binary). A self-test that never ends does not
+/// hold readiness for ever: past `SELF_TEST_WAIT` from the first probe that saw a connection it
+/// is ready as before. A verdict makes it ready at once; either way the latch then holds.
+#[tokio::test]
+async fn readiness_waits_for_the_first_self_test_but_not_for_ever() {
+    let server = Server::start();
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connect to nats-server");
+    let start = std::time::Instant::now();
+
+    // No self-test ran (as if it were stuck): waiting, then ready once the wait is over.
+    let state = NatsState::default();
+    state.attach(&client);
+    assert_eq!(
+        state.settled_at(None, start),
+        Err("waiting for the publish confirmation self-test")
+    );
+    let almost = start + SELF_TEST_WAIT - Duration::from_millis(1);
+    assert!(state.settled_at(None, almost).is_err());
+    assert_eq!(state.settled_at(None, start + SELF_TEST_WAIT), Ok(()));
+    assert_eq!(state.settled_at(None, start), Ok(()), "latched");
+
+    // The real self-test over a working connection: a verdict, ready at once.
+    let state = Arc::new(NatsState::default());
+    state.attach(&client);
+    assert!(state.settled_at(None, start).is_err());
+    let acks = Acks::start(&client).await.expect("ack subscription");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        check_publish_confirmation(client.clone(), state.clone(), acks),
+    )
+    .await
+    .expect("the self-test passes");
+    assert_eq!(state.settled_at(None, start), Ok(()));
+    assert_eq!(state.unfit(), None);
+}
