@@ -118,9 +118,11 @@ impl NatsState {
     /// client's connect count (async-nats counts every connection made) and the history
     /// maintainer's `checked` (set once a check ran over a live connection). So a gateway that
     /// connected and checked, then lost NATS before the next probe, is still ready. The
-    /// self-test is waited for at most [`SELF_TEST_WAIT`] from the first probe that saw a
-    /// connection: one that never ends (NATS lost before it could run, a frozen server) must
-    /// not hold readiness for ever.
+    /// self-test is waited for only while connected and at most [`SELF_TEST_WAIT`] from the
+    /// first probe that saw a connection: one that cannot end (NATS lost before it could run,
+    /// a connection that keeps dropping) must not hold readiness for ever. A frozen server that
+    /// keeps the connection is a verdict after the self-test's own timeout (failing, but not
+    /// `unfit`).
     pub(crate) fn settled(&self, history: Option<&HistoryState>) -> Result<(), &'static str> {
         self.settled_at(history, std::time::Instant::now())
     }
@@ -138,7 +140,10 @@ impl NatsState {
             return Err("waiting for NATS");
         }
         let seen = *self.connected_seen.get_or_init(|| now);
+        // Only while connected: disconnected, the self-test cannot reach a verdict, and a
+        // gateway that connected and lost NATS before the verdict is ready as before.
         if !self.self_tested.load(Ordering::Acquire)
+            && self.is_connected()
             && now.saturating_duration_since(seen) < SELF_TEST_WAIT
         {
             return Err("waiting for the publish confirmation self-test");

@@ -341,7 +341,8 @@ async fn replacing_a_confirmed_feed_ends_its_confirmation_only() {
 /// self-test has a verdict (a user lacking `_INBOX.>` rights must never be reported ready;
 /// `tests/nats_auth.rs` covers that through the binary). A self-test that never ends does not
 /// hold readiness for ever: past `SELF_TEST_WAIT` from the first probe that saw a connection it
-/// is ready as before. A verdict makes it ready at once; either way the latch then holds.
+/// is ready as before, and so it is at once while disconnected. A verdict makes it ready at once;
+/// either way the latch then holds.
 #[tokio::test]
 async fn readiness_waits_for_the_first_self_test_but_not_for_ever() {
     let server = Server::start();
@@ -375,4 +376,17 @@ async fn readiness_waits_for_the_first_self_test_but_not_for_ever() {
     .expect("the self-test passes");
     assert_eq!(state.settled_at(None, start), Ok(()));
     assert_eq!(state.unfit(), None);
+
+    // Connected once, then NATS lost before any verdict: the self-test cannot run, so it is
+    // not waited for (a later outage must not take the gateway out of the Service).
+    let state = NatsState::default();
+    state.attach(&client);
+    assert!(state.settled_at(None, start).is_err());
+    drop(server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while state.is_connected() {
+        assert!(std::time::Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state.settled_at(None, start), Ok(()));
 }
