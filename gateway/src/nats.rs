@@ -58,6 +58,12 @@ pub(crate) struct NatsState {
     /// lacks the right, as opposed to a server that merely did not answer. Cleared with
     /// `confirm_failing` once the self-test passes.
     inbox_denied: AtomicBool,
+    /// A self-test round trip reached a verdict (passed, or failed over a live connection;
+    /// a reconnect meanwhile is inconclusive). [`NatsState::settled`] waits for it.
+    self_tested: AtomicBool,
+    /// When [`NatsState::settled`] first saw a connection made: the wait for the self-test is
+    /// bounded from there ([`SELF_TEST_WAIT`]).
+    connected_seen: OnceLock<std::time::Instant>,
 }
 
 impl NatsState {
@@ -97,8 +103,12 @@ impl NatsState {
         )
     }
 
-    /// Whether the start-up wait for NATS is over: connected once and, with history, the
-    /// stream checked once over that connection. Until then `/readyz` says no, so clients moved
+    /// Whether the start-up wait for NATS is over: connected once, the first publish
+    /// confirmation self-test over with (so a user lacking `_INBOX.>` rights is never reported
+    /// ready, not even for the few seconds before the self-test's verdict: with the Deployment
+    /// default `minReadySeconds: 0` a pod counts as available as soon as it is Ready, and the
+    /// rollout would scale down a working pod for it) and, with history, the stream checked once
+    /// over that connection. Until then `/readyz` says no, so clients moved
     /// here to resume (a shed steers them to the emptiest, often newest pod) do not meet a
     /// gateway that answers every resume `recovered:false, unavailable` only because it is not
     /// connected yet. Once settled, it stays so: a later NATS outage must not take every
@@ -107,13 +117,36 @@ impl NatsState {
     /// Both conditions are latches of their own, not read from the state at probe time: the
     /// client's connect count (async-nats counts every connection made) and the history
     /// maintainer's `checked` (set once a check ran over a live connection). So a gateway that
-    /// connected and checked, then lost NATS before the next probe, is still ready.
+    /// connected and checked, then lost NATS before the next probe, is still ready. The
+    /// self-test is waited for only while connected and at most [`SELF_TEST_WAIT`] from the
+    /// first probe that saw a connection: one that cannot end (NATS lost before it could run,
+    /// a connection that keeps dropping) must not hold readiness for ever. A frozen server that
+    /// keeps the connection is a verdict after the self-test's own timeout (failing, but not
+    /// `unfit`).
     pub(crate) fn settled(&self, history: Option<&HistoryState>) -> Result<(), &'static str> {
+        self.settled_at(history, std::time::Instant::now())
+    }
+
+    /// [`NatsState::settled`] at clock `now` (a test moves it past [`SELF_TEST_WAIT`]).
+    fn settled_at(
+        &self,
+        history: Option<&HistoryState>,
+        now: std::time::Instant,
+    ) -> Result<(), &'static str> {
         if self.settled.load(Ordering::Acquire) {
             return Ok(());
         }
         if self.client.get().is_none_or(|c| connects(c) == 0) {
             return Err("waiting for NATS");
+        }
+        let seen = *self.connected_seen.get_or_init(|| now);
+        // Only while connected: disconnected, the self-test cannot reach a verdict, and a
+        // gateway that connected and lost NATS before the verdict is ready as before.
+        if !self.self_tested.load(Ordering::Acquire)
+            && self.is_connected()
+            && now.saturating_duration_since(seen) < SELF_TEST_WAIT
+        {
+            return Err("waiting for the publish confirmation self-test");
         }
         if history.is_some_and(|h| !h.checked()) {
             return Err("waiting for the first history check");
@@ -290,6 +323,10 @@ const INBOX_PUBLISH_DENIED: &str = "Permissions Violation for Publish to \"_INBO
 /// before trying again after a failure (the permission may be granted by a config reload).
 const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(5);
 const SELF_TEST_RETRY: Duration = Duration::from_secs(10);
+/// How long `/readyz` waits for the first self-test to end once connected: its own timeout
+/// twice over, so that on a loaded machine a refused marker is reported before the wait ends
+/// (the self-test starts within a poll of the connection, the wait at the first probe after it).
+const SELF_TEST_WAIT: Duration = Duration::from_secs(2 * SELF_TEST_TIMEOUT.as_secs());
 
 /// Self-test once NATS is first connected: one marker round trip, what every HTTP publish needs
 /// to be answered 202 ([`publish`]). A NATS user without the publish right on `_INBOX.>` (a
@@ -314,6 +351,9 @@ pub(crate) async fn check_publish_confirmation(
                 if state.confirm_failing.swap(false, Ordering::AcqRel) {
                     tracing::warn!("publish confirmation works again: HTTP publishes answer 202");
                 }
+                // A verdict: `settled` waits no longer (stored after the flags above, so a
+                // probe that sees it sees them).
+                state.self_tested.store(true, Ordering::Release);
                 return;
             }
             // The client is closed: the gateway is shutting down.
@@ -331,9 +371,12 @@ pub(crate) async fn check_publish_confirmation(
                     );
                 }
             }
-            // Reconnected meanwhile: inconclusive.
+            // Reconnected meanwhile: inconclusive, tried again at once (`settled` keeps
+            // waiting, bounded by `SELF_TEST_WAIT`).
             Err(_) => continue,
         }
+        // A verdict (failed over a live connection): after `confirm_failing`, as above.
+        state.self_tested.store(true, Ordering::Release);
         tokio::time::sleep(SELF_TEST_RETRY).await;
     }
 }

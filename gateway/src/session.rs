@@ -720,6 +720,8 @@ impl Session {
                     continue;
                 }
             }
+            // Asked by this op (even if it came with the connection): a refusal answers it.
+            self.asked_by_op(&t);
             accepted.push(t);
         }
         let mut resumed = Vec::new();

@@ -359,6 +359,20 @@ async fn drain_and_accepting_requests() {
     let operator = nats_client(&nats).await;
     control_ready(&operator, "gw-drain").await;
     let admin = gw.admin_addr();
+    // Ready first: the start-up wait ends with the publish confirmation self-test's verdict,
+    // which may come after the control subject answers.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = get(admin, "/readyz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 
     let reply = control(
         &operator,

@@ -329,7 +329,9 @@ async fn nats_tls_refuses_a_server_without_tls() {
 /// with a reason naming `_INBOX.>` (review of the subscription confirmation, finding 10: every
 /// new subscription would be `unavailable`, so a rolling upgrade must stall on the first pod);
 /// its HTTP publishes answer 503 while the message is delivered, and a new subscription, which
-/// it cannot confirm either, is answered `unavailable` rather than promised.
+/// it cannot confirm either, is answered `unavailable` rather than promised. Second review,
+/// finding 12: `/readyz` is never 200 on the way there, not even before the self-test's verdict
+/// (a Deployment counts a pod available as soon as it is Ready).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_without_inbox_publish_rights_is_reported_at_start() {
     let scratch = Scratch::new("inbox");
@@ -343,6 +345,34 @@ async fn a_user_without_inbox_publish_rights_is_reported_at_start() {
     );
     let nats = NatsServer::start_with(&["-c", &config]);
     let gw = gateway(&nats, &["--nats-user", USER, "--nats-password", PASSWORD]);
+    // Polled from the start (the admin port is up once spawned) until the reason shows.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut reasons = Vec::new();
+    loop {
+        let (status, body) = get(gw.admin, "/readyz").await;
+        assert_eq!(
+            status, 503,
+            "ready with a user lacking _INBOX.> rights: {body}"
+        );
+        if body.contains("not ready: the NATS user may not publish to _INBOX.>") {
+            break;
+        }
+        if reasons.last() != Some(&body) {
+            reasons.push(body);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no _INBOX.> reason by the deadline: {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It went through the start-up wait for the self-test's verdict (not some other 503).
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("waiting for the publish confirmation self-test")),
+        "{reasons:?}"
+    );
     gw.wait_for_log("publish confirmation self-test failed", 1, PATIENCE)
         .await;
     gw.wait_for_log("may not publish to _INBOX.>", 1, PATIENCE)

@@ -203,6 +203,22 @@ async fn with_nats_down_sub_is_refused_unavailable_and_works_once_it_is_back() {
         1.0,
     )
     .await;
+    // The same resumed from the URL (`?topics=x&since=N`, what a client told to reconnect and
+    // resume by a drain or shed does): no op either, so closed 1013 too, not an `unavailable`
+    // text frame that would leave it connected and deaf (second review, finding 11).
+    let asked = Instant::now();
+    let mut url_client = connect(&ws_url(&gw, "?topics=url&since=1")).await;
+    let close = expect_close(&mut url_client).await;
+    assert!(asked.elapsed() < ANSWER_WITHIN, "{:?}", asked.elapsed());
+    assert_eq!(u16::from(close.code), 1013, "{close:?}");
+    assert_eq!(close.reason.as_str(), "subscription unavailable; reconnect");
+    metric_reaches(
+        gw.admin_addr(),
+        "volley_protocol_closes_total",
+        "reason=\"subscription_unavailable\"",
+        2.0,
+    )
+    .await;
 
     // An explicit `sub` is answered `unavailable` (the client retries); the connection stays.
     let mut client = connect(&ws_url(&gw, "")).await;

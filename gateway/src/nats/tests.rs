@@ -399,3 +399,57 @@ async fn a_round_trip_from_before_a_disconnect_is_made_again() {
     assert!(router.is_confirmed(a));
     assert!(router.held[&a].waiters.is_empty(), "answered");
 }
+
+/// Second review, finding 12: connected is not ready until the first publish confirmation
+/// self-test has a verdict (a user lacking `_INBOX.>` rights must never be reported ready;
+/// `tests/nats_auth.rs` covers that through the binary). A self-test that never ends does not
+/// hold readiness for ever: past `SELF_TEST_WAIT` from the first probe that saw a connection it
+/// is ready as before, and so it is at once while disconnected. A verdict makes it ready at once;
+/// either way the latch then holds.
+#[tokio::test]
+async fn readiness_waits_for_the_first_self_test_but_not_for_ever() {
+    let server = Server::start();
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connect to nats-server");
+    let start = std::time::Instant::now();
+
+    // No self-test ran (as if it were stuck): waiting, then ready once the wait is over.
+    let state = NatsState::default();
+    state.attach(&client);
+    assert_eq!(
+        state.settled_at(None, start),
+        Err("waiting for the publish confirmation self-test")
+    );
+    let almost = start + SELF_TEST_WAIT - Duration::from_millis(1);
+    assert!(state.settled_at(None, almost).is_err());
+    assert_eq!(state.settled_at(None, start + SELF_TEST_WAIT), Ok(()));
+    assert_eq!(state.settled_at(None, start), Ok(()), "latched");
+
+    // The real self-test over a working connection: a verdict, ready at once.
+    let state = Arc::new(NatsState::default());
+    state.attach(&client);
+    assert!(state.settled_at(None, start).is_err());
+    let acks = Acks::start(&client).await.expect("ack subscription");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        check_publish_confirmation(client.clone(), state.clone(), acks),
+    )
+    .await
+    .expect("the self-test passes");
+    assert_eq!(state.settled_at(None, start), Ok(()));
+    assert_eq!(state.unfit(), None);
+
+    // Connected once, then NATS lost before any verdict: the self-test cannot run, so it is
+    // not waited for (a later outage must not take the gateway out of the Service).
+    let state = NatsState::default();
+    state.attach(&client);
+    assert!(state.settled_at(None, start).is_err());
+    drop(server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while state.is_connected() {
+        assert!(std::time::Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state.settled_at(None, start), Ok(()));
+}

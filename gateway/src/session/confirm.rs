@@ -58,6 +58,11 @@ pub(crate) enum Reply {
 pub(crate) struct Pending {
     pattern: Box<str>,
     reply: Reply,
+    /// Came with the connection (URL `?topics=`, the token's `user.<sub>`) and not asked for by
+    /// any op since: a refusal then closes the connection (1013), as there is no op to answer.
+    /// Its own flag, not inferred from `reply`: a URL resume (`?topics=x&since=N`) changes the
+    /// reply to the replay's answer but the client still sent no op.
+    with_connection: bool,
     /// Clock (ms) past which the session stops waiting.
     deadline_ms: u64,
 }
@@ -104,19 +109,34 @@ impl Session {
             return;
         };
         let deadline_ms = clock.ms() + (wait + ANSWER_GRACE).as_millis() as u64;
+        let with_connection = reply == Reply::EpochOnly;
         self.extra
             .get_or_insert_with(Default::default)
             .pending
             .push(Pending {
                 pattern: pattern.into(),
                 reply,
+                with_connection,
                 deadline_ms,
             });
         out.push(Effect::Want(pattern.into()));
     }
 
-    /// A `sub` (`resumed`: with a position) names a pattern already pending: its reply becomes
-    /// that of the op. Returns whether it is pending (then its reply waits).
+    /// A `sub` op names `pattern`: should it be pending, it is no longer one that only came with
+    /// the connection, so a refusal answers that op instead of closing the connection.
+    pub(super) fn asked_by_op(&mut self, pattern: &str) {
+        if let Some(p) = self
+            .extra
+            .as_deref_mut()
+            .and_then(|e| e.pending.iter_mut().find(|p| *p.pattern == *pattern))
+        {
+            p.with_connection = false;
+        }
+    }
+
+    /// A `sub` (`resumed`: with a position; the URL's `since` too) names a pattern already
+    /// pending: its reply becomes that of the op (or of the replay). Returns whether it is
+    /// pending (then its reply waits).
     pub(super) fn awaits(&mut self, pattern: &str, resumed: bool) -> bool {
         let Some(p) = self
             .extra
@@ -175,7 +195,12 @@ impl Session {
         limits: &Limits,
         out: &mut Vec<Effect>,
     ) {
-        let Some(reply) = self.take_pending(pattern) else {
+        let Some(Pending {
+            reply,
+            with_connection,
+            ..
+        }) = self.take_pending(pattern)
+        else {
             return;
         };
         if !self.is_open() {
@@ -183,7 +208,7 @@ impl Session {
         }
         if !live {
             self.remove_sub(pattern);
-            self.refuse(pattern, &reply, clock, limits, out);
+            self.refuse(pattern, with_connection, clock, limits, out);
             return;
         }
         // Before the reply (see the module docs): should the reply close the session, its
@@ -211,12 +236,12 @@ impl Session {
     fn refuse(
         &mut self,
         pattern: &str,
-        reply: &Reply,
+        with_connection: bool,
         clock: &Clock,
         limits: &Limits,
         out: &mut Vec<Effect>,
     ) {
-        if *reply == Reply::EpochOnly {
+        if with_connection {
             self.close(
                 UNAVAILABLE_CLOSE_CODE,
                 UNAVAILABLE_CLOSE_REASON,
@@ -229,12 +254,12 @@ impl Session {
         }
     }
 
-    fn take_pending(&mut self, pattern: &str) -> Option<Reply> {
+    fn take_pending(&mut self, pattern: &str) -> Option<Pending> {
         let extra = self.extra.as_deref_mut()?;
         let i = extra.pending.iter().position(|p| *p.pattern == *pattern)?;
-        let reply = extra.pending.swap_remove(i).reply;
+        let pending = extra.pending.swap_remove(i);
         self.tidy_extra();
-        Some(reply)
+        Some(pending)
     }
 
     /// The clock (ms) of the first pending deadline, if any: [`Session::next_tick`] wakes for it.
@@ -266,12 +291,12 @@ impl Session {
                 // Closed by an earlier one: `leave` withdrew the rest.
                 return;
             }
-            let Some(reply) = self.take_pending(&pattern) else {
+            let Some(pending) = self.take_pending(&pattern) else {
                 continue;
             };
             self.remove_sub(&pattern);
             out.push(Effect::Withdraw(pattern.clone()));
-            self.refuse(&pattern, &reply, clock, limits, out);
+            self.refuse(&pattern, pending.with_connection, clock, limits, out);
         }
     }
 }

@@ -430,3 +430,60 @@ fn a_pattern_that_came_with_the_connection_and_cannot_be_confirmed_closes_1013()
     assert!(session.is_open());
     assert_eq!(replies(&mut session)[0]["code"], "unavailable");
 }
+
+/// Review finding 11: a URL topic resumed from the URL (`?topics=u&since=1`: the engine calls
+/// `resume` at the handshake) is still one the client sent no op for, so one that cannot be
+/// confirmed closes the connection 1013 too (engine's answer or the session's deadline), not an
+/// `unavailable` error that leaves it connected and deaf. The same topic resumed by a `sub` op
+/// gets that op's error.
+#[test]
+fn a_url_topic_resumed_from_the_url_and_not_confirmed_closes_1013() {
+    let limits = cluster_limits();
+    let start = Instant::now();
+    let clock = Clock::new(start);
+
+    // The engine's answer.
+    let (mut session, _) = opened(&clock, &limits, &["u"]);
+    let mut out = Vec::new();
+    session.resume("u", 1, None, &clock, &limits, &mut out);
+    let out = confirmed(&mut session, "u", false, &clock, &limits);
+    assert!(!session.is_open(), "left connected and deaf: {out:?}");
+    assert!(
+        out.contains(&Effect::Closing(Cause::Unavailable)),
+        "{out:?}"
+    );
+    assert_eq!(
+        last_close(&mut session),
+        (1013, "subscription unavailable; reconnect".to_owned())
+    );
+
+    // The session's own deadline (the resume's wait is longer, the confirmation's comes first).
+    let (mut session, _) = opened(&clock, &limits, &["u"]);
+    let mut out = Vec::new();
+    session.resume("u", 1, None, &clock, &limits, &mut out);
+    let deadline = start + Duration::from_secs(5) + confirm::ANSWER_GRACE;
+    let mut out = Vec::new();
+    session.on_tick(&clock.at(deadline), SystemTime::now(), &limits, &mut out);
+    assert!(
+        out.contains(&Effect::Closing(Cause::Unavailable)),
+        "{out:?}"
+    );
+    assert_eq!(last_close(&mut session).0, 1013);
+
+    // Resumed with a `sub` op instead: the op is answered, the connection stays.
+    let (mut session, _) = opened(&clock, &limits, &["u"]);
+    op(
+        &mut session,
+        r#"{"op":"sub","topics":["u"],"since":{"u":1}}"#,
+        &clock,
+        &limits,
+    );
+    confirmed(&mut session, "u", false, &clock, &limits);
+    assert!(session.is_open());
+    assert!(
+        replies(&mut session)
+            .iter()
+            .any(|r| r["code"] == "unavailable"),
+        "the op's error"
+    );
+}
