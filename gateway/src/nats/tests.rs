@@ -304,26 +304,45 @@ async fn a_replay_parked_for_a_confirmation_goes_with_its_connection() {
     assert_eq!(parked(&router), vec![8]);
 }
 
-/// Review of the subscription confirmation, finding 2(b): replacing a confirmed pattern's feed
-/// ends its confirmation (router and, through the epoch, shards); the other patterns' feeds are
-/// untouched, so the router keeps theirs and answers a shard's re-ask for them at once.
-#[tokio::test]
-async fn replacing_a_confirmed_feed_ends_its_confirmation_only() {
+/// A router over a real nats-server that confirms with marker round trips, sharing `epoch`
+/// with the test (as with the shards); `answers` receives the round trips' outcomes.
+async fn confirming_router() -> (
+    Server,
+    Vec<mio::Poll>,
+    Router,
+    Arc<ConfirmEpoch>,
+    tokio::sync::mpsc::UnboundedReceiver<Confirmation>,
+) {
     let server = Server::start();
     let client = async_nats::connect(server.url())
         .await
         .expect("connect to nats-server");
     let acks = Acks::start(&client).await.expect("ack subscription");
-    let (router, _polls) = router_over(client);
+    let (router, polls) = router_over(client);
     let epoch = Arc::new(ConfirmEpoch::default());
     let mut router = router.with_acks(acks).with_confirm_epoch(epoch.clone());
-    let mut answers = router.confirmed_rx.take().expect("answers");
+    let answers = router.confirmed_rx.take().expect("answers");
+    (server, polls, router, epoch, answers)
+}
+
+async fn next_answer(
+    answers: &mut tokio::sync::mpsc::UnboundedReceiver<Confirmation>,
+) -> Confirmation {
+    tokio::time::timeout(Duration::from_secs(10), answers.recv())
+        .await
+        .expect("the marker round trip ends")
+        .expect("an answer")
+}
+
+/// Review of the subscription confirmation, finding 2(b): replacing a confirmed pattern's feed
+/// ends its confirmation (router and, through the epoch, shards); the other patterns' feeds are
+/// untouched, so the router keeps theirs and answers a shard's re-ask for them at once.
+#[tokio::test]
+async fn replacing_a_confirmed_feed_ends_its_confirmation_only() {
+    let (_server, _polls, mut router, epoch, mut answers) = confirming_router().await;
     for pattern in ["a", "b"] {
         router.on_interest(wanted(pattern)).await;
-        let answer = tokio::time::timeout(Duration::from_secs(10), answers.recv())
-            .await
-            .expect("the marker comes back")
-            .expect("an answer");
+        let answer = next_answer(&mut answers).await;
         router.on_confirmation(answer);
     }
     let (a, b) = (router.ids["a"], router.ids["b"]);
@@ -342,20 +361,9 @@ async fn replacing_a_confirmed_feed_ends_its_confirmation_only() {
 /// moves the shards' epoch, even while nothing can be reopened (review 2, finding 4).
 #[tokio::test]
 async fn a_feed_that_ended_is_no_longer_confirmed() {
-    let server = Server::start();
-    let client = async_nats::connect(server.url())
-        .await
-        .expect("connect to nats-server");
-    let acks = Acks::start(&client).await.expect("ack subscription");
-    let (router, _polls) = router_over(client);
-    let epoch = Arc::new(ConfirmEpoch::default());
-    let mut router = router.with_acks(acks).with_confirm_epoch(epoch.clone());
-    let mut answers = router.confirmed_rx.take().expect("answers");
+    let (_server, _polls, mut router, epoch, mut answers) = confirming_router().await;
     router.on_interest(wanted("a")).await;
-    let answer = tokio::time::timeout(Duration::from_secs(10), answers.recv())
-        .await
-        .expect("the marker comes back")
-        .expect("an answer");
+    let answer = next_answer(&mut answers).await;
     router.on_confirmation(answer);
     let a = router.ids["a"];
     assert!(router.is_confirmed(a));
@@ -370,20 +378,9 @@ async fn a_feed_that_ended_is_no_longer_confirmed() {
 /// connection that is gone: the router confirms again instead of answering its waiters live.
 #[tokio::test]
 async fn a_round_trip_from_before_a_disconnect_is_made_again() {
-    let server = Server::start();
-    let client = async_nats::connect(server.url())
-        .await
-        .expect("connect to nats-server");
-    let acks = Acks::start(&client).await.expect("ack subscription");
-    let (router, _polls) = router_over(client);
-    let epoch = Arc::new(ConfirmEpoch::default());
-    let mut router = router.with_acks(acks).with_confirm_epoch(epoch.clone());
-    let mut answers = router.confirmed_rx.take().expect("answers");
+    let (_server, _polls, mut router, epoch, mut answers) = confirming_router().await;
     router.on_interest(wanted("a")).await;
-    let stale = tokio::time::timeout(Duration::from_secs(10), answers.recv())
-        .await
-        .expect("the marker comes back")
-        .expect("an answer");
+    let stale = next_answer(&mut answers).await;
     let a = router.ids["a"];
     // NATS dropped (and came back) while the answer travelled.
     epoch.bump();
@@ -391,10 +388,7 @@ async fn a_round_trip_from_before_a_disconnect_is_made_again() {
     assert!(!router.is_confirmed(a));
     assert!(router.held[&a].confirmed.is_none(), "not vouched for");
     assert!(!router.held[&a].waiters.is_empty(), "still waiting");
-    let fresh = tokio::time::timeout(Duration::from_secs(10), answers.recv())
-        .await
-        .expect("a new round trip")
-        .expect("an answer");
+    let fresh = next_answer(&mut answers).await;
     router.on_confirmation(fresh);
     assert!(router.is_confirmed(a));
     assert!(router.held[&a].waiters.is_empty(), "answered");
