@@ -43,6 +43,16 @@ async fn nats_client(nats: &NatsServer) -> async_nats::Client {
         .expect("test NATS client")
 }
 
+/// Publishes `1` to `topic` through NATS from a client of its own, flushed.
+async fn publish_one(nats: &NatsServer, topic: &str) {
+    let publisher = nats_client(nats).await;
+    publisher
+        .publish(format!("push.{topic}"), "1".into())
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+}
+
 async fn wait_metric(admin: std::net::SocketAddr, name: &str, wanted: f64) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -155,9 +165,7 @@ async fn subscribers_arriving_while_a_sub_is_pending_share_its_confirmation() {
         metric(gw.admin_addr(), "volley_nats_subscriptions", "").await,
         1.0
     );
-    let publisher = nats_client(&nats).await;
-    publisher.publish("push.shared", "1".into()).await.unwrap();
-    publisher.flush().await.unwrap();
+    publish_one(&nats, "shared").await;
     for client in &mut clients {
         assert_eq!(next_json(client).await, json!({"topic":"shared","data":1}));
     }
@@ -238,9 +246,7 @@ async fn with_nats_down_sub_is_refused_unavailable_and_works_once_it_is_back() {
         next_json(&mut client).await,
         json!({"op":"subscribed","topics":["late"]})
     );
-    let publisher = nats_client(&nats).await;
-    publisher.publish("push.late", "1".into()).await.unwrap();
-    publisher.flush().await.unwrap();
+    publish_one(&nats, "late").await;
     assert_eq!(
         next_json(&mut client).await,
         json!({"topic":"late","data":1})
@@ -251,6 +257,7 @@ async fn with_nats_down_sub_is_refused_unavailable_and_works_once_it_is_back() {
     // The URL topic has no reply to wait for; its NATS subscription is confirmed once the
     // router holds it, and the shard makes it live in the same step as it answers: poll by
     // publishing until one arrives (bounded), as a URL-topic client has no other signal.
+    let publisher = nats_client(&nats).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut n = 0;
     let got = loop {
@@ -296,9 +303,7 @@ async fn a_sub_during_a_short_outage_is_answered_once_nats_is_back() {
         reply = reply_of(&mut client).await;
     }
     assert_eq!(reply, json!({"op":"subscribed","topics":["blip"]}));
-    let publisher = nats_client(&nats).await;
-    publisher.publish("push.blip", "1".into()).await.unwrap();
-    publisher.flush().await.unwrap();
+    publish_one(&nats, "blip").await;
     assert_eq!(
         next_json(&mut client).await,
         json!({"topic":"blip","data":1})
@@ -328,9 +333,7 @@ async fn a_server_that_does_not_answer_gets_unavailable_by_the_deadline() {
         next_json(&mut client).await,
         json!({"op":"subscribed","topics":["stalled"]})
     );
-    let publisher = nats_client(&nats).await;
-    publisher.publish("push.stalled", "1".into()).await.unwrap();
-    publisher.flush().await.unwrap();
+    publish_one(&nats, "stalled").await;
     assert_eq!(
         next_json(&mut client).await,
         json!({"topic":"stalled","data":1})
@@ -362,9 +365,7 @@ async fn unsub_or_close_while_pending_leaks_no_subscription() {
     nats.wait_for_subscriptions("push.gone.a", 0).await;
     nats.wait_for_subscriptions("push.gone.b", 0).await;
     // No reply came for the withdrawn pattern, and nothing is delivered for it.
-    let publisher = nats_client(&nats).await;
-    publisher.publish("push.gone.a", "1".into()).await.unwrap();
-    publisher.flush().await.unwrap();
+    publish_one(&nats, "gone.a").await;
     expect_silence(&mut stays, Duration::from_millis(300)).await;
 }
 
@@ -466,9 +467,7 @@ async fn a_client_closed_by_its_confirmation_leaves_nothing_to_the_next_connecti
     round_trip(&mut holder).await;
 
     let mut fresh = connect(&ws_url(&gw, "")).await;
-    let publisher = nats_client(&nats).await;
-    publisher.publish("push.p", "1".into()).await.unwrap();
-    publisher.flush().await.unwrap();
+    publish_one(&nats, "p").await;
     assert_eq!(next_json(&mut holder).await, json!({"topic":"p","data":1}));
     expect_silence(&mut fresh, Duration::from_millis(300)).await;
 }

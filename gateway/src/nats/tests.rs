@@ -44,6 +44,37 @@ impl Server {
             .status()
             .expect("run kill");
         assert!(status.success());
+        wait_stopped(self.child.id());
+    }
+}
+
+/// Waits until every thread of `pid` is stopped: `kill -STOP` returns once the signal is queued,
+/// and a group stop completes thread by thread (Linux `kernel/signal.c`, `do_signal_stop`), so on
+/// a loaded machine the server's other threads can go on serving for a moment.
+fn wait_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc tasks");
+        let all_stopped = tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = &stat[stat.rfind(')')? + 1..];
+                    after
+                        .split_whitespace()
+                        .next()
+                        .map(|state| state == "T" || state == "t")
+                })
+                .unwrap_or(true)
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nats-server never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -122,6 +122,8 @@ impl NatsServer {
     /// [`NatsServer::thaw`], like a server stalled under load.
     pub fn freeze(&self) {
         self.signal("STOP");
+        let pid = self.child.as_ref().expect("nats-server running").id();
+        wait_stopped(pid);
     }
 
     pub fn thaw(&self) {
@@ -225,5 +227,36 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Waits until every thread of `pid` is stopped. `kill -STOP` returns once the signal is queued,
+/// but a group stop completes thread by thread (Linux `kernel/signal.c`, `do_signal_stop`: the
+/// thread that takes the signal marks the others, and each stops only when it next runs): on a
+/// loaded machine nats-server's other threads went on serving for a moment (seen: a SUB sent
+/// right after `freeze` was answered). Bounded by [`super::PATIENCE`].
+pub fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + super::PATIENCE;
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc tasks");
+        let all_stopped = tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The state follows the command name, which is in parentheses.
+                    let after = &stat[stat.rfind(')')? + 1..];
+                    after
+                        .split_whitespace()
+                        .next()
+                        .map(|state| state == "T" || state == "t")
+                })
+                // A thread that exited is not serving.
+                .unwrap_or(true)
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nats-server never stopped");
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
